@@ -1,0 +1,138 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PhotoRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHOTO_ROLE_UNSPECIFIED: _ClassVar[PhotoRole]
+    PHOTO_ROLE_HEADSHOT: _ClassVar[PhotoRole]
+    PHOTO_ROLE_REFERENCE: _ClassVar[PhotoRole]
+
+class ConsentScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONSENT_SCOPE_UNSPECIFIED: _ClassVar[ConsentScope]
+    CONSENT_SCOPE_PORTRAIT_GENERATION: _ClassVar[ConsentScope]
+
+class OrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_STATE_UNSPECIFIED: _ClassVar[OrderState]
+    ORDER_STATE_QUEUED: _ClassVar[OrderState]
+    ORDER_STATE_TRAINING: _ClassVar[OrderState]
+    ORDER_STATE_RENDERING: _ClassVar[OrderState]
+    ORDER_STATE_DONE: _ClassVar[OrderState]
+    ORDER_STATE_FAILED: _ClassVar[OrderState]
+PHOTO_ROLE_UNSPECIFIED: PhotoRole
+PHOTO_ROLE_HEADSHOT: PhotoRole
+PHOTO_ROLE_REFERENCE: PhotoRole
+CONSENT_SCOPE_UNSPECIFIED: ConsentScope
+CONSENT_SCOPE_PORTRAIT_GENERATION: ConsentScope
+ORDER_STATE_UNSPECIFIED: OrderState
+ORDER_STATE_QUEUED: OrderState
+ORDER_STATE_TRAINING: OrderState
+ORDER_STATE_RENDERING: OrderState
+ORDER_STATE_DONE: OrderState
+ORDER_STATE_FAILED: OrderState
+
+class ConsentRecord(_message.Message):
+    __slots__ = ("agreement_version", "scopes", "retention_days", "granted_at")
+    AGREEMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_FIELD_NUMBER: _ClassVar[int]
+    agreement_version: str
+    scopes: _containers.RepeatedScalarFieldContainer[ConsentScope]
+    retention_days: int
+    granted_at: _timestamp_pb2.Timestamp
+    def __init__(self, agreement_version: _Optional[str] = ..., scopes: _Optional[_Iterable[_Union[ConsentScope, str]]] = ..., retention_days: _Optional[int] = ..., granted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FaceBox(_message.Message):
+    __slots__ = ("left", "top", "right", "bottom")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_FIELD_NUMBER: _ClassVar[int]
+    left: int
+    top: int
+    right: int
+    bottom: int
+    def __init__(self, left: _Optional[int] = ..., top: _Optional[int] = ..., right: _Optional[int] = ..., bottom: _Optional[int] = ...) -> None: ...
+
+class PhotoVerdict(_message.Message):
+    __slots__ = ("accepted", "reasons", "messages", "face_box")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    FACE_BOX_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    messages: _containers.RepeatedScalarFieldContainer[str]
+    face_box: FaceBox
+    def __init__(self, accepted: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ...) -> None: ...
+
+class Portrait(_message.Message):
+    __slots__ = ("portrait_id", "style", "seed", "width", "height")
+    PORTRAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    STYLE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    portrait_id: str
+    style: str
+    seed: int
+    width: int
+    height: int
+    def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class Order(_message.Message):
+    __slots__ = ("order_id", "subject_id", "styles", "count", "state", "portraits", "failure_stage", "failure_reason", "created_at", "updated_at", "base_model_id", "progress_done", "progress_total")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    STYLES_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PORTRAITS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_STAGE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_DONE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    subject_id: str
+    styles: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    state: OrderState
+    portraits: _containers.RepeatedCompositeFieldContainer[Portrait]
+    failure_stage: str
+    failure_reason: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    base_model_id: str
+    progress_done: int
+    progress_total: int
+    def __init__(self, order_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., styles: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., state: _Optional[_Union[OrderState, str]] = ..., portraits: _Optional[_Iterable[_Union[Portrait, _Mapping]]] = ..., failure_stage: _Optional[str] = ..., failure_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., base_model_id: _Optional[str] = ..., progress_done: _Optional[int] = ..., progress_total: _Optional[int] = ...) -> None: ...
+
+class WorkerStatus(_message.Message):
+    __slots__ = ("worker_id", "busy", "current_job_id", "jobs_completed", "jobs_failed", "device")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    JOBS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    busy: bool
+    current_job_id: str
+    jobs_completed: int
+    jobs_failed: int
+    device: str
+    def __init__(self, worker_id: _Optional[str] = ..., busy: _Optional[bool] = ..., current_job_id: _Optional[str] = ..., jobs_completed: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,151 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from studio.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TrainJob(_message.Message):
+    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "base_model_id", "crop_keys", "steps", "seed", "lora_key", "render")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    CROP_KEYS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    LORA_KEY_FIELD_NUMBER: _ClassVar[int]
+    RENDER_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    order_id: str
+    tenant_id: str
+    subject_id: str
+    base_model_id: str
+    crop_keys: _containers.RepeatedScalarFieldContainer[str]
+    steps: int
+    seed: int
+    lora_key: str
+    render: RenderJob
+    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., crop_keys: _Optional[_Iterable[str]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., lora_key: _Optional[str] = ..., render: _Optional[_Union[RenderJob, _Mapping]] = ...) -> None: ...
+
+class RenderItem(_message.Message):
+    __slots__ = ("portrait_id", "style", "prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "portrait_key")
+    PORTRAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    STYLE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PORTRAIT_KEY_FIELD_NUMBER: _ClassVar[int]
+    portrait_id: str
+    style: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    portrait_key: str
+    def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., portrait_key: _Optional[str] = ...) -> None: ...
+
+class RenderJob(_message.Message):
+    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "lora_key", "items")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    LORA_KEY_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    order_id: str
+    tenant_id: str
+    subject_id: str
+    lora_key: str
+    items: _containers.RepeatedCompositeFieldContainer[RenderItem]
+    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RenderItem, _Mapping]]] = ...) -> None: ...
+
+class OrderQueued(_message.Message):
+    __slots__ = ("position", "eta_seconds")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    eta_seconds: int
+    def __init__(self, position: _Optional[int] = ..., eta_seconds: _Optional[int] = ...) -> None: ...
+
+class TrainingProgress(_message.Message):
+    __slots__ = ("step", "total_steps", "loss")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    total_steps: int
+    loss: float
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
+
+class TrainingDone(_message.Message):
+    __slots__ = ("base_model_id", "seconds", "final_loss")
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    base_model_id: str
+    seconds: float
+    final_loss: float
+    def __init__(self, base_model_id: _Optional[str] = ..., seconds: _Optional[float] = ..., final_loss: _Optional[float] = ...) -> None: ...
+
+class RenderingProgress(_message.Message):
+    __slots__ = ("rendered", "total", "portrait")
+    RENDERED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PORTRAIT_FIELD_NUMBER: _ClassVar[int]
+    rendered: int
+    total: int
+    portrait: _common_pb2.Portrait
+    def __init__(self, rendered: _Optional[int] = ..., total: _Optional[int] = ..., portrait: _Optional[_Union[_common_pb2.Portrait, _Mapping]] = ...) -> None: ...
+
+class OrderDone(_message.Message):
+    __slots__ = ("portraits",)
+    PORTRAITS_FIELD_NUMBER: _ClassVar[int]
+    portraits: _containers.RepeatedCompositeFieldContainer[_common_pb2.Portrait]
+    def __init__(self, portraits: _Optional[_Iterable[_Union[_common_pb2.Portrait, _Mapping]]] = ...) -> None: ...
+
+class OrderFailed(_message.Message):
+    __slots__ = ("stage", "reason")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    reason: str
+    def __init__(self, stage: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class OrderEvent(_message.Message):
+    __slots__ = ("order_id", "tenant_id", "subject_id", "at", "queued", "training", "trained", "rendering", "done", "failed")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    RENDERING_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    tenant_id: str
+    subject_id: str
+    at: _timestamp_pb2.Timestamp
+    queued: OrderQueued
+    training: TrainingProgress
+    trained: TrainingDone
+    rendering: RenderingProgress
+    done: OrderDone
+    failed: OrderFailed
+    def __init__(self, order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[_Union[OrderQueued, _Mapping]] = ..., training: _Optional[_Union[TrainingProgress, _Mapping]] = ..., trained: _Optional[_Union[TrainingDone, _Mapping]] = ..., rendering: _Optional[_Union[RenderingProgress, _Mapping]] = ..., done: _Optional[_Union[OrderDone, _Mapping]] = ..., failed: _Optional[_Union[OrderFailed, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,160 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from studio.v1 import common_pb2 as _common_pb2
+from studio.v1 import events_pb2 as _events_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateSubjectRequest(_message.Message):
+    __slots__ = ("external_ref", "consent", "idempotency_key")
+    EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    external_ref: str
+    consent: _common_pb2.ConsentRecord
+    idempotency_key: str
+    def __init__(self, external_ref: _Optional[str] = ..., consent: _Optional[_Union[_common_pb2.ConsentRecord, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class PhotoSummary(_message.Message):
+    __slots__ = ("photo_id", "filename", "role", "verdict", "size_bytes")
+    PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    photo_id: str
+    filename: str
+    role: _common_pb2.PhotoRole
+    verdict: _common_pb2.PhotoVerdict
+    size_bytes: int
+    def __init__(self, photo_id: _Optional[str] = ..., filename: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., verdict: _Optional[_Union[_common_pb2.PhotoVerdict, _Mapping]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class Subject(_message.Message):
+    __slots__ = ("subject_id", "external_ref", "consent", "created_at", "photos")
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    external_ref: str
+    consent: _common_pb2.ConsentRecord
+    created_at: _timestamp_pb2.Timestamp
+    photos: _containers.RepeatedCompositeFieldContainer[PhotoSummary]
+    def __init__(self, subject_id: _Optional[str] = ..., external_ref: _Optional[str] = ..., consent: _Optional[_Union[_common_pb2.ConsentRecord, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., photos: _Optional[_Iterable[_Union[PhotoSummary, _Mapping]]] = ...) -> None: ...
+
+class CreateSubjectResponse(_message.Message):
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: Subject
+    def __init__(self, subject: _Optional[_Union[Subject, _Mapping]] = ...) -> None: ...
+
+class GetSubjectRequest(_message.Message):
+    __slots__ = ("subject_id",)
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
+
+class GetSubjectResponse(_message.Message):
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: Subject
+    def __init__(self, subject: _Optional[_Union[Subject, _Mapping]] = ...) -> None: ...
+
+class PhotoHeader(_message.Message):
+    __slots__ = ("subject_id", "role", "filename")
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    role: _common_pb2.PhotoRole
+    filename: str
+    def __init__(self, subject_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class UploadPhotosRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: PhotoHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[PhotoHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadPhotosResponse(_message.Message):
+    __slots__ = ("photos",)
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    photos: _containers.RepeatedCompositeFieldContainer[PhotoSummary]
+    def __init__(self, photos: _Optional[_Iterable[_Union[PhotoSummary, _Mapping]]] = ...) -> None: ...
+
+class CreateOrderRequest(_message.Message):
+    __slots__ = ("subject_id", "styles", "count", "idempotency_key")
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    STYLES_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    styles: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    idempotency_key: str
+    def __init__(self, subject_id: _Optional[str] = ..., styles: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class CreateOrderResponse(_message.Message):
+    __slots__ = ("order",)
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    order: _common_pb2.Order
+    def __init__(self, order: _Optional[_Union[_common_pb2.Order, _Mapping]] = ...) -> None: ...
+
+class GetOrderRequest(_message.Message):
+    __slots__ = ("order_id",)
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
+
+class GetOrderResponse(_message.Message):
+    __slots__ = ("order",)
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    order: _common_pb2.Order
+    def __init__(self, order: _Optional[_Union[_common_pb2.Order, _Mapping]] = ...) -> None: ...
+
+class WatchOrderRequest(_message.Message):
+    __slots__ = ("order_id",)
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
+
+class WatchOrderResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: _events_pb2.OrderEvent
+    def __init__(self, event: _Optional[_Union[_events_pb2.OrderEvent, _Mapping]] = ...) -> None: ...
+
+class DownloadPortraitRequest(_message.Message):
+    __slots__ = ("order_id", "portrait_id")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PORTRAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    portrait_id: str
+    def __init__(self, order_id: _Optional[str] = ..., portrait_id: _Optional[str] = ...) -> None: ...
+
+class PortraitInfo(_message.Message):
+    __slots__ = ("portrait", "content_type", "size_bytes")
+    PORTRAIT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    portrait: _common_pb2.Portrait
+    content_type: str
+    size_bytes: int
+    def __init__(self, portrait: _Optional[_Union[_common_pb2.Portrait, _Mapping]] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class DownloadPortraitResponse(_message.Message):
+    __slots__ = ("info", "chunk")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    info: PortraitInfo
+    chunk: bytes
+    def __init__(self, info: _Optional[_Union[PortraitInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
