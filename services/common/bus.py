@@ -1,0 +1,175 @@
+"""The one place that declares every NATS subject, stream, consumer and KV bucket.
+
+Payloads are protobuf messages (protos/studio/v1/events.proto), never ad-hoc JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+M = TypeVar("M", bound=Message)
+
+TRAIN_SUBJECT = "studio.train.jobs"
+RENDER_SUBJECT = "studio.render.jobs"
+ORDER_EVENTS_PREFIX = "studio.events.order"
+
+TRAIN_STREAM = StreamConfig(
+    name="TRAIN",
+    subjects=[TRAIN_SUBJECT],
+    retention=RetentionPolicy.WORK_QUEUE,
+    storage=StorageType.FILE,
+    duplicate_window=600.0,
+)
+RENDER_STREAM = StreamConfig(
+    name="RENDER",
+    subjects=[RENDER_SUBJECT],
+    retention=RetentionPolicy.WORK_QUEUE,
+    storage=StorageType.FILE,
+    duplicate_window=600.0,
+)
+EVENTS_STREAM = StreamConfig(
+    name="EVENTS",
+    subjects=["studio.events.>"],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    max_age=30 * 24 * 3600.0,
+    duplicate_window=600.0,
+)
+STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM)
+
+
+@dataclass(frozen=True)
+class WorkQueue:
+    stream: str
+    subject: str
+    durable: str
+    ack_wait_s: float
+    max_deliver: int
+
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            filter_subject=self.subject,
+            max_ack_pending=64,
+        )
+
+
+# Workers send in_progress heartbeats well inside ack_wait, so a live job is never redelivered
+# while a killed worker's job comes back after ack_wait.
+TRAIN_QUEUE = WorkQueue("TRAIN", TRAIN_SUBJECT, "trainer", ack_wait_s=60.0, max_deliver=5)
+RENDER_QUEUE = WorkQueue("RENDER", RENDER_SUBJECT, "renderer", ack_wait_s=60.0, max_deliver=5)
+# ingest keeps the order view (KV) up to date from the event stream.
+ORDER_VIEW_CONSUMER = ConsumerConfig(
+    durable_name="ingest-order-view",
+    ack_policy=AckPolicy.EXPLICIT,
+    ack_wait=30.0,
+    deliver_policy=DeliverPolicy.ALL,
+    filter_subject=f"{ORDER_EVENTS_PREFIX}.>",
+)
+
+TENANTS_BUCKET = "studio_tenants"
+SUBJECTS_BUCKET = "studio_subjects"
+PHOTOS_BUCKET = "studio_photos"
+ORDERS_BUCKET = "studio_orders"
+IDEMPOTENCY_BUCKET = "studio_idempotency"
+BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET)
+
+
+def order_events_subject(order_id: str) -> str:
+    return f"{ORDER_EVENTS_PREFIX}.{order_id}"
+
+
+class Bus:
+    """A NATS connection with the studio's topology declared."""
+
+    def __init__(self, client: NatsClient) -> None:
+        self.client = client
+        self.js: JetStreamContext = client.jetstream()
+        self._buckets: dict[str, KeyValue] = {}
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Bus:
+        client = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        bus = cls(client)
+        await bus.declare()
+        return bus
+
+    async def declare(self) -> None:
+        """Idempotent: every service declares the topology on start, whoever starts first."""
+        for config in STREAMS:
+            await self.js.add_stream(config)
+        for queue in (TRAIN_QUEUE, RENDER_QUEUE):
+            await self.js.add_consumer(queue.stream, queue.consumer_config())
+        for bucket in BUCKETS:
+            self._buckets[bucket] = await self.js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
+            )
+
+    def bucket(self, name: str) -> KeyValue:
+        return self._buckets[name]
+
+    async def publish(self, subject: str, message: Message, msg_id: str | None = None) -> None:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        await self.js.publish(subject, message.SerializeToString(), headers=headers)
+
+    async def pull(self, queue: WorkQueue) -> JetStreamContext.PullSubscription:
+        return await self.js.pull_subscribe_bind(durable=queue.durable, stream=queue.stream)
+
+    async def kv_get(self, bucket: str, key: str, message_type: type[M]) -> M | None:
+        try:
+            entry = await self.bucket(bucket).get(key)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return message_type.FromString(entry.value)
+
+    async def kv_put(self, bucket: str, key: str, message: Message) -> None:
+        await self.bucket(bucket).put(key, message.SerializeToString())
+
+    async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
+        """Store only if absent; False when the key already exists (idempotency guards)."""
+        try:
+            await self.bucket(bucket).create(key, value)
+        except Exception as error:  # nats-py raises KeyWrongLastSequenceError / APIError variants
+            if "wrong last sequence" in str(error).lower() or "exists" in str(error).lower():
+                return False
+            raise
+        return True
+
+    async def kv_raw(self, bucket: str, key: str) -> bytes | None:
+        try:
+            entry = await self.bucket(bucket).get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value
+
+    async def kv_keys(self, bucket: str) -> list[str]:
+        with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
+            return list(await self.bucket(bucket).keys())
+        return []
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.drain()

@@ -1,0 +1,86 @@
+"""Client side of the vault: fetch a subject's data key for a purpose, and read/write blobs sealed
+under it. Keys live only in memory, briefly; they are never logged."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from studio.v1 import privacy_pb2, privacy_pb2_grpc
+
+from services.common.blobstore import BlobStore
+from services.common.envelope import object_aad, open_sealed, seal
+from services.common.secrets import SERVICE_TOKEN_METADATA
+
+KeyPurpose = privacy_pb2.KeyPurpose
+DATA_KEY_TTL_S = 30.0
+
+
+@dataclass(frozen=True)
+class DataKey:
+    key: bytes = field(repr=False)
+    key_id: str
+    key_version: int
+
+
+class VaultClient:
+    def __init__(self, address: str, service_token: str) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = privacy_pb2_grpc.PrivacyStub(self._channel)
+        self._metadata = ((SERVICE_TOKEN_METADATA, service_token),)
+        self._cache: dict[tuple[str, str, int], tuple[float, DataKey]] = {}
+
+    @classmethod
+    def from_token_file(cls, address: str, token_file: Path) -> VaultClient:
+        return cls(address, token_file.read_text().strip())
+
+    @property
+    def stub(self) -> privacy_pb2_grpc.PrivacyStub:
+        return self._stub
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    async def data_key(self, tenant_id: str, subject_id: str, purpose: int) -> DataKey:
+        cache_key = (tenant_id, subject_id, purpose)
+        cached = self._cache.get(cache_key)
+        if cached and time.monotonic() - cached[0] < DATA_KEY_TTL_S:
+            return cached[1]
+        response = await self._stub.GetDataKey(
+            privacy_pb2.GetDataKeyRequest(tenant_id=tenant_id, subject_id=subject_id, purpose=purpose),
+            metadata=self._metadata, timeout=10,
+        )
+        data_key = DataKey(response.data_key, response.key_id, response.key_version)
+        self._cache[cache_key] = (time.monotonic(), data_key)
+        return data_key
+
+    def forget_subject(self, subject_id: str) -> None:
+        for cache_key in [k for k in self._cache if k[1] == subject_id]:
+            del self._cache[cache_key]
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class SealedStore:
+    """The object store as services see it: plaintext in, ciphertext stored, bound to its name."""
+
+    def __init__(self, blobs: BlobStore, vault: VaultClient) -> None:
+        self.blobs = blobs
+        self.vault = vault
+
+    async def put(self, tenant_id: str, subject_id: str, key: str, plaintext: bytes, purpose: int) -> None:
+        data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
+        sealed = seal(
+            data_key.key, key_id=data_key.key_id, key_version=data_key.key_version,
+            aad=object_aad(tenant_id, subject_id, key), plaintext=plaintext,
+        )
+        await self.blobs.put(key, sealed)
+
+    async def get(self, tenant_id: str, subject_id: str, key: str, purpose: int) -> bytes:
+        data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
+        sealed = await self.blobs.get(key)
+        return open_sealed(data_key.key, aad=object_aad(tenant_id, subject_id, key), blob=sealed)
