@@ -93,14 +93,16 @@ class TrainingProgress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
 
 class TrainingDone(_message.Message):
-    __slots__ = ("base_model_id", "seconds", "final_loss")
+    __slots__ = ("base_model_id", "seconds", "final_loss", "lora_key")
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    LORA_KEY_FIELD_NUMBER: _ClassVar[int]
     base_model_id: str
     seconds: float
     final_loss: float
-    def __init__(self, base_model_id: _Optional[str] = ..., seconds: _Optional[float] = ..., final_loss: _Optional[float] = ...) -> None: ...
+    lora_key: str
+    def __init__(self, base_model_id: _Optional[str] = ..., seconds: _Optional[float] = ..., final_loss: _Optional[float] = ..., lora_key: _Optional[str] = ...) -> None: ...
 
 class RenderingProgress(_message.Message):
     __slots__ = ("rendered", "total", "portrait")

@@ -1,0 +1,59 @@
+"""python -m services.ingest: the public Studio gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+from studio.v1 import faceqa_pb2_grpc, studio_pb2, studio_pb2_grpc
+
+from services.common.basemodel import base_model_id, read_resolution
+from services.common.blobstore import blob_store_from_url
+from services.common.bus import Bus
+from services.common.config import Settings
+from services.common.grpc_server import configure_logging, serve
+from services.common.vault_client import SealedStore, VaultClient
+from services.ingest.context import IngestContext, ensure_tenant
+from services.ingest.order_view import project_order_events
+from services.ingest.server import StudioServicer
+
+
+async def main() -> None:
+    settings = Settings.from_env("ingest")
+    configure_logging(settings.service_name)
+    bus = await Bus.connect(settings.require("nats_url"), name="ingest")
+    vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
+    base_model = settings.require("base_model")
+    ctx = IngestContext(
+        bus=bus, sealed=SealedStore(blob_store_from_url(settings.require("blob_url")), vault), vault=vault,
+        faceqa=faceqa_pb2_grpc.FaceQAStub(grpc.aio.insecure_channel(settings.require("faceqa_addr"))),
+        base_model_id=base_model_id(base_model), base_resolution=read_resolution(base_model),
+        train_steps=settings.train_steps, render_steps=settings.render_steps,
+        min_accepted_photos=int(os.environ.get("STUDIO_MIN_ACCEPTED_PHOTOS", "1")),
+    )
+    await _bootstrap_tenant(bus)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        studio_pb2_grpc.add_StudioServicer_to_server(StudioServicer(ctx), server)
+        return [studio_pb2.DESCRIPTOR.services_by_name["Studio"].full_name]
+
+    try:
+        await serve("ingest", settings.listen, settings.metrics_port, register,
+                    background=[lambda: project_order_events(bus)])
+    finally:
+        await bus.close()
+        await vault.close()
+
+
+async def _bootstrap_tenant(bus: Bus) -> None:
+    """The embedded stack's default tenant: its key file is written by `studio up`."""
+    key_file = os.environ.get("STUDIO_BOOTSTRAP_API_KEY_FILE")
+    if key_file:
+        tenant_id = os.environ.get("STUDIO_BOOTSTRAP_TENANT", "default")
+        await ensure_tenant(bus, tenant_id, tenant_id, Path(key_file).read_text().strip())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,45 @@
+"""GetOrder and WatchOrder: the order view, and its live event stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from nats.js.api import DeliverPolicy
+from studio.v1 import events_pb2, studio_pb2
+
+from services.common import bus as topology
+from services.ingest.context import IngestContext
+
+TERMINAL_EVENTS = ("done", "failed")
+
+
+async def get_order(
+    ctx: IngestContext, request: studio_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+) -> studio_pb2.GetOrderResponse:
+    tenant = await ctx.authenticate(context)
+    record = await ctx.owned_order(tenant, request.order_id, context)
+    return studio_pb2.GetOrderResponse(order=record.order)
+
+
+async def watch_order(
+    ctx: IngestContext, request: studio_pb2.WatchOrderRequest, context: grpc.aio.ServicerContext
+) -> AsyncIterator[studio_pb2.WatchOrderResponse]:
+    tenant = await ctx.authenticate(context)
+    await ctx.owned_order(tenant, request.order_id, context)
+    subscription = await ctx.bus.js.subscribe(
+        topology.order_events_subject(request.order_id), ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    try:
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=30)
+            except TimeoutError:
+                continue  # quiet stretches (a long queue) are normal; the client's deadline bounds the call
+            event = events_pb2.OrderEvent.FromString(message.data)
+            yield studio_pb2.WatchOrderResponse(event=event)
+            if event.WhichOneof("kind") in TERMINAL_EVENTS:
+                return
+    finally:
+        await subscription.unsubscribe()

@@ -1,0 +1,76 @@
+"""Keeps the order and subject views in KV up to date from the order event stream.
+
+ingest is the only writer of these views, so events from trainer and renderer never race."""
+
+from __future__ import annotations
+
+import logging
+
+from studio.v1 import common_pb2, events_pb2, state_pb2
+
+from services.common import bus as topology
+from services.common.bus import Bus
+
+log = logging.getLogger(__name__)
+
+STATE_BY_EVENT = {
+    "queued": common_pb2.ORDER_STATE_QUEUED,
+    "training": common_pb2.ORDER_STATE_TRAINING,
+    "trained": common_pb2.ORDER_STATE_RENDERING,
+    "rendering": common_pb2.ORDER_STATE_RENDERING,
+    "done": common_pb2.ORDER_STATE_DONE,
+    "failed": common_pb2.ORDER_STATE_FAILED,
+}
+TERMINAL_STATES = (common_pb2.ORDER_STATE_DONE, common_pb2.ORDER_STATE_FAILED)
+
+
+def apply_event(order: common_pb2.Order, event: events_pb2.OrderEvent) -> None:
+    kind = event.WhichOneof("kind")
+    if order.state in TERMINAL_STATES or kind is None:
+        return
+    order.state = STATE_BY_EVENT[kind]
+    order.updated_at.CopyFrom(event.at)
+    if kind == "rendering":
+        order.progress_done = event.rendering.rendered
+        order.portraits.append(event.rendering.portrait)
+    elif kind == "done":
+        del order.portraits[:]
+        order.portraits.extend(event.done.portraits)
+        order.progress_done = len(event.done.portraits)
+    elif kind == "failed":
+        order.failure_stage = event.failed.stage
+        order.failure_reason = event.failed.reason
+
+
+async def _record_lora(bus: Bus, event: events_pb2.OrderEvent) -> None:
+    subject = await bus.kv_get(topology.SUBJECTS_BUCKET, event.subject_id, state_pb2.SubjectRecord)
+    if subject is None:
+        return
+    subject.lora_keys[event.trained.base_model_id] = event.trained.lora_key
+    await bus.kv_put(topology.SUBJECTS_BUCKET, event.subject_id, subject)
+
+
+async def project_order_events(bus: Bus) -> None:
+    await bus.js.add_consumer(topology.EVENTS_STREAM.name, topology.ORDER_VIEW_CONSUMER)
+    subscription = await bus.js.pull_subscribe_bind(
+        durable=topology.ORDER_VIEW_CONSUMER.durable_name, stream=topology.EVENTS_STREAM.name
+    )
+    while True:
+        try:
+            messages = await subscription.fetch(32, timeout=5)
+        except TimeoutError:
+            continue
+        for message in messages:
+            await _project(bus, events_pb2.OrderEvent.FromString(message.data))
+            await message.ack()
+
+
+async def _project(bus: Bus, event: events_pb2.OrderEvent) -> None:
+    record = await bus.kv_get(topology.ORDERS_BUCKET, event.order_id, state_pb2.OrderRecord)
+    if record is None:
+        log.warning("event for unknown order %s", event.order_id)
+        return
+    apply_event(record.order, event)
+    await bus.kv_put(topology.ORDERS_BUCKET, event.order_id, record)
+    if event.WhichOneof("kind") == "trained":
+        await _record_lora(bus, event)

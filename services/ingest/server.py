@@ -1,0 +1,40 @@
+"""The public Studio API: one verb per module, composed here."""
+
+from __future__ import annotations
+
+from studio.v1 import studio_pb2_grpc
+
+from services.ingest.context import IngestContext
+from services.ingest.create_order import create_order
+from services.ingest.create_subject import create_subject, get_subject
+from services.ingest.download_portrait import download_portrait
+from services.ingest.get_order import get_order, watch_order
+from services.ingest.upload_photos import upload_photos
+
+
+class StudioServicer(studio_pb2_grpc.StudioServicer):
+    def __init__(self, ctx: IngestContext) -> None:
+        self.ctx = ctx
+
+    async def CreateSubject(self, request, context):
+        return await create_subject(self.ctx, request, context)
+
+    async def GetSubject(self, request, context):
+        return await get_subject(self.ctx, request, context)
+
+    async def UploadPhotos(self, request_iterator, context):
+        return await upload_photos(self.ctx, request_iterator, context)
+
+    async def CreateOrder(self, request, context):
+        return await create_order(self.ctx, request, context)
+
+    async def GetOrder(self, request, context):
+        return await get_order(self.ctx, request, context)
+
+    async def WatchOrder(self, request, context):
+        async for response in watch_order(self.ctx, request, context):
+            yield response
+
+    async def DownloadPortrait(self, request, context):
+        async for response in download_portrait(self.ctx, request, context):
+            yield response
