@@ -1,0 +1,60 @@
+"""python -m services.renderer: a render worker driving Triton, with its status API."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from studio.v1 import common_pb2, renderer_pb2, renderer_pb2_grpc
+
+from services.common import bus as topology
+from services.common.blobstore import blob_store_from_url
+from services.common.bus import Bus
+from services.common.config import Settings
+from services.common.grpc_server import configure_logging, serve
+from services.common.vault_client import SealedStore, VaultClient
+from services.common.workqueue import WorkerState, run_worker
+from services.renderer.triton_client import triton_ready
+from services.renderer.worker import RenderWorker
+
+
+class RendererServicer(renderer_pb2_grpc.RendererServicer):
+    def __init__(self, worker: RenderWorker) -> None:
+        self.worker = worker
+
+    async def GetRendererStatus(self, request, context):
+        state = self.worker.state
+        return renderer_pb2.GetRendererStatusResponse(
+            status=common_pb2.WorkerStatus(
+                worker_id=state.worker_id, busy=state.busy, current_job_id=state.current_job_id,
+                jobs_completed=state.jobs_completed, jobs_failed=state.jobs_failed, device="triton",
+            ),
+            triton_url=self.worker.triton_url, triton_ready=await triton_ready(self.worker.triton_url),
+        )
+
+
+async def main() -> None:
+    settings = Settings.from_env("renderer")
+    configure_logging(settings.service_name)
+    bus = await Bus.connect(settings.require("nats_url"), name="renderer")
+    vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
+    worker = RenderWorker(
+        bus=bus, sealed=SealedStore(blob_store_from_url(settings.require("blob_url")), vault),
+        triton_url=settings.require("triton_url"), state=WorkerState(),
+    )
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        renderer_pb2_grpc.add_RendererServicer_to_server(RendererServicer(worker), server)
+        return [renderer_pb2.DESCRIPTOR.services_by_name["Renderer"].full_name]
+
+    try:
+        await serve("renderer", settings.listen, settings.metrics_port, register, background=[
+            lambda: run_worker(bus, topology.RENDER_QUEUE, worker.handle, worker.on_failure, worker.state)
+        ])
+    finally:
+        await bus.close()
+        await vault.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

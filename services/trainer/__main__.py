@@ -1,0 +1,67 @@
+"""python -m services.trainer: a LoRA training worker with its status API."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from studio.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+
+from services.common import bus as topology
+from services.common.basemodel import base_model_id
+from services.common.blobstore import blob_store_from_url
+from services.common.bus import Bus
+from services.common.config import Settings
+from services.common.grpc_server import configure_logging, serve
+from services.common.vault_client import SealedStore, VaultClient
+from services.common.workqueue import WorkerState, run_worker
+from services.trainer.worker import TrainerWorker
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
+    def __init__(self, worker: TrainerWorker) -> None:
+        self.worker = worker
+
+    async def GetTrainerStatus(self, request, context):
+        state = self.worker.state
+        return trainer_pb2.GetTrainerStatusResponse(
+            status=common_pb2.WorkerStatus(
+                worker_id=state.worker_id, busy=state.busy, current_job_id=state.current_job_id,
+                jobs_completed=state.jobs_completed, jobs_failed=state.jobs_failed, device=_device(),
+            ),
+            base_model_id=self.worker.base_model_id,
+        )
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+async def main() -> None:
+    settings = Settings.from_env("trainer")
+    configure_logging(settings.service_name)
+    bus = await Bus.connect(settings.require("nats_url"), name="trainer")
+    vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
+    base_model = settings.require("base_model")
+    worker = TrainerWorker(
+        bus=bus, sealed=SealedStore(blob_store_from_url(settings.require("blob_url")), vault),
+        base_model=base_model, base_model_id=base_model_id(base_model), state=WorkerState(),
+    )
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(worker), server)
+        return [trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name]
+
+    try:
+        await serve("trainer", settings.listen, settings.metrics_port, register, background=[
+            lambda: run_worker(bus, topology.TRAIN_QUEUE, worker.handle, worker.on_failure, worker.state)
+        ])
+    finally:
+        await bus.close()
+        await vault.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
