@@ -1,0 +1,145 @@
+"""`studio demo`: a tenant's whole job over the public API — subject, upload, order, watch,
+download — against a running stack, or an embedded one started for the duration."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.v1 import common_pb2
+from tqdm import tqdm
+
+from services.cli.client import StudioClient
+from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+@dataclass
+class DemoResult:
+    subject_id: str = ""
+    order_id: str = ""
+    photos: list[dict] = field(default_factory=list)
+    portraits: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    state: str = ""
+
+
+def pick_photos(photos_dir: Path, headshot: Path | None) -> list[tuple[Path, int]]:
+    files = sorted(p for p in photos_dir.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no photos (.jpg/.png/.webp) in {photos_dir}")
+    headshot = headshot or files[0]
+    references = [p for p in files if p.resolve() != headshot.resolve()]
+    return [(headshot, common_pb2.PHOTO_ROLE_HEADSHOT)] + [(p, common_pb2.PHOTO_ROLE_REFERENCE) for p in references]
+
+
+class Stopwatch:
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds = seconds
+        self.started = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self.started, 3)
+        self.started = now
+
+
+async def run_demo(args) -> DemoResult:
+    async with AsyncExitStack() as exits:
+        api_key_file = args.api_key_file
+        if not await grpc_healthy(args.endpoint):
+            api_key_file = await _start_embedded(args, exits)
+        client = StudioClient(args.endpoint, Path(api_key_file).read_text().strip())
+        exits.push_async_callback(client.close)
+        return await _job(client, args)
+
+
+async def _start_embedded(args, exits: AsyncExitStack) -> Path:
+    data_dir = Path(args.data) if args.data else Path(exits.enter_context(tempfile.TemporaryDirectory()))
+    port = int(args.endpoint.rsplit(":", 1)[1])
+    stack = EmbeddedStack(data_dir=data_dir, base_model=args.base_model, public_port=port)
+    _note(args, f"no stack answers at {args.endpoint}; starting an embedded one in {data_dir}")
+    await stack.start(progress=lambda message: _note(args, message))
+    exits.callback(stack.stop)
+    return StackPaths(data_dir).api_key_file
+
+
+def _note(args, message: str) -> None:
+    print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+async def _job(client: StudioClient, args) -> DemoResult:
+    result = DemoResult()
+    clock = Stopwatch(result.seconds)
+    photos = pick_photos(Path(args.photos), Path(args.headshot) if args.headshot else None)
+    subject = await client.create_subject(external_ref="demo")
+    result.subject_id = subject.subject_id
+    total_bytes = sum(path.stat().st_size for path, _ in photos)
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="upload", disable=args.json) as bar:
+        summaries = await client.upload(subject.subject_id, photos, on_bytes=bar.update)
+    result.photos = [
+        {"file": s.filename, "accepted": s.verdict.accepted, "reasons": list(s.verdict.reasons)} for s in summaries
+    ]
+    clock.lap("upload_and_check")
+    order = await client.create_order(subject.subject_id, args.styles, args.count)
+    result.order_id = order.order_id
+    await _watch(client, order.order_id, args, clock)
+    order = await client.get_order(order.order_id)
+    result.state = common_pb2.OrderState.Name(order.state)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for portrait in order.portraits:
+        path = out_dir / f"{portrait.portrait_id}.png"
+        path.write_bytes(await client.download(order.order_id, portrait.portrait_id))
+        result.portraits.append(str(path))
+    clock.lap("download")
+    return result
+
+
+async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch) -> None:
+    bar = tqdm(total=0, desc="queued", disable=args.json)
+    stage = "queue"
+    async for response in client.watch(order_id):
+        event = response.event
+        kind = event.WhichOneof("kind")
+        if kind == "training":
+            stage = _switch(bar, clock, stage, "training", event.training.total_steps)
+            bar.n = event.training.step
+        elif kind == "rendering":
+            stage = _switch(bar, clock, stage, "rendering", event.rendering.total)
+            bar.n = event.rendering.rendered
+        elif kind == "failed":
+            bar.close()
+            raise SystemExit(f"order failed at {event.failed.stage}: {event.failed.reason}")
+        bar.refresh()
+    clock.lap(stage)
+    bar.close()
+
+
+def _switch(bar: tqdm, clock: Stopwatch, stage: str, new_stage: str, total: int) -> str:
+    if stage != new_stage:
+        clock.lap(stage)
+        bar.set_description(new_stage)
+        bar.reset(total=total)
+    return new_stage
+
+
+def print_result(result: DemoResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.__dict__))
+        return
+    accepted = sum(1 for p in result.photos if p["accepted"])
+    print(f"subject {result.subject_id}: {accepted}/{len(result.photos)} photos accepted")
+    for photo in result.photos:
+        if not photo["accepted"]:
+            print(f"  refused {photo['file']}: {', '.join(photo['reasons'])}")
+    print(f"order {result.order_id}: {result.state}, {len(result.portraits)} portraits")
+    for path in result.portraits:
+        print(f"  {path}")
+    print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))

@@ -1,0 +1,118 @@
+"""The `studio` command: models, up, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from services.common.styles import catalogue
+
+DEFAULT_ENDPOINT = "127.0.0.1:50051"
+
+
+def cmd_models_tiny(args) -> None:
+    from services.common.basemodel import base_model_id
+    from services.common.tinymodel import write_tiny_model
+
+    out = write_tiny_model(Path(args.out), seed=args.seed)
+    result = {"path": str(out.resolve()), "seed": args.seed, "base_model_id": base_model_id(out)}
+    print(json.dumps(result) if args.json else f"tiny model written to {result['path']} ({result['base_model_id']})")
+
+
+async def _up(args) -> None:
+    from services.cli.stack import EmbeddedStack
+
+    stack = EmbeddedStack(
+        data_dir=Path(args.data), base_model=Path(args.base_model) if args.base_model else None,
+        public_port=args.port, blob_url=args.blob_url,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    starting = asyncio.create_task(stack.start(progress=lambda message: print(f"… {message}", flush=True)))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # Ctrl-C while starting: stop what did start
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        stack.stop()
+        return
+    try:
+        starting.result()
+        print(f"Portrait Studio is up. Public gRPC endpoint: {stack.public_endpoint}")
+        print(f"Tenant API key (default tenant): {stack.paths.api_key_file}")
+        print(f"Logs: {stack.paths.logs}. Ctrl-C stops everything.", flush=True)
+        await stopper
+    finally:
+        print("stopping…", flush=True)
+        stack.stop()
+
+
+def cmd_demo(args) -> None:
+    from services.cli.demo import print_result, run_demo
+
+    print_result(asyncio.run(run_demo(args)), args.json)
+
+
+def cmd_styles_list(args) -> None:
+    presets = catalogue()
+    if args.json:
+        print(json.dumps([{"name": p.name, "title": p.title} for p in presets.values()]))
+        return
+    for preset in presets.values():
+        print(f"{preset.name:28} {preset.title}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description="Portrait Studio")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    models = commands.add_parser("models", help="base models").add_subparsers(dest="models_command", required=True)
+    tiny = models.add_parser("tiny", help="write the deterministic tiny random-weight model")
+    tiny.add_argument("--out", required=True)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--json", action="store_true")
+    tiny.set_defaults(func=cmd_models_tiny)
+
+    up = commands.add_parser("up", help="start the whole stack on this machine")
+    up.add_argument("--data", default="data", help="state directory (default ./data)")
+    up.add_argument("--base-model", help="diffusers folder (default: the tiny model)")
+    up.add_argument("--port", type=int, default=50051, help="public gRPC port")
+    up.add_argument("--blob-url", help="s3://ACCESS:SECRET@host:port/bucket (default: a directory in --data)")
+    up.set_defaults(func=lambda args: asyncio.run(_up(args)))
+
+    demo = commands.add_parser("demo", help="run one customer's job through the public API")
+    demo.add_argument("--photos", required=True, help="folder of the customer's photos")
+    demo.add_argument("--headshot", help="the frontal headshot (default: the first photo)")
+    demo.add_argument("--out", default="portraits")
+    demo.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    demo.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
+    demo.add_argument("--data", help="state directory for an embedded stack (default: a temporary one)")
+    demo.add_argument("--base-model", help="base model for an embedded stack")
+    demo.add_argument("--styles", nargs="+", default=["studio-frontal-soft"])
+    demo.add_argument("--count", type=int, default=2, help="portraits per style")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    styles = commands.add_parser("styles").add_subparsers(dest="styles_command", required=True)
+    styles_list = styles.add_parser("list", help="the style catalogue")
+    styles_list.add_argument("--json", action="store_true")
+    styles_list.set_defaults(func=cmd_styles_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The embedded stack: nats-server, Triton, the blob store and the five services as local
+processes on one machine, started in dependency order and stopped as a whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.launchers.nats import NatsServer, start_nats
+from services.common.launchers.process import ManagedProcess, free_port
+from services.common.launchers.triton import TritonServer, start_triton
+from services.common.secrets import ensure_secret_file, new_token, write_secret_file
+from services.common.tinymodel import write_tiny_model
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
+SERVICES = ("privacy", "faceqa", "trainer", "renderer", "ingest")  # start order: dependencies first
+DEFAULT_TENANT = "default"
+SERVICE_READY_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    data_dir: Path
+
+    @property
+    def secrets(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.secrets / f"tenant-{DEFAULT_TENANT}.key"
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.secrets / "service-tokens.json"
+
+    def token_file(self, service: str) -> Path:
+        return self.secrets / f"{service}.token"
+
+
+async def grpc_healthy(address: str, timeout_s: float = 1.0) -> bool:
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass
+class EmbeddedStack:
+    data_dir: Path
+    base_model: Path | None = None
+    public_port: int = 50051
+    blob_url: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    nats: NatsServer | None = None
+    triton: TritonServer | None = None
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> StackPaths:
+        return StackPaths(self.data_dir)
+
+    @property
+    def public_endpoint(self) -> str:
+        return f"127.0.0.1:{self.public_port}"
+
+    async def start(self, progress=lambda message: None) -> None:
+        try:
+            await self._start(progress)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _start(self, progress) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_secrets()
+        base_model = self._base_model(progress)
+        progress("starting nats-server")
+        self.nats = await start_nats(self.data_dir / "nats", self.paths.logs)
+        progress("starting tritonserver")
+        self.triton = await start_triton(
+            MODEL_REPOSITORY, self.data_dir / "triton", self.paths.logs, base_model=base_model
+        )
+        for service in SERVICES:
+            progress(f"starting {service}")
+            await self._start_service(service, base_model)
+        self._write_stack_file()
+
+    def _prepare_secrets(self) -> None:
+        tokens = {service: new_token() for service in SERVICES}
+        raw = ensure_secret_file(self.paths.tokens_file, lambda: json.dumps(tokens).encode())
+        for service, token in json.loads(raw).items():
+            write_secret_file(self.paths.token_file(service), token.encode())
+        ensure_secret_file(self.paths.api_key_file, lambda: f"sk_{secrets.token_urlsafe(32)}".encode())
+
+    def _base_model(self, progress) -> Path:
+        if self.base_model:
+            return self.base_model.resolve()
+        tiny = self.data_dir / "models" / "tiny"
+        if not (tiny / "model_index.json").exists():
+            progress("generating the tiny random-weight model")
+            write_tiny_model(tiny)
+        return tiny
+
+    def _service_env(self, service: str, base_model: Path, listen: str) -> dict[str, str]:
+        assert self.nats and self.triton
+        blob_url = self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+        env = {
+            **os.environ,
+            "STUDIO_LISTEN": listen,
+            "STUDIO_METRICS_PORT": str(free_port()),
+            "STUDIO_DATA_DIR": str(self.data_dir.resolve()),
+            "STUDIO_NATS_URL": self.nats.url,
+            "STUDIO_BLOB_URL": blob_url,
+            "STUDIO_BASE_MODEL": str(base_model),
+            "STUDIO_TRITON_URL": self.triton.grpc_url,
+            "STUDIO_SERVICE_TOKEN_FILE": str(self.paths.token_file(service)),
+            "STUDIO_SERVICE_TOKENS_FILE": str(self.paths.tokens_file),
+            "STUDIO_KEK_FILE": str(self.paths.secrets / "master-key.json"),
+            "STUDIO_BOOTSTRAP_API_KEY_FILE": str(self.paths.api_key_file),
+            "STUDIO_BOOTSTRAP_TENANT": DEFAULT_TENANT,
+            **{f"STUDIO_{name.upper()}_ADDR": address for name, address in self.addresses.items()},
+            **self.extra_env,
+        }
+        return env
+
+    async def _start_service(self, service: str, base_model: Path) -> None:
+        port = self.public_port if service == "ingest" else free_port()
+        listen = f"127.0.0.1:{port}"
+        process = ManagedProcess(
+            service, [sys.executable, "-m", f"services.{service}"], self.paths.logs,
+            env=self._service_env(service, base_model, listen), cwd=REPO_ROOT,
+        )
+        process.start()
+        self.processes[service] = process
+        await process.wait_ready(lambda: grpc_healthy(listen), timeout=SERVICE_READY_TIMEOUT_S)
+        self.addresses[service] = listen
+
+    def _write_stack_file(self) -> None:
+        assert self.nats and self.triton
+        stack = {
+            "public_endpoint": self.public_endpoint, "api_key_file": str(self.paths.api_key_file),
+            "nats_url": self.nats.url, "triton_grpc": self.triton.grpc_url,
+            "triton_metrics": f"http://127.0.0.1:{self.triton.metrics_port}/metrics",
+            "services": self.addresses, "logs": str(self.paths.logs), "pid": os.getpid(),
+        }
+        (self.data_dir / "stack.json").write_text(json.dumps(stack, indent=2))
+
+    def stop(self) -> None:
+        """Stop everything this stack started, most dependent first; safe to call twice."""
+        for service in reversed(SERVICES):
+            if service in self.processes:
+                self.processes[service].stop()
+        if self.triton:
+            self.triton.stop()
+        if self.nats:
+            self.nats.stop()
+        (self.data_dir / "stack.json").unlink(missing_ok=True)

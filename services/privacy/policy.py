@@ -1,0 +1,79 @@
+"""Who may do what with the vault: the single place that grants key purposes to services."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from studio.v1 import common_pb2, privacy_pb2
+
+Purpose = privacy_pb2.KeyPurpose
+Scope = common_pb2.ConsentScope
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class ServicePolicy:
+    key_purposes: frozenset[int]
+    may_register_subjects: bool = False
+    may_read_consent: bool = True
+
+
+# Each service may only read what it consumes and only seal what it produces.
+POLICY: dict[str, ServicePolicy] = {
+    "ingest": ServicePolicy(
+        frozenset({Purpose.KEY_PURPOSE_ENCRYPT_UPLOAD, Purpose.KEY_PURPOSE_DECRYPT_PORTRAIT}),
+        may_register_subjects=True,
+    ),
+    "faceqa": ServicePolicy(frozenset({Purpose.KEY_PURPOSE_DECRYPT_PHOTO, Purpose.KEY_PURPOSE_ENCRYPT_CROP})),
+    "trainer": ServicePolicy(frozenset({Purpose.KEY_PURPOSE_DECRYPT_CROP, Purpose.KEY_PURPOSE_ENCRYPT_LORA})),
+    "renderer": ServicePolicy(
+        frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT})
+    ),
+}
+
+# Every purpose serves portrait generation; there is deliberately no other scope to ask for.
+REQUIRED_SCOPES: dict[int, frozenset[int]] = {
+    purpose: frozenset({Scope.CONSENT_SCOPE_PORTRAIT_GENERATION})
+    for purpose in Purpose.values()
+    if purpose != Purpose.KEY_PURPOSE_UNSPECIFIED
+}
+
+
+def purpose_allowed(service: str, purpose: int) -> bool:
+    policy = POLICY.get(service)
+    return policy is not None and purpose in policy.key_purposes
+
+
+def may_register_subjects(service: str) -> bool:
+    policy = POLICY.get(service)
+    return policy is not None and policy.may_register_subjects
+
+
+def may_read_consent(service: str) -> bool:
+    policy = POLICY.get(service)
+    return policy is not None and policy.may_read_consent
+
+
+def purpose_name(purpose: int) -> str:
+    try:
+        return Purpose.Name(purpose)
+    except ValueError:
+        return f"KEY_PURPOSE_{purpose}"
+
+
+def consent_shortfall(
+    consent: common_pb2.ConsentRecord, purpose: int, now: float | None = None
+) -> str | None:
+    """Why the consent does not cover the purpose, or None when it does."""
+    required = REQUIRED_SCOPES.get(purpose)
+    if required is None:
+        return f"no consent scope is defined for {purpose_name(purpose)}"
+    missing = required - set(consent.scopes)
+    if missing:
+        return f"consent lacks scope {', '.join(sorted(Scope.Name(scope) for scope in missing))}"
+    if consent.HasField("granted_at") and consent.retention_days:
+        expires_at = consent.granted_at.seconds + consent.retention_days * SECONDS_PER_DAY
+        if (time.time() if now is None else now) >= expires_at:
+            return "consent retention period has ended"
+    return None

@@ -1,0 +1,202 @@
+"""The Privacy gRPC API: authenticates the calling service, applies the policy, audits every decision."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import grpc
+from studio.v1 import common_pb2, privacy_pb2, privacy_pb2_grpc
+
+from services.common.config import ConfigError, Settings
+from services.common.secrets import SERVICE_TOKEN_METADATA, constant_time_equal, read_secret_file
+from services.privacy import policy
+from services.privacy.kek import FileKek, KekProvider
+from services.privacy.vault import AuditEntry, SubjectIdTaken, SubjectNotFound, Vault
+
+log = logging.getLogger(__name__)
+
+KEK_FILE_ENV = "STUDIO_KEK_FILE"
+TOKENS_FILE_ENV = "STUDIO_SERVICE_TOKENS_FILE"
+MAX_RETENTION_DAYS = 3650
+SERVICE_NAME = privacy_pb2.DESCRIPTOR.services_by_name["Privacy"].full_name
+UNAUTHENTICATED_CALLER = "-"
+
+
+class _Denied(Exception):
+    """A decision against the caller: its status code, the reason sent back, and the audit outcome."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, outcome: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.outcome = code, reason, outcome
+
+
+def load_service_tokens(path: Path) -> dict[str, str]:
+    try:
+        document = json.loads(read_secret_file(path))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"service tokens file {path} is unreadable or not JSON") from error
+    if not isinstance(document, dict) or not all(
+        isinstance(name, str) and isinstance(token, str) and token for name, token in document.items()
+    ):
+        raise ConfigError(f"service tokens file {path} must map service names to non-empty tokens")
+    return document
+
+
+class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
+    def __init__(self, vault: Vault, service_tokens: dict[str, str]) -> None:
+        self.vault = vault
+        self._tokens = dict(service_tokens)
+
+    def close(self) -> None:
+        self.vault.close()
+
+    async def RegisterSubject(self, request, context) -> privacy_pb2.RegisterSubjectResponse:
+        async def decide(caller: str) -> privacy_pb2.RegisterSubjectResponse:
+            if not policy.may_register_subjects(caller):
+                raise _Denied(grpc.StatusCode.PERMISSION_DENIED,
+                              f"service {caller!r} may not register subjects", "DENIED_POLICY")
+            _require_ids(request.tenant_id, request.subject_id)
+            consent = _validated_consent(request)
+            try:
+                registration = await self.vault.register_subject(
+                    request.tenant_id, request.subject_id, consent
+                )
+            except SubjectIdTaken:
+                raise _Denied(grpc.StatusCode.ALREADY_EXISTS,
+                              "subject id is registered to another tenant", "DENIED_CONFLICT") from None
+            return privacy_pb2.RegisterSubjectResponse(
+                key_id=registration.key_id, key_version=registration.key_version
+            )
+
+        return await self._decide(context, "RegisterSubject", request, "", decide)
+
+    async def GetDataKey(self, request, context) -> privacy_pb2.GetDataKeyResponse:
+        purpose = policy.purpose_name(request.purpose)
+
+        async def decide(caller: str) -> privacy_pb2.GetDataKeyResponse:
+            _require_ids(request.tenant_id, request.subject_id)
+            if request.purpose == privacy_pb2.KEY_PURPOSE_UNSPECIFIED:
+                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "purpose is required", "INVALID_ARGUMENT")
+            if not policy.purpose_allowed(caller, request.purpose):
+                raise _Denied(grpc.StatusCode.PERMISSION_DENIED,
+                              f"service {caller!r} may not use purpose {purpose}", "DENIED_POLICY")
+            consent = await self._consent(request.tenant_id, request.subject_id)
+            shortfall = policy.consent_shortfall(consent, request.purpose)
+            if shortfall:
+                raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, shortfall, "DENIED_CONSENT")
+            data_key = await self.vault.data_key(request.tenant_id, request.subject_id)
+            return privacy_pb2.GetDataKeyResponse(
+                data_key=data_key.key, key_id=data_key.key_id, key_version=data_key.key_version
+            )
+
+        return await self._decide(context, "GetDataKey", request, purpose, decide)
+
+    async def GetConsent(self, request, context) -> privacy_pb2.GetConsentResponse:
+        async def decide(caller: str) -> privacy_pb2.GetConsentResponse:
+            if not policy.may_read_consent(caller):
+                raise _Denied(grpc.StatusCode.PERMISSION_DENIED,
+                              f"service {caller!r} may not read consent", "DENIED_POLICY")
+            _require_ids(request.tenant_id, request.subject_id)
+            consent = await self._consent(request.tenant_id, request.subject_id)
+            return privacy_pb2.GetConsentResponse(consent=consent)
+
+        return await self._decide(context, "GetConsent", request, "", decide)
+
+    async def _decide(self, context, action: str, request, purpose: str, decide):
+        """Authenticate, run the decision, audit its outcome, and turn a denial into a status."""
+        caller = self._caller(context)
+        try:
+            if caller is None:
+                raise _Denied(grpc.StatusCode.UNAUTHENTICATED,
+                              f"missing or unknown {SERVICE_TOKEN_METADATA}", "DENIED_UNAUTHENTICATED")
+            response = await decide(caller)
+        except _Denied as denied:
+            await self._audit(caller, action, request, purpose, denied.outcome)
+            log.warning("%s denied for %s: %s", action, caller or UNAUTHENTICATED_CALLER, denied.reason)
+            await context.abort(denied.code, denied.reason)
+        except Exception:
+            log.exception("%s failed for %s", action, caller or UNAUTHENTICATED_CALLER)
+            await self._audit(caller, action, request, purpose, "ERROR")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error in the vault")
+        # Fail closed: nothing is handed out unless its decision made it into the audit log.
+        await self._audit(caller, action, request, purpose, "ALLOWED")
+        return response
+
+    async def _audit(self, caller: str | None, action: str, request, purpose: str, outcome: str) -> None:
+        await self.vault.append_audit(AuditEntry(
+            service=caller or UNAUTHENTICATED_CALLER, action=action, tenant_id=request.tenant_id,
+            subject_id=request.subject_id, purpose=purpose, outcome=outcome,
+        ))
+
+    def _caller(self, context) -> str | None:
+        presented = dict(context.invocation_metadata() or ()).get(SERVICE_TOKEN_METADATA)
+        if not isinstance(presented, str) or not presented:
+            return None
+        caller = None
+        # Compare against every token so the time taken does not reveal which one nearly matched.
+        for service, token in self._tokens.items():
+            if constant_time_equal(presented, token):
+                caller = service
+        return caller
+
+    async def _consent(self, tenant_id: str, subject_id: str) -> common_pb2.ConsentRecord:
+        try:
+            return await self.vault.consent(tenant_id, subject_id)
+        except SubjectNotFound:
+            raise _Denied(grpc.StatusCode.NOT_FOUND, "subject not found", "NOT_FOUND") from None
+
+
+def _require_ids(tenant_id: str, subject_id: str) -> None:
+    if not tenant_id or not subject_id:
+        raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id and subject_id are required",
+                      "INVALID_ARGUMENT")
+
+
+def _validated_consent(request: privacy_pb2.RegisterSubjectRequest) -> common_pb2.ConsentRecord:
+    if not request.HasField("consent"):
+        raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "consent is required", "INVALID_ARGUMENT")
+    consent = common_pb2.ConsentRecord()
+    consent.CopyFrom(request.consent)
+    if not consent.agreement_version:
+        raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "consent.agreement_version is required",
+                      "INVALID_ARGUMENT")
+    if common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION not in consent.scopes:
+        raise _Denied(grpc.StatusCode.FAILED_PRECONDITION,
+                      "consent does not include CONSENT_SCOPE_PORTRAIT_GENERATION", "DENIED_CONSENT")
+    if not 1 <= consent.retention_days <= MAX_RETENTION_DAYS:
+        raise _Denied(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"consent.retention_days must be 1..{MAX_RETENTION_DAYS}", "INVALID_ARGUMENT")
+    if not consent.HasField("granted_at"):
+        consent.granted_at.GetCurrentTime()
+    return consent
+
+
+def build_servicer(
+    settings: Settings,
+    *,
+    kek: KekProvider | None = None,
+    kek_file: Path | None = None,
+    tokens_file: Path | None = None,
+) -> PrivacyServicer:
+    """Explicit arguments win; otherwise STUDIO_KEK_FILE (default DATA_DIR/privacy/kek.json) and
+    STUDIO_SERVICE_TOKENS_FILE (required)."""
+    data_dir = Path(settings.require("data_dir"))
+    if kek is None:
+        kek = FileKek(kek_file or _path_from_env(KEK_FILE_ENV) or data_dir / "privacy" / "kek.json")
+    tokens_path = tokens_file or _path_from_env(TOKENS_FILE_ENV)
+    if tokens_path is None:
+        raise ConfigError(f"privacy: {TOKENS_FILE_ENV} is not set")
+    return PrivacyServicer(Vault.open(data_dir, kek), load_service_tokens(tokens_path))
+
+
+def add_to_server(servicer: PrivacyServicer, server: grpc.aio.Server) -> list[str]:
+    privacy_pb2_grpc.add_PrivacyServicer_to_server(servicer, server)
+    return [SERVICE_NAME]
+
+
+def _path_from_env(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
