@@ -27,7 +27,9 @@ class StudioClient:
 
     async def create_subject(self, external_ref: str = "", consent=PORTRAIT_CONSENT, idempotency_key: str = ""):
         response = await self.stub.CreateSubject(
-            studio_pb2.CreateSubjectRequest(external_ref=external_ref, consent=consent, idempotency_key=idempotency_key),
+            studio_pb2.CreateSubjectRequest(
+                external_ref=external_ref, consent=consent, idempotency_key=idempotency_key
+            ),
             metadata=self.metadata, timeout=30,
         )
         return response.subject

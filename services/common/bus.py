@@ -5,6 +5,7 @@ Payloads are protobuf messages (protos/studio/v1/events.proto), never ad-hoc JSO
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from typing import TypeVar
@@ -171,5 +172,6 @@ class Bus:
         return []
 
     async def close(self) -> None:
+        # close, not drain: draining waits on idle pull subscriptions and would stall shutdown.
         with contextlib.suppress(Exception):
-            await self.client.drain()
+            await asyncio.wait_for(self.client.close(), timeout=3)

@@ -1,0 +1,126 @@
+"""Local child processes for servers we start ourselves (tests, the embedded deployment)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+LOG_TAIL_LINES = 40
+READY_POLL_INTERVAL = 0.1
+
+
+class ProcessStartError(RuntimeError):
+    """The process exited or did not become ready in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def tcp_port_open(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class ManagedProcess:
+    """A child in its own process group, its output in a log file, stopped as a group."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_dir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self._env = dict(env) if env is not None else None
+        self._cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    def start(self) -> None:
+        if self._popen is not None:
+            raise RuntimeError(f"{self.name} was already started")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                cwd=self._cwd,
+                start_new_session=True,
+            )
+
+    def is_running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_ready(self, check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+        """Poll `check` until it returns True; fail early if the process dies."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.is_running():
+                raise ProcessStartError(self._failure_text("exited before it was ready"))
+            if await check():
+                return
+            if time.monotonic() >= deadline:
+                raise ProcessStartError(self._failure_text(f"not ready after {timeout:.0f}s"))
+            await asyncio.sleep(READY_POLL_INTERVAL)
+
+    def _failure_text(self, what: str) -> str:
+        code = self._popen.poll() if self._popen else None
+        status = f" (exit code {code})" if code is not None else ""
+        return f"{self.name} {what}{status}; last lines of {self.log_path}:\n{self.log_tail()}"
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM the whole group, SIGKILL it after `timeout`; safe to call repeatedly."""
+        if self._popen is None or self._stopped:
+            return self._popen.returncode if self._popen else None
+        self._stopped = True
+        if self._popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self._popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self._popen.wait()
+        # Children that outlived the leader still belong to the group.
+        self._signal_group(signal.SIGKILL)
+        return self._popen.returncode
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self._popen is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, sig)

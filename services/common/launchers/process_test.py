@@ -1,0 +1,83 @@
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.launchers.process import (
+    ManagedProcess,
+    ProcessStartError,
+    free_port,
+    tcp_port_open,
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def never_ready() -> bool:
+    return False
+
+
+async def test_wait_ready_fails_early_with_log_tail(tmp_path: Path) -> None:
+    process = ManagedProcess("crasher", ["sh", "-c", "echo 'bad flag -x'; exit 3"], tmp_path)
+    process.start()
+    started = time.monotonic()
+    with pytest.raises(ProcessStartError) as caught:
+        await process.wait_ready(never_ready, timeout=30)
+    assert time.monotonic() - started < 5
+    assert "bad flag -x" in str(caught.value)
+    assert "exit code 3" in str(caught.value)
+
+
+async def test_wait_ready_times_out(tmp_path: Path) -> None:
+    process = ManagedProcess("sleeper", ["sleep", "30"], tmp_path)
+    process.start()
+    try:
+        with pytest.raises(ProcessStartError, match="not ready after"):
+            await process.wait_ready(never_ready, timeout=0.3)
+    finally:
+        process.stop()
+
+
+async def test_ready_when_port_opens_and_stop_closes_it(tmp_path: Path) -> None:
+    port = free_port()
+    server = f"import http.server as h; h.HTTPServer(('127.0.0.1', {port}), h.BaseHTTPRequestHandler).serve_forever()"
+    process = ManagedProcess("http", [sys.executable, "-c", server], tmp_path)
+    process.start()
+    try:
+        await process.wait_ready(lambda: tcp_port_open("127.0.0.1", port), timeout=10)
+        assert process.is_running()
+    finally:
+        process.stop()
+    assert not process.is_running()
+    assert not await tcp_port_open("127.0.0.1", port)
+
+
+def test_stop_kills_the_whole_group_and_is_idempotent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    script = f"sleep 60 & echo $! > {pid_file}; trap '' TERM; wait"
+    process = ManagedProcess("group", ["sh", "-c", script], tmp_path)
+    process.start()
+    deadline = time.monotonic() + 5
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    child = int(pid_file.read_text())
+    process.stop(timeout=0.5)  # the shell ignores SIGTERM: needs the SIGKILL
+    assert not process.is_running()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child)
+    process.stop()
+
+
+def test_stop_before_start_is_harmless(tmp_path: Path) -> None:
+    assert ManagedProcess("idle", ["true"], tmp_path).stop() is None

@@ -1,0 +1,177 @@
+"""Start the tritonserver binary shipped in the nvidia-pytriton wheel with our own model repository.
+
+We do not use PyTriton's API: we run its tritonserver with the python backend and a backend
+directory assembled here, as described in DESIGN.md (Models → Triton).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import sysconfig
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.launchers.process import ManagedProcess, free_port
+
+READY_TIMEOUT = 300.0
+EXIT_TIMEOUT_SECS = 10
+SHM_GROWTH_BYTES = 32 * 1024 * 1024
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class TritonServer:
+    grpc_url: str
+    http_port: int
+    metrics_port: int
+    process: ManagedProcess
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.grpc_url.rsplit(':', 1)[0]}:{self.http_port}"
+
+    def stop(self, timeout: float = EXIT_TIMEOUT_SECS + 5) -> None:
+        self.process.stop(timeout)
+
+
+def pytriton_dir() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent
+
+
+def tritonserver_binary() -> Path:
+    return pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
+
+
+def pytriton_libs_dir() -> Path:
+    return pytriton_dir().parent / "nvidia_pytriton.libs"
+
+
+def build_backend_directory(work_dir: Path) -> Path:
+    """backends/python/ with the wheel's backend library, utils and the stub for this Python."""
+    dist = pytriton_dir() / "tritonserver"
+    python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sources = {
+        "libtriton_python.so": dist / "backends" / "python" / "libtriton_python.so",
+        "triton_python_backend_utils.py": dist / "backends" / "python" / "triton_python_backend_utils.py",
+        "triton_python_backend_stub": dist / "python_backend_stubs" / python_version / "triton_python_backend_stub",
+    }
+    backend_dir = work_dir / "backends"
+    python_dir = backend_dir / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in sources.items():
+        if not source.is_file():
+            raise FileNotFoundError(f"nvidia-pytriton has no {source}")
+        link = python_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(source)
+    return backend_dir
+
+
+def _path_list(*entries: str | None) -> str:
+    return os.pathsep.join(entry for entry in entries if entry)
+
+
+def triton_environment(work_dir: Path, base_model: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The stub embeds libpython and finds its prefix (and the venv) through the `python` on PATH.
+    env["PATH"] = _path_list(str(Path(sys.executable).parent), env.get("PATH"))
+    # Without the running interpreter's LIBDIR the system's older libpython3.11 is picked up.
+    env["LD_LIBRARY_PATH"] = _path_list(
+        sysconfig.get_config_var("LIBDIR"), str(pytriton_libs_dir()), env.get("LD_LIBRARY_PATH")
+    )
+    env["STUDIO_BASE_MODEL"] = str(base_model)
+    env["STUDIO_REPO_ROOT"] = str(REPO_ROOT)
+    env["HOME"] = str(work_dir / "home")
+    env["HF_HOME"] = str(work_dir / "hf-home")
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def tritonserver_argv(
+    model_repository: Path, backend_dir: Path, models: Sequence[str], ports: dict[str, int], host: str
+) -> list[str]:
+    argv = [
+        str(tritonserver_binary()),
+        f"--model-repository={model_repository}",
+        f"--backend-directory={backend_dir}",
+        f"--grpc-address={host}",
+        f"--grpc-port={ports['grpc']}",
+        f"--http-address={host}",
+        f"--http-port={ports['http']}",
+        f"--metrics-address={host}",
+        f"--metrics-port={ports['metrics']}",
+        "--model-control-mode=explicit",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_SECS}",
+        # Several servers may run on one host: keep their /dev/shm regions apart.
+        f"--backend-config=python,shm-region-prefix-name=studio_triton_{ports['grpc']}_",
+        # Adapters travel through /dev/shm: grow it in steps a LoRA fits in, not 1 MiB at a time.
+        f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+    ]
+    argv += [f"--load-model={model}" for model in models]
+    return argv
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+async def _all_ready(http_url: str, models: Sequence[str]) -> bool:
+    urls = [f"{http_url}/v2/health/ready"] + [f"{http_url}/v2/models/{model}/ready" for model in models]
+    for url in urls:
+        if not await asyncio.to_thread(_http_ok, url):
+            return False
+    return True
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+async def start_triton(
+    model_repository: Path,
+    work_dir: Path,
+    log_dir: Path,
+    *,
+    base_model: Path,
+    models: Sequence[str] = ("portrait_diffusion",),
+    grpc_port: int | None = None,
+    host: str = "127.0.0.1",
+    ready_timeout: float = READY_TIMEOUT,
+) -> TritonServer:
+    """Run tritonserver with `models` loaded; returns once the server and every model are ready."""
+    work_dir = Path(work_dir).resolve()
+    for folder in (work_dir / "home", work_dir / "hf-home"):
+        folder.mkdir(parents=True, exist_ok=True)
+    ports = {"grpc": grpc_port or free_port(), "http": free_port(), "metrics": free_port()}
+    backend_dir = build_backend_directory(work_dir)
+    argv = tritonserver_argv(Path(model_repository).resolve(), backend_dir, models, ports, host)
+    env = triton_environment(work_dir, Path(base_model).resolve())
+    process = ManagedProcess("tritonserver", argv, log_dir, env=env, cwd=work_dir)
+    process.start()
+    server = TritonServer(
+        grpc_url=f"{_client_host(host)}:{ports['grpc']}",
+        http_port=ports["http"],
+        metrics_port=ports["metrics"],
+        process=process,
+    )
+    try:
+        await process.wait_ready(lambda: _all_ready(server.http_url, models), ready_timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server

@@ -1,0 +1,223 @@
+"""In-process portrait rendering: one diffusion pipeline, LoRA adapters loaded from bytes.
+
+Used by the Triton python-backend model (model_repository/portrait_diffusion) and directly by
+benchmarks. Adapters arrive as the bytes of a diffusers LoRA safetensors file and are loaded from
+memory only: a subject's adapter is never written to disk in clear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
+ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
+DEFAULT_ADAPTER_CACHE_SIZE = 8
+MAX_STEPS = 100
+MAX_SIDE = 2048
+MAX_GUIDANCE = 50.0
+_SAFETENSORS_HEADER_LENGTH = struct.Struct("<Q")
+_LORA_METADATA_KEY = "lora_adapter_metadata"
+
+
+class RenderInputError(ValueError):
+    """The request cannot be rendered as given (bad sizes, steps, adapter bytes...)."""
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 7.0
+    width: int = 512
+    height: int = 512
+
+    def validate(self) -> None:
+        for name, side in (("width", self.width), ("height", self.height)):
+            if side < 8 or side > MAX_SIDE or side % 8:
+                raise RenderInputError(f"{name} must be a multiple of 8 in 8..{MAX_SIDE}, got {side}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise RenderInputError(f"steps must be in 1..{MAX_STEPS}, got {self.steps}")
+        if not math.isfinite(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE:
+            raise RenderInputError(f"guidance must be in 0..{MAX_GUIDANCE}, got {self.guidance}")
+
+
+def pick_device_and_dtype():
+    import torch
+
+    if torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.device("cuda"), dtype
+    return torch.device("cpu"), torch.float32
+
+
+def load_pipeline(base_model: Path):
+    from diffusers import StableDiffusionPipeline
+
+    device, dtype = pick_device_and_dtype()
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(base_model),
+        dtype=dtype,
+        safety_checker=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def adapter_metadata(adapter: bytes) -> dict | None:
+    """diffusers' LoRA metadata (rank, alpha...) from the safetensors header, if it was saved.
+
+    safetensors.torch.load(bytes) drops the header, and without it diffusers assumes alpha == rank.
+    """
+    if len(adapter) < _SAFETENSORS_HEADER_LENGTH.size:
+        return None
+    (header_length,) = _SAFETENSORS_HEADER_LENGTH.unpack_from(adapter)
+    header_end = _SAFETENSORS_HEADER_LENGTH.size + header_length
+    try:
+        header = json.loads(adapter[_SAFETENSORS_HEADER_LENGTH.size : header_end])
+        raw = header.get("__metadata__", {}).get(_LORA_METADATA_KEY)
+        return json.loads(raw) if raw else None
+    except (ValueError, AttributeError) as error:
+        raise RenderInputError(f"adapter metadata is not valid JSON: {error}") from error
+
+
+def parse_adapter(adapter: bytes) -> tuple[dict, dict | None]:
+    """The adapter's tensors and metadata; RenderInputError when the bytes are not a LoRA."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        state_dict = load(adapter)
+    except (SafetensorError, ValueError, OSError) as error:
+        raise RenderInputError(f"adapter is not a safetensors file: {error}") from error
+    if not state_dict or not all("lora" in key for key in state_dict):
+        raise RenderInputError("adapter holds no LoRA weights (every key must contain 'lora')")
+    return state_dict, adapter_metadata(adapter)
+
+
+def adapter_name(adapter_id: str) -> str:
+    """A PEFT-safe module name for a caller's adapter id (ids may hold '.', '/', ...)."""
+    return "a_" + hashlib.sha256(adapter_id.encode()).hexdigest()[:24]
+
+
+class PortraitRenderer:
+    """One pipeline, its LoRA adapters cached by id (LRU), one image per call."""
+
+    def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> None:
+        if adapter_cache_size < 1:
+            raise ValueError("adapter_cache_size must be at least 1")
+        self.pipe = pipe
+        self.adapter_cache_size = adapter_cache_size
+        # adapter id -> sha256 of the bytes it was loaded from, least recently used first
+        self._adapters: OrderedDict[str, str] = OrderedDict()
+
+    @classmethod
+    def from_env(cls) -> PortraitRenderer:
+        base_model = os.environ.get(BASE_MODEL_ENV)
+        if not base_model:
+            raise RuntimeError(f"{BASE_MODEL_ENV} must name a diffusers model folder")
+        cache_size = int(os.environ.get(ADAPTER_CACHE_ENV, DEFAULT_ADAPTER_CACHE_SIZE))
+        return cls(load_pipeline(Path(base_model)), cache_size)
+
+    @property
+    def loaded_adapter_ids(self) -> list[str]:
+        return list(self._adapters)
+
+    def render(self, params: RenderParams, adapter_id: str = "", adapter: bytes = b"") -> np.ndarray:
+        """Render one image as uint8 HxWx3. Empty `adapter` means the base model alone."""
+        params.validate()
+        self._activate_adapter(adapter_id, adapter)
+        return self._run_pipeline(params)
+
+    def _activate_adapter(self, adapter_id: str, adapter: bytes) -> None:
+        if not adapter:
+            if self._adapters:
+                self.pipe.disable_lora()
+            return
+        digest = hashlib.sha256(adapter).hexdigest()
+        adapter_id = adapter_id or digest
+        if self._adapters.get(adapter_id) != digest:
+            self._load_adapter(adapter_id, adapter, digest)
+        self._adapters.move_to_end(adapter_id)
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([adapter_name(adapter_id)])
+
+    def _load_adapter(self, adapter_id: str, adapter: bytes, digest: str) -> None:
+        state_dict, metadata = parse_adapter(adapter)
+        if adapter_id in self._adapters:  # same id, other bytes: the newest bytes win
+            self._evict(adapter_id)
+        while len(self._adapters) >= self.adapter_cache_size:
+            self._evict(next(iter(self._adapters)))
+        name = adapter_name(adapter_id)
+        try:
+            self._load_into_pipeline(state_dict, metadata, name)
+        except Exception as error:
+            self._delete_quietly(name)
+            raise RenderInputError(f"adapter does not fit the base model: {error}") from error
+        self._adapters[adapter_id] = digest
+
+    def _load_into_pipeline(self, state_dict: dict, metadata: dict | None, name: str) -> None:
+        pipe = self.pipe
+        if metadata is None:
+            pipe.load_lora_weights(state_dict, adapter_name=name)
+            return
+        # load_lora_weights drops metadata for in-memory dicts, so hand it to each component.
+        state_dict, network_alphas = pipe.lora_state_dict(state_dict)
+        metadata = None if network_alphas else metadata
+        pipe.load_lora_into_unet(
+            state_dict,
+            network_alphas=network_alphas,
+            unet=pipe.unet,
+            adapter_name=name,
+            metadata=metadata,
+            _pipeline=pipe,
+        )
+        pipe.load_lora_into_text_encoder(
+            state_dict,
+            network_alphas=network_alphas,
+            text_encoder=pipe.text_encoder,
+            lora_scale=pipe.lora_scale,
+            adapter_name=name,
+            metadata=metadata,
+            _pipeline=pipe,
+        )
+
+    def _evict(self, adapter_id: str) -> None:
+        self._adapters.pop(adapter_id, None)
+        self._delete_quietly(adapter_name(adapter_id))
+
+    def _delete_quietly(self, name: str) -> None:
+        with contextlib.suppress(ValueError, KeyError, AttributeError):  # half-loaded or never registered
+            self.pipe.delete_adapters([name])
+
+    def _run_pipeline(self, params: RenderParams) -> np.ndarray:
+        import torch
+
+        # A CPU generator gives the same starting noise on every device.
+        generator = torch.Generator("cpu").manual_seed(params.seed)
+        with torch.inference_mode():
+            result = self.pipe(
+                prompt=params.prompt,
+                negative_prompt=params.negative_prompt or None,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance,
+                width=params.width,
+                height=params.height,
+                generator=generator,
+                output_type="np",
+            )
+        image = np.asarray(result.images[0], dtype=np.float32)
+        return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)

@@ -1,0 +1,146 @@
+"""In-process rendering (services/renderer/pipeline.py) on the tiny random-weight model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
+from services.renderer.pipeline import (
+    PortraitRenderer,
+    RenderInputError,
+    RenderParams,
+    adapter_metadata,
+    load_pipeline,
+)
+
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TINY_PARAMS = RenderParams(prompt="a portrait", seed=7, steps=2, guidance=5.0, width=64, height=64)
+
+
+def make_lora(base_model: Path, seed: int, rank: int = 4, alpha: int = 8) -> bytes:
+    """A diffusers LoRA for the base model's UNet, serialised as save_lora_weights would write it.
+
+    lora_B starts at zero with gaussian init; random B weights make the adapter's effect visible.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save
+
+    unet = UNet2DConditionModel.from_pretrained(base_model / "unet")
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+    unet.add_adapter(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    tensors = {f"unet.{key}": value.contiguous() for key, value in layers.items()}
+    lora_metadata = {f"unet.{key}": value for key, value in _json_ready(config.to_dict()).items()}
+    header = {"format": "pt", "lora_adapter_metadata": json.dumps(lora_metadata, indent=2, sort_keys=True)}
+    return save(tensors, metadata=header)
+
+
+def _json_ready(config: dict) -> dict:
+    return {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+def renderer(base_model: Path) -> PortraitRenderer:
+    return PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2)
+
+
+@pytest.fixture(scope="module")
+def lora(base_model: Path) -> bytes:
+    return make_lora(base_model, seed=1)
+
+
+def test_render_is_uint8_image_and_deterministic(renderer: PortraitRenderer) -> None:
+    first = renderer.render(TINY_PARAMS)
+    assert first.dtype == np.uint8
+    assert first.shape == (TINY_RESOLUTION, TINY_RESOLUTION, 3)
+    assert np.array_equal(first, renderer.render(TINY_PARAMS))
+
+
+def test_make_lora_matches_what_save_lora_weights_writes(base_model: Path, lora: bytes, tmp_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    tensors = load(lora)
+    StableDiffusionPipeline.save_lora_weights(
+        tmp_path,
+        unet_lora_layers={key.removeprefix("unet."): value for key, value in tensors.items()},
+        unet_lora_adapter_metadata={k.removeprefix("unet."): v for k, v in adapter_metadata(lora).items()},
+    )
+    saved = tmp_path / "pytorch_lora_weights.safetensors"
+    with safe_open(saved, "pt") as reference:
+        assert set(reference.keys()) == set(tensors)
+        assert json.loads(reference.metadata()["lora_adapter_metadata"]) == adapter_metadata(lora)
+
+
+def test_adapter_from_bytes_matches_diffusers_file_loading(
+    renderer: PortraitRenderer, base_model: Path, lora: bytes, tmp_path: Path
+) -> None:
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(lora)
+    reference = PortraitRenderer(load_pipeline(base_model))
+    reference.pipe.load_lora_weights(tmp_path, adapter_name="reference")
+    expected = reference._run_pipeline(TINY_PARAMS)
+
+    with_adapter = renderer.render(TINY_PARAMS, "subject-1", lora)
+    assert np.array_equal(with_adapter, expected)
+    assert not np.array_equal(with_adapter, renderer.render(TINY_PARAMS))
+
+
+def test_adapter_cache_evicts_least_recently_used(renderer: PortraitRenderer, base_model: Path) -> None:
+    adapters = {f"subject-{seed}": make_lora(base_model, seed=seed) for seed in (11, 12, 13)}
+    first = {adapter_id: renderer.render(TINY_PARAMS, adapter_id, data) for adapter_id, data in adapters.items()}
+    assert renderer.loaded_adapter_ids == ["subject-12", "subject-13"]
+    assert np.array_equal(renderer.render(TINY_PARAMS, "subject-11", adapters["subject-11"]), first["subject-11"])
+    assert len(set(image.tobytes() for image in first.values())) == 3
+
+
+def test_same_id_with_other_bytes_reloads(renderer: PortraitRenderer, base_model: Path, lora: bytes) -> None:
+    other = make_lora(base_model, seed=21)
+    original = renderer.render(TINY_PARAMS, "shared-id", lora)
+    replaced = renderer.render(TINY_PARAMS, "shared-id", other)
+    assert not np.array_equal(original, replaced)
+
+
+@pytest.mark.parametrize(
+    ("params", "adapter", "message"),
+    [
+        (RenderParams("p", width=60, height=64), b"", "width must be a multiple of 8"),
+        (RenderParams("p", steps=0), b"", "steps must be in 1..100"),
+        (RenderParams("p", steps=101), b"", "steps must be in 1..100"),
+        (RenderParams("p", guidance=float("nan")), b"", "guidance"),
+        (RenderParams("p", width=64, height=64, steps=1), b"not a safetensors file", "not a safetensors"),
+    ],
+)
+def test_bad_input_is_rejected_with_reason(
+    renderer: PortraitRenderer, params: RenderParams, adapter: bytes, message: str
+) -> None:
+    with pytest.raises(RenderInputError, match=message):
+        renderer.render(params, "bad", adapter)
+
+
+def test_adapter_for_another_model_is_rejected(renderer: PortraitRenderer, lora: bytes) -> None:
+    import torch
+    from safetensors.torch import load, save
+
+    wrong_shapes = {key: torch.zeros(3, 3) for key in load(lora)}
+    with pytest.raises(RenderInputError, match="adapter"):
+        renderer.render(TINY_PARAMS, "wrong-shapes", save(wrong_shapes))
+    assert "wrong-shapes" not in renderer.loaded_adapter_ids

@@ -1,0 +1,116 @@
+"""Render one portrait through Triton's gRPC API (model portrait_diffusion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as triton_grpc
+from tritonclient.utils import InferenceServerException
+
+MODEL_NAME = "portrait_diffusion"
+IMAGE_OUTPUT = "IMAGE"
+READY_TIMEOUT_S = 5.0
+# Statuses after which the same request may succeed later, on this server or another one.
+RETRYABLE_STATUSES = {
+    str(grpc.StatusCode.UNAVAILABLE),
+    str(grpc.StatusCode.DEADLINE_EXCEEDED),
+    str(grpc.StatusCode.RESOURCE_EXHAUSTED),
+    str(grpc.StatusCode.CANCELLED),
+}
+
+
+class TritonUnavailable(RuntimeError):
+    """Triton could not be reached or did not answer in time; retrying may succeed."""
+
+
+class RenderRejected(RuntimeError):
+    """The model refused or failed the request; the same request will fail again."""
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    prompt: str
+    negative_prompt: str
+    adapter_id: str
+    adapter: bytes
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+
+    def __repr__(self) -> str:  # keep adapter bytes out of logs
+        return (
+            f"RenderRequest(adapter_id={self.adapter_id!r}, adapter=<{len(self.adapter)} bytes>, "
+            f"seed={self.seed}, steps={self.steps}, guidance={self.guidance}, "
+            f"size={self.width}x{self.height})"
+        )
+
+
+def _tensor(name: str, value: object, datatype: str, dtype: type) -> triton_grpc.InferInput:
+    array = np.array([value], dtype=dtype)
+    tensor = triton_grpc.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def build_inputs(request: RenderRequest) -> list[triton_grpc.InferInput]:
+    return [
+        _tensor("PROMPT", request.prompt.encode("utf-8"), "BYTES", np.object_),
+        _tensor("NEGATIVE_PROMPT", request.negative_prompt.encode("utf-8"), "BYTES", np.object_),
+        _tensor("ADAPTER_ID", request.adapter_id.encode("utf-8"), "BYTES", np.object_),
+        _tensor("ADAPTER", bytes(request.adapter), "BYTES", np.object_),
+        _tensor("SEED", request.seed, "INT64", np.int64),
+        _tensor("STEPS", request.steps, "INT32", np.int32),
+        _tensor("GUIDANCE", request.guidance, "FP32", np.float32),
+        _tensor("WIDTH", request.width, "INT32", np.int32),
+        _tensor("HEIGHT", request.height, "INT32", np.int32),
+    ]
+
+
+def _classify(error: InferenceServerException, url: str) -> Exception:
+    status = error.status()
+    if status in RETRYABLE_STATUSES:
+        return TritonUnavailable(f"Triton at {url}: {status}: {error.message()}")
+    return RenderRejected(error.message() or str(error), status)
+
+
+async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: float = 120) -> np.ndarray:
+    """The rendered image as uint8 HxWx3; TritonUnavailable (retry) or RenderRejected (do not)."""
+    client = triton_grpc.InferenceServerClient(url)
+    try:
+        result = await client.infer(
+            MODEL_NAME,
+            build_inputs(request),
+            outputs=[triton_grpc.InferRequestedOutput(IMAGE_OUTPUT)],
+            client_timeout=timeout_s,
+        )
+    except InferenceServerException as error:
+        raise _classify(error, url) from error
+    finally:
+        await client.close()
+    image = result.as_numpy(IMAGE_OUTPUT)
+    if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        shape = None if image is None else image.shape
+        raise RenderRejected(f"Triton returned no usable image (shape {shape})")
+    return image
+
+
+async def triton_ready(url: str, model: str = MODEL_NAME) -> bool:
+    """Whether the server answers and `model` is loaded and ready."""
+    client = triton_grpc.InferenceServerClient(url)
+    try:
+        return bool(
+            await client.is_server_ready(client_timeout=READY_TIMEOUT_S)
+            and await client.is_model_ready(model, client_timeout=READY_TIMEOUT_S)
+        )
+    except InferenceServerException:
+        return False
+    finally:
+        await client.close()

@@ -1,0 +1,172 @@
+"""The portrait_diffusion model served by a real tritonserver (nvidia-pytriton wheel), over gRPC."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.launchers.process import ProcessStartError, free_port
+from services.common.launchers.triton import TritonServer, start_triton
+from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
+from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
+from services.renderer.pipeline_test import make_lora
+from services.renderer.triton_client import (
+    RenderRejected,
+    RenderRequest,
+    TritonUnavailable,
+    render_via_triton,
+    triton_ready,
+)
+
+MODEL_REPOSITORY = Path(__file__).parent / "model_repository"
+BASE_REQUEST = RenderRequest(
+    prompt="a portrait",
+    negative_prompt="blurry",
+    adapter_id="",
+    adapter=b"",
+    seed=7,
+    steps=2,
+    guidance=5.0,
+    width=TINY_RESOLUTION,
+    height=TINY_RESOLUTION,
+)
+
+
+def with_adapter(adapter_id: str, adapter: bytes, **changes) -> RenderRequest:
+    return dataclasses.replace(BASE_REQUEST, adapter_id=adapter_id, adapter=adapter, **changes)
+
+
+def processes_mentioning(text: str) -> str:
+    return subprocess.run(["pgrep", "-a", "-f", text], capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+async def triton(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> AsyncIterator[TritonServer]:
+    root = tmp_path_factory.mktemp("triton")
+    server = await start_triton(MODEL_REPOSITORY, root / "work", root / "logs", base_model=base_model)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def adapters(base_model: Path) -> dict[str, bytes]:
+    return {"subject-a": make_lora(base_model, seed=1), "subject-b": make_lora(base_model, seed=2)}
+
+
+@pytest.fixture(scope="module")
+def in_process(base_model: Path) -> PortraitRenderer:
+    return PortraitRenderer(load_pipeline(base_model))
+
+
+def render_in_process(renderer: PortraitRenderer, request: RenderRequest) -> np.ndarray:
+    params = RenderParams(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        seed=request.seed,
+        steps=request.steps,
+        guidance=request.guidance,
+        width=request.width,
+        height=request.height,
+    )
+    return renderer.render(params, request.adapter_id, request.adapter)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.shape == expected.shape
+    assert np.abs(actual.astype(np.int16) - expected.astype(np.int16)).max() <= 1
+
+
+async def test_render_without_adapter_is_a_uint8_image(triton: TritonServer) -> None:
+    assert await triton_ready(triton.grpc_url)
+    image = await render_via_triton(triton.grpc_url, BASE_REQUEST)
+    assert image.dtype == np.uint8
+    assert image.shape == (TINY_RESOLUTION, TINY_RESOLUTION, 3)
+
+
+async def test_same_seed_same_image_other_seed_other_image(triton: TritonServer) -> None:
+    first = await render_via_triton(triton.grpc_url, BASE_REQUEST)
+    again = await render_via_triton(triton.grpc_url, BASE_REQUEST)
+    other_seed = await render_via_triton(triton.grpc_url, dataclasses.replace(BASE_REQUEST, seed=8))
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other_seed)
+
+
+async def test_adapter_changes_image_and_matches_in_process_render(
+    triton: TritonServer, adapters: dict[str, bytes], in_process: PortraitRenderer
+) -> None:
+    request = with_adapter("subject-a", adapters["subject-a"])
+    image = await render_via_triton(triton.grpc_url, request)
+    assert not np.array_equal(image, await render_via_triton(triton.grpc_url, BASE_REQUEST))
+    assert_close(image, render_in_process(in_process, request))
+
+
+async def test_adapters_back_to_back_each_give_their_own_image(
+    triton: TritonServer, adapters: dict[str, bytes], in_process: PortraitRenderer
+) -> None:
+    requests = [with_adapter(adapter_id, data) for adapter_id, data in adapters.items()]
+    first_a, first_b, second_a, second_b = [
+        await render_via_triton(triton.grpc_url, request) for request in requests + requests
+    ]
+    assert not np.array_equal(first_a, first_b)
+    assert np.array_equal(first_a, second_a)
+    assert np.array_equal(first_b, second_b)
+    assert_close(first_b, render_in_process(in_process, requests[1]))
+    plain = await render_via_triton(triton.grpc_url, BASE_REQUEST)
+    assert not np.array_equal(plain, first_b)
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (with_adapter("garbage", b"these are not safetensors"), "adapter is not a safetensors file"),
+        (dataclasses.replace(BASE_REQUEST, width=60), "width must be a multiple of 8"),
+        (dataclasses.replace(BASE_REQUEST, steps=0), "steps must be in 1..100"),
+        (dataclasses.replace(BASE_REQUEST, steps=101), "steps must be in 1..100"),
+    ],
+)
+async def test_bad_request_is_rejected_with_reason(triton: TritonServer, request_: RenderRequest, reason: str) -> None:
+    with pytest.raises(RenderRejected, match=reason) as rejected:
+        await render_via_triton(triton.grpc_url, request_)
+    assert rejected.value.status == "StatusCode.INVALID_ARGUMENT"
+    assert await triton_ready(triton.grpc_url)
+
+
+async def test_unreachable_server_is_unavailable_not_rejected() -> None:
+    url = f"127.0.0.1:{free_port()}"
+    assert not await triton_ready(url)
+    with pytest.raises(TritonUnavailable):
+        await render_via_triton(url, BASE_REQUEST, timeout_s=5)
+
+
+async def test_stop_leaves_no_tritonserver_or_stub(tmp_path: Path, base_model: Path) -> None:
+    work_dir = tmp_path / "work"
+    server = await start_triton(MODEL_REPOSITORY, work_dir, tmp_path / "logs", base_model=base_model)
+    # Both tritonserver's and the stub's command lines name this server's own backend directory.
+    running = processes_mentioning(str(work_dir))
+    assert "tritonserver" in running and "triton_python_backend_stub" in running
+    server.stop()
+    server.stop()  # idempotent
+    assert processes_mentioning(str(work_dir)) == ""
+    assert not await triton_ready(server.grpc_url)
+
+
+async def test_model_that_cannot_load_fails_start_with_log(tmp_path: Path) -> None:
+    with pytest.raises(ProcessStartError, match="tritonserver"):
+        await start_triton(
+            MODEL_REPOSITORY,
+            tmp_path / "work",
+            tmp_path / "logs",
+            base_model=tmp_path / "no-such-model",
+            ready_timeout=120,
+        )
+    assert processes_mentioning(str(tmp_path / "work")) == ""

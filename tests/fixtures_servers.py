@@ -1,0 +1,37 @@
+"""Session-wide real servers for tests: nats-server with JetStream and SeaweedFS's S3 gateway.
+
+Registered for every test by the top-level conftest.py; request `nats_server` or `seaweed_s3`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from services.common.launchers.nats import NatsServer, start_nats
+from services.common.launchers.seaweed import SeaweedS3, start_seaweed_s3
+
+# Test data is thrown away, so there is no point waiting out weed's 15 s graceful filer stop.
+SEAWEED_TEST_STOP_TIMEOUT = 2.0
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
+    base = tmp_path_factory.mktemp("nats")
+    server = await start_nats(base / "data", base / "logs")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def seaweed_s3(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SeaweedS3]:
+    base = tmp_path_factory.mktemp("seaweed")
+    server = await start_seaweed_s3(base / "data", base / "logs")
+    try:
+        yield server
+    finally:
+        server.stop(timeout=SEAWEED_TEST_STOP_TIMEOUT)
