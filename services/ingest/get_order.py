@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 from nats.js.api import DeliverPolicy
-from studio.v1 import events_pb2, studio_pb2
+from studio.v1 import events_pb2, state_pb2, studio_pb2
 
 from services.common import bus as topology
 from services.ingest.context import IngestContext
+from services.ingest.order_view import TERMINAL_STATES
 
 TERMINAL_EVENTS = ("done", "failed")
+VIEW_CATCH_UP_S = 10.0
 
 
 async def get_order(
@@ -38,8 +41,21 @@ async def watch_order(
             except TimeoutError:
                 continue  # quiet stretches (a long queue) are normal; the client's deadline bounds the call
             event = events_pb2.OrderEvent.FromString(message.data)
-            yield studio_pb2.WatchOrderResponse(event=event)
             if event.WhichOneof("kind") in TERMINAL_EVENTS:
+                await _until_view_is_final(ctx, request.order_id)
+                yield studio_pb2.WatchOrderResponse(event=event)
                 return
+            yield studio_pb2.WatchOrderResponse(event=event)
     finally:
         await subscription.unsubscribe()
+
+
+async def _until_view_is_final(ctx: IngestContext, order_id: str) -> None:
+    """The order view trails the event stream by a moment; a client that saw the order finish
+    should find GetOrder and DownloadPortrait agreeing."""
+    deadline = asyncio.get_running_loop().time() + VIEW_CATCH_UP_S
+    while asyncio.get_running_loop().time() < deadline:
+        record = await ctx.bus.kv_get(topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)
+        if record and record.order.state in TERMINAL_STATES:
+            return
+        await asyncio.sleep(0.05)

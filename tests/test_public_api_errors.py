@@ -1,0 +1,188 @@
+"""Bad input gets a specific status and reason, and leaves nothing stored."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from studio.v1 import common_pb2, studio_pb2
+
+from services.cli.client import PORTRAIT_CONSENT, StudioClient
+from services.cli.stack import EmbeddedStack
+from services.common.bus import TRAIN_QUEUE, Bus
+from services.ingest.context import ensure_tenant
+from tests.fixtures_stack import faces
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+REFERENCE = common_pb2.PHOTO_ROLE_REFERENCE
+
+
+def stored_blobs(stack: EmbeddedStack) -> set[Path]:
+    return {p for p in (stack.data_dir / "blobs").rglob("*") if p.is_file()}
+
+
+async def expect_status(code: grpc.StatusCode, call) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == code, raised.value.details()
+    assert raised.value.details()
+    return raised.value.details()
+
+
+async def raw_upload(client: StudioClient, messages: list[studio_pb2.UploadPhotosRequest]):
+    async def stream() -> AsyncIterator[studio_pb2.UploadPhotosRequest]:
+        for message in messages:
+            yield message
+
+    return await client.stub.UploadPhotos(stream(), metadata=client.metadata, timeout=60)
+
+
+def header(subject_id: str, filename: str = "x.jpg", role: int = REFERENCE) -> studio_pb2.UploadPhotosRequest:
+    return studio_pb2.UploadPhotosRequest(
+        header=studio_pb2.PhotoHeader(subject_id=subject_id, role=role, filename=filename)
+    )
+
+
+async def test_non_image_upload_is_refused_and_nothing_is_stored(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    before = stored_blobs(stack)
+    messages = [header(subject.subject_id, "notes.txt"), studio_pb2.UploadPhotosRequest(chunk=b"%PDF-1.7 not a photo")]
+    details = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, raw_upload(client, messages))
+    assert "notes.txt" in details
+    assert stored_blobs(stack) == before
+    response = await client.stub.GetSubject(
+        studio_pb2.GetSubjectRequest(subject_id=subject.subject_id), metadata=client.metadata
+    )
+    assert list(response.subject.photos) == []
+
+
+async def test_a_bad_photo_in_a_stream_stores_none_of_the_stream(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    good = faces("lisa")[0].read_bytes()
+    before = stored_blobs(stack)
+    messages = [
+        header(subject.subject_id, "good.jpg"), studio_pb2.UploadPhotosRequest(chunk=good),
+        header(subject.subject_id, "bad.bin"), studio_pb2.UploadPhotosRequest(chunk=b"\x00" * 100),
+    ]
+    await expect_status(grpc.StatusCode.INVALID_ARGUMENT, raw_upload(client, messages))
+    assert stored_blobs(stack) == before
+
+
+@pytest.mark.parametrize(
+    "messages, reason",
+    [
+        ([], "empty upload"),
+        ([studio_pb2.UploadPhotosRequest(chunk=b"\xff\xd8\xff")], "must start with a photo header"),
+        ([header("SUBJECT")], "has no bytes"),
+        ([header("SUBJECT", role=common_pb2.PHOTO_ROLE_UNSPECIFIED)], "role"),
+        ([header("SUBJECT", filename="")], "filename"),
+    ],
+)
+async def test_malformed_upload_streams(client: StudioClient, messages, reason):
+    subject = await client.create_subject()
+    for message in messages:
+        if message.HasField("header"):
+            message.header.subject_id = subject.subject_id
+    details = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, raw_upload(client, messages))
+    assert reason in details
+
+
+async def test_oversized_photo_is_refused(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    before = stored_blobs(stack)
+    chunk = b"\xff\xd8\xff" + bytes(1024 * 1024 - 3)
+    messages = [header(subject.subject_id, "huge.jpg")] + [studio_pb2.UploadPhotosRequest(chunk=chunk)] * 26
+    assert "exceeds" in await expect_status(grpc.StatusCode.INVALID_ARGUMENT, raw_upload(client, messages))
+    assert stored_blobs(stack) == before
+
+
+async def test_unknown_subject(client: StudioClient):
+    photo = faces("lisa")[0]
+    await expect_status(grpc.StatusCode.NOT_FOUND, client.upload("subj_doesnotexist", [(photo, REFERENCE)]))
+    await expect_status(grpc.StatusCode.NOT_FOUND, client.create_order("subj_doesnotexist", ["studio-frontal-soft"], 1))
+
+
+async def test_missing_and_wrong_api_key(stack: EmbeddedStack):
+    for api_key in ("", "sk_wrong"):
+        stranger = StudioClient(stack.public_endpoint, api_key)
+        try:
+            await expect_status(grpc.StatusCode.UNAUTHENTICATED, stranger.create_subject())
+        finally:
+            await stranger.close()
+
+
+async def test_photo_without_a_face_gets_a_verdict_and_is_not_kept(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    before = stored_blobs(stack)
+    [summary] = await client.upload(subject.subject_id, [(faces("no_face")[0], REFERENCE)])
+    assert not summary.verdict.accepted and list(summary.verdict.reasons) == ["NO_FACE"]
+    assert summary.verdict.messages[0]
+    assert stored_blobs(stack) == before
+
+
+async def test_order_without_accepted_photos_queues_nothing(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(faces("no_face")[0], REFERENCE)])
+    bus = await Bus.connect(stack.nats.url, name="test")
+    try:
+        queued_before = (await bus.js.stream_info(TRAIN_QUEUE.stream)).state.messages
+        details = await expect_status(
+            grpc.StatusCode.FAILED_PRECONDITION, client.create_order(subject.subject_id, ["studio-frontal-soft"], 1)
+        )
+        assert "accepted photo" in details
+        assert (await bus.js.stream_info(TRAIN_QUEUE.stream)).state.messages == queued_before
+    finally:
+        await bus.close()
+
+
+async def test_bad_orders_and_consent(client: StudioClient):
+    subject = await client.create_subject()
+    assert "unknown style" in await expect_status(
+        grpc.StatusCode.INVALID_ARGUMENT, client.create_order(subject.subject_id, ["disco"], 1)
+    )
+    assert "count" in await expect_status(
+        grpc.StatusCode.INVALID_ARGUMENT, client.create_order(subject.subject_id, ["studio-frontal-soft"], 0)
+    )
+    no_scope = common_pb2.ConsentRecord(agreement_version="2026-01", retention_days=30)
+    await expect_status(grpc.StatusCode.FAILED_PRECONDITION, client.create_subject(consent=no_scope))
+    no_version = common_pb2.ConsentRecord(scopes=PORTRAIT_CONSENT.scopes, retention_days=30)
+    await expect_status(grpc.StatusCode.INVALID_ARGUMENT, client.create_subject(consent=no_version))
+
+
+async def test_create_subject_is_idempotent(client: StudioClient):
+    first = await client.create_subject(idempotency_key="customer-42")
+    again = await client.create_subject(idempotency_key="customer-42")
+    other = await client.create_subject(idempotency_key="customer-43")
+    assert first.subject_id == again.subject_id != other.subject_id
+
+
+async def test_another_tenant_sees_nothing(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(faces("lisa")[0], REFERENCE)])
+    order = await client.create_order(subject.subject_id, ["studio-frontal-soft"], 1, idempotency_key="o-1")
+    assert (await client.create_order(subject.subject_id, ["studio-frontal-soft"], 1, "o-1")).order_id == order.order_id
+    bus = await Bus.connect(stack.nats.url, name="test")
+    await ensure_tenant(bus, "rival", "Rival Photo", "sk_rival_key")
+    await bus.close()
+    rival = StudioClient(stack.public_endpoint, "sk_rival_key")
+    try:
+        await expect_status(grpc.StatusCode.NOT_FOUND, rival.stub.GetSubject(
+            studio_pb2.GetSubjectRequest(subject_id=subject.subject_id), metadata=rival.metadata))
+        photo = faces("lisa")[0]
+        await expect_status(grpc.StatusCode.NOT_FOUND, rival.upload(subject.subject_id, [(photo, REFERENCE)]))
+        style = ["studio-frontal-soft"]
+        await expect_status(grpc.StatusCode.NOT_FOUND, rival.create_order(subject.subject_id, style, 1))
+        await expect_status(grpc.StatusCode.NOT_FOUND, rival.get_order(order.order_id))
+        await expect_status(grpc.StatusCode.NOT_FOUND, rival.download(order.order_id, "portrait_x"))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in rival.watch(order.order_id, timeout_s=10):
+                pass
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await rival.close()
+    async for response in client.watch(order.order_id, timeout_s=300):
+        last = response.event.WhichOneof("kind")
+    assert last == "done"
