@@ -290,3 +290,11 @@ def _s3_from_url(parts: SplitResult) -> S3BlobStore:
         secure=query.get("secure", "false").lower() in {"1", "true", "yes"},
         region=query.get("region"),
     )
+
+
+async def open_blob_store(url: str) -> BlobStore:
+    """The store a service uses, ready to take writes (an S3 bucket is created if missing)."""
+    store = blob_store_from_url(url)
+    if isinstance(store, S3BlobStore):
+        await store.ensure_bucket()
+    return store

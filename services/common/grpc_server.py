@@ -20,9 +20,17 @@ RPC_COUNT = Counter("studio_rpc_total", "RPCs received", ["service", "method"])
 RPC_SECONDS = Histogram("studio_rpc_seconds", "RPC handling time (unary calls)", ["service", "method"])
 
 BackgroundTask = Callable[[], Awaitable[None]]
+# Statuses from a downstream service that mean the same thing to our caller.
+PASSED_THROUGH = (
+    grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ALREADY_EXISTS,
+)
 
 
-class _MetricsInterceptor(grpc.aio.ServerInterceptor):
+class _ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every RPC, and turns unexpected failures into a canonical status whose
+    details say what to do, never internals (which could name keys, paths or other tenants)."""
+
     def __init__(self, service_name: str) -> None:
         self._service = service_name
 
@@ -30,23 +38,60 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         RPC_COUNT.labels(self._service, method).inc()
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner = handler.unary_unary
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, handler.stream_unary), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, handler.unary_stream), handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return handler
+
+    def _unary(self, method: str, inner):
         service = self._service
 
-        async def timed(request, context):
+        async def guarded(request, context):
             started = time.perf_counter()
             try:
                 return await inner(request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as error:
+                await _abort_for(error, method, context)
             finally:
                 RPC_SECONDS.labels(service, method).observe(time.perf_counter() - started)
 
-        return grpc.unary_unary_rpc_method_handler(
-            timed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return guarded
+
+    def _streaming(self, method: str, inner):
+        async def guarded(request, context):
+            try:
+                async for response in inner(request, context):
+                    yield response
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as error:
+                await _abort_for(error, method, context)
+
+        return guarded
+
+
+async def _abort_for(error: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(error, grpc.aio.AioRpcError) and error.code() in PASSED_THROUGH:
+        await context.abort(error.code(), error.details() or error.code().name)
+    if isinstance(error, grpc.aio.AioRpcError | ConnectionError | TimeoutError | OSError):
+        log.warning("%s: a dependency is unavailable: %s", method, type(error).__name__)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "a backend service is unavailable; retry with backoff")
+    log.exception("%s failed", method)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the operator has the details in the logs")
 
 
 def configure_logging(service_name: str) -> None:
@@ -64,7 +109,7 @@ async def serve(
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Run until SIGTERM/SIGINT. `register` adds servicers and returns their full service names."""
-    server = grpc.aio.server(interceptors=[_MetricsInterceptor(service_name), *interceptors])
+    server = grpc.aio.server(interceptors=[_ServiceInterceptor(service_name), *interceptors])
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 from studio.v1 import faceqa_pb2, faceqa_pb2_grpc
 
-from services.common.blobstore import blob_store_from_url
+from services.common.blobstore import open_blob_store
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
 from services.common.vault_client import SealedStore, VaultClient
@@ -20,7 +20,7 @@ async def main() -> None:
     configure_logging(settings.service_name)
     face_models()  # load the dlib models before reporting healthy
     vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
-    sealed = SealedStore(blob_store_from_url(settings.require("blob_url")), vault)
+    sealed = SealedStore(await open_blob_store(settings.require("blob_url")), vault)
 
     def register(server: grpc.aio.Server) -> list[str]:
         faceqa_pb2_grpc.add_FaceQAServicer_to_server(FaceQAServicer(sealed), server)

@@ -10,7 +10,7 @@ import grpc
 from studio.v1 import faceqa_pb2_grpc, studio_pb2, studio_pb2_grpc
 
 from services.common.basemodel import base_model_id, read_resolution
-from services.common.blobstore import blob_store_from_url
+from services.common.blobstore import open_blob_store
 from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
@@ -27,7 +27,7 @@ async def main() -> None:
     vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
     base_model = settings.require("base_model")
     ctx = IngestContext(
-        bus=bus, sealed=SealedStore(blob_store_from_url(settings.require("blob_url")), vault), vault=vault,
+        bus=bus, sealed=SealedStore(await open_blob_store(settings.require("blob_url")), vault), vault=vault,
         faceqa=faceqa_pb2_grpc.FaceQAStub(grpc.aio.insecure_channel(settings.require("faceqa_addr"))),
         base_model_id=base_model_id(base_model), base_resolution=read_resolution(base_model),
         train_steps=settings.train_steps, render_steps=settings.render_steps,

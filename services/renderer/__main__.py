@@ -8,7 +8,7 @@ import grpc
 from studio.v1 import common_pb2, renderer_pb2, renderer_pb2_grpc
 
 from services.common import bus as topology
-from services.common.blobstore import blob_store_from_url
+from services.common.blobstore import open_blob_store
 from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
@@ -39,7 +39,7 @@ async def main() -> None:
     bus = await Bus.connect(settings.require("nats_url"), name="renderer")
     vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
     worker = RenderWorker(
-        bus=bus, sealed=SealedStore(blob_store_from_url(settings.require("blob_url")), vault),
+        bus=bus, sealed=SealedStore(await open_blob_store(settings.require("blob_url")), vault),
         triton_url=settings.require("triton_url"), state=WorkerState(),
     )
 

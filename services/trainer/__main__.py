@@ -9,7 +9,7 @@ from studio.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
 from services.common import bus as topology
 from services.common.basemodel import base_model_id
-from services.common.blobstore import blob_store_from_url
+from services.common.blobstore import open_blob_store
 from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
@@ -46,7 +46,7 @@ async def main() -> None:
     vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
     base_model = settings.require("base_model")
     worker = TrainerWorker(
-        bus=bus, sealed=SealedStore(blob_store_from_url(settings.require("blob_url")), vault),
+        bus=bus, sealed=SealedStore(await open_blob_store(settings.require("blob_url")), vault),
         base_model=base_model, base_model_id=base_model_id(base_model), state=WorkerState(),
     )
 

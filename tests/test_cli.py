@@ -1,0 +1,126 @@
+"""The `studio` command as a user runs it: models tiny, up (stop, restart, S3 store) and demo."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from services.cli.client import StudioClient
+from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
+from services.common.launchers.process import free_port
+from services.common.launchers.seaweed import SeaweedS3
+from tests.fixtures_stack import FACES_DIR, faces
+
+STUDIO = [sys.executable, "-m", "services.cli.main"]
+
+
+def tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_tiny_model_is_deterministic(tmp_path: Path) -> None:
+    outputs = []
+    for name in ("a", "b"):
+        run = subprocess.run([*STUDIO, "models", "tiny", "--out", str(tmp_path / name), "--json"],
+                             capture_output=True, text=True, check=True)
+        outputs.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    assert outputs[0]["base_model_id"] == outputs[1]["base_model_id"]
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+    assert (tmp_path / "a" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    other = subprocess.run([*STUDIO, "models", "tiny", "--out", str(tmp_path / "c"), "--seed", "1", "--json"],
+                           capture_output=True, text=True, check=True)
+    assert json.loads(other.stdout.strip().splitlines()[-1])["base_model_id"] == outputs[0]["base_model_id"]
+    assert tree_digest(tmp_path / "c") != tree_digest(tmp_path / "a")
+
+
+async def _wait_until_up(process: subprocess.Popen, endpoint: str, timeout_s: float = 240) -> None:
+    for _ in range(int(timeout_s * 2)):
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        if await grpc_healthy(endpoint):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError("studio up did not come up")
+
+
+def _start_up(data_dir: Path, port: int, blob_url: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*STUDIO, "up", "--data", str(data_dir), "--port", str(port), "--blob-url", blob_url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _stop(process: subprocess.Popen) -> list[psutil.Process]:
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=90)
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    return alive
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaweed_s3: SeaweedS3) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    endpoint = f"127.0.0.1:{port}"
+    blob_url = f"{seaweed_s3.url}/studio-cli-test"
+    first = _start_up(data_dir, port, blob_url)
+    await _wait_until_up(first, endpoint)
+    paths = StackPaths(data_dir)
+    for secret in (paths.api_key_file, paths.tokens_file, paths.secrets / "master-key.json"):
+        assert secret.stat().st_mode & 0o777 == 0o600, secret
+    client = StudioClient(endpoint, paths.api_key_file.read_text().strip())
+    subject = await client.create_subject(external_ref="kept")
+    [photo] = await client.upload(subject.subject_id, [(faces("lisa")[0], 2)])
+    assert photo.verdict.accepted
+    await client.close()
+    objects = [o.object_name for o in seaweed_s3.client().list_objects("studio-cli-test", recursive=True)]
+    assert any("/photos/" in name for name in objects) and any("/crops/" in name for name in objects)
+    for name in objects:
+        data = seaweed_s3.client().get_object("studio-cli-test", name).read()
+        assert data.startswith(b"PSE1") and b"JFIF" not in data and b"IHDR" not in data
+
+    assert _stop(first) == [], "processes left behind after SIGTERM"
+    assert first.returncode == 0
+    assert not (data_dir / "stack.json").exists()
+
+    second = _start_up(data_dir, port, blob_url)
+    try:
+        await _wait_until_up(second, endpoint)
+        client = StudioClient(endpoint, paths.api_key_file.read_text().strip())
+        found = (await client.stub.GetSubject(
+            __import__("studio.v1.studio_pb2", fromlist=["x"]).GetSubjectRequest(subject_id=subject.subject_id),
+            metadata=client.metadata,
+        )).subject
+        await client.close()
+        assert found.external_ref == "kept" and len(found.photos) == 1
+    finally:
+        assert _stop(second) == []
+
+
+def test_demo_against_a_running_stack(stack: EmbeddedStack, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in faces("lisa")[:3]:
+        (photos / photo.name).symlink_to(photo)
+    run = subprocess.run(
+        [*STUDIO, "demo", "--photos", str(photos), "--endpoint", stack.public_endpoint,
+         "--api-key-file", str(stack.paths.api_key_file), "--out", str(tmp_path / "out"), "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "STUDIO_FACES_DIR": str(FACES_DIR)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["state"] == "ORDER_STATE_DONE"
+    assert [p["accepted"] for p in result["photos"]] == [True, True, True]
+    assert len(result["portraits"]) == 2 and all(Path(p).stat().st_size > 0 for p in result["portraits"])
+    assert {"upload_and_check", "training", "rendering", "download"} <= set(result["seconds"])
