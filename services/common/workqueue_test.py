@@ -1,0 +1,125 @@
+"""The work-queue loop against a real nats-server: success acks once, a failure is retried, a
+permanent failure is reported once and not redelivered, a worker that dies mid-job loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import replace
+
+import pytest
+from studio.v1 import events_pb2
+
+from services.common import workqueue
+from services.common.bus import TRAIN_STREAM, Bus, WorkQueue
+from services.common.launchers.nats import NatsServer
+from services.common.workqueue import PermanentJobError, WorkerState, run_worker
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workqueue, "RETRY_DELAY_S", 0.1)
+
+
+async def fresh_queue(bus: Bus, name: str, ack_wait_s: float = 2.0) -> WorkQueue:
+    """A private work-queue stream per test, shaped like TRAIN, so tests do not compete."""
+    queue = WorkQueue(stream=name.upper(), subject=f"test.{name}", durable=name, ack_wait_s=ack_wait_s,
+                      max_deliver=3)
+    await bus.js.add_stream(replace(TRAIN_STREAM, name=queue.stream, subjects=[queue.subject]))
+    await bus.js.add_consumer(queue.stream, queue.consumer_config())
+    return queue
+
+
+async def run_until(condition, worker: asyncio.Task, timeout_s: float = 20) -> None:
+    for _ in range(int(timeout_s * 20)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    worker.cancel()
+    raise AssertionError("condition not reached")
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_retry_then_success_and_permanent_failure(nats_server: NatsServer, quick_retries) -> None:
+    bus = await Bus.connect(nats_server.url, name="wq")
+    queue = await fresh_queue(bus, "wq-retry")
+    attempts: dict[str, int] = {}
+    failures: list[tuple[str, str]] = []
+
+    async def handle(payload: bytes) -> None:
+        job = events_pb2.TrainJob.FromString(payload)
+        attempts[job.job_id] = attempts.get(job.job_id, 0) + 1
+        if job.job_id == "flaky" and attempts[job.job_id] == 1:
+            raise RuntimeError("transient")
+        if job.job_id == "hopeless":
+            raise PermanentJobError("bad input")
+
+    async def on_failure(payload: bytes, reason: str) -> None:
+        failures.append((events_pb2.TrainJob.FromString(payload).job_id, reason))
+
+    state = WorkerState()
+    worker = asyncio.create_task(run_worker(bus, queue, handle, on_failure, state))
+    for job_id in ("flaky", "hopeless", "fine"):
+        await bus.publish(queue.subject, events_pb2.TrainJob(job_id=job_id), msg_id=f"wq-{job_id}")
+    await run_until(lambda: state.jobs_completed == 2 and state.jobs_failed == 1, worker)
+    await asyncio.sleep(0.5)  # nothing more may arrive
+    await stop(worker)
+    await bus.close()
+    assert attempts == {"flaky": 2, "hopeless": 1, "fine": 1}
+    assert failures == [("hopeless", "bad input")]
+
+
+DOOMED_WORKER = """
+import asyncio, sys
+from dataclasses import replace
+from services.common.bus import WorkQueue, Bus
+from services.common.workqueue import WorkerState, run_worker
+
+async def main():
+    bus = await Bus.connect(sys.argv[1], name="doomed")
+    queue = WorkQueue(sys.argv[2].upper(), "test." + sys.argv[2], sys.argv[2], 1.0, 3)
+    async def hang(payload):
+        print("started", flush=True)
+        await asyncio.sleep(3600)
+    async def on_failure(payload, reason):
+        pass
+    await run_worker(bus, queue, hang, on_failure, WorkerState())
+
+asyncio.run(main())
+"""
+
+
+async def test_a_job_whose_worker_is_killed_is_done_by_another(nats_server: NatsServer) -> None:
+    bus = await Bus.connect(nats_server.url, name="wq-kill")
+    queue = await fresh_queue(bus, "wq-kill", ack_wait_s=1.0)
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DOOMED_WORKER, nats_server.url, queue.durable, stdout=asyncio.subprocess.PIPE
+    )
+    await bus.publish(queue.subject, events_pb2.TrainJob(job_id="survivor"), msg_id="wq-survivor")
+    assert (await asyncio.wait_for(doomed.stdout.readline(), 30)).strip() == b"started"
+    doomed.send_signal(signal.SIGKILL)
+    await doomed.wait()
+    done: list[str] = []
+
+    async def finishes(payload: bytes) -> None:
+        done.append(events_pb2.TrainJob.FromString(payload).job_id)
+
+    async def on_failure(payload: bytes, reason: str) -> None:
+        raise AssertionError(reason)
+
+    state = WorkerState()
+    second = asyncio.create_task(run_worker(bus, queue, finishes, on_failure, state))
+    await run_until(lambda: state.jobs_completed == 1, second)
+    await asyncio.sleep(1.5)  # past ack_wait: an unacked copy would come back now
+    await stop(second)
+    await bus.close()
+    assert done == ["survivor"]
