@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import platform
@@ -71,7 +72,7 @@ def run_in_process(args, base_model: Path) -> dict[str, float]:
     started = time.perf_counter()
     checks = [check_photo(path.read_bytes(), crop_size=resolution) for path, _ in pick_photos(Path(args.photos), None)]
     seconds["checks"] = time.perf_counter() - started
-    crops = [Image.open(__import__("io").BytesIO(c.crop_png)) for c in checks if c.accepted]
+    crops = [Image.open(io.BytesIO(c.crop_png)) for c in checks if c.accepted]
     started = time.perf_counter()
     lora = train_lora(base_model, crops, steps=steps, seed=1)
     seconds["training"] = time.perf_counter() - started

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from studio.v1 import studio_pb2
 
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
@@ -75,8 +76,28 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
     endpoint = f"127.0.0.1:{port}"
     blob_url = f"{seaweed_s3.url}/studio-cli-test"
     first = _start_up(data_dir, port, blob_url)
-    await _wait_until_up(first, endpoint)
-    paths = StackPaths(data_dir)
+    try:
+        subject_id = await _use_first_stack(first, endpoint, StackPaths(data_dir), seaweed_s3)
+    finally:
+        assert _stop(first) == [], "processes left behind after SIGTERM"
+    assert first.returncode == 0
+    assert not (data_dir / "stack.json").exists()
+
+    second = _start_up(data_dir, port, blob_url)
+    try:
+        await _wait_until_up(second, endpoint)
+        client = StudioClient(endpoint, StackPaths(data_dir).api_key_file.read_text().strip())
+        found = (await client.stub.GetSubject(
+            studio_pb2.GetSubjectRequest(subject_id=subject_id), metadata=client.metadata
+        )).subject
+        await client.close()
+        assert found.external_ref == "kept" and len(found.photos) == 1
+    finally:
+        assert _stop(second) == []
+
+
+async def _use_first_stack(process: subprocess.Popen, endpoint: str, paths: StackPaths, seaweed_s3: SeaweedS3) -> str:
+    await _wait_until_up(process, endpoint)
     for secret in (paths.api_key_file, paths.tokens_file, paths.secrets / "master-key.json"):
         assert secret.stat().st_mode & 0o777 == 0o600, secret
     client = StudioClient(endpoint, paths.api_key_file.read_text().strip())
@@ -89,23 +110,7 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
     for name in objects:
         data = seaweed_s3.client().get_object("studio-cli-test", name).read()
         assert data.startswith(b"PSE1") and b"JFIF" not in data and b"IHDR" not in data
-
-    assert _stop(first) == [], "processes left behind after SIGTERM"
-    assert first.returncode == 0
-    assert not (data_dir / "stack.json").exists()
-
-    second = _start_up(data_dir, port, blob_url)
-    try:
-        await _wait_until_up(second, endpoint)
-        client = StudioClient(endpoint, paths.api_key_file.read_text().strip())
-        found = (await client.stub.GetSubject(
-            __import__("studio.v1.studio_pb2", fromlist=["x"]).GetSubjectRequest(subject_id=subject.subject_id),
-            metadata=client.metadata,
-        )).subject
-        await client.close()
-        assert found.external_ref == "kept" and len(found.photos) == 1
-    finally:
-        assert _stop(second) == []
+    return subject.subject_id
 
 
 def test_demo_against_a_running_stack(stack: EmbeddedStack, tmp_path: Path) -> None:

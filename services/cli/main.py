@@ -49,8 +49,8 @@ async def _up(args) -> None:
         print(f"Logs: {stack.paths.logs}. Ctrl-C stops everything.", flush=True)
         await stopper
     finally:
-        print("stopping…", flush=True)
-        stack.stop()
+        stack.stop()  # first: printing can fail when whoever reads our output is gone
+        print("stopped", flush=True)
 
 
 def cmd_demo(args) -> None:

@@ -10,11 +10,10 @@ import grpc
 from studio.v1 import faceqa_pb2_grpc, studio_pb2, studio_pb2_grpc
 
 from services.common.basemodel import base_model_id, read_resolution
-from services.common.blobstore import open_blob_store
 from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
-from services.common.vault_client import SealedStore, VaultClient
+from services.common.runtime import Runtime
 from services.ingest.context import IngestContext, ensure_tenant
 from services.ingest.order_view import project_order_events
 from services.ingest.server import StudioServicer
@@ -23,11 +22,11 @@ from services.ingest.server import StudioServicer
 async def main() -> None:
     settings = Settings.from_env("ingest")
     configure_logging(settings.service_name)
-    bus = await Bus.connect(settings.require("nats_url"), name="ingest")
-    vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
+    runtime = await Runtime.open(settings)
+    bus = runtime.bus
     base_model = settings.require("base_model")
     ctx = IngestContext(
-        bus=bus, sealed=SealedStore(await open_blob_store(settings.require("blob_url")), vault), vault=vault,
+        bus=bus, sealed=runtime.sealed, vault=runtime.vault,
         faceqa=faceqa_pb2_grpc.FaceQAStub(grpc.aio.insecure_channel(settings.require("faceqa_addr"))),
         base_model_id=base_model_id(base_model), base_resolution=read_resolution(base_model),
         train_steps=settings.train_steps, render_steps=settings.render_steps,
@@ -43,8 +42,7 @@ async def main() -> None:
         await serve("ingest", settings.listen, settings.metrics_port, register,
                     background=[lambda: project_order_events(bus)])
     finally:
-        await bus.close()
-        await vault.close()
+        await runtime.close()
 
 
 async def _bootstrap_tenant(bus: Bus) -> None:

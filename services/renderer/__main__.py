@@ -8,11 +8,9 @@ import grpc
 from studio.v1 import common_pb2, renderer_pb2, renderer_pb2_grpc
 
 from services.common import bus as topology
-from services.common.blobstore import open_blob_store
-from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
-from services.common.vault_client import SealedStore, VaultClient
+from services.common.runtime import Runtime
 from services.common.workqueue import WorkerState, run_worker
 from services.renderer.triton_client import triton_ready
 from services.renderer.worker import RenderWorker
@@ -36,10 +34,10 @@ class RendererServicer(renderer_pb2_grpc.RendererServicer):
 async def main() -> None:
     settings = Settings.from_env("renderer")
     configure_logging(settings.service_name)
-    bus = await Bus.connect(settings.require("nats_url"), name="renderer")
-    vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
+    runtime = await Runtime.open(settings)
+    bus = runtime.bus
     worker = RenderWorker(
-        bus=bus, sealed=SealedStore(await open_blob_store(settings.require("blob_url")), vault),
+        bus=bus, sealed=runtime.sealed,
         triton_url=settings.require("triton_url"), state=WorkerState(),
     )
 
@@ -52,8 +50,7 @@ async def main() -> None:
             lambda: run_worker(bus, topology.RENDER_QUEUE, worker.handle, worker.on_failure, worker.state)
         ])
     finally:
-        await bus.close()
-        await vault.close()
+        await runtime.close()
 
 
 if __name__ == "__main__":

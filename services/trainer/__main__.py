@@ -9,11 +9,9 @@ from studio.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
 from services.common import bus as topology
 from services.common.basemodel import base_model_id
-from services.common.blobstore import open_blob_store
-from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
-from services.common.vault_client import SealedStore, VaultClient
+from services.common.runtime import Runtime
 from services.common.workqueue import WorkerState, run_worker
 from services.trainer.worker import TrainerWorker
 
@@ -42,11 +40,11 @@ def _device() -> str:
 async def main() -> None:
     settings = Settings.from_env("trainer")
     configure_logging(settings.service_name)
-    bus = await Bus.connect(settings.require("nats_url"), name="trainer")
-    vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
+    runtime = await Runtime.open(settings)
+    bus = runtime.bus
     base_model = settings.require("base_model")
     worker = TrainerWorker(
-        bus=bus, sealed=SealedStore(await open_blob_store(settings.require("blob_url")), vault),
+        bus=bus, sealed=runtime.sealed,
         base_model=base_model, base_model_id=base_model_id(base_model), state=WorkerState(),
     )
 
@@ -59,8 +57,7 @@ async def main() -> None:
             lambda: run_worker(bus, topology.TRAIN_QUEUE, worker.handle, worker.on_failure, worker.state)
         ])
     finally:
-        await bus.close()
-        await vault.close()
+        await runtime.close()
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +38,16 @@ async def tcp_port_open(host: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    """Runs in the child before exec: on Linux, SIGTERM it if its parent dies (even by SIGKILL),
+    so a killed `studio up` or test run leaves no servers behind."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ManagedProcess:
@@ -75,6 +87,7 @@ class ManagedProcess:
                 env=self._env,
                 cwd=self._cwd,
                 start_new_session=True,
+                preexec_fn=_terminate_with_parent,
             )
 
     def is_running(self) -> bool:

@@ -1,4 +1,6 @@
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,3 +83,26 @@ def test_stop_kills_the_whole_group_and_is_idempotent(tmp_path: Path) -> None:
 
 def test_stop_before_start_is_harmless(tmp_path: Path) -> None:
     assert ManagedProcess("idle", ["true"], tmp_path).stop() is None
+
+
+def test_child_is_terminated_when_its_parent_is_killed(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from services.common.launchers.process import ManagedProcess\n"
+        "child = ManagedProcess('sleeper', ['sleep', '300'], sys.argv[1])\n"
+        "child.start()\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child_pid, signal.SIGKILL)
+    raise AssertionError("the child outlived its SIGKILLed parent")

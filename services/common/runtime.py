@@ -1,0 +1,29 @@
+"""What a data-handling service opens on start: the bus, the vault client, the sealed store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.blobstore import open_blob_store
+from services.common.bus import Bus
+from services.common.config import Settings
+from services.common.vault_client import SealedStore, VaultClient
+
+
+@dataclass
+class Runtime:
+    bus: Bus | None
+    vault: VaultClient
+    sealed: SealedStore
+
+    @classmethod
+    async def open(cls, settings: Settings, *, with_bus: bool = True) -> Runtime:
+        vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
+        sealed = SealedStore(await open_blob_store(settings.require("blob_url")), vault)
+        bus = await Bus.connect(settings.require("nats_url"), name=settings.service_name) if with_bus else None
+        return cls(bus=bus, vault=vault, sealed=sealed)
+
+    async def close(self) -> None:
+        if self.bus:
+            await self.bus.close()
+        await self.vault.close()
