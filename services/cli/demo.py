@@ -125,8 +125,8 @@ async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch) ->
 def _switch(bar: tqdm, clock: Stopwatch, stage: str, new_stage: str, total: int) -> str:
     if stage != new_stage:
         clock.lap(stage)
-        bar.set_description(new_stage)
         bar.reset(total=total)
+        bar.set_description(new_stage)
     return new_stage
 
 

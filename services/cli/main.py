@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 from services.common.styles import catalogue
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
+# transformers warns about optional image backends we never use; keep the CLI's output readable.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def cmd_models_tiny(args) -> None:

@@ -32,7 +32,8 @@ def apply_event(order: common_pb2.Order, event: events_pb2.OrderEvent) -> None:
     order.updated_at.CopyFrom(event.at)
     if kind == "rendering":
         order.progress_done = event.rendering.rendered
-        order.portraits.append(event.rendering.portrait)
+        if all(p.portrait_id != event.rendering.portrait.portrait_id for p in order.portraits):
+            order.portraits.append(event.rendering.portrait)
     elif kind == "done":
         del order.portraits[:]
         order.portraits.extend(event.done.portraits)
