@@ -132,14 +132,24 @@ class EmbeddedStack:
             "STUDIO_BASE_MODEL": str(base_model),
             "STUDIO_TRITON_URL": self.triton.grpc_url,
             "STUDIO_SERVICE_TOKEN_FILE": str(self.paths.token_file(service)),
-            "STUDIO_SERVICE_TOKENS_FILE": str(self.paths.tokens_file),
-            "STUDIO_KEK_FILE": str(self.paths.secrets / "master-key.json"),
-            "STUDIO_BOOTSTRAP_API_KEY_FILE": str(self.paths.api_key_file),
-            "STUDIO_BOOTSTRAP_TENANT": DEFAULT_TENANT,
             **{f"STUDIO_{name.upper()}_ADDR": address for name, address in self.addresses.items()},
+            **self._secrets_only_for(service),
             **self.extra_env,
         }
         return env
+
+    def _secrets_only_for(self, service: str) -> dict[str, str]:
+        """Each service is told only of the secret files it needs: the vault alone knows the master
+        key and every service's token; ingest alone bootstraps the default tenant."""
+        if service == "privacy":
+            return {
+                "STUDIO_SERVICE_TOKENS_FILE": str(self.paths.tokens_file),
+                "STUDIO_KEK_FILE": str(self.paths.secrets / "master-key.json"),
+            }
+        if service == "ingest":
+            return {"STUDIO_BOOTSTRAP_API_KEY_FILE": str(self.paths.api_key_file),
+                    "STUDIO_BOOTSTRAP_TENANT": DEFAULT_TENANT}
+        return {}
 
     async def _start_service(self, service: str, base_model: Path) -> None:
         port = self.public_port if service == "ingest" else free_port()

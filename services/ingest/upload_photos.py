@@ -16,6 +16,8 @@ from services.ingest.context import IngestContext
 
 MAX_PHOTO_BYTES = 25 * 1024 * 1024
 MAX_PHOTOS_PER_STREAM = 60
+# The whole stream is held before anything is stored (all or nothing), so bound it.
+MAX_STREAM_BYTES = 256 * 1024 * 1024
 ROLES = (common_pb2.PHOTO_ROLE_HEADSHOT, common_pb2.PHOTO_ROLE_REFERENCE)
 
 
@@ -55,6 +57,11 @@ async def _collect(requests: AsyncIterator[studio_pb2.UploadPhotosRequest]) -> l
             if not photos:
                 raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, "stream must start with a photo header")
             photos[-1].add(request.chunk)
+            if sum(photo.size for photo in photos) > MAX_STREAM_BYTES:
+                raise UploadError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"one upload stream carries at most {MAX_STREAM_BYTES // (1024 * 1024)} MiB; split the set",
+                )
     if not photos:
         raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, "empty upload: no photo header received")
     for photo in photos:
