@@ -138,13 +138,8 @@ class Bus:
         return await self.js.pull_subscribe_bind(durable=queue.durable, stream=queue.stream)
 
     async def kv_get(self, bucket: str, key: str, message_type: type[M]) -> M | None:
-        try:
-            entry = await self.bucket(bucket).get(key)
-        except KeyNotFoundError:
-            return None
-        if entry.value is None:
-            return None
-        return message_type.FromString(entry.value)
+        value = await self.kv_raw(bucket, key)
+        return None if value is None else message_type.FromString(value)
 
     async def kv_put(self, bucket: str, key: str, message: Message) -> None:
         await self.bucket(bucket).put(key, message.SerializeToString())

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
+from studio.v1 import common_pb2
 
 from services.common.bus import Bus, WorkQueue
 
@@ -33,6 +34,12 @@ class WorkerState:
     current_job_id: str = ""
     jobs_completed: int = 0
     jobs_failed: int = 0
+
+    def as_status(self, device: str) -> common_pb2.WorkerStatus:
+        return common_pb2.WorkerStatus(
+            worker_id=self.worker_id, busy=self.busy, current_job_id=self.current_job_id,
+            jobs_completed=self.jobs_completed, jobs_failed=self.jobs_failed, device=device,
+        )
 
 
 JobHandler = Callable[[bytes], Awaitable[None]]

@@ -47,6 +47,7 @@ class IncomingPhoto:
 async def _collect(requests: AsyncIterator[studio_pb2.UploadPhotosRequest]) -> list[IncomingPhoto]:
     """Read the whole stream first, so a malformed stream stores nothing at all."""
     photos: list[IncomingPhoto] = []
+    stream_bytes = 0
     async for request in requests:
         if request.HasField("header"):
             _validate_header(request.header)
@@ -57,7 +58,8 @@ async def _collect(requests: AsyncIterator[studio_pb2.UploadPhotosRequest]) -> l
             if not photos:
                 raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, "stream must start with a photo header")
             photos[-1].add(request.chunk)
-            if sum(photo.size for photo in photos) > MAX_STREAM_BYTES:
+            stream_bytes += len(request.chunk)
+            if stream_bytes > MAX_STREAM_BYTES:
                 raise UploadError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"one upload stream carries at most {MAX_STREAM_BYTES // (1024 * 1024)} MiB; split the set",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from studio.v1 import common_pb2, renderer_pb2, renderer_pb2_grpc
+from studio.v1 import renderer_pb2, renderer_pb2_grpc
 
 from services.common import bus as topology
 from services.common.config import Settings
@@ -21,12 +21,8 @@ class RendererServicer(renderer_pb2_grpc.RendererServicer):
         self.worker = worker
 
     async def GetRendererStatus(self, request, context):
-        state = self.worker.state
         return renderer_pb2.GetRendererStatusResponse(
-            status=common_pb2.WorkerStatus(
-                worker_id=state.worker_id, busy=state.busy, current_job_id=state.current_job_id,
-                jobs_completed=state.jobs_completed, jobs_failed=state.jobs_failed, device="triton",
-            ),
+            status=self.worker.state.as_status("triton"),
             triton_url=self.worker.triton_url, triton_ready=await triton_ready(self.worker.triton_url),
         )
 

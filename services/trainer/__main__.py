@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from studio.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+from studio.v1 import trainer_pb2, trainer_pb2_grpc
 
 from services.common import bus as topology
 from services.common.basemodel import base_model_id
@@ -21,13 +21,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         self.worker = worker
 
     async def GetTrainerStatus(self, request, context):
-        state = self.worker.state
         return trainer_pb2.GetTrainerStatusResponse(
-            status=common_pb2.WorkerStatus(
-                worker_id=state.worker_id, busy=state.busy, current_job_id=state.current_job_id,
-                jobs_completed=state.jobs_completed, jobs_failed=state.jobs_failed, device=_device(),
-            ),
-            base_model_id=self.worker.base_model_id,
+            status=self.worker.state.as_status(_device()), base_model_id=self.worker.base_model_id,
         )
 
 
