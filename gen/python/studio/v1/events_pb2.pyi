@@ -151,3 +151,34 @@ class OrderEvent(_message.Message):
     done: OrderDone
     failed: OrderFailed
     def __init__(self, order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[_Union[OrderQueued, _Mapping]] = ..., training: _Optional[_Union[TrainingProgress, _Mapping]] = ..., trained: _Optional[_Union[TrainingDone, _Mapping]] = ..., rendering: _Optional[_Union[RenderingProgress, _Mapping]] = ..., done: _Optional[_Union[OrderDone, _Mapping]] = ..., failed: _Optional[_Union[OrderFailed, _Mapping]] = ...) -> None: ...
+
+class DeletionRequested(_message.Message):
+    __slots__ = ("deletion_id", "tenant_id", "subject_id", "requested_at")
+    DELETION_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    deletion_id: str
+    tenant_id: str
+    subject_id: str
+    requested_at: _timestamp_pb2.Timestamp
+    def __init__(self, deletion_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DeletionConfirmed(_message.Message):
+    __slots__ = ("deletion_id", "service", "destroyed", "confirmed_at")
+    class DestroyedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    DELETION_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    DESTROYED_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_AT_FIELD_NUMBER: _ClassVar[int]
+    deletion_id: str
+    service: str
+    destroyed: _containers.ScalarMap[str, int]
+    confirmed_at: _timestamp_pb2.Timestamp
+    def __init__(self, deletion_id: _Optional[str] = ..., service: _Optional[str] = ..., destroyed: _Optional[_Mapping[str, int]] = ..., confirmed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

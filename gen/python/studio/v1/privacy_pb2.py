@@ -22,30 +22,67 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from studio.v1 import common_pb2 as studio_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17studio/v1/privacy.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\"j\n\x16RegisterSubjectRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12)\n\x07\x63onsent\x18\x03 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\">\n\x17RegisterSubjectResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0bkey_version\x18\x02 \x01(\r\"b\n\x11GetDataKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12&\n\x07purpose\x18\x03 \x01(\x0e\x32\x15.studio.v1.KeyPurpose\"K\n\x12GetDataKeyResponse\x12\x10\n\x08\x64\x61ta_key\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x13\n\x0bkey_version\x18\x03 \x01(\r\":\n\x11GetConsentRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"?\n\x12GetConsentResponse\x12)\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x18.studio.v1.ConsentRecord*\xa4\x02\n\nKeyPurpose\x12\x1b\n\x17KEY_PURPOSE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aKEY_PURPOSE_ENCRYPT_UPLOAD\x10\x01\x12\x1d\n\x19KEY_PURPOSE_DECRYPT_PHOTO\x10\x02\x12\x1c\n\x18KEY_PURPOSE_ENCRYPT_CROP\x10\x03\x12\x1c\n\x18KEY_PURPOSE_DECRYPT_CROP\x10\x04\x12\x1c\n\x18KEY_PURPOSE_ENCRYPT_LORA\x10\x05\x12\x1c\n\x18KEY_PURPOSE_DECRYPT_LORA\x10\x06\x12 \n\x1cKEY_PURPOSE_ENCRYPT_PORTRAIT\x10\x07\x12 \n\x1cKEY_PURPOSE_DECRYPT_PORTRAIT\x10\x08\x32\xf9\x01\n\x07Privacy\x12X\n\x0fRegisterSubject\x12!.studio.v1.RegisterSubjectRequest\x1a\".studio.v1.RegisterSubjectResponse\x12I\n\nGetDataKey\x12\x1c.studio.v1.GetDataKeyRequest\x1a\x1d.studio.v1.GetDataKeyResponse\x12I\n\nGetConsent\x12\x1c.studio.v1.GetConsentRequest\x1a\x1d.studio.v1.GetConsentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17studio/v1/privacy.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\"j\n\x16RegisterSubjectRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12)\n\x07\x63onsent\x18\x03 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\">\n\x17RegisterSubjectResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0bkey_version\x18\x02 \x01(\r\"b\n\x11GetDataKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12&\n\x07purpose\x18\x03 \x01(\x0e\x32\x15.studio.v1.KeyPurpose\"K\n\x12GetDataKeyResponse\x12\x10\n\x08\x64\x61ta_key\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x13\n\x0bkey_version\x18\x03 \x01(\r\":\n\x11GetConsentRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"?\n\x12GetConsentResponse\x12)\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\"g\n\x13ShredSubjectRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.studio.v1.DeletionReason\"@\n\x17RecordRevocationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"\xc8\x01\n\x11PurgeConfirmation\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x30\n\x0c\x63onfirmed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\tdestroyed\x18\x03 \x03(\x0b\x32+.studio.v1.PurgeConfirmation.DestroyedEntry\x1a\x30\n\x0e\x44\x65stroyedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x92\x03\n\x08\x44\x65letion\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12)\n\x06reason\x18\x04 \x01(\x0e\x32\x19.studio.v1.DeletionReason\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.studio.v1.DeletionState\x12\x30\n\x0crequested_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fkey_shredded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\rconfirmations\x18\x08 \x03(\x0b\x32\x1c.studio.v1.PurgeConfirmation\x12\x13\n\x0bwaiting_for\x18\t \x03(\t\x12\x30\n\x0c\x63\x65rtified_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x65rtificate\x18\x0b \x01(\x0c\"=\n\x14ShredSubjectResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\"A\n\x18RecordRevocationResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\"V\n\x18GetDeletionStatusRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65letion_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\"B\n\x19GetDeletionStatusResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\"\x12\n\x10RotateKekRequest\"Z\n\x11RotateKekResponse\x12\x13\n\x0bnew_version\x18\x01 \x01(\r\x12\x16\n\x0ekeys_rewrapped\x18\x02 \x01(\x04\x12\x18\n\x10retired_versions\x18\x03 \x03(\r\"\x14\n\x12\x45xportAuditRequest\"#\n\x13\x45xportAuditResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x16\n\x14GetSigningKeyRequest\"?\n\x15GetSigningKeyResponse\x12\x16\n\x0epublic_key_pem\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t*\xa4\x02\n\nKeyPurpose\x12\x1b\n\x17KEY_PURPOSE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aKEY_PURPOSE_ENCRYPT_UPLOAD\x10\x01\x12\x1d\n\x19KEY_PURPOSE_DECRYPT_PHOTO\x10\x02\x12\x1c\n\x18KEY_PURPOSE_ENCRYPT_CROP\x10\x03\x12\x1c\n\x18KEY_PURPOSE_DECRYPT_CROP\x10\x04\x12\x1c\n\x18KEY_PURPOSE_ENCRYPT_LORA\x10\x05\x12\x1c\n\x18KEY_PURPOSE_DECRYPT_LORA\x10\x06\x12 \n\x1cKEY_PURPOSE_ENCRYPT_PORTRAIT\x10\x07\x12 \n\x1cKEY_PURPOSE_DECRYPT_PORTRAIT\x10\x08*\x9c\x01\n\x0e\x44\x65letionReason\x12\x1f\n\x1b\x44\x45LETION_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45LETION_REASON_REQUESTED\x10\x01\x12#\n\x1f\x44\x45LETION_REASON_CONSENT_REVOKED\x10\x02\x12%\n!DELETION_REASON_RETENTION_EXPIRED\x10\x03*i\n\rDeletionState\x12\x1e\n\x1a\x44\x45LETION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LETION_STATE_PURGING\x10\x01\x12\x1c\n\x18\x44\x45LETION_STATE_CERTIFIED\x10\x02\x32\xf3\x05\n\x07Privacy\x12X\n\x0fRegisterSubject\x12!.studio.v1.RegisterSubjectRequest\x1a\".studio.v1.RegisterSubjectResponse\x12I\n\nGetDataKey\x12\x1c.studio.v1.GetDataKeyRequest\x1a\x1d.studio.v1.GetDataKeyResponse\x12I\n\nGetConsent\x12\x1c.studio.v1.GetConsentRequest\x1a\x1d.studio.v1.GetConsentResponse\x12O\n\x0cShredSubject\x12\x1e.studio.v1.ShredSubjectRequest\x1a\x1f.studio.v1.ShredSubjectResponse\x12[\n\x10RecordRevocation\x12\".studio.v1.RecordRevocationRequest\x1a#.studio.v1.RecordRevocationResponse\x12^\n\x11GetDeletionStatus\x12#.studio.v1.GetDeletionStatusRequest\x1a$.studio.v1.GetDeletionStatusResponse\x12\x46\n\tRotateKek\x12\x1b.studio.v1.RotateKekRequest\x1a\x1c.studio.v1.RotateKekResponse\x12N\n\x0b\x45xportAudit\x12\x1d.studio.v1.ExportAuditRequest\x1a\x1e.studio.v1.ExportAuditResponse0\x01\x12R\n\rGetSigningKey\x12\x1f.studio.v1.GetSigningKeyRequest\x1a .studio.v1.GetSigningKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'studio.v1.privacy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KEYPURPOSE']._serialized_start=537
-  _globals['_KEYPURPOSE']._serialized_end=829
-  _globals['_REGISTERSUBJECTREQUEST']._serialized_start=62
-  _globals['_REGISTERSUBJECTREQUEST']._serialized_end=168
-  _globals['_REGISTERSUBJECTRESPONSE']._serialized_start=170
-  _globals['_REGISTERSUBJECTRESPONSE']._serialized_end=232
-  _globals['_GETDATAKEYREQUEST']._serialized_start=234
-  _globals['_GETDATAKEYREQUEST']._serialized_end=332
-  _globals['_GETDATAKEYRESPONSE']._serialized_start=334
-  _globals['_GETDATAKEYRESPONSE']._serialized_end=409
-  _globals['_GETCONSENTREQUEST']._serialized_start=411
-  _globals['_GETCONSENTREQUEST']._serialized_end=469
-  _globals['_GETCONSENTRESPONSE']._serialized_start=471
-  _globals['_GETCONSENTRESPONSE']._serialized_end=534
-  _globals['_PRIVACY']._serialized_start=832
-  _globals['_PRIVACY']._serialized_end=1081
+  _globals['_PURGECONFIRMATION_DESTROYEDENTRY']._loaded_options = None
+  _globals['_PURGECONFIRMATION_DESTROYEDENTRY']._serialized_options = b'8\001'
+  _globals['_KEYPURPOSE']._serialized_start=1895
+  _globals['_KEYPURPOSE']._serialized_end=2187
+  _globals['_DELETIONREASON']._serialized_start=2190
+  _globals['_DELETIONREASON']._serialized_end=2346
+  _globals['_DELETIONSTATE']._serialized_start=2348
+  _globals['_DELETIONSTATE']._serialized_end=2453
+  _globals['_REGISTERSUBJECTREQUEST']._serialized_start=95
+  _globals['_REGISTERSUBJECTREQUEST']._serialized_end=201
+  _globals['_REGISTERSUBJECTRESPONSE']._serialized_start=203
+  _globals['_REGISTERSUBJECTRESPONSE']._serialized_end=265
+  _globals['_GETDATAKEYREQUEST']._serialized_start=267
+  _globals['_GETDATAKEYREQUEST']._serialized_end=365
+  _globals['_GETDATAKEYRESPONSE']._serialized_start=367
+  _globals['_GETDATAKEYRESPONSE']._serialized_end=442
+  _globals['_GETCONSENTREQUEST']._serialized_start=444
+  _globals['_GETCONSENTREQUEST']._serialized_end=502
+  _globals['_GETCONSENTRESPONSE']._serialized_start=504
+  _globals['_GETCONSENTRESPONSE']._serialized_end=567
+  _globals['_SHREDSUBJECTREQUEST']._serialized_start=569
+  _globals['_SHREDSUBJECTREQUEST']._serialized_end=672
+  _globals['_RECORDREVOCATIONREQUEST']._serialized_start=674
+  _globals['_RECORDREVOCATIONREQUEST']._serialized_end=738
+  _globals['_PURGECONFIRMATION']._serialized_start=741
+  _globals['_PURGECONFIRMATION']._serialized_end=941
+  _globals['_PURGECONFIRMATION_DESTROYEDENTRY']._serialized_start=893
+  _globals['_PURGECONFIRMATION_DESTROYEDENTRY']._serialized_end=941
+  _globals['_DELETION']._serialized_start=944
+  _globals['_DELETION']._serialized_end=1346
+  _globals['_SHREDSUBJECTRESPONSE']._serialized_start=1348
+  _globals['_SHREDSUBJECTRESPONSE']._serialized_end=1409
+  _globals['_RECORDREVOCATIONRESPONSE']._serialized_start=1411
+  _globals['_RECORDREVOCATIONRESPONSE']._serialized_end=1476
+  _globals['_GETDELETIONSTATUSREQUEST']._serialized_start=1478
+  _globals['_GETDELETIONSTATUSREQUEST']._serialized_end=1564
+  _globals['_GETDELETIONSTATUSRESPONSE']._serialized_start=1566
+  _globals['_GETDELETIONSTATUSRESPONSE']._serialized_end=1632
+  _globals['_ROTATEKEKREQUEST']._serialized_start=1634
+  _globals['_ROTATEKEKREQUEST']._serialized_end=1652
+  _globals['_ROTATEKEKRESPONSE']._serialized_start=1654
+  _globals['_ROTATEKEKRESPONSE']._serialized_end=1744
+  _globals['_EXPORTAUDITREQUEST']._serialized_start=1746
+  _globals['_EXPORTAUDITREQUEST']._serialized_end=1766
+  _globals['_EXPORTAUDITRESPONSE']._serialized_start=1768
+  _globals['_EXPORTAUDITRESPONSE']._serialized_end=1803
+  _globals['_GETSIGNINGKEYREQUEST']._serialized_start=1805
+  _globals['_GETSIGNINGKEYREQUEST']._serialized_end=1827
+  _globals['_GETSIGNINGKEYRESPONSE']._serialized_start=1829
+  _globals['_GETSIGNINGKEYRESPONSE']._serialized_end=1892
+  _globals['_PRIVACY']._serialized_start=2456
+  _globals['_PRIVACY']._serialized_end=3211
 # @@protoc_insertion_point(module_scope)

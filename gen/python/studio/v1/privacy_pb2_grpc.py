@@ -51,6 +51,36 @@ class PrivacyStub:
                 request_serializer=studio_dot_v1_dot_privacy__pb2.GetConsentRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_privacy__pb2.GetConsentResponse.FromString,
                 _registered_method=True)
+        self.ShredSubject = channel.unary_unary(
+                '/studio.v1.Privacy/ShredSubject',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.ShredSubjectRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.ShredSubjectResponse.FromString,
+                _registered_method=True)
+        self.RecordRevocation = channel.unary_unary(
+                '/studio.v1.Privacy/RecordRevocation',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.RecordRevocationRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.RecordRevocationResponse.FromString,
+                _registered_method=True)
+        self.GetDeletionStatus = channel.unary_unary(
+                '/studio.v1.Privacy/GetDeletionStatus',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.GetDeletionStatusRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.GetDeletionStatusResponse.FromString,
+                _registered_method=True)
+        self.RotateKek = channel.unary_unary(
+                '/studio.v1.Privacy/RotateKek',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.RotateKekRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.RotateKekResponse.FromString,
+                _registered_method=True)
+        self.ExportAudit = channel.unary_stream(
+                '/studio.v1.Privacy/ExportAudit',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.ExportAuditRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.ExportAuditResponse.FromString,
+                _registered_method=True)
+        self.GetSigningKey = channel.unary_unary(
+                '/studio.v1.Privacy/GetSigningKey',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.GetSigningKeyRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.GetSigningKeyResponse.FromString,
+                _registered_method=True)
 
 
 class PrivacyServicer:
@@ -79,6 +109,49 @@ class PrivacyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShredSubject(self, request, context):
+        """Starts a subject's deletion: the data key is shredded before this returns, then every service
+        is told to purge. Idempotent: a second request returns the same deletion.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRevocation(self, request, context):
+        """Records the withdrawal of consent and starts deletion (reason REVOKED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeletionStatus(self, request, context):
+        """A deletion's progress, and its signed certificate once every service confirmed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKek(self, request, context):
+        """Operator only: a new master key version; every data key rewrapped under it; old versions retired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportAudit(self, request, context):
+        """Operator only: the audit log and its signed checkpoints, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSigningKey(self, request, context):
+        """The vault's Ed25519 public key (PEM) that signs certificates and audit checkpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrivacyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +169,36 @@ def add_PrivacyServicer_to_server(servicer, server):
                     servicer.GetConsent,
                     request_deserializer=studio_dot_v1_dot_privacy__pb2.GetConsentRequest.FromString,
                     response_serializer=studio_dot_v1_dot_privacy__pb2.GetConsentResponse.SerializeToString,
+            ),
+            'ShredSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShredSubject,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.ShredSubjectRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.ShredSubjectResponse.SerializeToString,
+            ),
+            'RecordRevocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRevocation,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.RecordRevocationRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.RecordRevocationResponse.SerializeToString,
+            ),
+            'GetDeletionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeletionStatus,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.GetDeletionStatusRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.GetDeletionStatusResponse.SerializeToString,
+            ),
+            'RotateKek': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKek,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.RotateKekRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.RotateKekResponse.SerializeToString,
+            ),
+            'ExportAudit': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportAudit,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.ExportAuditRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.ExportAuditResponse.SerializeToString,
+            ),
+            'GetSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSigningKey,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.GetSigningKeyRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.GetSigningKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +284,168 @@ class Privacy:
             '/studio.v1.Privacy/GetConsent',
             studio_dot_v1_dot_privacy__pb2.GetConsentRequest.SerializeToString,
             studio_dot_v1_dot_privacy__pb2.GetConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShredSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Privacy/ShredSubject',
+            studio_dot_v1_dot_privacy__pb2.ShredSubjectRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.ShredSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRevocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Privacy/RecordRevocation',
+            studio_dot_v1_dot_privacy__pb2.RecordRevocationRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.RecordRevocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeletionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Privacy/GetDeletionStatus',
+            studio_dot_v1_dot_privacy__pb2.GetDeletionStatusRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.GetDeletionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKek(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Privacy/RotateKek',
+            studio_dot_v1_dot_privacy__pb2.RotateKekRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.RotateKekResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/studio.v1.Privacy/ExportAudit',
+            studio_dot_v1_dot_privacy__pb2.ExportAuditRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.ExportAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Privacy/GetSigningKey',
+            studio_dot_v1_dot_privacy__pb2.GetSigningKeyRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.GetSigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

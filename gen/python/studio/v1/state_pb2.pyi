@@ -3,25 +3,27 @@ from studio.v1 import studio_pb2 as _studio_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TenantRecord(_message.Message):
-    __slots__ = ("tenant_id", "name", "api_key_hash", "disabled")
+    __slots__ = ("tenant_id", "name", "api_key_hash", "disabled", "default_retention_days")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     API_KEY_HASH_FIELD_NUMBER: _ClassVar[int]
     DISABLED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     api_key_hash: str
     disabled: bool
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., disabled: _Optional[bool] = ...) -> None: ...
+    default_retention_days: int
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., disabled: _Optional[bool] = ..., default_retention_days: _Optional[int] = ...) -> None: ...
 
 class SubjectRecord(_message.Message):
-    __slots__ = ("tenant_id", "subject", "crop_keys", "lora_keys")
+    __slots__ = ("tenant_id", "subject", "crop_keys", "lora_keys", "order_ids", "idempotency_entries")
     class CropKeysEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,11 +42,15 @@ class SubjectRecord(_message.Message):
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     CROP_KEYS_FIELD_NUMBER: _ClassVar[int]
     LORA_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     subject: _studio_pb2.Subject
     crop_keys: _containers.ScalarMap[str, str]
     lora_keys: _containers.ScalarMap[str, str]
-    def __init__(self, tenant_id: _Optional[str] = ..., subject: _Optional[_Union[_studio_pb2.Subject, _Mapping]] = ..., crop_keys: _Optional[_Mapping[str, str]] = ..., lora_keys: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    order_ids: _containers.RepeatedScalarFieldContainer[str]
+    idempotency_entries: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant_id: _Optional[str] = ..., subject: _Optional[_Union[_studio_pb2.Subject, _Mapping]] = ..., crop_keys: _Optional[_Mapping[str, str]] = ..., lora_keys: _Optional[_Mapping[str, str]] = ..., order_ids: _Optional[_Iterable[str]] = ..., idempotency_entries: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OrderRecord(_message.Message):
     __slots__ = ("tenant_id", "order")

@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from studio.v1 import common_pb2 as _common_pb2
 from studio.v1 import events_pb2 as _events_pb2
+from studio.v1 import privacy_pb2 as _privacy_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -158,3 +159,41 @@ class DownloadPortraitResponse(_message.Message):
     info: PortraitInfo
     chunk: bytes
     def __init__(self, info: _Optional[_Union[PortraitInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class DeleteSubjectRequest(_message.Message):
+    __slots__ = ("subject_id",)
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
+
+class RevokeConsentRequest(_message.Message):
+    __slots__ = ("subject_id",)
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
+
+class GetDeletionRequest(_message.Message):
+    __slots__ = ("deletion_id", "subject_id")
+    DELETION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    deletion_id: str
+    subject_id: str
+    def __init__(self, deletion_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSubjectResponse(_message.Message):
+    __slots__ = ("deletion",)
+    DELETION_FIELD_NUMBER: _ClassVar[int]
+    deletion: _privacy_pb2.Deletion
+    def __init__(self, deletion: _Optional[_Union[_privacy_pb2.Deletion, _Mapping]] = ...) -> None: ...
+
+class RevokeConsentResponse(_message.Message):
+    __slots__ = ("deletion",)
+    DELETION_FIELD_NUMBER: _ClassVar[int]
+    deletion: _privacy_pb2.Deletion
+    def __init__(self, deletion: _Optional[_Union[_privacy_pb2.Deletion, _Mapping]] = ...) -> None: ...
+
+class GetDeletionResponse(_message.Message):
+    __slots__ = ("deletion",)
+    DELETION_FIELD_NUMBER: _ClassVar[int]
+    deletion: _privacy_pb2.Deletion
+    def __init__(self, deletion: _Optional[_Union[_privacy_pb2.Deletion, _Mapping]] = ...) -> None: ...

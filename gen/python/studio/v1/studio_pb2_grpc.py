@@ -71,6 +71,21 @@ class StudioStub:
                 request_serializer=studio_dot_v1_dot_studio__pb2.DownloadPortraitRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_studio__pb2.DownloadPortraitResponse.FromString,
                 _registered_method=True)
+        self.DeleteSubject = channel.unary_unary(
+                '/studio.v1.Studio/DeleteSubject',
+                request_serializer=studio_dot_v1_dot_studio__pb2.DeleteSubjectRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.DeleteSubjectResponse.FromString,
+                _registered_method=True)
+        self.RevokeConsent = channel.unary_unary(
+                '/studio.v1.Studio/RevokeConsent',
+                request_serializer=studio_dot_v1_dot_studio__pb2.RevokeConsentRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.RevokeConsentResponse.FromString,
+                _registered_method=True)
+        self.GetDeletion = channel.unary_unary(
+                '/studio.v1.Studio/GetDeletion',
+                request_serializer=studio_dot_v1_dot_studio__pb2.GetDeletionRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.GetDeletionResponse.FromString,
+                _registered_method=True)
 
 
 class StudioServicer:
@@ -124,6 +139,28 @@ class StudioServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSubject(self, request, context):
+        """Deletes everything held about a subject: the data key is shredded before this returns, every
+        service then purges its copies, and the vault signs a certificate. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeConsent(self, request, context):
+        """The data subject withdrew consent: recorded, and deletion starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeletion(self, request, context):
+        """A deletion's progress and, once every service confirmed, its signed certificate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudioServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +198,21 @@ def add_StudioServicer_to_server(servicer, server):
                     servicer.DownloadPortrait,
                     request_deserializer=studio_dot_v1_dot_studio__pb2.DownloadPortraitRequest.FromString,
                     response_serializer=studio_dot_v1_dot_studio__pb2.DownloadPortraitResponse.SerializeToString,
+            ),
+            'DeleteSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubject,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.DeleteSubjectRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.DeleteSubjectResponse.SerializeToString,
+            ),
+            'RevokeConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeConsent,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.RevokeConsentRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.RevokeConsentResponse.SerializeToString,
+            ),
+            'GetDeletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeletion,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.GetDeletionRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.GetDeletionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +406,87 @@ class Studio:
             '/studio.v1.Studio/DownloadPortrait',
             studio_dot_v1_dot_studio__pb2.DownloadPortraitRequest.SerializeToString,
             studio_dot_v1_dot_studio__pb2.DownloadPortraitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Studio/DeleteSubject',
+            studio_dot_v1_dot_studio__pb2.DeleteSubjectRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.DeleteSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Studio/RevokeConsent',
+            studio_dot_v1_dot_studio__pb2.RevokeConsentRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.RevokeConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Studio/GetDeletion',
+            studio_dot_v1_dot_studio__pb2.GetDeletionRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.GetDeletionResponse.FromString,
             options,
             channel_credentials,
             insecure,
