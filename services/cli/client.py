@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import grpc
-from studio.v1 import common_pb2, studio_pb2, studio_pb2_grpc
+from studio.v1 import common_pb2, privacy_pb2, studio_pb2, studio_pb2_grpc
 
 from services.common.secrets import API_KEY_METADATA
 
@@ -82,3 +83,38 @@ class StudioClient:
             if response.HasField("chunk"):
                 parts.append(response.chunk)
         return b"".join(parts)
+
+    async def delete_subject(self, subject_id: str):
+        response = await self.stub.DeleteSubject(
+            studio_pb2.DeleteSubjectRequest(subject_id=subject_id), metadata=self.metadata, timeout=60
+        )
+        return response.deletion
+
+    async def revoke_consent(self, subject_id: str):
+        response = await self.stub.RevokeConsent(
+            studio_pb2.RevokeConsentRequest(subject_id=subject_id), metadata=self.metadata, timeout=60
+        )
+        return response.deletion
+
+    async def get_deletion(self, deletion_id: str = "", subject_id: str = ""):
+        response = await self.stub.GetDeletion(
+            studio_pb2.GetDeletionRequest(deletion_id=deletion_id, subject_id=subject_id),
+            metadata=self.metadata, timeout=30,
+        )
+        return response.deletion
+
+    async def wait_for_certificate(
+        self, deletion_id: str, timeout_s: float = 120, on_progress: Callable[[object], None] = lambda d: None,
+        poll_s: float = 0.25,
+    ):
+        """Poll GetDeletion until the vault has signed the certificate; TimeoutError names who is late."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            deletion = await self.get_deletion(deletion_id=deletion_id)
+            on_progress(deletion)
+            if deletion.state == privacy_pb2.DELETION_STATE_CERTIFIED:
+                return deletion
+            if loop.time() > deadline:
+                raise TimeoutError(f"deletion {deletion_id} still waits for: {', '.join(deletion.waiting_for)}")
+            await asyncio.sleep(poll_s)

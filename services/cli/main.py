@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     styles_list = styles.add_parser("list", help="the style catalogue")
     styles_list.add_argument("--json", action="store_true")
     styles_list.set_defaults(func=cmd_styles_list)
+
+    from services.cli.vault_commands import add_commands as add_vault_commands
+
+    add_vault_commands(commands)
     return parser
 
 

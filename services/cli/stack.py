@@ -17,12 +17,14 @@ from services.common.launchers.nats import NatsServer, start_nats
 from services.common.launchers.process import ManagedProcess, free_port
 from services.common.launchers.triton import TritonServer, start_triton
 from services.common.secrets import ensure_secret_file, new_token, write_secret_file
+from services.common.signatures import SigningKey
 from services.common.tinymodel import write_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
 SERVICES = ("privacy", "faceqa", "trainer", "renderer", "ingest")  # start order: dependencies first
 DEFAULT_TENANT = "default"
+OPERATOR = "operator"  # the identity `studio keys rotate` and `studio audit` use with the vault
 SERVICE_READY_TIMEOUT_S = 120.0
 
 
@@ -48,6 +50,15 @@ class StackPaths:
 
     def token_file(self, service: str) -> Path:
         return self.secrets / f"{service}.token"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.secrets / "vault-signing.key"
+
+    @property
+    def public_key_file(self) -> Path:
+        """The vault's public key: what `studio certificate verify` checks certificates against."""
+        return self.data_dir / "vault-signing.pub"
 
 
 async def grpc_healthy(address: str, timeout_s: float = 1.0) -> bool:
@@ -104,11 +115,12 @@ class EmbeddedStack:
         self._write_stack_file()
 
     def _prepare_secrets(self) -> None:
-        tokens = {service: new_token() for service in SERVICES}
+        tokens = {service: new_token() for service in (*SERVICES, OPERATOR)}
         raw = ensure_secret_file(self.paths.tokens_file, lambda: json.dumps(tokens).encode())
         for service, token in json.loads(raw).items():
             write_secret_file(self.paths.token_file(service), token.encode())
         ensure_secret_file(self.paths.api_key_file, lambda: f"sk_{secrets.token_urlsafe(32)}".encode())
+        self.paths.public_key_file.write_text(SigningKey.from_file(self.paths.signing_key_file).public_pem)
 
     def _base_model(self, progress) -> Path:
         if self.base_model:
@@ -145,6 +157,7 @@ class EmbeddedStack:
             return {
                 "STUDIO_SERVICE_TOKENS_FILE": str(self.paths.tokens_file),
                 "STUDIO_KEK_FILE": str(self.paths.secrets / "master-key.json"),
+                "STUDIO_SIGNING_KEY_FILE": str(self.paths.signing_key_file),
             }
         if service == "ingest":
             return {"STUDIO_BOOTSTRAP_API_KEY_FILE": str(self.paths.api_key_file),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,8 +25,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+
+from services.common.deletion_guard import DeletionGuard
 
 M = TypeVar("M", bound=Message)
 
@@ -54,7 +58,19 @@ EVENTS_STREAM = StreamConfig(
     max_age=30 * 24 * 3600.0,
     duplicate_window=600.0,
 )
-STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM)
+# Deletion: the vault announces on studio.deletion.<id>.requested after shredding the key; each
+# service answers on studio.deletion.<id>.confirmed.<service>. The vault purges both once certified.
+DELETION_PREFIX = "studio.deletion"
+DELETIONS_STREAM = StreamConfig(
+    name="DELETIONS",
+    subjects=[f"{DELETION_PREFIX}.>"],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    duplicate_window=600.0,
+)
+STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM, DELETIONS_STREAM)
+# Every service that holds subject data; the vault certifies a deletion once each has confirmed.
+PURGING_SERVICES = ("ingest", "faceqa", "trainer", "renderer")
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,38 @@ ORDER_VIEW_CONSUMER = ConsumerConfig(
     filter_subject=f"{ORDER_EVENTS_PREFIX}.>",
 )
 
+# Durable, so a service that is down when a deletion starts purges when it comes back.
+def purge_consumer(service: str) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=f"purge-{service}",
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=120.0,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subject=f"{DELETION_PREFIX}.*.requested",
+    )
+
+
+VAULT_CONFIRMATIONS_CONSUMER = ConsumerConfig(
+    durable_name="vault-confirmations",
+    ack_policy=AckPolicy.EXPLICIT,
+    ack_wait=30.0,
+    deliver_policy=DeliverPolicy.ALL,
+    filter_subject=f"{DELETION_PREFIX}.*.confirmed.*",
+)
+
+
+def deletion_requested_subject(deletion_id: str) -> str:
+    return f"{DELETION_PREFIX}.{deletion_id}.requested"
+
+
+def deletion_confirmed_subject(deletion_id: str, service: str) -> str:
+    return f"{DELETION_PREFIX}.{deletion_id}.confirmed.{service}"
+
+
+def deletion_subjects(deletion_id: str) -> str:
+    return f"{DELETION_PREFIX}.{deletion_id}.>"
+
+
 TENANTS_BUCKET = "studio_tenants"
 SUBJECTS_BUCKET = "studio_subjects"
 PHOTOS_BUCKET = "studio_photos"
@@ -107,6 +155,8 @@ class Bus:
     def __init__(self, client: NatsClient) -> None:
         self.client = client
         self.js: JetStreamContext = client.jetstream()
+        # Subjects being deleted in this process: nothing more is announced or sealed for them.
+        self.guard = DeletionGuard()
         self._buckets: dict[str, KeyValue] = {}
 
     @classmethod
@@ -122,6 +172,9 @@ class Bus:
             await self.js.add_stream(config)
         for queue in (TRAIN_QUEUE, RENDER_QUEUE):
             await self.js.add_consumer(queue.stream, queue.consumer_config())
+        for service in PURGING_SERVICES:
+            await self.js.add_consumer(DELETIONS_STREAM.name, purge_consumer(service))
+        await self.js.add_consumer(DELETIONS_STREAM.name, VAULT_CONFIRMATIONS_CONSUMER)
         for bucket in BUCKETS:
             self._buckets[bucket] = await self.js.create_key_value(
                 KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
@@ -165,6 +218,34 @@ class Bus:
         with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
             return list(await self.bucket(bucket).keys())
         return []
+
+    async def kv_purge(self, bucket: str, key: str) -> None:
+        """Remove a key and its history without leaving a marker that names the key."""
+        await self.purge_subject(f"KV_{bucket}", f"$KV.{bucket}.{key}")
+
+    async def purge_subject(self, stream: str, subject: str) -> int:
+        """Erase every message on `subject` (wildcards allowed) from `stream`; how many went."""
+        response = await self.client.request(
+            f"$JS.API.STREAM.PURGE.{stream}", json.dumps({"filter": subject}).encode(), timeout=10
+        )
+        reply = json.loads(response.data)
+        if "error" in reply:
+            raise RuntimeError(f"purge of {stream} failed: {reply['error'].get('description')}")
+        return int(reply.get("purged", 0))
+
+    async def delete_queued_jobs(self, queue: WorkQueue, matches: Callable[[bytes], bool]) -> int:
+        """Erase queued (or in-flight) jobs whose payload `matches`; a work queue holds few messages."""
+        info = await self.js.stream_info(queue.stream)
+        deleted = 0
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                message = await self.js.get_msg(queue.stream, seq)
+            except NotFoundError:
+                continue
+            if message.data and matches(message.data):
+                await self.js.delete_msg(queue.stream, seq)
+                deleted += 1
+        return deleted
 
     async def close(self) -> None:
         # close, not drain: draining waits on idle pull subscriptions and would stall shutdown.

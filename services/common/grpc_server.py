@@ -107,8 +107,10 @@ async def serve(
     register: Callable[[grpc.aio.Server], Iterable[str]],
     background: Iterable[BackgroundTask] = (),
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT. `register` adds servicers and returns their full service names."""
+    """Run until SIGTERM/SIGINT. `register` adds servicers and returns their full service names.
+    With `credentials` (internal services under mTLS) the port is TLS-only."""
     server = grpc.aio.server(interceptors=[_ServiceInterceptor(service_name), *interceptors])
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
@@ -117,7 +119,7 @@ async def serve(
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(listen)
+    port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1" if listen.startswith("127.") else "0.0.0.0")
     await server.start()

@@ -28,3 +28,8 @@ def lora_key(tenant_id: str, subject_id: str, base_model_id: str) -> str:
 
 def portrait_key(tenant_id: str, subject_id: str, order_id: str, portrait_id: str) -> str:
     return f"{subject_prefix(tenant_id, subject_id)}orders/{order_id}/portraits/{portrait_id}.png"
+
+
+def subject_area(tenant_id: str, subject_id: str, area: str) -> str:
+    """One kind of a subject's objects: photos/, crops/, loras/, checkpoints/ or orders/ (portraits)."""
+    return f"{subject_prefix(tenant_id, subject_id)}{area}/"

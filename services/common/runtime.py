@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from services.common.blobstore import open_blob_store
 from services.common.bus import Bus
 from services.common.config import Settings
+from services.common.tls import TlsFiles
 from services.common.vault_client import SealedStore, VaultClient
 
 
@@ -18,9 +19,12 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings, *, with_bus: bool = True) -> Runtime:
-        vault = VaultClient.from_token_file(settings.require("privacy_addr"), settings.require("service_token_file"))
-        sealed = SealedStore(await open_blob_store(settings.require("blob_url")), vault)
+        # Under mTLS the certificate names the service; otherwise its token file does.
+        token_file = settings.service_token_file if TlsFiles.from_env() else settings.require("service_token_file")
+        token = token_file.read_text().strip() if token_file else ""
+        vault = VaultClient(settings.require("privacy_addr"), token)
         bus = await Bus.connect(settings.require("nats_url"), name=settings.service_name) if with_bus else None
+        sealed = SealedStore(await open_blob_store(settings.require("blob_url")), vault, bus.guard if bus else None)
         return cls(bus=bus, vault=vault, sealed=sealed)
 
     async def close(self) -> None:

@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 from studio.v1 import privacy_pb2, privacy_pb2_grpc
 
 from services.common.blobstore import BlobStore
+from services.common.deletion_guard import DeletionGuard
 from services.common.envelope import object_aad, open_sealed, seal
 from services.common.secrets import SERVICE_TOKEN_METADATA
+from services.common.tls import internal_channel
 
 KeyPurpose = privacy_pb2.KeyPurpose
 DATA_KEY_TTL_S = 30.0
@@ -27,9 +28,9 @@ class DataKey:
 
 class VaultClient:
     def __init__(self, address: str, service_token: str) -> None:
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = internal_channel(address)
         self._stub = privacy_pb2_grpc.PrivacyStub(self._channel)
-        self._metadata = ((SERVICE_TOKEN_METADATA, service_token),)
+        self._metadata = ((SERVICE_TOKEN_METADATA, service_token),) if service_token else ()
         self._cache: dict[tuple[str, str, int], tuple[float, DataKey]] = {}
 
     @classmethod
@@ -68,19 +69,22 @@ class VaultClient:
 class SealedStore:
     """The object store as services see it: plaintext in, ciphertext stored, bound to its name."""
 
-    def __init__(self, blobs: BlobStore, vault: VaultClient) -> None:
+    def __init__(self, blobs: BlobStore, vault: VaultClient, guard: DeletionGuard | None = None) -> None:
         self.blobs = blobs
         self.vault = vault
+        self.guard = guard or DeletionGuard()
 
     async def put(self, tenant_id: str, subject_id: str, key: str, plaintext: bytes, purpose: int) -> None:
-        data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
-        sealed = seal(
-            data_key.key, key_id=data_key.key_id, key_version=data_key.key_version,
-            aad=object_aad(tenant_id, subject_id, key), plaintext=plaintext,
-        )
-        await self.blobs.put(key, sealed)
+        async with self.guard.writing(subject_id):
+            data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
+            sealed = seal(
+                data_key.key, key_id=data_key.key_id, key_version=data_key.key_version,
+                aad=object_aad(tenant_id, subject_id, key), plaintext=plaintext,
+            )
+            await self.blobs.put(key, sealed)
 
     async def get(self, tenant_id: str, subject_id: str, key: str, purpose: int) -> bytes:
+        self.guard.check(subject_id)
         data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
         sealed = await self.blobs.get(key)
         return open_sealed(data_key.key, aad=object_aad(tenant_id, subject_id, key), blob=sealed)

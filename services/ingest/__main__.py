@@ -13,9 +13,12 @@ from services.common.basemodel import base_model_id, read_resolution
 from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
+from services.common.purge import start_purge_listener
 from services.common.runtime import Runtime
+from services.common.tls import internal_channel
 from services.ingest.context import IngestContext, ensure_tenant
 from services.ingest.order_view import project_order_events
+from services.ingest.purge import purge_handler
 from services.ingest.server import StudioServicer
 
 
@@ -27,7 +30,7 @@ async def main() -> None:
     base_model = settings.require("base_model")
     ctx = IngestContext(
         bus=bus, sealed=runtime.sealed, vault=runtime.vault,
-        faceqa=faceqa_pb2_grpc.FaceQAStub(grpc.aio.insecure_channel(settings.require("faceqa_addr"))),
+        faceqa=faceqa_pb2_grpc.FaceQAStub(internal_channel(settings.require("faceqa_addr"))),
         base_model_id=base_model_id(base_model), base_resolution=read_resolution(base_model),
         train_steps=settings.train_steps, render_steps=settings.render_steps,
         min_accepted_photos=int(os.environ.get("STUDIO_MIN_ACCEPTED_PHOTOS", "1")),
@@ -39,8 +42,10 @@ async def main() -> None:
         return [studio_pb2.DESCRIPTOR.services_by_name["Studio"].full_name]
 
     try:
-        await serve("ingest", settings.listen, settings.metrics_port, register,
-                    background=[lambda: project_order_events(bus)])
+        await serve("ingest", settings.listen, settings.metrics_port, register, background=[
+            lambda: project_order_events(bus),
+            start_purge_listener(bus, "ingest", runtime.sealed, purge_handler(bus, runtime.sealed)),
+        ])
     finally:
         await runtime.close()
 

@@ -60,11 +60,17 @@ async def create_order(
             f"subject has {len(subject.crop_keys)} accepted photo(s); {ctx.min_accepted_photos} needed",
         )
     order_id = new_id("order")
+    entry = ""
     if request.idempotency_key:
         entry = idempotency_entry(tenant.tenant_id, "order", request.idempotency_key)
         if not await ctx.bus.kv_create(topology.IDEMPOTENCY_BUCKET, entry, order_id.encode()):
             existing = (await ctx.bus.kv_raw(topology.IDEMPOTENCY_BUCKET, entry) or b"").decode()
             return studio_pb2.CreateOrderResponse(order=(await ctx.owned_order(tenant, existing, context)).order)
+    # The subject lists its orders first, so a deletion can always find everything it must purge.
+    subject.order_ids.append(order_id)
+    if entry:
+        subject.idempotency_entries.append(entry)
+    await ctx.bus.kv_put(topology.SUBJECTS_BUCKET, request.subject_id, subject)
     order = _new_order(ctx, order_id, request)
     record = state_pb2.OrderRecord(tenant_id=tenant.tenant_id, order=order)
     await ctx.bus.kv_put(topology.ORDERS_BUCKET, order_id, record)

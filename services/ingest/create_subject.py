@@ -13,13 +13,17 @@ from services.common.objects import new_id
 from services.ingest.context import IngestContext
 
 MAX_RETENTION_DAYS = 3650
+# Retention when neither the consent nor the tenant names one: long enough to order again later.
+DEFAULT_RETENTION_DAYS = 90
 
 
 def _consent_problem(consent: common_pb2.ConsentRecord) -> tuple[grpc.StatusCode, str] | None:
     if not consent.agreement_version:
         return grpc.StatusCode.INVALID_ARGUMENT, "consent.agreement_version is required"
-    if not 1 <= consent.retention_days <= MAX_RETENTION_DAYS:
-        return grpc.StatusCode.INVALID_ARGUMENT, f"consent.retention_days must be 1..{MAX_RETENTION_DAYS}"
+    if consent.retention_days > MAX_RETENTION_DAYS:
+        return grpc.StatusCode.INVALID_ARGUMENT, (
+            f"consent.retention_days must be 1..{MAX_RETENTION_DAYS} (0: the tenant's default)"
+        )
     if common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION not in consent.scopes:
         return grpc.StatusCode.FAILED_PRECONDITION, "consent must include CONSENT_SCOPE_PORTRAIT_GENERATION"
     return None
@@ -40,6 +44,7 @@ async def create_subject(
     if problem:
         await context.abort(*problem)
     subject_id = new_id("subj")
+    entry = ""
     if request.idempotency_key:
         entry = idempotency_entry(tenant.tenant_id, "subject", request.idempotency_key)
         if not await ctx.bus.kv_create(topology.IDEMPOTENCY_BUCKET, entry, subject_id.encode()):
@@ -51,6 +56,8 @@ async def create_subject(
     consent.CopyFrom(request.consent)
     if not consent.HasField("granted_at"):
         consent.granted_at.GetCurrentTime()
+    if not consent.retention_days:  # the per-subject value overrides the tenant's default
+        consent.retention_days = tenant.default_retention_days or DEFAULT_RETENTION_DAYS
     await ctx.vault.stub.RegisterSubject(
         privacy_pb2.RegisterSubjectRequest(tenant_id=tenant.tenant_id, subject_id=subject_id, consent=consent),
         metadata=ctx.vault.metadata, timeout=10,
@@ -60,9 +67,10 @@ async def create_subject(
     subject = studio_pb2.Subject(
         subject_id=subject_id, external_ref=request.external_ref, consent=consent, created_at=created_at
     )
-    await ctx.bus.kv_put(
-        topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord(tenant_id=tenant.tenant_id, subject=subject)
-    )
+    record = state_pb2.SubjectRecord(tenant_id=tenant.tenant_id, subject=subject)
+    if entry:
+        record.idempotency_entries.append(entry)
+    await ctx.bus.kv_put(topology.SUBJECTS_BUCKET, subject_id, record)
     return studio_pb2.CreateSubjectResponse(subject=subject)
 
 

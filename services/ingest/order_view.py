@@ -67,6 +67,8 @@ async def project_order_events(bus: Bus) -> None:
 
 
 async def _project(bus: Bus, event: events_pb2.OrderEvent) -> None:
+    if bus.guard.is_deleted(event.subject_id):  # a late event must not recreate a purged view
+        return
     record = await bus.kv_get(topology.ORDERS_BUCKET, event.order_id, state_pb2.OrderRecord)
     if record is None:
         log.warning("event for unknown order %s", event.order_id)

@@ -7,6 +7,7 @@ from studio.v1 import studio_pb2_grpc
 from services.ingest.context import IngestContext
 from services.ingest.create_order import create_order
 from services.ingest.create_subject import create_subject, get_subject
+from services.ingest.delete_subject import delete_subject, get_deletion, revoke_consent
 from services.ingest.download_portrait import download_portrait
 from services.ingest.get_order import get_order, watch_order
 from services.ingest.upload_photos import upload_photos
@@ -38,3 +39,12 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
     async def DownloadPortrait(self, request, context):
         async for response in download_portrait(self.ctx, request, context):
             yield response
+
+    async def DeleteSubject(self, request, context):
+        return await delete_subject(self.ctx, request, context)
+
+    async def RevokeConsent(self, request, context):
+        return await revoke_consent(self.ctx, request, context)
+
+    async def GetDeletion(self, request, context):
+        return await get_deletion(self.ctx, request, context)

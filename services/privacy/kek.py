@@ -37,6 +37,16 @@ class KekProvider(Protocol):
 
     def unwrap(self, version: int, blob: bytes, aad: bytes) -> bytes: ...
 
+    def versions(self) -> list[int]: ...
+
+    def add_version(self) -> int:
+        """Create a new version and make it current; durable before it returns."""
+        ...
+
+    def retire(self, versions: list[int]) -> None:
+        """Destroy these (non-current) versions: what was wrapped only under them is unreadable."""
+        ...
+
 
 class FileKek:
     """AES-256-GCM key wrapping under keys kept in a local secret file (created on first use)."""
@@ -71,6 +81,30 @@ class FileKek:
             return self._cipher(version).decrypt(nonce, ciphertext, _bound_aad(version, aad))
         except InvalidTag:
             raise KekError(f"wrapped key does not open under KEK version {version}") from None
+
+    def versions(self) -> list[int]:
+        return sorted(self._keys)
+
+    def add_version(self) -> int:
+        version = max(self._keys) + 1
+        keys = {**self._keys, version: AESGCM.generate_key(bit_length=KEY_BYTES * 8)}
+        self._save(version, keys)
+        log.info("master key version %d created and made current in %s", version, self._path)
+        return version
+
+    def retire(self, versions: list[int]) -> None:
+        if self._current in versions:
+            raise KekError(f"KEK version {self._current} is current and cannot be retired")
+        self._save(self._current, {v: key for v, key in self._keys.items() if v not in versions})
+        log.info("master key versions %s retired from %s", sorted(versions), self._path)
+
+    def _save(self, current: int, keys: dict[int, bytes]) -> None:
+        document = {"current": current, "keys": {str(v): base64.b64encode(k).decode() for v, k in keys.items()}}
+        try:
+            write_secret_file(self._path, json.dumps(document, indent=2).encode())
+        except OSError as error:
+            raise KekError(f"cannot write master key file {self._path}: {error.strerror}") from None
+        self._current, self._keys = current, keys
 
     def _cipher(self, version: int) -> AESGCM:
         key = self._keys.get(version)

@@ -17,6 +17,10 @@ class ServicePolicy:
     key_purposes: frozenset[int]
     may_register_subjects: bool = False
     may_read_consent: bool = True
+    # Start deletions and revocations for a tenant, and read their status and certificates.
+    may_manage_deletions: bool = False
+    # Operator actions: rotate the master key, export the audit log.
+    may_administer: bool = False
 
 
 # Each service may only read what it consumes and only seal what it produces.
@@ -24,12 +28,15 @@ POLICY: dict[str, ServicePolicy] = {
     "ingest": ServicePolicy(
         frozenset({Purpose.KEY_PURPOSE_ENCRYPT_UPLOAD, Purpose.KEY_PURPOSE_DECRYPT_PORTRAIT}),
         may_register_subjects=True,
+        may_manage_deletions=True,
     ),
     "faceqa": ServicePolicy(frozenset({Purpose.KEY_PURPOSE_DECRYPT_PHOTO, Purpose.KEY_PURPOSE_ENCRYPT_CROP})),
     "trainer": ServicePolicy(frozenset({Purpose.KEY_PURPOSE_DECRYPT_CROP, Purpose.KEY_PURPOSE_ENCRYPT_LORA})),
     "renderer": ServicePolicy(
         frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT})
     ),
+    # The operator's CLI: no data key, no consent, ever.
+    "operator": ServicePolicy(frozenset(), may_read_consent=False, may_administer=True),
 }
 
 # Every purpose serves portrait generation; there is deliberately no other scope to ask for.
@@ -45,14 +52,25 @@ def purpose_allowed(service: str, purpose: int) -> bool:
     return policy is not None and purpose in policy.key_purposes
 
 
-def may_register_subjects(service: str) -> bool:
+def _flag(service: str, name: str) -> bool:
     policy = POLICY.get(service)
-    return policy is not None and policy.may_register_subjects
+    return policy is not None and bool(getattr(policy, name))
+
+
+def may_register_subjects(service: str) -> bool:
+    return _flag(service, "may_register_subjects")
 
 
 def may_read_consent(service: str) -> bool:
-    policy = POLICY.get(service)
-    return policy is not None and policy.may_read_consent
+    return _flag(service, "may_read_consent")
+
+
+def may_manage_deletions(service: str) -> bool:
+    return _flag(service, "may_manage_deletions")
+
+
+def may_administer(service: str) -> bool:
+    return _flag(service, "may_administer")
 
 
 def purpose_name(purpose: int) -> str:

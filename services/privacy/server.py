@@ -5,21 +5,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from studio.v1 import common_pb2, privacy_pb2, privacy_pb2_grpc
 
+from services.common.bus import Bus
 from services.common.config import ConfigError, Settings
 from services.common.secrets import SERVICE_TOKEN_METADATA, constant_time_equal, read_secret_file
+from services.common.signatures import SigningKey
+from services.common.tls import peer_common_name
 from services.privacy import policy
-from services.privacy.kek import FileKek, KekProvider
-from services.privacy.vault import AuditEntry, SubjectIdTaken, SubjectNotFound, Vault
+from services.privacy.audit_log import AuditEntry
+from services.privacy.certificate import deletion_proto
+from services.privacy.deletion import DeletionCoordinator
+from services.privacy.kek import FileKek, KekError, KekProvider
+from services.privacy.vault import SubjectIdTaken, SubjectNotFound, Vault
 
 log = logging.getLogger(__name__)
 
 KEK_FILE_ENV = "STUDIO_KEK_FILE"
 TOKENS_FILE_ENV = "STUDIO_SERVICE_TOKENS_FILE"
+SIGNING_KEY_ENV = "STUDIO_SIGNING_KEY_FILE"
 MAX_RETENTION_DAYS = 3650
 SERVICE_NAME = privacy_pb2.DESCRIPTOR.services_by_name["Privacy"].full_name
 UNAUTHENTICATED_CALLER = "-"
@@ -46,9 +55,13 @@ def load_service_tokens(path: Path) -> dict[str, str]:
 
 
 class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
-    def __init__(self, vault: Vault, service_tokens: dict[str, str]) -> None:
+    def __init__(self, vault: Vault, service_tokens: dict[str, str], bus: Bus | None = None) -> None:
         self.vault = vault
         self._tokens = dict(service_tokens)
+        self.deletions = DeletionCoordinator(vault, bus)
+
+    def attach_bus(self, bus: Bus) -> None:
+        self.deletions.bus = bus
 
     def close(self) -> None:
         self.vault.close()
@@ -66,7 +79,7 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
                 )
             except SubjectIdTaken:
                 raise _Denied(grpc.StatusCode.ALREADY_EXISTS,
-                              "subject id is registered to another tenant", "DENIED_CONFLICT") from None
+                              "subject id is taken by another tenant or was deleted", "DENIED_CONFLICT") from None
             return privacy_pb2.RegisterSubjectResponse(
                 key_id=registration.key_id, key_version=registration.key_version
             )
@@ -84,7 +97,7 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
                 raise _Denied(grpc.StatusCode.PERMISSION_DENIED,
                               f"service {caller!r} may not use purpose {purpose}", "DENIED_POLICY")
             consent = await self._consent(request.tenant_id, request.subject_id)
-            shortfall = policy.consent_shortfall(consent, request.purpose)
+            shortfall = policy.consent_shortfall(consent, request.purpose, now=self.vault.clock())
             if shortfall:
                 raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, shortfall, "DENIED_CONSENT")
             data_key = await self.vault.data_key(request.tenant_id, request.subject_id)
@@ -104,6 +117,84 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             return privacy_pb2.GetConsentResponse(consent=consent)
 
         return await self._decide(context, "GetConsent", request, "", decide)
+
+    async def ShredSubject(self, request, context) -> privacy_pb2.ShredSubjectResponse:
+        async def decide(caller: str) -> privacy_pb2.ShredSubjectResponse:
+            self._require(policy.may_manage_deletions(caller), caller, "delete subjects")
+            _require_ids(request.tenant_id, request.subject_id)
+            reason = request.reason or privacy_pb2.DELETION_REASON_REQUESTED
+            if reason not in privacy_pb2.DeletionReason.values():
+                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "unknown deletion reason", "INVALID_ARGUMENT")
+            record = await self._start_deletion(request.tenant_id, request.subject_id, reason, caller)
+            return privacy_pb2.ShredSubjectResponse(deletion=deletion_proto(record))
+
+        return await self._decide(context, "ShredSubject", request, "", decide)
+
+    async def RecordRevocation(self, request, context) -> privacy_pb2.RecordRevocationResponse:
+        async def decide(caller: str) -> privacy_pb2.RecordRevocationResponse:
+            self._require(policy.may_manage_deletions(caller), caller, "record consent revocations")
+            _require_ids(request.tenant_id, request.subject_id)
+            revocation = AuditEntry(caller, "RevokeConsent", request.tenant_id, request.subject_id, "", "REVOKED")
+            record = await self._start_deletion(
+                request.tenant_id, request.subject_id, privacy_pb2.DELETION_REASON_CONSENT_REVOKED, caller,
+                (revocation,),
+            )
+            return privacy_pb2.RecordRevocationResponse(deletion=deletion_proto(record))
+
+        return await self._decide(context, "RecordRevocation", request, "", decide)
+
+    async def GetDeletionStatus(self, request, context) -> privacy_pb2.GetDeletionStatusResponse:
+        async def decide(caller: str) -> privacy_pb2.GetDeletionStatusResponse:
+            self._require(policy.may_manage_deletions(caller), caller, "read deletions")
+            if not request.tenant_id or not (request.deletion_id or request.subject_id):
+                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT,
+                              "tenant_id and a deletion_id or subject_id are required", "INVALID_ARGUMENT")
+            record = await self.vault.deletion(
+                request.tenant_id, deletion_id=request.deletion_id, subject_id=request.subject_id
+            )
+            if record is None:
+                raise _Denied(grpc.StatusCode.NOT_FOUND, "deletion not found", "NOT_FOUND")
+            return privacy_pb2.GetDeletionStatusResponse(deletion=deletion_proto(record))
+
+        return await self._decide(context, "GetDeletionStatus", request, "", decide)
+
+    async def RotateKek(self, request, context) -> privacy_pb2.RotateKekResponse:
+        async def decide(caller: str) -> privacy_pb2.RotateKekResponse:
+            self._require(policy.may_administer(caller), caller, "rotate the master key")
+            try:
+                rotation = await self.vault.rotate_kek(caller)
+            except KekError as error:
+                raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, str(error), "ERROR") from None
+            return privacy_pb2.RotateKekResponse(
+                new_version=rotation.new_version, keys_rewrapped=rotation.rewrapped,
+                retired_versions=rotation.retired_versions,
+            )
+
+        return await self._decide(context, "RotateKek", request, "", decide)
+
+    async def ExportAudit(self, request, context):
+        async def decide(caller: str) -> list[dict]:
+            self._require(policy.may_administer(caller), caller, "export the audit log")
+            return await self.vault.export_audit()
+
+        for record in await self._decide(context, "ExportAudit", request, "", decide):
+            yield privacy_pb2.ExportAuditResponse(json=json.dumps(record, sort_keys=True))
+
+    async def GetSigningKey(self, request, context) -> privacy_pb2.GetSigningKeyResponse:
+        return privacy_pb2.GetSigningKeyResponse(
+            public_key_pem=self.vault.signer.public_pem, key_id=self.vault.signer.key_id
+        )
+
+    async def _start_deletion(self, tenant_id: str, subject_id: str, reason: int, caller: str, extra=()):
+        try:
+            return await self.deletions.start(tenant_id, subject_id, reason, caller, extra)
+        except SubjectNotFound:
+            raise _Denied(grpc.StatusCode.NOT_FOUND, "subject not found", "NOT_FOUND") from None
+
+    @staticmethod
+    def _require(allowed: bool, caller: str, what: str) -> None:
+        if not allowed:
+            raise _Denied(grpc.StatusCode.PERMISSION_DENIED, f"service {caller!r} may not {what}", "DENIED_POLICY")
 
     async def _decide(self, context, action: str, request, purpose: str, decide):
         """Authenticate, run the decision, audit its outcome, and turn a denial into a status."""
@@ -127,11 +218,16 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
 
     async def _audit(self, caller: str | None, action: str, request, purpose: str, outcome: str) -> None:
         await self.vault.append_audit(AuditEntry(
-            service=caller or UNAUTHENTICATED_CALLER, action=action, tenant_id=request.tenant_id,
-            subject_id=request.subject_id, purpose=purpose, outcome=outcome,
+            service=caller or UNAUTHENTICATED_CALLER, action=action,
+            tenant_id=getattr(request, "tenant_id", ""), subject_id=getattr(request, "subject_id", ""),
+            purpose=purpose, outcome=outcome,
         ))
 
     def _caller(self, context) -> str | None:
+        """The calling service: its verified mTLS certificate's name, else its token's owner."""
+        certified = peer_common_name(context)
+        if certified:
+            return certified
         presented = dict(context.invocation_metadata() or ()).get(SERVICE_TOKEN_METADATA)
         if not isinstance(presented, str) or not presented:
             return None
@@ -180,16 +276,21 @@ def build_servicer(
     kek: KekProvider | None = None,
     kek_file: Path | None = None,
     tokens_file: Path | None = None,
+    signing_key_file: Path | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> PrivacyServicer:
-    """Explicit arguments win; otherwise STUDIO_KEK_FILE (default DATA_DIR/privacy/kek.json) and
-    STUDIO_SERVICE_TOKENS_FILE (required)."""
+    """Explicit arguments win; otherwise STUDIO_KEK_FILE (default DATA_DIR/privacy/kek.json),
+    STUDIO_SIGNING_KEY_FILE (default DATA_DIR/privacy/signing-key.pem) and STUDIO_SERVICE_TOKENS_FILE
+    (required unless every caller uses mTLS)."""
     data_dir = Path(settings.require("data_dir"))
     if kek is None:
         kek = FileKek(kek_file or _path_from_env(KEK_FILE_ENV) or data_dir / "privacy" / "kek.json")
+    signer = SigningKey.from_file(
+        signing_key_file or _path_from_env(SIGNING_KEY_ENV) or data_dir / "privacy" / "signing-key.pem"
+    )
     tokens_path = tokens_file or _path_from_env(TOKENS_FILE_ENV)
-    if tokens_path is None:
-        raise ConfigError(f"privacy: {TOKENS_FILE_ENV} is not set")
-    return PrivacyServicer(Vault.open(data_dir, kek), load_service_tokens(tokens_path))
+    tokens = load_service_tokens(tokens_path) if tokens_path else {}
+    return PrivacyServicer(Vault.open(data_dir, kek, signer, clock=clock), tokens)
 
 
 def add_to_server(servicer: PrivacyServicer, server: grpc.aio.Server) -> list[str]:

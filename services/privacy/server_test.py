@@ -258,10 +258,11 @@ async def wait_until_serving(channel: grpc.aio.Channel, deadline_s: float = 20) 
         await asyncio.sleep(0.1)
 
 
-async def test_module_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+async def test_module_runs_and_stops_on_sigterm(tmp_path: Path, nats_server) -> None:
     port = free_port()
     env = {
         **os.environ, "STUDIO_LISTEN": f"127.0.0.1:{port}", "STUDIO_METRICS_PORT": "0",
+        "STUDIO_NATS_URL": nats_server.url,
         "STUDIO_DATA_DIR": str(tmp_path / "data"), "STUDIO_KEK_FILE": str(tmp_path / "kek.json"),
         "STUDIO_SERVICE_TOKENS_FILE": str(write_tokens(tmp_path)),
     }

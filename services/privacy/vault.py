@@ -1,33 +1,38 @@
-"""The vault's store: subjects with their wrapped data keys and consent, and a hash-chained audit log.
+"""The vault's store: subjects with their wrapped data keys, consent and expiry; deletions; and the
+hash-chained audit log (audit_log.py).
 
 One sqlite connection, serialised by a lock and used only from worker threads so the event loop
 never blocks on disk. Data keys exist in plaintext only in memory, between unwrap and reply.
+secure_delete overwrites a shredded key's bytes in the file; a WAL checkpoint clears its old copy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from studio.v1 import common_pb2
 
+from services.common.audit_chain import ChainVerdict
+from services.common.signatures import SigningKey
+from services.privacy import audit_log, deletion_records
+from services.privacy.audit_log import AuditEntry, now_iso
+from services.privacy.deletion_records import Confirmation, DeletionRecord
 from services.privacy.kek import KekProvider
 
 T = TypeVar("T")
 
 DEK_BYTES = 32
-GENESIS_HASH = "0" * 64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subjects (
@@ -38,21 +43,12 @@ CREATE TABLE IF NOT EXISTS subjects (
     kek_version INTEGER NOT NULL,
     wrapped_dek BLOB NOT NULL,
     consent_proto BLOB NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    service TEXT NOT NULL,
-    action TEXT NOT NULL,
-    tenant_id TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    expires_at REAL
 );
 """
+REWRAP_BATCH = 200
+SECONDS_PER_DAY = 86_400
 
 
 class VaultError(Exception):
@@ -81,16 +77,6 @@ class Registration:
     created: bool
 
 
-@dataclass(frozen=True)
-class AuditEntry:
-    service: str
-    action: str
-    tenant_id: str
-    subject_id: str
-    purpose: str
-    outcome: str
-
-
 def vault_path(data_dir: Path) -> Path:
     return Path(data_dir) / "privacy" / "vault.sqlite3"
 
@@ -100,17 +86,6 @@ def key_aad(tenant_id: str, subject_id: str, key_id: str) -> bytes:
     return json.dumps(["studio-dek", tenant_id, subject_id, key_id], separators=(",", ":")).encode()
 
 
-def audit_hash(prev_hash: str, seq: int, at: str, entry: AuditEntry) -> str:
-    fields = [seq, at, entry.service, entry.action, entry.tenant_id, entry.subject_id,
-              entry.purpose, entry.outcome]
-    canonical = json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(f"{prev_hash}|{canonical}".encode()).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
 def _create_private_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path.parent, 0o700)
@@ -118,20 +93,48 @@ def _create_private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+
+@dataclass(frozen=True)
+class Rotation:
+    new_version: int
+    rewrapped: int
+    retired_versions: list[int]
+
+
+@dataclass(frozen=True)
+class ShredRequest:
+    tenant_id: str
+    subject_id: str
+    reason: int
+    requested_by: str
+    expected_services: tuple[str, ...]
+    extra_audit: tuple[AuditEntry, ...] = field(default=())
+
+
 class Vault:
-    def __init__(self, path: Path, kek: KekProvider) -> None:
+    def __init__(
+        self, path: Path, kek: KekProvider, signer: SigningKey | None = None, *,
+        clock: Callable[[], float] = time.time, checkpoint_every: int = 64,
+    ) -> None:
         self._path = Path(path)
         self._kek = kek
+        self.signer = signer or SigningKey.from_file(self._path.parent / "signing-key.pem")
+        self.clock = clock
+        self._checkpoint_every = checkpoint_every
         _create_private_file(self._path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.executescript(SCHEMA + deletion_records.SCHEMA)
+        audit_log.migrate(self._db)
+        if "expires_at" not in {row[1] for row in self._db.execute("PRAGMA table_info(subjects)")}:
+            self._db.execute("ALTER TABLE subjects ADD COLUMN expires_at REAL")
 
     @classmethod
-    def open(cls, data_dir: Path, kek: KekProvider) -> Vault:
-        return cls(vault_path(data_dir), kek)
+    def open(cls, data_dir: Path, kek: KekProvider, signer: SigningKey | None = None, **options) -> Vault:
+        return cls(vault_path(data_dir), kek, signer, **options)
 
     @property
     def path(self) -> Path:
@@ -141,23 +144,6 @@ class Vault:
         with self._lock:
             self._db.close()
 
-    async def register_subject(
-        self, tenant_id: str, subject_id: str, consent: common_pb2.ConsentRecord
-    ) -> Registration:
-        return await self._run(lambda: self._register_subject(tenant_id, subject_id, consent))
-
-    async def data_key(self, tenant_id: str, subject_id: str) -> DataKey:
-        return await self._run(lambda: self._data_key(tenant_id, subject_id))
-
-    async def consent(self, tenant_id: str, subject_id: str) -> common_pb2.ConsentRecord:
-        return await self._run(lambda: self._consent(tenant_id, subject_id))
-
-    async def append_audit(self, entry: AuditEntry) -> int:
-        return await self._run(lambda: self._append_audit(entry))
-
-    async def verify_audit_chain(self) -> bool:
-        return await self._run(self._verify_audit_chain)
-
     async def _run(self, operation: Callable[[], T]) -> T:
         def locked() -> T:
             with self._lock:
@@ -165,8 +151,30 @@ class Vault:
 
         return await asyncio.to_thread(locked)
 
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # --- subjects and keys -------------------------------------------------------------------
+
+    async def register_subject(
+        self, tenant_id: str, subject_id: str, consent: common_pb2.ConsentRecord, audit: AuditEntry | None = None
+    ) -> Registration:
+        return await self._run(lambda: self._register_subject(tenant_id, subject_id, consent, audit))
+
+    async def data_key(self, tenant_id: str, subject_id: str) -> DataKey:
+        return await self._run(lambda: self._data_key(tenant_id, subject_id))
+
+    async def consent(self, tenant_id: str, subject_id: str) -> common_pb2.ConsentRecord:
+        return await self._run(lambda: self._consent(tenant_id, subject_id))
+
+    async def expired_subjects(self) -> list[tuple[str, str]]:
+        now = self.clock()
+        return await self._run(lambda: self._db.execute(
+            "SELECT tenant_id, subject_id FROM subjects WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+        ).fetchall())
+
     def _register_subject(
-        self, tenant_id: str, subject_id: str, consent: common_pb2.ConsentRecord
+        self, tenant_id: str, subject_id: str, consent: common_pb2.ConsentRecord, audit: AuditEntry | None
     ) -> Registration:
         with self._transaction():
             row = self._db.execute(
@@ -176,6 +184,8 @@ class Vault:
                 if row[0] != tenant_id:
                     raise SubjectIdTaken(f"subject id {subject_id!r} belongs to another tenant")
                 return Registration(key_id=row[1], key_version=row[2], created=False)
+            if self._db.execute("SELECT 1 FROM deletions WHERE subject_id = ?", (subject_id,)).fetchone():
+                raise SubjectIdTaken(f"subject id {subject_id!r} was deleted and cannot be reused")
             key_id = f"dek-{uuid.uuid4().hex}"
             kek_version = self._kek.current_version()
             wrapped = self._kek.wrap(
@@ -184,10 +194,12 @@ class Vault:
             )
             self._db.execute(
                 "INSERT INTO subjects (subject_id, tenant_id, key_id, key_version, kek_version,"
-                " wrapped_dek, consent_proto, created_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?)",
+                " wrapped_dek, consent_proto, created_at, expires_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
                 (subject_id, tenant_id, key_id, kek_version, wrapped,
-                 consent.SerializeToString(deterministic=True), _now()),
+                 consent.SerializeToString(deterministic=True), now_iso(), _expires_at(consent)),
             )
+            if audit:
+                self._audit(audit)
             return Registration(key_id=key_id, key_version=1, created=True)
 
     def _data_key(self, tenant_id: str, subject_id: str) -> DataKey:
@@ -210,36 +222,154 @@ class Vault:
             raise SubjectNotFound(f"subject {subject_id!r} not found for tenant {tenant_id!r}")
         return row
 
-    def _append_audit(self, entry: AuditEntry) -> int:
+    # --- master key rotation -----------------------------------------------------------------
+
+    async def rotate_kek(self, requested_by: str) -> Rotation:
+        """A new KEK version; every data key rewrapped under it in small transactions (so key reads
+        go on in between); then every version no key uses any more is retired."""
+        new_version = await self._run(self._kek.add_version)
+        rewrapped = 0
+        while True:
+            batch = await self._run(lambda: self._rewrap_batch(new_version))
+            if not batch:
+                break
+            rewrapped += batch
+        retired = await self._run(lambda: self._retire_unused(new_version))
+        detail = json.dumps({"new_version": new_version, "rewrapped": rewrapped, "retired": retired})
+        await self.append_audit(AuditEntry(requested_by, "RotateKek", "", "", "", "ALLOWED", detail))
+        return Rotation(new_version, rewrapped, retired)
+
+    def _rewrap_batch(self, version: int) -> int:
         with self._transaction():
-            last = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            prev_seq, prev_hash = last if last else (0, GENESIS_HASH)
-            seq, at = prev_seq + 1, _now()
-            self._db.execute(
-                "INSERT INTO audit (seq, at, service, action, tenant_id, subject_id, purpose, outcome,"
-                " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, at, entry.service, entry.action, entry.tenant_id, entry.subject_id, entry.purpose,
-                 entry.outcome, prev_hash, audit_hash(prev_hash, seq, at, entry)),
+            rows = self._db.execute(
+                "SELECT subject_id, tenant_id, key_id, kek_version, wrapped_dek FROM subjects"
+                " WHERE kek_version != ? LIMIT ?", (version, REWRAP_BATCH),
+            ).fetchall()
+            for subject_id, tenant_id, key_id, old_version, wrapped in rows:
+                aad = key_aad(tenant_id, subject_id, key_id)
+                rewrapped = self._kek.wrap(version, self._kek.unwrap(old_version, wrapped, aad), aad)
+                self._db.execute(
+                    "UPDATE subjects SET wrapped_dek = ?, kek_version = ? WHERE subject_id = ?",
+                    (rewrapped, version, subject_id),
+                )
+        return len(rows)
+
+    def _retire_unused(self, current: int) -> list[int]:
+        in_use = {version for (version,) in self._db.execute("SELECT DISTINCT kek_version FROM subjects")}
+        retired = [version for version in self._kek.versions() if version != current and version not in in_use]
+        if retired:
+            self._kek.retire(retired)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old wrappings leave the WAL too
+        return retired
+
+    # --- deletion ------------------------------------------------------------------------------
+
+    async def shred(self, request: ShredRequest) -> DeletionRecord:
+        """Destroy the subject's wrapped data key and open its deletion record, atomically with the
+        audit entry. Idempotent: a subject already being deleted returns its existing record."""
+        return await self._run(lambda: self._shred(request))
+
+    def _shred(self, request: ShredRequest) -> DeletionRecord:
+        with self._transaction():
+            existing = deletion_records.find(
+                self._db, "subject_id = ? AND tenant_id = ?", (request.subject_id, request.tenant_id)
             )
-            return seq
+            if existing:
+                return existing
+            self._subject_row(request.tenant_id, request.subject_id, "1")
+            now = self.clock()
+            record = DeletionRecord(
+                f"del_{uuid.uuid4().hex[:20]}", request.tenant_id, request.subject_id, request.reason,
+                now, now, request.expected_services, announced=False,
+            )
+            deletion_records.insert(self._db, record)
+            self._db.execute("DELETE FROM subjects WHERE subject_id = ?", (request.subject_id,))
+            for entry in request.extra_audit:
+                self._audit(entry)
+            self._audit(AuditEntry(
+                request.requested_by, "ShredKey", request.tenant_id, request.subject_id, "", "SHREDDED",
+                json.dumps({"deletion_id": record.deletion_id, "reason": request.reason}),
+            ))
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return record
 
-    def _verify_audit_chain(self) -> bool:
-        rows = self._db.execute(
-            "SELECT seq, at, service, action, tenant_id, subject_id, purpose, outcome, prev_hash, hash"
-            " FROM audit ORDER BY seq"
+    async def deletion(
+        self, tenant_id: str, *, deletion_id: str = "", subject_id: str = ""
+    ) -> DeletionRecord | None:
+        where, args = ("deletion_id = ?", deletion_id) if deletion_id else ("subject_id = ?", subject_id)
+        return await self._run(
+            lambda: deletion_records.find(self._db, f"{where} AND tenant_id = ?", (args, tenant_id))
         )
-        expected_seq, expected_prev = 1, GENESIS_HASH
-        for seq, at, *fields, prev_hash, row_hash in rows:
-            entry = AuditEntry(*fields)
-            if seq != expected_seq or prev_hash != expected_prev:
-                return False
-            if audit_hash(prev_hash, seq, at, entry) != row_hash:
-                return False
-            expected_seq, expected_prev = seq + 1, row_hash
-        return True
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    async def pending_deletions(self) -> list[DeletionRecord]:
+        return await self._run(lambda: deletion_records.pending(self._db))
+
+    async def mark_announced(self, deletion_id: str) -> None:
+        await self._run(lambda: self._db.execute(
+            "UPDATE deletions SET announced = 1 WHERE deletion_id = ?", (deletion_id,)
+        ))
+
+    async def record_confirmation(self, deletion_id: str, confirmation: Confirmation) -> DeletionRecord | None:
+        return await self._run(lambda: self._record_confirmation(deletion_id, confirmation))
+
+    def _record_confirmation(self, deletion_id: str, confirmation: Confirmation) -> DeletionRecord | None:
+        with self._transaction():
+            record = deletion_records.find(self._db, "deletion_id = ?", (deletion_id,))
+            if record is None:
+                return None
+            if deletion_records.add_confirmation(self._db, deletion_id, confirmation):
+                self._audit(AuditEntry(
+                    confirmation.service, "PurgeConfirmed", record.tenant_id, record.subject_id, "", "CONFIRMED",
+                    json.dumps({"deletion_id": deletion_id, "destroyed": confirmation.destroyed}, sort_keys=True),
+                ))
+            return deletion_records.find(self._db, "deletion_id = ?", (deletion_id,))
+
+    async def store_certificate(self, record: DeletionRecord, certificate: bytes, certified_at: float) -> None:
+        def store() -> None:
+            with self._transaction():
+                self._db.execute(
+                    "UPDATE deletions SET certificate = ?, certified_at = ? WHERE deletion_id = ?",
+                    (certificate, certified_at, record.deletion_id),
+                )
+                self._audit(AuditEntry(
+                    "privacy", "CertificateIssued", record.tenant_id, record.subject_id, "", "CERTIFIED",
+                    json.dumps({"deletion_id": record.deletion_id}),
+                ))
+
+        await self._run(store)
+
+    # --- audit -----------------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> int:
+        def append() -> int:
+            with self._transaction():
+                return self._audit(entry)
+
+        return await self._run(append)
+
+    def _audit(self, entry: AuditEntry) -> int:
+        return audit_log.append(self._db, entry, self.signer, self._checkpoint_every)
+
+    async def export_audit(self) -> list[dict]:
+        def export() -> list[dict]:
+            with self._transaction():
+                audit_log.checkpoint_head(self._db, self.signer)
+            return audit_log.records(self._db)
+
+        return await self._run(export)
+
+    async def verify_audit(self) -> ChainVerdict:
+        return await self._run(lambda: audit_log.verify(self._db, self.signer))
+
+    async def verify_audit_chain(self) -> bool:
+        return (await self.verify_audit()).ok
+
+
+def _expires_at(consent: common_pb2.ConsentRecord) -> float | None:
+    if not consent.retention_days:
+        return None
+    granted = consent.granted_at.seconds if consent.HasField("granted_at") else time.time()
+    return granted + consent.retention_days * SECONDS_PER_DAY
 
 
 class _Transaction:

@@ -10,8 +10,11 @@ from studio.v1 import renderer_pb2, renderer_pb2_grpc
 from services.common import bus as topology
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
+from services.common.purge import start_purge_listener
 from services.common.runtime import Runtime
+from services.common.tls import internal_server_credentials
 from services.common.workqueue import WorkerState, run_worker
+from services.renderer.purge import purge_handler
 from services.renderer.triton_client import triton_ready
 from services.renderer.worker import RenderWorker
 
@@ -43,8 +46,11 @@ async def main() -> None:
 
     try:
         await serve("renderer", settings.listen, settings.metrics_port, register, background=[
-            lambda: run_worker(bus, topology.RENDER_QUEUE, worker.handle, worker.on_failure, worker.state)
-        ])
+            lambda: run_worker(bus, topology.RENDER_QUEUE, worker.handle, worker.on_failure, worker.state),
+            start_purge_listener(
+                bus, "renderer", runtime.sealed, purge_handler(bus, runtime.sealed, worker.triton_url)
+            ),
+        ], credentials=internal_server_credentials())
     finally:
         await runtime.close()
 

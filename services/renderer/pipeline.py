@@ -195,6 +195,13 @@ class PortraitRenderer:
             _pipeline=pipe,
         )
 
+    def evict_prefix(self, prefix: str) -> int:
+        """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""
+        doomed = [adapter_id for adapter_id in self._adapters if adapter_id.startswith(prefix)]
+        for adapter_id in doomed:
+            self._evict(adapter_id)
+        return len(doomed)
+
     def _evict(self, adapter_id: str) -> None:
         self._adapters.pop(adapter_id, None)
         self._delete_quietly(adapter_name(adapter_id))

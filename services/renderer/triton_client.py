@@ -11,6 +11,7 @@ from tritonclient.utils import InferenceServerException
 
 MODEL_NAME = "portrait_diffusion"
 IMAGE_OUTPUT = "IMAGE"
+EVICTED_OUTPUT = "EVICTED"
 READY_TIMEOUT_S = 5.0
 # Statuses after which the same request may succeed later, on this server or another one.
 RETRYABLE_STATUSES = {
@@ -100,6 +101,24 @@ async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: floa
         shape = None if image is None else image.shape
         raise RenderRejected(f"Triton returned no usable image (shape {shape})")
     return image
+
+
+async def evict_adapters(url: str, adapter_id_prefix: str, *, timeout_s: float = 30) -> int:
+    """Drop every cached adapter whose id starts with the prefix from Triton's memory; how many went.
+    TritonUnavailable when it cannot be reached (a deletion then waits and retries)."""
+    if not adapter_id_prefix:
+        raise ValueError("an eviction needs a non-empty adapter id prefix")
+    client = triton_grpc.InferenceServerClient(url)
+    try:
+        result = await client.infer(
+            MODEL_NAME, [_tensor("EVICT_PREFIX", adapter_id_prefix.encode("utf-8"), "BYTES", np.object_)],
+            outputs=[triton_grpc.InferRequestedOutput(EVICTED_OUTPUT)], client_timeout=timeout_s,
+        )
+    except InferenceServerException as error:
+        raise _classify(error, url) from error
+    finally:
+        await client.close()
+    return int(result.as_numpy(EVICTED_OUTPUT).reshape(-1)[0])
 
 
 async def triton_ready(url: str, model: str = MODEL_NAME) -> bool:

@@ -43,7 +43,7 @@ class RenderWorker:
         adapter = await self.sealed.get(
             job.tenant_id, job.subject_id, job.lora_key, privacy_pb2.KEY_PURPOSE_DECRYPT_LORA
         )
-        adapter_id = hashlib.sha256(adapter).hexdigest()[:24]
+        adapter_id = f"{job.subject_id}/{hashlib.sha256(adapter).hexdigest()[:24]}"
         portraits = []
         for index, item in enumerate(job.items, start=1):
             portrait = await self._render_item(job, item, adapter_id, adapter)

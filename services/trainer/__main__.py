@@ -11,8 +11,11 @@ from services.common import bus as topology
 from services.common.basemodel import base_model_id
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
+from services.common.purge import start_purge_listener
 from services.common.runtime import Runtime
+from services.common.tls import internal_server_credentials
 from services.common.workqueue import WorkerState, run_worker
+from services.trainer.purge import purge_handler
 from services.trainer.worker import TrainerWorker
 
 
@@ -49,8 +52,9 @@ async def main() -> None:
 
     try:
         await serve("trainer", settings.listen, settings.metrics_port, register, background=[
-            lambda: run_worker(bus, topology.TRAIN_QUEUE, worker.handle, worker.on_failure, worker.state)
-        ])
+            lambda: run_worker(bus, topology.TRAIN_QUEUE, worker.handle, worker.on_failure, worker.state),
+            start_purge_listener(bus, "trainer", runtime.sealed, purge_handler(bus, runtime.sealed)),
+        ], credentials=internal_server_credentials())
     finally:
         await runtime.close()
 

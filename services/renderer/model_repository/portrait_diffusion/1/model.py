@@ -67,6 +67,8 @@ class TritonPythonModel:
         return [self._render(request) for request in requests]
 
     def _render(self, request) -> pb_utils.InferenceResponse:
+        if pb_utils.get_input_tensor_by_name(request, "EVICT_PREFIX") is not None:
+            return self._evict(request)
         try:
             params, adapter_id, adapter = _parse(request)
             image = self.renderer.render(params, adapter_id, adapter)
@@ -76,6 +78,16 @@ class TritonPythonModel:
             pb_utils.Logger.log_error(traceback.format_exc())
             return _error_response(f"render failed: {type(error).__name__}: {error}", "INTERNAL")
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("IMAGE", np.ascontiguousarray(image))])
+
+    def _evict(self, request) -> pb_utils.InferenceResponse:
+        try:
+            prefix = _text(request, "EVICT_PREFIX")
+            if not prefix:
+                raise RenderInputError("EVICT_PREFIX must not be empty")
+        except RenderInputError as error:
+            return _error_response(str(error), "INVALID_ARG")
+        evicted = self.renderer.evict_prefix(prefix)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EVICTED", np.array([evicted], np.int32))])
 
     def finalize(self) -> None:
         self.renderer = None

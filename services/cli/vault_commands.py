@@ -1,0 +1,227 @@
+"""Privacy commands: `studio subjects delete`, `studio certificate verify`, `studio audit verify|export`,
+`studio keys rotate`.
+
+Tenant commands go through the public API with the tenant's key; operator commands talk to the
+vault as the `operator` identity (its token from the embedded stack's data dir, or mTLS). Checks of
+certificates and audit exports run offline against the vault's public key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from studio.v1 import privacy_pb2, privacy_pb2_grpc
+from tqdm import tqdm
+
+from services.cli.client import StudioClient
+from services.common.audit_chain import parse_export, verify_records
+from services.common.secrets import SERVICE_TOKEN_METADATA
+from services.common.signatures import SignatureError, load_public_key, verify_document
+from services.common.tls import internal_channel
+
+DEFAULT_ENDPOINT = "127.0.0.1:50051"
+
+
+def _fail(message: str, as_json: bool, **extra) -> None:
+    if as_json:
+        print(json.dumps({"ok": False, "error": message, **extra}))
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _public_key(args):
+    path = Path(args.public_key) if args.public_key else Path(args.data) / "vault-signing.pub"
+    if not path.exists():
+        _fail(f"no vault public key at {path} (give --public-key)", args.json)
+    try:
+        return load_public_key(path.read_bytes())
+    except SignatureError as error:
+        _fail(f"{path}: {error}", args.json)
+
+
+# --- studio subjects delete -------------------------------------------------------------------
+
+async def _delete(args) -> dict:
+    client = StudioClient(args.endpoint, Path(args.api_key_file).read_text().strip())
+    started = time.monotonic()
+    try:
+        deletion = await client.delete_subject(args.subject_id)
+        result = {"deletion_id": deletion.deletion_id, "subject_id": args.subject_id,
+                  "state": privacy_pb2.DeletionState.Name(deletion.state)}
+        if args.wait:
+            with tqdm(total=len(deletion.waiting_for) + len(deletion.confirmations), desc="purge confirmations",
+                      disable=args.json) as bar:
+                def progress(current) -> None:
+                    bar.n = len(current.confirmations)
+                    bar.refresh()
+
+                deletion = await client.wait_for_certificate(deletion.deletion_id, args.timeout, progress)
+            path = Path(args.out) / f"deletion-{deletion.deletion_id}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(deletion.certificate)
+            result.update(state="DELETION_STATE_CERTIFIED", certificate=str(path.resolve()),
+                          confirmations={c.service: dict(c.destroyed) for c in deletion.confirmations})
+        result["seconds"] = round(time.monotonic() - started, 2)
+        return result
+    finally:
+        await client.close()
+
+
+def cmd_subjects_delete(args) -> None:
+    try:
+        result = asyncio.run(_delete(args))
+    except TimeoutError as error:
+        _fail(str(error), args.json)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"deletion {result['deletion_id']}: {result['state']} ({result['seconds']} s)")
+    if "certificate" in result:
+        for service, destroyed in result["confirmations"].items():
+            print(f"  {service}: " + ", ".join(f"{kind} {count}" for kind, count in sorted(destroyed.items())))
+        print(f"certificate: {result['certificate']}")
+
+
+# --- studio certificate verify ----------------------------------------------------------------
+
+def cmd_certificate_verify(args) -> None:
+    try:
+        document = json.loads(Path(args.file).read_bytes())
+        verify_document(document, _public_key(args))
+    except (OSError, ValueError, SignatureError) as error:
+        _fail(f"certificate {args.file} is NOT valid: {error}", args.json)
+    summary = {key: document.get(key) for key in ("deletion_id", "subject_id", "reason", "issued_at", "key_id")}
+    summary["services"] = [entry["service"] for entry in document.get("destroyed", [])]
+    if args.json:
+        print(json.dumps({"ok": True, **summary}))
+    else:
+        print(f"valid deletion certificate {summary['deletion_id']} for subject {summary['subject_id']}")
+        print(f"  reason {summary['reason']}, issued {summary['issued_at']}, signed by {summary['key_id']}")
+        print(f"  purged by: {', '.join(summary['services'])}")
+
+
+# --- operator commands (vault) ----------------------------------------------------------------
+
+def _vault_stub(args):
+    data = Path(args.data)
+    address = args.privacy_addr
+    if not address:
+        stack_file = data / "stack.json"
+        if not stack_file.exists():
+            _fail(f"no running stack in {data} (give --privacy-addr)", args.json)
+        address = json.loads(stack_file.read_text())["services"]["privacy"]
+    token_file = Path(args.token_file) if args.token_file else data / "secrets" / "operator.token"
+    metadata = ((SERVICE_TOKEN_METADATA, token_file.read_text().strip()),) if token_file.exists() else ()
+    channel = internal_channel(address)
+    return channel, privacy_pb2_grpc.PrivacyStub(channel), metadata
+
+
+async def _export_records(args) -> list[dict]:
+    channel, stub, metadata = _vault_stub(args)
+    try:
+        return [json.loads(item.json) async for item in stub.ExportAudit(
+            privacy_pb2.ExportAuditRequest(), metadata=metadata, timeout=120)]
+    finally:
+        await channel.close()
+
+
+def cmd_audit_export(args) -> None:
+    records = asyncio.run(_export_records(args))
+    lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
+    if args.out:
+        Path(args.out).write_text(lines)
+        print(json.dumps({"out": args.out, "records": len(records)}) if args.json
+              else f"{len(records)} audit records written to {args.out}")
+    else:
+        sys.stdout.write(lines)
+
+
+def cmd_audit_verify(args) -> None:
+    try:
+        records = (parse_export(Path(args.file).read_text().splitlines()) if args.file
+                   else asyncio.run(_export_records(args)))
+    except (OSError, ValueError) as error:
+        _fail(str(error), args.json)
+    verdict = verify_records(records, _public_key(args))
+    if args.json:
+        print(json.dumps(verdict.as_dict()))
+    elif verdict.ok:
+        print(f"audit log intact: {verdict.entries} entries, {verdict.checkpoints} signed checkpoints")
+    else:
+        print(f"audit log BROKEN at entry {verdict.first_broken_seq}: {verdict.reason}")
+    if not verdict.ok:
+        sys.exit(1)
+
+
+async def _rotate(args) -> privacy_pb2.RotateKekResponse:
+    channel, stub, metadata = _vault_stub(args)
+    try:
+        return await stub.RotateKek(privacy_pb2.RotateKekRequest(), metadata=metadata, timeout=600)
+    finally:
+        await channel.close()
+
+
+def cmd_keys_rotate(args) -> None:
+    response = asyncio.run(_rotate(args))
+    result = {"new_version": response.new_version, "keys_rewrapped": response.keys_rewrapped,
+              "retired_versions": list(response.retired_versions)}
+    print(json.dumps(result) if args.json else
+          f"master key version {result['new_version']} is current; {result['keys_rewrapped']} data keys rewrapped; "
+          f"retired versions: {result['retired_versions'] or 'none'}")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    subjects = commands.add_parser("subjects", help="data subjects").add_subparsers(dest="subjects_command",
+                                                                                   required=True)
+    delete = subjects.add_parser("delete", help="delete a subject and (with --wait) get its certificate")
+    delete.add_argument("subject_id")
+    delete.add_argument("--wait", action="store_true", help="wait for the signed deletion certificate")
+    delete.add_argument("--timeout", type=float, default=120.0)
+    delete.add_argument("--out", default="certificates", help="folder for the certificate")
+    delete.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    delete.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
+    delete.add_argument("--json", action="store_true")
+    delete.set_defaults(func=cmd_subjects_delete)
+
+    certificate = commands.add_parser("certificate").add_subparsers(dest="certificate_command", required=True)
+    verify = certificate.add_parser("verify", help="check a deletion certificate offline")
+    verify.add_argument("file")
+    _key_options(verify)
+    verify.set_defaults(func=cmd_certificate_verify)
+
+    audit = commands.add_parser("audit", help="the vault's audit log").add_subparsers(dest="audit_command",
+                                                                                     required=True)
+    audit_verify = audit.add_parser("verify", help="check the hash chain and signed checkpoints")
+    audit_verify.add_argument("--file", help="an export to check offline (default: fetch from the vault)")
+    _key_options(audit_verify)
+    _operator_options(audit_verify)
+    audit_verify.set_defaults(func=cmd_audit_verify)
+    export = audit.add_parser("export", help="write the audit log as JSON lines")
+    export.add_argument("--out", help="file (default: stdout)")
+    _operator_options(export)
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(func=cmd_audit_export)
+
+    keys = commands.add_parser("keys", help="master key").add_subparsers(dest="keys_command", required=True)
+    rotate = keys.add_parser("rotate", help="new master key version; rewrap every data key; retire the old")
+    _operator_options(rotate)
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(func=cmd_keys_rotate)
+
+
+def _key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--public-key", help="the vault's public key PEM (default: DATA/vault-signing.pub)")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--json", action="store_true")
+
+
+def _operator_options(parser: argparse.ArgumentParser) -> None:
+    if not any(action.dest == "data" for action in parser._actions):
+        parser.add_argument("--data", default="data", help="the embedded stack's data dir")
+    parser.add_argument("--privacy-addr", help="the vault's address (default: from DATA/stack.json)")
+    parser.add_argument("--token-file", help="operator token (default: DATA/secrets/operator.token)")

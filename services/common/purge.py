@@ -1,0 +1,73 @@
+"""The purge side of deletion, shared by every service that holds subject data.
+
+Each service consumes DeletionRequested from its own durable consumer (so it catches up after
+downtime), stops sealing and announcing anything for the subject, lets writes under way finish,
+destroys what it holds, and confirms to the vault with counts of what it destroyed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from studio.v1 import events_pb2
+
+from services.common import bus as topology
+from services.common.bus import Bus
+from services.common.deletion_guard import DeletionGuard
+from services.common.vault_client import SealedStore
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY_S = 5.0
+PurgeHandler = Callable[[events_pb2.DeletionRequested], Awaitable[dict[str, int]]]
+
+
+async def run_purge_listener(bus: Bus, service: str, sealed: SealedStore, purge: PurgeHandler) -> None:
+    subscription = await bus.js.pull_subscribe_bind(
+        durable=topology.purge_consumer(service).durable_name, stream=topology.DELETIONS_STREAM.name
+    )
+    while True:
+        try:
+            messages = await subscription.fetch(8, timeout=5)
+        except TimeoutError:
+            continue
+        for message in messages:
+            request = events_pb2.DeletionRequested.FromString(message.data)
+            try:
+                destroyed = await forget_and_purge(request, sealed, purge)
+                await confirm(bus, service, request.deletion_id, destroyed)
+            except Exception:
+                log.exception("purge for deletion %s failed; retrying", request.deletion_id)
+                await message.nak(delay=RETRY_DELAY_S)
+                continue
+            await message.ack()
+
+
+async def forget_and_purge(
+    request: events_pb2.DeletionRequested, sealed: SealedStore, purge: PurgeHandler
+) -> dict[str, int]:
+    guard: DeletionGuard = sealed.guard
+    guard.mark_deleted(request.subject_id)
+    sealed.vault.forget_subject(request.subject_id)
+    await guard.wait_for_writes(request.subject_id)
+    return await purge(request)
+
+
+async def confirm(bus: Bus, service: str, deletion_id: str, destroyed: dict[str, int]) -> None:
+    confirmation = events_pb2.DeletionConfirmed(deletion_id=deletion_id, service=service, destroyed=destroyed)
+    confirmation.confirmed_at.GetCurrentTime()
+    await bus.publish(
+        topology.deletion_confirmed_subject(deletion_id, service), confirmation, msg_id=f"{deletion_id}:{service}"
+    )
+    log.info("purged deletion %s: %s", deletion_id, destroyed)
+
+
+async def purge_blobs(sealed: SealedStore, prefix: str) -> int:
+    return await sealed.blobs.delete_prefix(prefix)
+
+
+def start_purge_listener(bus: Bus, service: str, sealed: SealedStore, purge: PurgeHandler):
+    """A background-task factory for grpc_server.serve(background=[...])."""
+    return lambda: run_purge_listener(bus, service, sealed, purge)
+
+

@@ -1,0 +1,16 @@
+"""faceqa's part of a deletion: the training crops it wrote."""
+
+from __future__ import annotations
+
+from studio.v1 import events_pb2
+
+from services.common.objects import subject_area
+from services.common.vault_client import SealedStore
+
+
+def purge_handler(sealed: SealedStore):
+    async def purge(request: events_pb2.DeletionRequested) -> dict[str, int]:
+        crops = await sealed.blobs.delete_prefix(subject_area(request.tenant_id, request.subject_id, "crops"))
+        return {"crops": crops}
+
+    return purge

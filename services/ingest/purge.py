@@ -1,0 +1,37 @@
+"""ingest's part of a deletion: the subject's photos, its order records and their event history,
+its KV views and idempotency entries, and a final sweep of everything under the subject's prefix."""
+
+from __future__ import annotations
+
+from studio.v1 import events_pb2, state_pb2
+
+from services.common import bus as topology
+from services.common.bus import Bus
+from services.common.objects import subject_area, subject_prefix
+from services.common.vault_client import SealedStore
+
+
+def purge_handler(bus: Bus, sealed: SealedStore):
+    async def purge(request: events_pb2.DeletionRequested) -> dict[str, int]:
+        tenant_id, subject_id = request.tenant_id, request.subject_id
+        record = await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+        order_ids = list(record.order_ids) if record and record.tenant_id == tenant_id else []
+        entries = list(record.idempotency_entries) if record and record.tenant_id == tenant_id else []
+        events = 0
+        for order_id in order_ids:
+            events += await bus.purge_subject(topology.EVENTS_STREAM.name, topology.order_events_subject(order_id))
+            await bus.kv_purge(topology.ORDERS_BUCKET, order_id)
+        for entry in entries:
+            await bus.kv_purge(topology.IDEMPOTENCY_BUCKET, entry)
+        if record is not None and record.tenant_id == tenant_id:
+            await bus.kv_purge(topology.SUBJECTS_BUCKET, subject_id)
+        photos = await sealed.blobs.delete_prefix(subject_area(tenant_id, subject_id, "photos"))
+        # Whatever else is left under the subject (e.g. objects of a service whose code predates
+        # this deletion scheme) goes too.
+        swept = await sealed.blobs.delete_prefix(subject_prefix(tenant_id, subject_id))
+        return {"photos": photos, "orders": len(order_ids), "order_events": events,
+                "idempotency_entries": len(entries), "subject_records": int(record is not None),
+                "other_objects": swept}
+
+    return purge
+

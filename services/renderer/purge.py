@@ -1,0 +1,29 @@
+"""The renderer's part of a deletion: queued render jobs, portraits, and the subject's LoRA adapters
+held decrypted in Triton's memory."""
+
+from __future__ import annotations
+
+from studio.v1 import events_pb2
+
+from services.common import bus as topology
+from services.common.bus import Bus
+from services.common.objects import subject_area
+from services.common.vault_client import SealedStore
+from services.renderer.triton_client import evict_adapters
+
+
+def adapter_prefix(subject_id: str) -> str:
+    return f"{subject_id}/"
+
+
+def purge_handler(bus: Bus, sealed: SealedStore, triton_url: str):
+    async def purge(request: events_pb2.DeletionRequested) -> dict[str, int]:
+        def of_subject(payload: bytes) -> bool:
+            return events_pb2.RenderJob.FromString(payload).subject_id == request.subject_id
+
+        jobs = await bus.delete_queued_jobs(topology.RENDER_QUEUE, of_subject)
+        evicted = await evict_adapters(triton_url, adapter_prefix(request.subject_id))
+        portraits = await sealed.blobs.delete_prefix(subject_area(request.tenant_id, request.subject_id, "orders"))
+        return {"queued_render_jobs": jobs, "triton_adapters": evicted, "portraits": portraits}
+
+    return purge
