@@ -1,5 +1,5 @@
 """ingest's part of a deletion: the subject's photos, its order records and their event history,
-its KV views and idempotency entries, and a final sweep of everything under the subject's prefix."""
+its KV views and idempotency entries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from studio.v1 import events_pb2, state_pb2
 
 from services.common import bus as topology
 from services.common.bus import Bus
-from services.common.objects import subject_area, subject_prefix
+from services.common.objects import subject_area
 from services.common.vault_client import SealedStore
 
 
@@ -25,13 +25,11 @@ def purge_handler(bus: Bus, sealed: SealedStore):
             await bus.kv_purge(topology.IDEMPOTENCY_BUCKET, entry)
         if record is not None and record.tenant_id == tenant_id:
             await bus.kv_purge(topology.SUBJECTS_BUCKET, subject_id)
+        # Each service destroys what it wrote (crops, LoRAs, portraits...), so the certificate says who
+        # destroyed what; ingest wrote the photos.
         photos = await sealed.blobs.delete_prefix(subject_area(tenant_id, subject_id, "photos"))
-        # Whatever else is left under the subject (e.g. objects of a service whose code predates
-        # this deletion scheme) goes too.
-        swept = await sealed.blobs.delete_prefix(subject_prefix(tenant_id, subject_id))
         return {"photos": photos, "orders": len(order_ids), "order_events": events,
-                "idempotency_entries": len(entries), "subject_records": int(record is not None),
-                "other_objects": swept}
+                "idempotency_entries": len(entries), "subject_records": int(record is not None)}
 
     return purge
 

@@ -133,6 +133,19 @@ class ManagedProcess:
         self._signal_group(signal.SIGKILL)
         return self._popen.returncode
 
+    def kill(self) -> None:
+        """SIGKILL the group at once, as a crash would (no shutdown code runs)."""
+        if self._popen is not None and self._popen.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            self._popen.wait()
+        self._stopped = True
+
+    def restart(self) -> None:
+        """Start again after a stop or kill, with the same command, environment and log file."""
+        self.stop()
+        self._popen, self._stopped = None, False
+        self.start()
+
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self._popen is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -1,0 +1,202 @@
+"""Deletion through the running stack: the key is shredded at once, every service purges and confirms,
+the vault signs a certificate that verifies offline, and no trace of the subject is left in the
+object store or in any NATS stream or bucket. A service down at deletion time purges when it comes
+back; a vault killed mid-deletion resumes and no key comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from studio.v1 import common_pb2, privacy_pb2, privacy_pb2_grpc, studio_pb2
+
+from services.cli.client import StudioClient
+from services.cli.stack import REPO_ROOT, EmbeddedStack, grpc_healthy
+from services.common.bus import Bus
+from services.common.secrets import SERVICE_TOKEN_METADATA
+from services.common.signatures import load_public_key, verify_document
+from services.ingest.context import ensure_tenant
+from tests.fixtures_stack import faces
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+REFERENCE = common_pb2.PHOTO_ROLE_REFERENCE
+CERTIFIED = privacy_pb2.DELETION_STATE_CERTIFIED
+
+
+async def subject_with_portraits(client: StudioClient) -> tuple[str, str]:
+    subject = await client.create_subject(external_ref="to-be-forgotten", idempotency_key="forget-me")
+    await client.upload(subject.subject_id, [(path, REFERENCE) for path in faces("lisa")[:3]])
+    order = await client.create_order(subject.subject_id, ["studio-frontal-soft"], 1, idempotency_key="forget-o")
+    async for response in client.watch(order.order_id, timeout_s=300):
+        last = response.event.WhichOneof("kind")
+    assert last == "done"
+    return subject.subject_id, order.order_id
+
+
+async def nats_traces(stack: EmbeddedStack, needle: str) -> list[str]:
+    """Every stream message (work queues, events, deletions, KV buckets) that names `needle`."""
+    bus = await Bus.connect(stack.nats.url, name="scan")
+    found = []
+    try:
+        for info in await bus.js.streams_info():
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                try:
+                    message = await bus.js.get_msg(info.config.name, seq)
+                except Exception:  # deleted or purged sequence
+                    continue
+                if needle.encode() in (message.data or b"") or needle in (message.subject or ""):
+                    found.append(f"{info.config.name}#{seq} {message.subject}")
+    finally:
+        await bus.close()
+    return found
+
+
+def stored_traces(stack: EmbeddedStack, needle: str) -> list[Path]:
+    return [path for path in (stack.data_dir / "blobs").rglob("*") if needle in str(path)]
+
+
+async def vault_key_status(stack: EmbeddedStack, subject_id: str) -> grpc.StatusCode:
+    token = stack.paths.token_file("renderer").read_text().strip()
+    async with grpc.aio.insecure_channel(stack.addresses["privacy"]) as channel:
+        try:
+            await privacy_pb2_grpc.PrivacyStub(channel).GetDataKey(
+                privacy_pb2.GetDataKeyRequest(tenant_id="default", subject_id=subject_id,
+                                              purpose=privacy_pb2.KEY_PURPOSE_DECRYPT_LORA),
+                metadata=((SERVICE_TOKEN_METADATA, token),), timeout=10,
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+async def expect_not_found(call) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_deletion_is_complete_and_certified(client: StudioClient, stack: EmbeddedStack) -> None:
+    subject_id, order_id = await subject_with_portraits(client)
+    assert stored_traces(stack, subject_id) and await nats_traces(stack, subject_id)
+    assert await vault_key_status(stack, subject_id) == grpc.StatusCode.OK
+
+    deletion = await client.delete_subject(subject_id)
+    # Shredded before the reply: the key is gone now, whatever the services are doing.
+    assert await vault_key_status(stack, subject_id) == grpc.StatusCode.NOT_FOUND
+    assert deletion.deletion_id and deletion.key_shredded_at.seconds > 0 and not deletion.tenant_id
+    assert (await client.delete_subject(subject_id)).deletion_id == deletion.deletion_id  # idempotent
+
+    started = asyncio.get_running_loop().time()
+    deletion = await client.wait_for_certificate(deletion.deletion_id, timeout_s=60)
+    assert asyncio.get_running_loop().time() - started < 60
+    destroyed = {c.service: dict(c.destroyed) for c in deletion.confirmations}
+    assert set(destroyed) == {"ingest", "faceqa", "trainer", "renderer"}
+    assert destroyed["ingest"]["photos"] == 3 and destroyed["ingest"]["orders"] == 1
+    assert destroyed["faceqa"]["crops"] == 3
+    assert destroyed["trainer"]["loras"] == 1
+    assert destroyed["renderer"]["portraits"] == 1, destroyed
+    assert destroyed["renderer"]["triton_adapters"] == 1, destroyed
+
+    certificate = json.loads(deletion.certificate)
+    verify_document(certificate, load_public_key(stack.paths.public_key_file.read_bytes()))
+    assert certificate["subject_id"] == subject_id and certificate["reason"] == "DELETION_REASON_REQUESTED"
+
+    await expect_not_found(client.stub.GetSubject(studio_pb2.GetSubjectRequest(subject_id=subject_id),
+                                                  metadata=client.metadata))
+    await expect_not_found(client.get_order(order_id))
+    await expect_not_found(client.create_order(subject_id, ["studio-frontal-soft"], 1))
+    assert stored_traces(stack, subject_id) == []
+    assert await nats_traces(stack, subject_id) == []
+    # The same idempotency key now makes a new subject: the old entry is gone too.
+    assert (await client.create_subject(idempotency_key="forget-me")).subject_id != subject_id
+
+
+async def test_revocation_starts_deletion(client: StudioClient, stack: EmbeddedStack) -> None:
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(faces("lisa")[0], REFERENCE)])
+    deletion = await client.revoke_consent(subject.subject_id)
+    assert deletion.reason == privacy_pb2.DELETION_REASON_CONSENT_REVOKED
+    deletion = await client.wait_for_certificate(deletion.deletion_id, timeout_s=60)
+    assert json.loads(deletion.certificate)["reason"] == "DELETION_REASON_CONSENT_REVOKED"
+    assert await vault_key_status(stack, subject.subject_id) == grpc.StatusCode.NOT_FOUND
+    assert stored_traces(stack, subject.subject_id) == []
+
+
+async def test_foreign_tenant_cannot_delete_or_see_deletions(client: StudioClient, stack: EmbeddedStack) -> None:
+    subject = await client.create_subject()
+    bus = await Bus.connect(stack.nats.url, name="test")
+    await ensure_tenant(bus, "intruder", "Intruder", "sk_intruder_key")
+    await bus.close()
+    intruder = StudioClient(stack.public_endpoint, "sk_intruder_key")
+    try:
+        await expect_not_found(intruder.delete_subject(subject.subject_id))
+        await expect_not_found(intruder.revoke_consent(subject.subject_id))
+        deletion = await client.delete_subject(subject.subject_id)
+        await expect_not_found(intruder.get_deletion(deletion_id=deletion.deletion_id))
+        await expect_not_found(intruder.get_deletion(subject_id=subject.subject_id))
+    finally:
+        await intruder.close()
+    await expect_not_found(client.delete_subject("subj_unknown"))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.get_deletion()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def studio_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=180)
+
+
+async def test_cli_delete_wait_and_verify(client: StudioClient, stack: EmbeddedStack, tmp_path: Path) -> None:
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(faces("lisa")[1], REFERENCE)])
+    result = await asyncio.to_thread(
+        studio_cli, "subjects", "delete", subject.subject_id, "--wait", "--json", "--out", str(tmp_path),
+        "--endpoint", stack.public_endpoint, "--api-key-file", str(stack.paths.api_key_file),
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["state"] == "DELETION_STATE_CERTIFIED" and output["confirmations"]["faceqa"]["crops"] == 1
+    certificate = Path(output["certificate"])
+    key = str(stack.paths.public_key_file)
+    verified = await asyncio.to_thread(studio_cli, "certificate", "verify", str(certificate), "--public-key", key,
+                                       "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["subject_id"] == subject.subject_id
+    certificate.write_text(certificate.read_text().replace(subject.subject_id, "subj_someone_else"))
+    forged = await asyncio.to_thread(studio_cli, "certificate", "verify", str(certificate), "--public-key", key)
+    assert forged.returncode == 1 and "NOT valid" in forged.stderr
+
+
+async def test_a_service_down_purges_on_return_and_a_killed_vault_resumes(
+    client: StudioClient, stack: EmbeddedStack
+) -> None:
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(faces("lisa")[2], REFERENCE)])
+    trainer = stack.processes["trainer"]
+    trainer.stop()
+    try:
+        deletion = await client.delete_subject(subject.subject_id)
+        await asyncio.sleep(3)
+        deletion = await client.get_deletion(deletion_id=deletion.deletion_id)
+        assert deletion.state != CERTIFIED and list(deletion.waiting_for) == ["trainer"]
+        stack.processes["privacy"].kill()
+        await restart(stack, "privacy")
+        assert await vault_key_status(stack, subject.subject_id) == grpc.StatusCode.NOT_FOUND
+    finally:
+        await restart(stack, "trainer")
+    deletion = await client.wait_for_certificate(deletion.deletion_id, timeout_s=60)
+    assert [c.service for c in deletion.confirmations][-1] == "trainer"
+    assert await vault_key_status(stack, subject.subject_id) == grpc.StatusCode.NOT_FOUND
+    assert stored_traces(stack, subject.subject_id) == []
+
+
+async def restart(stack: EmbeddedStack, service: str) -> None:
+    process = stack.processes[service]
+    if not process.is_running():
+        process.restart()
+    await process.wait_ready(lambda: grpc_healthy(stack.addresses[service]), timeout=120)
