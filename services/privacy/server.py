@@ -74,8 +74,10 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             _require_ids(request.tenant_id, request.subject_id)
             consent = _validated_consent(request)
             try:
+                # The decision's audit entry commits with the registration, or neither does.
                 registration = await self.vault.register_subject(
-                    request.tenant_id, request.subject_id, consent
+                    request.tenant_id, request.subject_id, consent,
+                    AuditEntry(caller, "RegisterSubject", request.tenant_id, request.subject_id, "", "ALLOWED"),
                 )
             except SubjectIdTaken:
                 raise _Denied(grpc.StatusCode.ALREADY_EXISTS,
@@ -84,7 +86,7 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
                 key_id=registration.key_id, key_version=registration.key_version
             )
 
-        return await self._decide(context, "RegisterSubject", request, "", decide)
+        return await self._decide(context, "RegisterSubject", request, "", decide, audited_inside=True)
 
     async def GetDataKey(self, request, context) -> privacy_pb2.GetDataKeyResponse:
         purpose = policy.purpose_name(request.purpose)
@@ -196,8 +198,9 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
         if not allowed:
             raise _Denied(grpc.StatusCode.PERMISSION_DENIED, f"service {caller!r} may not {what}", "DENIED_POLICY")
 
-    async def _decide(self, context, action: str, request, purpose: str, decide):
-        """Authenticate, run the decision, audit its outcome, and turn a denial into a status."""
+    async def _decide(self, context, action: str, request, purpose: str, decide, audited_inside: bool = False):
+        """Authenticate, run the decision, audit its outcome, and turn a denial into a status.
+        `audited_inside`: the decision wrote its ALLOWED entry in its own transaction."""
         caller = self._caller(context)
         try:
             if caller is None:
@@ -213,7 +216,8 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             await self._audit(caller, action, request, purpose, "ERROR")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error in the vault")
         # Fail closed: nothing is handed out unless its decision made it into the audit log.
-        await self._audit(caller, action, request, purpose, "ALLOWED")
+        if not audited_inside:
+            await self._audit(caller, action, request, purpose, "ALLOWED")
         return response
 
     async def _audit(self, caller: str | None, action: str, request, purpose: str, outcome: str) -> None:

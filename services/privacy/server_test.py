@@ -29,7 +29,8 @@ from services.privacy.server import SERVICE_NAME, PrivacyServicer, add_to_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 P = privacy_pb2.KeyPurpose
-TOKENS = {name: f"token-for-{name}-0123456789abcdef" for name in ("ingest", "faceqa", "trainer", "renderer")}
+SERVICES = ("ingest", "faceqa", "trainer", "renderer", "operator")
+TOKENS = {name: f"token-for-{name}-0123456789abcdef" for name in SERVICES}
 
 
 @dataclasses.dataclass
@@ -173,8 +174,9 @@ async def test_register_requires_ids_and_consent(vault: Running) -> None:
 
 async def test_get_consent_returns_record_with_grant_time(vault: Running) -> None:
     await register(vault.stub, record=consent(retention_days=90))
-    for service in TOKENS:
-        request = privacy_pb2.GetConsentRequest(tenant_id="tenant-a", subject_id="subject-1")
+    request = privacy_pb2.GetConsentRequest(tenant_id="tenant-a", subject_id="subject-1")
+    await expect_status(vault.stub.GetConsent(request, metadata=token("operator")), grpc.StatusCode.PERMISSION_DENIED)
+    for service in ("ingest", "faceqa", "trainer", "renderer"):
         record = (await vault.stub.GetConsent(request, metadata=token(service))).consent
         assert record.agreement_version == "2024-01" and record.retention_days == 90
         assert list(record.scopes) == [common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION]
