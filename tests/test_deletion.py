@@ -200,3 +200,32 @@ async def restart(stack: EmbeddedStack, service: str) -> None:
     if not process.is_running():
         process.restart()
     await process.wait_ready(lambda: grpc_healthy(stack.addresses[service]), timeout=120)
+
+
+async def test_operator_rotates_keys_and_audits(client: StudioClient, stack: EmbeddedStack, tmp_path: Path) -> None:
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(faces("lisa")[3], REFERENCE)])
+    data = str(stack.data_dir)
+    rotated = await asyncio.to_thread(studio_cli, "keys", "rotate", "--data", data, "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    rotation = json.loads(rotated.stdout)
+    assert rotation["keys_rewrapped"] >= 1 and rotation["new_version"] - 1 in rotation["retired_versions"]
+    # Data sealed before the rotation still opens: the data keys did not change, only their wrapping.
+    await client.upload(subject.subject_id, [(faces("lisa")[4], REFERENCE)])
+
+    verified = await asyncio.to_thread(studio_cli, "audit", "verify", "--data", data, "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"], verified.stdout
+    export = tmp_path / "audit.jsonl"
+    exported = await asyncio.to_thread(studio_cli, "audit", "export", "--data", data, "--out", str(export))
+    assert exported.returncode == 0, exported.stderr
+    lines = export.read_text().splitlines()
+    assert any('"RotateKek"' in line for line in lines)
+    for secret in [stack.paths.api_key_file.read_text(), *json.loads(stack.paths.tokens_file.read_text()).values()]:
+        assert secret.strip() not in export.read_text()
+    tampered = [json.loads(line) for line in lines]
+    entries = [record for record in tampered if record["type"] == "entry"]
+    entries[2]["outcome"] = "ALLOWED" if entries[2]["outcome"] != "ALLOWED" else "DENIED_POLICY"
+    export.write_text("".join(json.dumps(record) + "\n" for record in tampered))
+    key = str(stack.paths.public_key_file)
+    broken = await asyncio.to_thread(studio_cli, "audit", "verify", "--file", str(export), "--public-key", key)
+    assert broken.returncode == 1 and "BROKEN at entry 3" in broken.stdout

@@ -45,9 +45,10 @@ def _encode_header(key_id: str, key_version: int) -> bytes:
     return MAGIC + _KEY_ID_LENGTH.pack(len(key_id_bytes)) + key_id_bytes + _KEY_VERSION.pack(key_version)
 
 
-def _split(blob: bytes) -> tuple[EnvelopeHeader, bytes, bytes, bytes]:
-    """(header, header bytes, nonce, ciphertext+tag), or EnvelopeError."""
-    if not blob.startswith(MAGIC):
+def _split(blob: bytes | memoryview) -> tuple[EnvelopeHeader, bytes, bytes, memoryview]:
+    """(header, header bytes, nonce, ciphertext+tag as a view: no copy of a large blob), or EnvelopeError."""
+    blob = memoryview(blob)
+    if blob[: len(MAGIC)] != MAGIC:
         raise EnvelopeError("not a sealed envelope (bad magic)")
     offset = len(MAGIC)
     if len(blob) < offset + _KEY_ID_LENGTH.size:
@@ -58,12 +59,12 @@ def _split(blob: bytes) -> tuple[EnvelopeHeader, bytes, bytes, bytes]:
     if len(blob) < header_end + NONCE_SIZE + TAG_SIZE:
         raise EnvelopeError("truncated envelope")
     try:
-        key_id = blob[offset : offset + key_id_length].decode("utf-8")
+        key_id = bytes(blob[offset : offset + key_id_length]).decode("utf-8")
     except UnicodeDecodeError:
         raise EnvelopeError("envelope key id is not utf-8") from None
     (key_version,) = _KEY_VERSION.unpack_from(blob, offset + key_id_length)
-    nonce = blob[header_end : header_end + NONCE_SIZE]
-    return EnvelopeHeader(key_id, key_version), blob[:header_end], nonce, blob[header_end + NONCE_SIZE :]
+    nonce = bytes(blob[header_end : header_end + NONCE_SIZE])
+    return EnvelopeHeader(key_id, key_version), bytes(blob[:header_end]), nonce, blob[header_end + NONCE_SIZE :]
 
 
 def _cipher(dek: bytes) -> AESGCM:
@@ -84,7 +85,7 @@ def seal(dek: bytes, *, key_id: str, key_version: int, aad: bytes, plaintext: by
 
 
 def open_sealed(dek: bytes, *, aad: bytes, blob: bytes) -> bytes:
-    _, header, nonce, ciphertext = _split(bytes(blob))
+    _, header, nonce, ciphertext = _split(blob)
     try:
         return _cipher(dek).decrypt(nonce, ciphertext, _full_aad(header, aad))
     except InvalidTag:
@@ -93,7 +94,7 @@ def open_sealed(dek: bytes, *, aad: bytes, blob: bytes) -> bytes:
 
 def header_of(blob: bytes) -> EnvelopeHeader:
     """Which key sealed this blob; needs no key, and is not authenticated until it opens."""
-    return _split(bytes(blob))[0]
+    return _split(blob)[0]
 
 
 def object_aad(tenant_id: str, subject_id: str, object_key: str) -> bytes:
