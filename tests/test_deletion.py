@@ -229,3 +229,16 @@ async def test_operator_rotates_keys_and_audits(client: StudioClient, stack: Emb
     key = str(stack.paths.public_key_file)
     broken = await asyncio.to_thread(studio_cli, "audit", "verify", "--file", str(export), "--public-key", key)
     assert broken.returncode == 1 and "BROKEN at entry 3" in broken.stdout
+
+
+async def test_retention_defaults_to_the_tenant_and_is_bounded(client: StudioClient) -> None:
+    scopes = [common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION]
+    unspecified = common_pb2.ConsentRecord(agreement_version="2026-01", scopes=scopes)
+    subject = await client.create_subject(consent=unspecified)
+    assert subject.consent.retention_days == 90  # no tenant default set: the studio's
+    chosen = common_pb2.ConsentRecord(agreement_version="2026-01", scopes=unspecified.scopes, retention_days=7)
+    assert (await client.create_subject(consent=chosen)).consent.retention_days == 7
+    too_long = common_pb2.ConsentRecord(agreement_version="2026-01", scopes=unspecified.scopes, retention_days=4000)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.create_subject(consent=too_long)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "retention_days" in raised.value.details()
