@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import nats
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -186,6 +187,19 @@ class Bus:
     async def publish(self, subject: str, message: Message, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         await self.js.publish(subject, message.SerializeToString(), headers=headers)
+
+    async def consume(
+        self, stream: str, durable: str, handle: Callable[[Msg], Awaitable[None]], batch: int = 8
+    ) -> None:
+        """Feed a durable pull consumer's messages to `handle` (which acks or naks) until cancelled."""
+        subscription = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
+        while True:
+            try:
+                messages = await subscription.fetch(batch, timeout=5)
+            except TimeoutError:
+                continue
+            for message in messages:
+                await handle(message)
 
     async def pull(self, queue: WorkQueue) -> JetStreamContext.PullSubscription:
         return await self.js.pull_subscribe_bind(durable=queue.durable, stream=queue.stream)

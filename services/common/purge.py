@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from nats.aio.msg import Msg
 from studio.v1 import events_pb2
 
 from services.common import bus as topology
@@ -23,24 +24,18 @@ PurgeHandler = Callable[[events_pb2.DeletionRequested], Awaitable[dict[str, int]
 
 
 async def run_purge_listener(bus: Bus, service: str, sealed: SealedStore, purge: PurgeHandler) -> None:
-    subscription = await bus.js.pull_subscribe_bind(
-        durable=topology.purge_consumer(service).durable_name, stream=topology.DELETIONS_STREAM.name
-    )
-    while True:
+    async def handle(message: Msg) -> None:
+        request = events_pb2.DeletionRequested.FromString(message.data)
         try:
-            messages = await subscription.fetch(8, timeout=5)
-        except TimeoutError:
-            continue
-        for message in messages:
-            request = events_pb2.DeletionRequested.FromString(message.data)
-            try:
-                destroyed = await forget_and_purge(request, sealed, purge)
-                await confirm(bus, service, request.deletion_id, destroyed)
-            except Exception:
-                log.exception("purge for deletion %s failed; retrying", request.deletion_id)
-                await message.nak(delay=RETRY_DELAY_S)
-                continue
-            await message.ack()
+            destroyed = await forget_and_purge(request, sealed, purge)
+            await confirm(bus, service, request.deletion_id, destroyed)
+        except Exception:
+            log.exception("purge for deletion %s failed; retrying", request.deletion_id)
+            await message.nak(delay=RETRY_DELAY_S)
+            return
+        await message.ack()
+
+    await bus.consume(topology.DELETIONS_STREAM.name, topology.purge_consumer(service).durable_name, handle)
 
 
 async def forget_and_purge(

@@ -53,17 +53,12 @@ async def _record_lora(bus: Bus, event: events_pb2.OrderEvent) -> None:
 
 async def project_order_events(bus: Bus) -> None:
     await bus.js.add_consumer(topology.EVENTS_STREAM.name, topology.ORDER_VIEW_CONSUMER)
-    subscription = await bus.js.pull_subscribe_bind(
-        durable=topology.ORDER_VIEW_CONSUMER.durable_name, stream=topology.EVENTS_STREAM.name
-    )
-    while True:
-        try:
-            messages = await subscription.fetch(32, timeout=5)
-        except TimeoutError:
-            continue
-        for message in messages:
-            await _project(bus, events_pb2.OrderEvent.FromString(message.data))
-            await message.ack()
+
+    async def handle(message) -> None:
+        await _project(bus, events_pb2.OrderEvent.FromString(message.data))
+        await message.ack()
+
+    await bus.consume(topology.EVENTS_STREAM.name, topology.ORDER_VIEW_CONSUMER.durable_name, handle, batch=32)
 
 
 async def _project(bus: Bus, event: events_pb2.OrderEvent) -> None:

@@ -64,17 +64,14 @@ class DeletionCoordinator:
     async def run_confirmations(self) -> None:
         assert self.bus is not None
         await self.resume()
-        subscription = await self.bus.js.pull_subscribe_bind(
-            durable=topology.VAULT_CONFIRMATIONS_CONSUMER.durable_name, stream=topology.DELETIONS_STREAM.name
+
+        async def handle(message) -> None:
+            await self._confirmed(events_pb2.DeletionConfirmed.FromString(message.data))
+            await message.ack()
+
+        await self.bus.consume(
+            topology.DELETIONS_STREAM.name, topology.VAULT_CONFIRMATIONS_CONSUMER.durable_name, handle, batch=16
         )
-        while True:
-            try:
-                messages = await subscription.fetch(16, timeout=5)
-            except TimeoutError:
-                continue
-            for message in messages:
-                await self._confirmed(events_pb2.DeletionConfirmed.FromString(message.data))
-                await message.ack()
 
     async def _confirmed(self, confirmed: events_pb2.DeletionConfirmed) -> None:
         confirmation = Confirmation(
