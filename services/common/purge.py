@@ -6,6 +6,7 @@ destroys what it holds, and confirms to the vault with counts of what it destroy
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -23,19 +24,42 @@ RETRY_DELAY_S = 5.0
 PurgeHandler = Callable[[events_pb2.DeletionRequested], Awaitable[dict[str, int]]]
 
 
-async def run_purge_listener(bus: Bus, service: str, sealed: SealedStore, purge: PurgeHandler) -> None:
-    async def handle(message: Msg) -> None:
+class PurgeListener:
+    """A service's deletion consumer. `caught_up` is set once the backlog (deletions that arrived
+    while the service was down) is purged: work queues start only then, so a restarted worker never
+    picks up a deleted subject's job and announces it again."""
+
+    def __init__(self, bus: Bus, service: str, sealed: SealedStore, purge: PurgeHandler) -> None:
+        self.bus, self.service, self.sealed, self.purge = bus, service, sealed, purge
+        self.caught_up = asyncio.Event()
+
+    async def run(self) -> None:
+        durable = topology.purge_consumer(self.service).durable_name
+        info = await self.bus.js.consumer_info(topology.DELETIONS_STREAM.name, durable)
+        if not info.num_pending and not info.num_ack_pending:
+            self.caught_up.set()
+        await self.bus.consume(topology.DELETIONS_STREAM.name, durable, self._handle)
+
+    def then(self, task: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """`task`, started once the backlog is purged (a background-task factory for serve())."""
+        async def gated() -> None:
+            await self.caught_up.wait()
+            await task()
+
+        return gated
+
+    async def _handle(self, message: Msg) -> None:
         request = events_pb2.DeletionRequested.FromString(message.data)
         try:
-            destroyed = await forget_and_purge(request, sealed, purge)
-            await confirm(bus, service, request.deletion_id, destroyed)
+            destroyed = await forget_and_purge(request, self.sealed, self.purge)
+            await confirm(self.bus, self.service, request.deletion_id, destroyed)
         except Exception:
             log.exception("purge for deletion %s failed; retrying", request.deletion_id)
             await message.nak(delay=RETRY_DELAY_S)
             return
         await message.ack()
-
-    await bus.consume(topology.DELETIONS_STREAM.name, topology.purge_consumer(service).durable_name, handle)
+        if message.metadata.num_pending == 0:
+            self.caught_up.set()
 
 
 async def forget_and_purge(
@@ -55,14 +79,3 @@ async def confirm(bus: Bus, service: str, deletion_id: str, destroyed: dict[str,
         topology.deletion_confirmed_subject(deletion_id, service), confirmation, msg_id=f"{deletion_id}:{service}"
     )
     log.info("purged deletion %s: %s", deletion_id, destroyed)
-
-
-async def purge_blobs(sealed: SealedStore, prefix: str) -> int:
-    return await sealed.blobs.delete_prefix(prefix)
-
-
-def start_purge_listener(bus: Bus, service: str, sealed: SealedStore, purge: PurgeHandler):
-    """A background-task factory for grpc_server.serve(background=[...])."""
-    return lambda: run_purge_listener(bus, service, sealed, purge)
-
-

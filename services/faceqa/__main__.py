@@ -9,7 +9,7 @@ from studio.v1 import faceqa_pb2, faceqa_pb2_grpc
 
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
-from services.common.purge import start_purge_listener
+from services.common.purge import PurgeListener
 from services.common.runtime import Runtime
 from services.common.tls import internal_server_credentials
 from services.faceqa.models import face_models
@@ -29,7 +29,7 @@ async def main() -> None:
 
     try:
         await serve("faceqa", settings.listen, settings.metrics_port, register, background=[
-            start_purge_listener(runtime.bus, "faceqa", runtime.sealed, purge_handler(runtime.sealed)),
+            PurgeListener(runtime.bus, "faceqa", runtime.sealed, purge_handler(runtime.sealed)).run,
         ], credentials=internal_server_credentials())
     finally:
         await runtime.close()

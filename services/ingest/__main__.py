@@ -13,7 +13,7 @@ from services.common.basemodel import base_model_id, read_resolution
 from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
-from services.common.purge import start_purge_listener
+from services.common.purge import PurgeListener
 from services.common.runtime import Runtime
 from services.common.tls import internal_channel
 from services.ingest.context import IngestContext, ensure_tenant
@@ -44,7 +44,7 @@ async def main() -> None:
     try:
         await serve("ingest", settings.listen, settings.metrics_port, register, background=[
             lambda: project_order_events(bus),
-            start_purge_listener(bus, "ingest", runtime.sealed, purge_handler(bus, runtime.sealed)),
+            PurgeListener(bus, "ingest", runtime.sealed, purge_handler(bus, runtime.sealed)).run,
         ])
     finally:
         await runtime.close()

@@ -10,7 +10,7 @@ from studio.v1 import renderer_pb2, renderer_pb2_grpc
 from services.common import bus as topology
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
-from services.common.purge import start_purge_listener
+from services.common.purge import PurgeListener
 from services.common.runtime import Runtime
 from services.common.tls import internal_server_credentials
 from services.common.workqueue import WorkerState, run_worker
@@ -44,12 +44,11 @@ async def main() -> None:
         renderer_pb2_grpc.add_RendererServicer_to_server(RendererServicer(worker), server)
         return [renderer_pb2.DESCRIPTOR.services_by_name["Renderer"].full_name]
 
+    purges = PurgeListener(bus, "renderer", runtime.sealed, purge_handler(bus, runtime.sealed, worker.triton_url))
     try:
         await serve("renderer", settings.listen, settings.metrics_port, register, background=[
-            lambda: run_worker(bus, topology.RENDER_QUEUE, worker.handle, worker.on_failure, worker.state),
-            start_purge_listener(
-                bus, "renderer", runtime.sealed, purge_handler(bus, runtime.sealed, worker.triton_url)
-            ),
+            purges.run,
+            purges.then(lambda: run_worker(bus, topology.RENDER_QUEUE, worker.handle, worker.on_failure, worker.state)),
         ], credentials=internal_server_credentials())
     finally:
         await runtime.close()

@@ -11,7 +11,7 @@ from services.common import bus as topology
 from services.common.basemodel import base_model_id
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
-from services.common.purge import start_purge_listener
+from services.common.purge import PurgeListener
 from services.common.runtime import Runtime
 from services.common.tls import internal_server_credentials
 from services.common.workqueue import WorkerState, run_worker
@@ -50,10 +50,11 @@ async def main() -> None:
         trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(worker), server)
         return [trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name]
 
+    purges = PurgeListener(bus, "trainer", runtime.sealed, purge_handler(bus, runtime.sealed))
     try:
         await serve("trainer", settings.listen, settings.metrics_port, register, background=[
-            lambda: run_worker(bus, topology.TRAIN_QUEUE, worker.handle, worker.on_failure, worker.state),
-            start_purge_listener(bus, "trainer", runtime.sealed, purge_handler(bus, runtime.sealed)),
+            purges.run,
+            purges.then(lambda: run_worker(bus, topology.TRAIN_QUEUE, worker.handle, worker.on_failure, worker.state)),
         ], credentials=internal_server_credentials())
     finally:
         await runtime.close()
