@@ -132,6 +132,7 @@ def build_report(args, workload: Workload, plan: Plan) -> dict:
         "arrivals_per_hour": args.arrivals, "gpu": args.gpu, "base": args.base,
         "target_p95_wait_minutes": args.target_p95_wait, "met_target": plan.met_target,
         "gpus_total": sum(plan.gpus.values()), "gpus": plan.gpus, "queues": queues,
+        "saturation_arrivals_per_hour": round(_saturation_per_hour(workload, plan.gpus), 1),
         "order_wait_minutes": _minutes(percentiles_s(result.order_waits_s)),
         "turnaround_minutes": _minutes(percentiles_s(result.turnaround_s)),
         "wait_histogram": _histogram(result.order_waits_s),
@@ -144,6 +145,11 @@ def build_report(args, workload: Workload, plan: Plan) -> dict:
         "simulation": {"orders_counted": result.orders, "backlog": args.backlog, "seed": args.seed,
                        "runs": plan.simulations},
     }
+
+
+def _saturation_per_hour(workload: Workload, gpus: dict[str, int]) -> float:
+    """The arrival rate at which some queue's GPUs are busy all the time: past it, waits grow forever."""
+    return min(workload.arrivals_per_hour * gpus[q] / workload.offered_load(q) for q in gpus)
 
 
 def _minutes(stats: dict[str, float]) -> dict[str, float]:
@@ -177,6 +183,9 @@ def render_text(report: dict) -> str:
     verdict = "meets" if report["met_target"] else "MISSES"
     lines += ["", f"GPUs needed: {report['gpus_total']} ("
               + ", ".join(f"{n} {q.lower()}" for q, n in report["gpus"].items()) + f"); {verdict} the target",
+              f"This fleet saturates at {report['saturation_arrivals_per_hour']:.0f} orders/hour "
+              f"({report['saturation_arrivals_per_hour'] / report['arrivals_per_hour'] - 1:+.0%}); past that, "
+              "queues grow without bound",
               f"Order to portraits (turnaround): p50 {report['turnaround_minutes']['p50']:.1f} min, "
               f"p95 {report['turnaround_minutes']['p95']:.1f} min", "", "Order wait distribution:"]
     for row in report["wait_histogram"]:
