@@ -100,6 +100,7 @@ def cmd_capacity(args) -> None:
     except (PlanError, ValueError) as error:
         raise SystemExit(f"studio capacity: {error}") from None
     report = build_report(args, workload, plan)
+    report["mode"] = "evaluate" if args.train_gpus is not None else "plan"
     print(json.dumps(report, indent=2) if args.json else render_text(report))
 
 
@@ -181,7 +182,8 @@ def render_text(report: dict) -> str:
                      f"{'':13}{_row(queue['wait_minutes'])}")
     lines.append(f"{'order':8}{report['gpus_total']:>6}{'':15}{'':13}{_row(report['order_wait_minutes'])}")
     verdict = "meets" if report["met_target"] else "MISSES"
-    lines += ["", f"GPUs needed: {report['gpus_total']} ("
+    heading = "Fleet evaluated" if report.get("mode") == "evaluate" else "GPUs needed"
+    lines += ["", f"{heading}: {report['gpus_total']} ("
               + ", ".join(f"{n} {q.lower()}" for q, n in report["gpus"].items()) + f"); {verdict} the target",
               f"This fleet saturates at {report['saturation_arrivals_per_hour']:.0f} orders/hour "
               f"({report['saturation_arrivals_per_hour'] / report['arrivals_per_hour'] - 1:+.0%}); past that, "
