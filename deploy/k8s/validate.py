@@ -8,6 +8,7 @@ we rely on, and apply the policy rules.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import subprocess
@@ -48,15 +49,23 @@ def schema_problems(manifests: list[Manifest], version: str = KUBERNETES_VERSION
         group = manifest.get("apiVersion", "").rpartition("/")[0]
         if group in CUSTOM_GROUPS:
             continue  # checked field by field in custom_resources.py
-        try:
-            kubernetes_validate.validate(manifest, version, strict=True)
-        except kubernetes_validate.SchemaNotFoundError:
-            problems.append(Problem("schema", ref(manifest), f"no schema for {manifest.get('apiVersion')} "
-                                    f"{manifest.get('kind')} in Kubernetes {version}"))
-        except kubernetes_validate.ValidationError as error:
-            where = ".".join(str(part) for part in error.path) or "(top)"
-            problems.append(Problem("schema", ref(manifest), f"{where}: {error.message}"))
+        message = _schema_message(json.dumps(manifest, sort_keys=True), version)
+        if message:
+            problems.append(Problem("schema", ref(manifest), message))
     return problems
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_message(manifest_json: str, version: str) -> str | None:
+    """Schema validation is the slow part; the same manifest (as canonical JSON) is checked once."""
+    manifest = json.loads(manifest_json)
+    try:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        return f"no schema for {manifest.get('apiVersion')} {manifest.get('kind')} in Kubernetes {version}"
+    except kubernetes_validate.ValidationError as error:
+        return f"{'.'.join(str(part) for part in error.path) or '(top)'}: {error.message}"
+    return None
 
 
 def problems_in(manifests: list[Manifest]) -> list[Problem]:
