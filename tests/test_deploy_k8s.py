@@ -63,6 +63,15 @@ def test_nats_is_a_three_node_jetstream_cluster_on_volumes(built):
     assert "jetstream" in config and "store_dir: /data" in config and config.count("nats://nats-") == 3
 
 
+def test_memory_quantities():
+    from deploy.k8s.policy import quantity
+
+    assert quantity("8Gi") == 8 * 2**30
+    assert quantity("512M") == 512e6
+    assert quantity(1024) == 1024.0
+    assert quantity("1.5Ki") == 1536.0
+
+
 def test_minio_image_is_pinned_by_digest(built):
     minio = named(built["prod"], "StatefulSet", "minio")
     image = minio["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -111,6 +120,8 @@ PLANTED: dict[str, tuple[str, str, Plant]] = {
                                       .pop("nodeSelector")),
     "GPU pod without /dev/shm": ("gpu-shm", "prod", lambda m: _container(m, "Deployment", "tritonserver")
                                  .update(volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}])),
+    "/dev/shm as large as the memory limit": ("gpu-shm", "prod", lambda m: _container(m, "Deployment", "trainer")
+                                              ["resources"]["limits"].update(memory="4Gi")),
     "writable root filesystem": ("non-root", "dev", lambda m: _container(m, "Deployment", "privacy")
                                  ["securityContext"].update(readOnlyRootFilesystem=False)),
     "root user": ("non-root", "dev", lambda m: _pod_spec(m, "Deployment", "faceqa")["securityContext"]

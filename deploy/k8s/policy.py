@@ -115,7 +115,33 @@ def gpu_shared_memory(manifests: list[Manifest]) -> list[Problem]:
             problems.append(Problem("gpu-shm", pod.ref, "no memory-backed emptyDir mounted at /dev/shm"))
         elif any(not memory_volumes[m["name"]]["emptyDir"].get("sizeLimit") for m in mounted):
             problems.append(Problem("gpu-shm", pod.ref, "the /dev/shm emptyDir has no sizeLimit"))
+        else:
+            problems += _shm_within_memory_limit(pod, mounted, memory_volumes)
     return problems
+
+
+def _shm_within_memory_limit(pod: PodTemplate, mounts: list[Manifest], volumes: dict[str, Manifest]) -> list:
+    """Memory-backed emptyDir pages count against the container's memory limit."""
+    problems = []
+    for container in pod.containers(init=False):
+        limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+        for mount in [m for m in container.get("volumeMounts", []) if m in mounts and limit]:
+            if quantity(volumes[mount["name"]]["emptyDir"]["sizeLimit"]) >= quantity(limit):
+                problems.append(Problem("gpu-shm", pod.ref, f"/dev/shm of {container['name']!r} is not smaller "
+                                        f"than its memory limit {limit}"))
+    return problems
+
+
+_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes memory quantity in bytes ("8Gi", "512M", 1024)."""
+    text = str(value)
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _SUFFIXES[suffix]
+    return float(text)
 
 
 def probes(manifests: list[Manifest]) -> list[Problem]:
