@@ -68,18 +68,23 @@ def add_capacity_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_capacity)
 
 
+# JobCosts field -> the flag that overrides it
+COST_FLAGS = {
+    "train_steps": "train_steps", "train_step_s": "train_step_seconds", "train_overhead_s": "train_overhead_seconds",
+    "images_per_order": "images_per_order", "images_per_s": "images_per_second",
+    "render_overhead_s": "render_overhead_seconds",
+}
+OVERHEADS = frozenset({"train_overhead_s", "render_overhead_s"})
+
+
 def _costs(args) -> JobCosts:
-    base = BASE_MODELS[args.base]
-    overrides = {
-        "train_steps": args.train_steps, "train_step_s": args.train_step_seconds,
-        "train_overhead_s": args.train_overhead_seconds, "images_per_order": args.images_per_order,
-        "images_per_s": args.images_per_second, "render_overhead_s": args.render_overhead_seconds,
-    }
-    values = {name: value for name, value in overrides.items() if value is not None}
-    bad = [name for name, value in values.items() if value <= 0 and name != "train_overhead_s"]
-    if bad or values.get("train_overhead_s", 0) < 0 or values.get("render_overhead_s", 0) < 0:
-        raise SystemExit(f"studio capacity: {', '.join(bad) or 'overheads'} must be positive")
-    return JobCosts(**{**vars(base), **values}).on(args.gpu, args.h100_factor)
+    values = {field: getattr(args, flag) for field, flag in COST_FLAGS.items() if getattr(args, flag) is not None}
+    bad = [f"--{COST_FLAGS[f].replace('_', '-')}" for f, v in values.items() if (v < 0 if f in OVERHEADS else v <= 0)]
+    if bad:
+        raise SystemExit(f"studio capacity: {', '.join(bad)} must be positive (overheads: zero or more)")
+    if args.h100_factor <= 0:
+        raise SystemExit("studio capacity: --h100-factor must be positive")
+    return JobCosts(**{**vars(BASE_MODELS[args.base]), **values}).on(args.gpu, args.h100_factor)
 
 
 def _workload(args) -> Workload:
