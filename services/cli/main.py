@@ -1,4 +1,4 @@
-"""The `studio` command: models, up, demo."""
+"""The `studio` command: models, up, demo, capacity."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from services.cli.capacity import add_capacity_command
 from services.common.styles import catalogue
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     styles_list = styles.add_parser("list", help="the style catalogue")
     styles_list.add_argument("--json", action="store_true")
     styles_list.set_defaults(func=cmd_styles_list)
+
+    add_capacity_command(commands)
 
     from services.cli.vault_commands import add_commands as add_vault_commands
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,6 +21,7 @@ RPC_COUNT = Counter("studio_rpc_total", "RPCs received", ["service", "method"])
 RPC_SECONDS = Histogram("studio_rpc_seconds", "RPC handling time (unary calls)", ["service", "method"])
 
 BackgroundTask = Callable[[], Awaitable[None]]
+HEALTH_PORT_ENV = "STUDIO_HEALTH_PORT"
 # Statuses from a downstream service that mean the same thing to our caller.
 PASSED_THROUGH = (
     grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
@@ -120,9 +122,12 @@ async def serve(
         server,
     )
     port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
+    health_only = _plaintext_health_server(health_servicer, listen) if credentials else None
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1" if listen.startswith("127.") else "0.0.0.0")
     await server.start()
+    if health_only:
+        await health_only.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -139,7 +144,21 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await server.stop(grace=5)
+    if health_only:
+        await health_only.stop(grace=None)
     log.info("%s stopped", service_name)
+
+
+def _plaintext_health_server(health_servicer, listen: str) -> grpc.aio.Server | None:
+    """Under mTLS the service port takes only client certificates, which kubelet's gRPC probes do not
+    present: the health service alone is also served in plaintext on STUDIO_HEALTH_PORT."""
+    port = int(os.environ.get(HEALTH_PORT_ENV, "0") or 0)
+    if not port:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(f"{listen.rsplit(':', 1)[0]}:{port}")
+    return server
 
 
 async def _supervise(task: BackgroundTask, stop: asyncio.Event) -> None:

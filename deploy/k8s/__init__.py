@@ -1,0 +1,1 @@
+"""Offline validation of the Kubernetes manifests: build, schema, custom resources, policy."""

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Fill the studio's Secrets in the cluster (namespace studio): the vault's master key (KEK), its
+# Ed25519 signing key, the service tokens, MinIO's credentials and the blob URL built from them.
+# Key material is generated here, goes straight to the API server and is never printed or kept.
+# A Secret that already holds data is left alone: replacing the KEK would make every stored byte
+# unreadable. Rotate keys with `studio keys rotate` (docs/operations.md), not with this script.
+#
+#   deploy/k8s/make-secrets.sh [--dev] [--namespace studio]
+#   --dev   also the dev overlay's bootstrap tenant key (read it back as docs/operations.md shows)
+set -euo pipefail
+
+namespace=studio
+dev=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dev) dev=true ;;
+    --namespace) namespace="$2"; shift ;;
+    *) echo "usage: $0 [--dev] [--namespace NAME]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+umask 077
+
+random_token() { openssl rand -base64 32 | tr '+/' '-_' | tr -d '=\n'; }
+
+has_data() {
+  [ -n "$(kubectl -n "$namespace" get secret "$1" -o jsonpath='{.data}' 2>/dev/null)" ]
+}
+
+apply_secret() {  # NAME then kubectl create secret generic arguments
+  local name="$1"; shift
+  if has_data "$name"; then
+    echo "secret/$name already holds data: left as it is"
+    return
+  fi
+  kubectl -n "$namespace" create secret generic "$name" "$@" --dry-run=client -o yaml \
+    | kubectl -n "$namespace" apply -f - >/dev/null
+  echo "secret/$name written"
+}
+
+kubectl get namespace "$namespace" >/dev/null 2>&1 || kubectl create namespace "$namespace"
+
+printf '{"current": 1, "keys": {"1": "%s"}}' "$(openssl rand -base64 32)" > "$work/kek.json"
+apply_secret studio-kek --from-file=kek.json="$work/kek.json"
+
+openssl genpkey -algorithm ed25519 -out "$work/signing-key.pem" 2>/dev/null
+apply_secret studio-signing-key --from-file=signing-key.pem="$work/signing-key.pem"
+
+for service in ingest faceqa trainer renderer; do random_token > "$work/$service"; done
+printf '{"ingest": "%s", "faceqa": "%s", "trainer": "%s", "renderer": "%s"}' \
+  "$(cat "$work/ingest")" "$(cat "$work/faceqa")" "$(cat "$work/trainer")" "$(cat "$work/renderer")" \
+  > "$work/tokens.json"
+apply_secret studio-service-tokens --from-file=tokens.json="$work/tokens.json" \
+  --from-file=ingest="$work/ingest" --from-file=faceqa="$work/faceqa" \
+  --from-file=trainer="$work/trainer" --from-file=renderer="$work/renderer"
+
+if has_data studio-minio; then
+  echo "secret/studio-minio already holds data: left as it is (and so is secret/studio-blob)"
+else
+  user="studio-$(openssl rand -hex 6)"
+  password=$(random_token)
+  printf '%s' "$user" > "$work/user"; printf '%s' "$password" > "$work/password"
+  printf 's3://%s:%s@minio:9000/studio' "$user" "$password" > "$work/url"
+  apply_secret studio-minio --from-file=root-user="$work/user" --from-file=root-password="$work/password"
+  apply_secret studio-blob --from-file=url="$work/url"
+fi
+
+if [ "$dev" = true ]; then
+  printf 'sk_%s' "$(random_token)" > "$work/api-key"
+  apply_secret studio-bootstrap-tenant --from-file=api-key="$work/api-key"
+fi

@@ -1,0 +1,314 @@
+"""The Kubernetes deployment builds and validates offline, and every check fails on a planted violation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from deploy.k8s import validate
+from deploy.k8s.manifests import Manifest, named, of_kind, pod_templates
+from services.common.bus import RENDER_QUEUE, TRAIN_QUEUE
+
+OVERLAY_DIR = validate.K8S_DIR / "overlays"
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, list[Manifest]]:
+    return {overlay.name: validate.build(overlay) for overlay in validate.OVERLAYS}
+
+
+def test_both_overlays_exist():
+    assert {overlay.name for overlay in validate.OVERLAYS} == {"dev", "prod"}
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_overlay_builds_and_validates(built, overlay):
+    manifests = built[overlay]
+    assert validate.problems_in(manifests) == []
+    kinds = {m["kind"] for m in manifests}
+    assert {"Deployment", "StatefulSet", "NetworkPolicy", "PodDisruptionBudget", "ScaledObject",
+            "TriggerAuthentication", "Certificate", "Issuer", "ServiceMonitor", "Secret"} <= kinds
+    deployments = {m["metadata"]["name"] for m in of_kind(manifests, "Deployment")}
+    assert deployments == {"ingest", "faceqa", "trainer", "renderer", "privacy", "tritonserver"}
+
+
+def test_prod_puts_trainer_and_triton_on_gpus_and_dev_does_not(built):
+    def gpu_pods(overlay: str) -> set[str]:
+        return {pod.owner["metadata"]["name"] for pod in pod_templates(built[overlay]) if pod.uses_gpu()}
+
+    assert gpu_pods("prod") == {"trainer", "tritonserver"}
+    assert gpu_pods("dev") == set()
+
+
+def test_scalers_use_the_bus_topology_and_trainer_scales_to_zero(built):
+    scaled = {m["metadata"]["name"]: m["spec"] for m in of_kind(built["prod"], "ScaledObject")}
+    trainer_trigger = scaled["trainer"]["triggers"][0]["metadata"]
+    assert (trainer_trigger["stream"], trainer_trigger["consumer"]) == (TRAIN_QUEUE.stream, TRAIN_QUEUE.durable)
+    render_trigger = scaled["renderer"]["triggers"][0]["metadata"]
+    assert (render_trigger["stream"], render_trigger["consumer"]) == (RENDER_QUEUE.stream, RENDER_QUEUE.durable)
+    assert scaled["trainer"]["minReplicaCount"] == 0
+
+
+def test_nats_is_a_three_node_jetstream_cluster_on_volumes(built):
+    nats = named(built["prod"], "StatefulSet", "nats")
+    assert nats["spec"]["replicas"] == 3
+    assert nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    config = named(built["prod"], "ConfigMap", "nats-config")["data"]["nats.conf"]
+    assert "jetstream" in config and "store_dir: /data" in config and config.count("nats://nats-") == 3
+
+
+def test_memory_quantities():
+    from deploy.k8s.policy import quantity
+
+    assert quantity("8Gi") == 8 * 2**30
+    assert quantity("512M") == 512e6
+    assert quantity(1024) == 1024.0
+    assert quantity("1.5Ki") == 1536.0
+
+
+def test_minio_image_is_pinned_by_digest(built):
+    minio = named(built["prod"], "StatefulSet", "minio")
+    image = minio["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert "@sha256:" in image and len(image.split("@sha256:")[1]) == 64
+
+
+def _container(manifests, kind, name, index=0) -> Manifest:
+    return named(manifests, kind, name)["spec"]["template"]["spec"]["containers"][index]
+
+
+def _pod_spec(manifests, kind, name) -> Manifest:
+    return named(manifests, kind, name)["spec"]["template"]["spec"]
+
+
+def _drop(manifests, kind, name) -> None:
+    manifests.remove(named(manifests, kind, name))
+
+
+def _set_service_type(manifests, name, service_type) -> None:
+    named(manifests, "Service", name)["spec"]["type"] = service_type
+
+
+def _trigger(manifests, name) -> Manifest:
+    return named(manifests, "ScaledObject", name)["spec"]["triggers"][0]
+
+
+Plant = Callable[[list[Manifest]], None]
+PLANTED: dict[str, tuple[str, str, Plant]] = {
+    "container without limits": ("limits", "prod", lambda m: _container(m, "Deployment", "trainer")
+                                 ["resources"]["limits"].pop("memory")),
+    "init container without limits": ("limits", "dev", lambda m: _pod_spec(m, "Deployment", "trainer")
+                                      ["initContainers"][0].pop("resources")),
+    "privileged container": ("privileged", "dev", lambda m: _container(m, "Deployment", "ingest")
+                             ["securityContext"].update(privileged=True)),
+    "privilege escalation": ("privileged", "dev", lambda m: _container(m, "StatefulSet", "nats")
+                             ["securityContext"].pop("allowPrivilegeEscalation")),
+    "host network": ("privileged", "dev", lambda m: _pod_spec(m, "Deployment", "faceqa").update(hostNetwork=True)),
+    ":latest tag": ("image-tag", "prod", lambda m: _container(m, "StatefulSet", "nats").update(image="nats:latest")),
+    "untagged image": ("image-tag", "prod", lambda m: _container(m, "Deployment", "renderer")
+                       .update(image="registry.local:5000/portrait-studio/renderer")),
+    "GPU pod without toleration": ("gpu-toleration", "prod", lambda m: _pod_spec(m, "Deployment", "tritonserver")
+                                   .pop("tolerations")),
+    "GPU pod tolerating another taint": ("gpu-toleration", "prod", lambda m: _pod_spec(m, "Deployment", "trainer")
+                                         .update(tolerations=[{"key": "spot", "operator": "Exists"}])),
+    "GPU pod without node selector": ("gpu-toleration", "prod", lambda m: _pod_spec(m, "Deployment", "trainer")
+                                      .pop("nodeSelector")),
+    "GPU pod without /dev/shm": ("gpu-shm", "prod", lambda m: _container(m, "Deployment", "tritonserver")
+                                 .update(volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}])),
+    "/dev/shm as large as the memory limit": ("gpu-shm", "prod", lambda m: _container(m, "Deployment", "trainer")
+                                              ["resources"]["limits"].update(memory="4Gi")),
+    "writable root filesystem": ("non-root", "dev", lambda m: _container(m, "Deployment", "privacy")
+                                 ["securityContext"].update(readOnlyRootFilesystem=False)),
+    "root user": ("non-root", "dev", lambda m: _pod_spec(m, "Deployment", "faceqa")["securityContext"]
+                  .update(runAsUser=0)),
+    "no liveness probe": ("probes", "dev", lambda m: _container(m, "Deployment", "faceqa").pop("livenessProbe")),
+    "TCP probe on a gRPC service": ("probes", "dev", lambda m: _container(m, "Deployment", "ingest")
+                                    .update(readinessProbe={"tcpSocket": {"port": 50051}})),
+    "service account token mounted": ("service-account-token", "dev", lambda m: _pod_spec(m, "Deployment", "renderer")
+                                      .update(automountServiceAccountToken=True)),
+    "KEK mounted outside privacy": ("keystore", "dev", lambda m: _pod_spec(m, "Deployment", "ingest")["volumes"]
+                                    .append({"name": "kek", "secret": {"secretName": "studio-kek"}})),
+    "vault volume outside privacy": ("keystore", "dev", lambda m: _pod_spec(m, "Deployment", "trainer")["volumes"]
+                                     .append({"name": "v", "persistentVolumeClaim": {"claimName": "studio-vault"}})),
+    "missing disruption budget": ("pdb", "dev", lambda m: _drop(m, "PodDisruptionBudget", "faceqa")),
+    "missing service": ("service", "dev", lambda m: _drop(m, "Service", "faceqa")),
+    "no default deny": ("default-deny", "dev", lambda m: _drop(m, "NetworkPolicy", "default-deny")),
+    "internal service exposed": ("exposure", "prod", lambda m: _set_service_type(m, "privacy", "LoadBalancer")),
+    "policy open to anyone": ("exposure", "dev", lambda m: named(m, "NetworkPolicy", "faceqa-from-clients")
+                              ["spec"]["ingress"][0].pop("from")),
+    "dangling secret": ("references", "dev", lambda m: _drop(m, "Certificate", "studio-renderer-tls")),
+    "wrong consumer": ("custom-resources", "prod", lambda m: _trigger(m, "trainer")["metadata"]
+                       .update(consumer="trainers")),
+    "wrong stream": ("custom-resources", "prod", lambda m: _trigger(m, "tritonserver")["metadata"]
+                     .update(stream="TRAIN")),
+    "renderer scaled to zero": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "renderer")["spec"]
+                                .update(minReplicaCount=0)),
+    "min above max": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "trainer")["spec"]
+                      .update(minReplicaCount=5, maxReplicaCount=2)),
+    "bad lag threshold": ("custom-resources", "prod", lambda m: _trigger(m, "renderer")["metadata"]
+                          .update(lagThreshold="many")),
+    "scale target missing": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "trainer")["spec"]
+                             ["scaleTargetRef"].update(name="trainers")),
+    "trigger auth without its secret": ("custom-resources", "prod", lambda m: _drop(m, "Secret", "studio-keda-nats")),
+    "certificate without client auth": ("custom-resources", "prod", lambda m: named(m, "Certificate",
+                                        "studio-privacy-tls")["spec"].update(usages=["server auth"])),
+    "certificate from a missing issuer": ("custom-resources", "prod", lambda m: _drop(m, "Issuer", "studio-ca")),
+    "issuer of two types": ("custom-resources", "prod", lambda m: named(m, "Issuer", "studio-ca")["spec"]
+                            .update(selfSigned={})),
+    "service monitor on a missing port": ("custom-resources", "prod", lambda m: named(m, "ServiceMonitor",
+                                          "tritonserver")["spec"]["endpoints"][0].update(port="prometheus")),
+    "unknown field (strict schema)": ("schema", "dev", lambda m: _container(m, "Deployment", "ingest")
+                                      .update(imagePullPolice="Always")),
+    "wrong type (schema)": ("schema", "prod", lambda m: named(m, "Deployment", "ingest")["spec"]
+                            .update(replicas="three")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLANTED))
+def test_each_check_fails_on_a_planted_violation(built, case):
+    rule, overlay, plant = PLANTED[case]
+    manifests = copy.deepcopy(built[overlay])
+    plant(manifests)
+    problems = validate.problems_in(manifests)
+    assert rule in {p.rule for p in problems}, f"{case}: {problems}"
+    assert all(p.rule == rule for p in problems), f"{case} tripped other rules too: {problems}"
+
+
+def test_every_policy_rule_has_a_planted_case():
+    from deploy.k8s.policy import RULES
+
+    planted_rules = {rule for rule, _, _ in PLANTED.values()}
+    assert set(RULES) <= planted_rules
+
+
+def _bad_overlay(tmp_path: Path) -> Path:
+    """A real overlay on top of dev, with a manifest file planting a privileged :latest container.
+    kustomize takes a base only by relative path."""
+    (tmp_path / "kustomization.yaml").write_text(textwrap.dedent(f"""\
+        apiVersion: kustomize.config.k8s.io/v1beta1
+        kind: Kustomization
+        resources:
+          - {os.path.relpath(OVERLAY_DIR / 'dev', tmp_path)}
+          - debug-pod.yaml
+        """))
+    (tmp_path / "debug-pod.yaml").write_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: debug
+        spec:
+          automountServiceAccountToken: false
+          containers:
+            - name: shell
+              image: busybox:latest
+              securityContext: {privileged: true}
+        """))
+    return tmp_path
+
+
+def test_planted_manifest_file_fails_the_validator_cli(tmp_path, capsys):
+    overlay = _bad_overlay(tmp_path)
+    assert validate.main([str(overlay), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)[str(overlay)]
+    assert {p["rule"] for p in problems} >= {"limits", "privileged", "image-tag", "non-root", "probes"}
+    assert all(p["resource"] == "Pod/debug" for p in problems)
+
+
+def test_broken_kustomization_is_a_build_problem(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
+    problems = validate.validate_overlay(tmp_path)
+    assert [p.rule for p in problems] == ["build"]
+    assert "missing.yaml" in problems[0].message
+
+
+# A stand-in for the API server behind kubectl: `create --dry-run=client` is the real kubectl (it works
+# offline); `apply` stores what it is given, `get secret` answers from the store.
+KUBECTL_STAND_IN = """#!/usr/bin/env bash
+set -euo pipefail
+store="$KUBECTL_STORE"
+args=("$@")
+[ "${args[0]}" = "-n" ] && args=("${args[@]:2}")
+case "${args[0]} ${args[1]:-}" in
+  "get namespace") exit 0 ;;
+  "get secret") [ -f "$store/${args[2]}.yaml" ] && echo '{"present":"yes"}' && exit 0; exit 1 ;;
+  "apply -f") cat > "$store/incoming.yaml"
+              name=$(sed -n 's/^  name: //p' "$store/incoming.yaml")
+              mv "$store/incoming.yaml" "$store/$name.yaml" ;;
+  *) exec "$REAL_KUBECTL" "$@" ;;
+esac
+"""
+
+
+def _run_make_secrets(tmp_path: Path, *args: str):
+    import shutil
+    import subprocess
+
+    bin_dir, store = tmp_path / "bin", tmp_path / "store"
+    bin_dir.mkdir(exist_ok=True)
+    store.mkdir(exist_ok=True)
+    stand_in = bin_dir / "kubectl"
+    stand_in.write_text(KUBECTL_STAND_IN)
+    stand_in.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KUBECTL_STORE": str(store),
+           "REAL_KUBECTL": shutil.which("kubectl")}
+    done = subprocess.run(["bash", str(validate.K8S_DIR / "make-secrets.sh"), *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr, store
+
+
+def _secret_data(store: Path, name: str) -> dict[str, bytes]:
+    import base64
+
+    import yaml
+
+    document = yaml.safe_load((store / f"{name}.yaml").read_text())
+    return {key: base64.b64decode(value) for key, value in document["data"].items()}
+
+
+def test_make_secrets_fills_every_secret_the_pods_read(tmp_path, built):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from services.common.blobstore import S3BlobStore, blob_store_from_url
+    from services.privacy.kek import FileKek
+
+    output, store = _run_make_secrets(tmp_path, "--dev")
+    kek_file = tmp_path / "kek.json"
+    kek_file.write_bytes(_secret_data(store, "studio-kek")["kek.json"])
+    kek_file.chmod(0o600)
+    kek = FileKek(kek_file)
+    assert kek.unwrap(1, kek.wrap(1, b"k" * 32, b"aad"), b"aad") == b"k" * 32
+    signing = load_pem_private_key(_secret_data(store, "studio-signing-key")["signing-key.pem"], password=None)
+    assert isinstance(signing, Ed25519PrivateKey)
+    tokens = _secret_data(store, "studio-service-tokens")
+    token_map = json.loads(tokens["tokens.json"])
+    assert set(token_map) == {"ingest", "faceqa", "trainer", "renderer"}
+    assert all(tokens[service].decode() == token for service, token in token_map.items())
+    assert len(set(token_map.values())) == 4
+    minio = _secret_data(store, "studio-minio")
+    store_client = blob_store_from_url(_secret_data(store, "studio-blob")["url"].decode())
+    assert isinstance(store_client, S3BlobStore)
+    # every key a pod mounts or reads exists in the Secret it names
+    for pod in pod_templates(built["dev"]):
+        for volume in pod.volumes():
+            items = (volume.get("secret") or {}).get("items") or []
+            name = (volume.get("secret") or {}).get("secretName")
+            for item in items:
+                assert item["key"] in _secret_data(store, name), f"{pod.ref}: {name} lacks {item['key']}"
+    secrets_written = [minio["root-password"].decode(), *token_map.values(),
+                       _secret_data(store, "studio-bootstrap-tenant")["api-key"].decode()]
+    assert not any(secret in output for secret in secrets_written), "a secret reached the script's output"
+
+
+def test_make_secrets_never_replaces_a_key_that_exists(tmp_path):
+    _, store = _run_make_secrets(tmp_path)
+    before = {path.name: path.read_bytes() for path in store.iterdir()}
+    output, _ = _run_make_secrets(tmp_path)
+    assert {path.name: path.read_bytes() for path in store.iterdir()} == before
+    assert "secret/studio-kek already holds data: left as it is" in output

@@ -1,0 +1,109 @@
+"""The NATS configuration the manifests ship runs as a 3-node JetStream cluster, and its monitoring port
+answers the query KEDA's nats-jetstream scaler makes with the lag the ScaledObjects scale on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+from studio.v1 import events_pb2
+
+from deploy.k8s import validate
+from deploy.k8s.manifests import named
+from services.common import bus as topology
+from services.common.bus import Bus
+from services.common.launchers.binaries import find_binary
+from services.common.launchers.process import ManagedProcess, free_port
+
+NODES = 3
+READY_TIMEOUT_S = 60.0
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _node_config(shipped: str, store: Path, ports: list[dict[str, int]], index: int) -> str:
+    """The shipped nats.conf with loopback addresses and free ports in place of the pod network."""
+    mine = ports[index]
+    text = shipped.replace("store_dir: /data", f"store_dir: {store}")
+    text = text.replace("pid_file: /tmp/nats.pid", f"pid_file: {store}/nats.pid")
+    text = re.sub(r"^port: 4222$", f"listen: 127.0.0.1:{mine['client']}", text, flags=re.M)
+    text = re.sub(r"^http_port: 8222$", f"http: 127.0.0.1:{mine['monitor']}", text, flags=re.M)
+    text = re.sub(r"^(\s+)port: 6222$", rf"\1listen: 127.0.0.1:{mine['cluster']}", text, flags=re.M)
+    for node in range(NODES):
+        text = text.replace(f"nats://nats-{node}.nats-headless:6222", f"nats://127.0.0.1:{ports[node]['cluster']}")
+    assert "nats-headless" not in text and "4222" not in text and "8222" not in text
+    return text
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path):
+    shipped = named(validate.build(validate.K8S_DIR / "overlays" / "prod"), "ConfigMap", "nats-config")
+    ports = [{"client": free_port(), "cluster": free_port(), "monitor": free_port()} for _ in range(NODES)]
+    processes = []
+    try:
+        for index in range(NODES):
+            config = tmp_path / f"nats-{index}.conf"
+            (tmp_path / f"data-{index}").mkdir()
+            config.write_text(_node_config(shipped["data"]["nats.conf"], tmp_path / f"data-{index}", ports, index))
+            process = ManagedProcess(f"nats-{index}", [find_binary("nats-server"), "--config", str(config)],
+                                     tmp_path / "logs", env={**os.environ, "POD_NAME": f"nats-{index}"})
+            process.start()
+            processes.append(process)
+        for process, port in zip(processes, ports, strict=True):  # the startup probe: JetStream is current
+            url = f"http://127.0.0.1:{port['monitor']}/healthz"
+            await process.wait_ready(lambda url=url: asyncio.to_thread(_healthy, url), READY_TIMEOUT_S)
+        yield ports
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def _keda_lag(ports: list[dict[str, int]], stream: str, consumer: str) -> int:
+    """What KEDA's nats-jetstream scaler computes: it asks each node of the cluster for
+    /jsz?acc=$G&consumers=true&config=true, keeps the node that leads the consumer, and takes
+    num_pending + num_ack_pending of that consumer as the lag."""
+    query = "/jsz?acc=%24G&consumers=true&config=true"
+    for index, port in enumerate(ports):
+        account = _get_json(f"http://127.0.0.1:{port['monitor']}{query}")["account_details"][0]
+        for found in account.get("stream_detail", []):
+            for detail in found.get("consumer_detail", []) if found["name"] == stream else []:
+                if detail["name"] == consumer and detail["cluster"]["leader"] == f"nats-{index}":
+                    return detail["num_pending"] + detail["num_ack_pending"]
+    raise AssertionError(f"no node leads consumer {stream}/{consumer}")
+
+
+async def test_shipped_nats_config_forms_a_jetstream_cluster_keda_can_read(nats_cluster):
+    bus = await Bus.connect(f"nats://127.0.0.1:{nats_cluster[1]['client']}", name="deploy-test")
+    try:
+        for number in range(3):
+            job = events_pb2.TrainJob(job_id=f"train-{number}", order_id=f"order-{number}")
+            await bus.publish(topology.TRAIN_SUBJECT, job, msg_id=job.job_id)
+        queue = topology.TRAIN_QUEUE
+        assert _keda_lag(nats_cluster, queue.stream, queue.durable) == 3
+        subscription = await bus.pull(queue)
+        [in_progress] = await subscription.fetch(1, timeout=5)
+        # A job being worked on still counts, so KEDA keeps its worker: 2 pending + 1 unacknowledged.
+        assert _keda_lag(nats_cluster, queue.stream, queue.durable) == 3
+        await in_progress.ack_sync()
+        assert _keda_lag(nats_cluster, queue.stream, queue.durable) == 2
+        assert _keda_lag(nats_cluster, topology.RENDER_QUEUE.stream, topology.RENDER_QUEUE.durable) == 0
+        servers = _get_json(f"http://127.0.0.1:{nats_cluster[0]['monitor']}/jsz")
+        assert servers["meta_cluster"]["cluster_size"] == NODES
+    finally:
+        await bus.close()
