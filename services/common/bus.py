@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -32,6 +34,9 @@ from nats.js.kv import KeyValue
 from services.common.deletion_guard import DeletionGuard
 
 M = TypeVar("M", bound=Message)
+
+# JetStream replicas of every stream and bucket: 1 on one server, 3 on a NATS cluster.
+REPLICAS_ENV = "STUDIO_NATS_REPLICAS"
 
 TRAIN_SUBJECT = "studio.train.jobs"
 RENDER_SUBJECT = "studio.render.jobs"
@@ -169,8 +174,9 @@ class Bus:
 
     async def declare(self) -> None:
         """Idempotent: every service declares the topology on start, whoever starts first."""
+        replicas = int(os.environ.get(REPLICAS_ENV, "1") or 1)
         for config in STREAMS:
-            await self.js.add_stream(config)
+            await self.js.add_stream(dataclasses.replace(config, num_replicas=replicas))
         for queue in (TRAIN_QUEUE, RENDER_QUEUE):
             await self.js.add_consumer(queue.stream, queue.consumer_config())
         for service in PURGING_SERVICES:
@@ -178,7 +184,7 @@ class Bus:
         await self.js.add_consumer(DELETIONS_STREAM.name, VAULT_CONFIRMATIONS_CONSUMER)
         for bucket in BUCKETS:
             self._buckets[bucket] = await self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
+                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
             )
 
     def bucket(self, name: str) -> KeyValue:
