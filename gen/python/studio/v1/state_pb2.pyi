@@ -9,16 +9,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TenantRecord(_message.Message):
-    __slots__ = ("tenant_id", "name", "api_key_hash", "disabled")
+    __slots__ = ("tenant_id", "name", "api_key_hash", "disabled", "min_accepted_photos")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     API_KEY_HASH_FIELD_NUMBER: _ClassVar[int]
     DISABLED_FIELD_NUMBER: _ClassVar[int]
+    MIN_ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     api_key_hash: str
     disabled: bool
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., disabled: _Optional[bool] = ...) -> None: ...
+    min_accepted_photos: int
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., disabled: _Optional[bool] = ..., min_accepted_photos: _Optional[int] = ...) -> None: ...
 
 class SubjectRecord(_message.Message):
     __slots__ = ("tenant_id", "subject", "crop_keys", "lora_keys")

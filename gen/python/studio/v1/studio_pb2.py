@@ -27,7 +27,7 @@ from studio.v1 import common_pb2 as studio_dot_v1_dot_common__pb2
 from studio.v1 import events_pb2 as studio_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/studio.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/events.proto\"p\n\x14\x43reateSubjectRequest\x12\x14\n\x0c\x65xternal_ref\x18\x01 \x01(\t\x12)\n\x07\x63onsent\x18\x02 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"\x94\x01\n\x0cPhotoSummary\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12(\n\x07verdict\x18\x04 \x01(\x0b\x32\x17.studio.v1.PhotoVerdict\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\"\xb7\x01\n\x07Subject\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x02 \x01(\t\x12)\n\x07\x63onsent\x18\x03 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06photos\x18\x05 \x03(\x0b\x32\x17.studio.v1.PhotoSummary\"<\n\x15\x43reateSubjectResponse\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.studio.v1.Subject\"\'\n\x11GetSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"9\n\x12GetSubjectResponse\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.studio.v1.Subject\"W\n\x0bPhotoHeader\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"X\n\x13UploadPhotosRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.studio.v1.PhotoHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"?\n\x14UploadPhotosResponse\x12\'\n\x06photos\x18\x01 \x03(\x0b\x32\x17.studio.v1.PhotoSummary\"`\n\x12\x43reateOrderRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0e\n\x06styles\x18\x02 \x03(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"6\n\x13\x43reateOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"3\n\x10GetOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x12WatchOrderResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.studio.v1.OrderEvent\"@\n\x17\x44ownloadPortraitRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0bportrait_id\x18\x02 \x01(\t\"_\n\x0cPortraitInfo\x12%\n\x08portrait\x18\x01 \x01(\x0b\x32\x13.studio.v1.Portrait\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\\\n\x18\x44ownloadPortraitResponse\x12\'\n\x04info\x18\x01 \x01(\x0b\x32\x17.studio.v1.PortraitInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\xb9\x04\n\x06Studio\x12R\n\rCreateSubject\x12\x1f.studio.v1.CreateSubjectRequest\x1a .studio.v1.CreateSubjectResponse\x12I\n\nGetSubject\x12\x1c.studio.v1.GetSubjectRequest\x1a\x1d.studio.v1.GetSubjectResponse\x12Q\n\x0cUploadPhotos\x12\x1e.studio.v1.UploadPhotosRequest\x1a\x1f.studio.v1.UploadPhotosResponse(\x01\x12L\n\x0b\x43reateOrder\x12\x1d.studio.v1.CreateOrderRequest\x1a\x1e.studio.v1.CreateOrderResponse\x12\x43\n\x08GetOrder\x12\x1a.studio.v1.GetOrderRequest\x1a\x1b.studio.v1.GetOrderResponse\x12K\n\nWatchOrder\x12\x1c.studio.v1.WatchOrderRequest\x1a\x1d.studio.v1.WatchOrderResponse0\x01\x12]\n\x10\x44ownloadPortrait\x12\".studio.v1.DownloadPortraitRequest\x1a#.studio.v1.DownloadPortraitResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/studio.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/events.proto\"p\n\x14\x43reateSubjectRequest\x12\x14\n\x0c\x65xternal_ref\x18\x01 \x01(\t\x12)\n\x07\x63onsent\x18\x02 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"\x94\x01\n\x0cPhotoSummary\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12(\n\x07verdict\x18\x04 \x01(\x0b\x32\x17.studio.v1.PhotoVerdict\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\"\xe3\x01\n\x07Subject\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x02 \x01(\t\x12)\n\x07\x63onsent\x18\x03 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06photos\x18\x05 \x03(\x0b\x32\x17.studio.v1.PhotoSummary\x12*\n\x0bset_verdict\x18\x06 \x01(\x0b\x32\x15.studio.v1.SetVerdict\"<\n\x15\x43reateSubjectResponse\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.studio.v1.Subject\"\'\n\x11GetSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"9\n\x12GetSubjectResponse\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.studio.v1.Subject\"W\n\x0bPhotoHeader\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"X\n\x13UploadPhotosRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.studio.v1.PhotoHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"k\n\x14UploadPhotosResponse\x12\'\n\x06photos\x18\x01 \x03(\x0b\x32\x17.studio.v1.PhotoSummary\x12*\n\x0bset_verdict\x18\x02 \x01(\x0b\x32\x15.studio.v1.SetVerdict\"`\n\x12\x43reateOrderRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0e\n\x06styles\x18\x02 \x03(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"6\n\x13\x43reateOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"3\n\x10GetOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x12WatchOrderResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.studio.v1.OrderEvent\"@\n\x17\x44ownloadPortraitRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0bportrait_id\x18\x02 \x01(\t\"_\n\x0cPortraitInfo\x12%\n\x08portrait\x18\x01 \x01(\x0b\x32\x13.studio.v1.Portrait\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\\\n\x18\x44ownloadPortraitResponse\x12\'\n\x04info\x18\x01 \x01(\x0b\x32\x17.studio.v1.PortraitInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\xb9\x04\n\x06Studio\x12R\n\rCreateSubject\x12\x1f.studio.v1.CreateSubjectRequest\x1a .studio.v1.CreateSubjectResponse\x12I\n\nGetSubject\x12\x1c.studio.v1.GetSubjectRequest\x1a\x1d.studio.v1.GetSubjectResponse\x12Q\n\x0cUploadPhotos\x12\x1e.studio.v1.UploadPhotosRequest\x1a\x1f.studio.v1.UploadPhotosResponse(\x01\x12L\n\x0b\x43reateOrder\x12\x1d.studio.v1.CreateOrderRequest\x1a\x1e.studio.v1.CreateOrderResponse\x12\x43\n\x08GetOrder\x12\x1a.studio.v1.GetOrderRequest\x1a\x1b.studio.v1.GetOrderResponse\x12K\n\nWatchOrder\x12\x1c.studio.v1.WatchOrderRequest\x1a\x1d.studio.v1.WatchOrderResponse0\x01\x12]\n\x10\x44ownloadPortrait\x12\".studio.v1.DownloadPortraitRequest\x1a#.studio.v1.DownloadPortraitResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,37 +39,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PHOTOSUMMARY']._serialized_start=233
   _globals['_PHOTOSUMMARY']._serialized_end=381
   _globals['_SUBJECT']._serialized_start=384
-  _globals['_SUBJECT']._serialized_end=567
-  _globals['_CREATESUBJECTRESPONSE']._serialized_start=569
-  _globals['_CREATESUBJECTRESPONSE']._serialized_end=629
-  _globals['_GETSUBJECTREQUEST']._serialized_start=631
-  _globals['_GETSUBJECTREQUEST']._serialized_end=670
-  _globals['_GETSUBJECTRESPONSE']._serialized_start=672
-  _globals['_GETSUBJECTRESPONSE']._serialized_end=729
-  _globals['_PHOTOHEADER']._serialized_start=731
-  _globals['_PHOTOHEADER']._serialized_end=818
-  _globals['_UPLOADPHOTOSREQUEST']._serialized_start=820
-  _globals['_UPLOADPHOTOSREQUEST']._serialized_end=908
-  _globals['_UPLOADPHOTOSRESPONSE']._serialized_start=910
-  _globals['_UPLOADPHOTOSRESPONSE']._serialized_end=973
-  _globals['_CREATEORDERREQUEST']._serialized_start=975
-  _globals['_CREATEORDERREQUEST']._serialized_end=1071
-  _globals['_CREATEORDERRESPONSE']._serialized_start=1073
-  _globals['_CREATEORDERRESPONSE']._serialized_end=1127
-  _globals['_GETORDERREQUEST']._serialized_start=1129
-  _globals['_GETORDERREQUEST']._serialized_end=1164
-  _globals['_GETORDERRESPONSE']._serialized_start=1166
-  _globals['_GETORDERRESPONSE']._serialized_end=1217
-  _globals['_WATCHORDERREQUEST']._serialized_start=1219
-  _globals['_WATCHORDERREQUEST']._serialized_end=1256
-  _globals['_WATCHORDERRESPONSE']._serialized_start=1258
-  _globals['_WATCHORDERRESPONSE']._serialized_end=1316
-  _globals['_DOWNLOADPORTRAITREQUEST']._serialized_start=1318
-  _globals['_DOWNLOADPORTRAITREQUEST']._serialized_end=1382
-  _globals['_PORTRAITINFO']._serialized_start=1384
-  _globals['_PORTRAITINFO']._serialized_end=1479
-  _globals['_DOWNLOADPORTRAITRESPONSE']._serialized_start=1481
-  _globals['_DOWNLOADPORTRAITRESPONSE']._serialized_end=1573
-  _globals['_STUDIO']._serialized_start=1576
-  _globals['_STUDIO']._serialized_end=2145
+  _globals['_SUBJECT']._serialized_end=611
+  _globals['_CREATESUBJECTRESPONSE']._serialized_start=613
+  _globals['_CREATESUBJECTRESPONSE']._serialized_end=673
+  _globals['_GETSUBJECTREQUEST']._serialized_start=675
+  _globals['_GETSUBJECTREQUEST']._serialized_end=714
+  _globals['_GETSUBJECTRESPONSE']._serialized_start=716
+  _globals['_GETSUBJECTRESPONSE']._serialized_end=773
+  _globals['_PHOTOHEADER']._serialized_start=775
+  _globals['_PHOTOHEADER']._serialized_end=862
+  _globals['_UPLOADPHOTOSREQUEST']._serialized_start=864
+  _globals['_UPLOADPHOTOSREQUEST']._serialized_end=952
+  _globals['_UPLOADPHOTOSRESPONSE']._serialized_start=954
+  _globals['_UPLOADPHOTOSRESPONSE']._serialized_end=1061
+  _globals['_CREATEORDERREQUEST']._serialized_start=1063
+  _globals['_CREATEORDERREQUEST']._serialized_end=1159
+  _globals['_CREATEORDERRESPONSE']._serialized_start=1161
+  _globals['_CREATEORDERRESPONSE']._serialized_end=1215
+  _globals['_GETORDERREQUEST']._serialized_start=1217
+  _globals['_GETORDERREQUEST']._serialized_end=1252
+  _globals['_GETORDERRESPONSE']._serialized_start=1254
+  _globals['_GETORDERRESPONSE']._serialized_end=1305
+  _globals['_WATCHORDERREQUEST']._serialized_start=1307
+  _globals['_WATCHORDERREQUEST']._serialized_end=1344
+  _globals['_WATCHORDERRESPONSE']._serialized_start=1346
+  _globals['_WATCHORDERRESPONSE']._serialized_end=1404
+  _globals['_DOWNLOADPORTRAITREQUEST']._serialized_start=1406
+  _globals['_DOWNLOADPORTRAITREQUEST']._serialized_end=1470
+  _globals['_PORTRAITINFO']._serialized_start=1472
+  _globals['_PORTRAITINFO']._serialized_end=1567
+  _globals['_DOWNLOADPORTRAITRESPONSE']._serialized_start=1569
+  _globals['_DOWNLOADPORTRAITRESPONSE']._serialized_end=1661
+  _globals['_STUDIO']._serialized_start=1664
+  _globals['_STUDIO']._serialized_end=2233
 # @@protoc_insertion_point(module_scope)
