@@ -176,3 +176,24 @@ def _png(chip: np.ndarray) -> bytes:
 
 def rejected(reason: str, width: int = 0, height: int = 0) -> PhotoCheck:
     return PhotoCheck(accepted=False, reasons=(reason,), messages=(message_for(reason),), width=width, height=height)
+
+
+@dataclass(frozen=True)
+class FaceEmbedding:
+    face_box: tuple[int, int, int, int]
+    embedding: tuple[float, ...]
+
+
+def main_face_embedding(data: bytes, thresholds: Thresholds = DEFAULTS) -> FaceEmbedding | None:
+    """The largest face's embedding, with no quality judgement (for scoring generated images)."""
+    decoded = decode_upright(data, thresholds)
+    if decoded.image is None:
+        return None
+    faces = detect_faces(decoded.image, thresholds)
+    if not faces:
+        return None
+    face = max(faces, key=lambda rect: rect.area())
+    pixels = np.asarray(decoded.image)
+    models = face_models()
+    embedding = models.descriptor(pixels, models.landmarks(pixels, face))
+    return FaceEmbedding(_clamped_box(face, *decoded.image.size), embedding)
