@@ -161,3 +161,20 @@ async def test_score_identity(stack: EmbeddedStack):
         again = await faceqa.ScoreIdentity(faceqa_pb2.ScoreIdentityRequest(
             reference_embeddings=[scored.reference], images=[london("002_neutral")]), timeout=60)
         assert again.scores[0].distance == pytest.approx(stranger.distance, abs=1e-4)
+
+
+async def test_single_photo_check_still_serves_old_callers(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    tilted = next(p for p in faces("lisa") if p.name == "lisa_lisa3.jpg").read_bytes()
+    [summary] = (await upload(client, subject.subject_id, [("tilted.jpg", tilted, REFERENCE)])).photos
+    assert summary.verdict.accepted
+    request = faceqa_pb2.CheckPhotoRequest(
+        tenant_id="default", subject_id=subject.subject_id, photo_id=summary.photo_id,
+        object_key=photo_key("default", subject.subject_id, summary.photo_id), role=HEADSHOT,
+        crop_key=f"tenants/default/subjects/{subject.subject_id}/crops/again.png", crop_size=64,
+    )
+    async with grpc.aio.insecure_channel(stack.addresses["faceqa"]) as channel:
+        checked = await faceqa_pb2_grpc.FaceQAStub(channel).CheckPhoto(request, timeout=60)
+    # lisa3's head is tilted: fine as a reference, not as the headshot.
+    assert list(checked.verdict.reasons) == ["NOT_FRONTAL"] and checked.crop_key == ""
+    assert checked.verdict.measurements.roll_deg < -15
