@@ -27,7 +27,8 @@ def faces(folder: str) -> list[Path]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedStack]:
-    embedded = EmbeddedStack(data_dir=tmp_path_factory.mktemp("stack"), public_port=free_port())
+    # Tests order with one or a few photos: below the production minimum of accepted photos.
+    embedded = EmbeddedStack(data_dir=tmp_path_factory.mktemp("stack"), public_port=free_port(), min_accepted_photos=1)
     await embedded.start()
     try:
         yield embedded

@@ -30,7 +30,11 @@ CERTIFIED = privacy_pb2.DELETION_STATE_CERTIFIED
 
 async def subject_with_portraits(client: StudioClient) -> tuple[str, str]:
     subject = await client.create_subject(external_ref="to-be-forgotten", idempotency_key="forget-me")
-    await client.upload(subject.subject_id, [(path, REFERENCE) for path in faces("lisa")[:3]])
+    photos = faces("lisa")
+    headshot = next(path for path in photos if path.name == "lisa_lisa1.jpg")
+    references = [path for path in photos if path != headshot][:2]
+    await client.upload(subject.subject_id, [(headshot, common_pb2.PHOTO_ROLE_HEADSHOT)]
+                        + [(path, REFERENCE) for path in references])
     order = await client.create_order(subject.subject_id, ["studio-frontal-soft"], 1, idempotency_key="forget-o")
     async for response in client.watch(order.order_id, timeout_s=300):
         last = response.event.WhichOneof("kind")

@@ -161,7 +161,7 @@ async def test_create_subject_is_idempotent(client: StudioClient):
 
 async def test_another_tenant_sees_nothing(client: StudioClient, stack: EmbeddedStack):
     subject = await client.create_subject()
-    await client.upload(subject.subject_id, [(faces("lisa")[0], REFERENCE)])
+    await client.upload(subject.subject_id, [(faces("lisa")[0], common_pb2.PHOTO_ROLE_HEADSHOT)])
     order = await client.create_order(subject.subject_id, ["studio-frontal-soft"], 1, idempotency_key="o-1")
     assert (await client.create_order(subject.subject_id, ["studio-frontal-soft"], 1, "o-1")).order_id == order.order_id
     bus = await Bus.connect(stack.nats.url, name="test")

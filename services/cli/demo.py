@@ -17,7 +17,9 @@ from tqdm import tqdm
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
+# The demo runs on small sample sets (../shared/faces/lisa has 8 photos), below the production minimum.
+DEMO_MIN_ACCEPTED_PHOTOS = 1
 
 
 @dataclass
@@ -63,8 +65,12 @@ async def run_demo(args) -> DemoResult:
 async def _start_embedded(args, exits: AsyncExitStack) -> Path:
     data_dir = Path(args.data) if args.data else Path(exits.enter_context(tempfile.TemporaryDirectory()))
     port = int(args.endpoint.rsplit(":", 1)[1])
-    stack = EmbeddedStack(data_dir=data_dir, base_model=args.base_model, public_port=port)
+    stack = EmbeddedStack(
+        data_dir=data_dir, base_model=args.base_model, public_port=port, min_accepted_photos=DEMO_MIN_ACCEPTED_PHOTOS
+    )
     _note(args, f"no stack answers at {args.endpoint}; starting an embedded one in {data_dir}")
+    _note(args, f"demo stack: an order needs {DEMO_MIN_ACCEPTED_PHOTOS} accepted photo(s) and the headshot "
+                "(a production stack needs 10; 20 recommended)")
     await stack.start(progress=lambda message: _note(args, message))
     exits.callback(stack.stop)
     return StackPaths(data_dir).api_key_file

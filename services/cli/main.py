@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from services.cli.capacity import add_capacity_command
+from services.cli.qa import register as register_qa
 from services.common.styles import catalogue
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
@@ -32,7 +33,7 @@ async def _up(args) -> None:
 
     stack = EmbeddedStack(
         data_dir=Path(args.data), base_model=Path(args.base_model) if args.base_model else None,
-        public_port=args.port, blob_url=args.blob_url,
+        public_port=args.port, blob_url=args.blob_url, min_accepted_photos=args.min_accepted_photos,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--base-model", help="diffusers folder (default: the tiny model)")
     up.add_argument("--port", type=int, default=50051, help="public gRPC port")
     up.add_argument("--blob-url", help="s3://ACCESS:SECRET@host:port/bucket (default: a directory in --data)")
+    up.add_argument("--min-accepted-photos", type=int, help="accepted photos an order needs (default 10)")
     up.set_defaults(func=lambda args: asyncio.run(_up(args)))
 
     demo = commands.add_parser("demo", help="run one customer's job through the public API")
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=2, help="portraits per style")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    register_qa(commands)
 
     styles = commands.add_parser("styles").add_subparsers(dest="styles_command", required=True)
     styles_list = styles.add_parser("list", help="the style catalogue")

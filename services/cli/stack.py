@@ -79,6 +79,8 @@ class EmbeddedStack:
     public_port: int = 50051
     blob_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Accepted photos a subject needs before an order; None = ingest's default (10).
+    min_accepted_photos: int | None = None
     nats: NatsServer | None = None
     triton: TritonServer | None = None
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -160,8 +162,9 @@ class EmbeddedStack:
                 "STUDIO_SIGNING_KEY_FILE": str(self.paths.signing_key_file),
             }
         if service == "ingest":
+            minimum = {"STUDIO_MIN_ACCEPTED_PHOTOS": str(self.min_accepted_photos)} if self.min_accepted_photos else {}
             return {"STUDIO_BOOTSTRAP_API_KEY_FILE": str(self.paths.api_key_file),
-                    "STUDIO_BOOTSTRAP_TENANT": DEFAULT_TENANT}
+                    "STUDIO_BOOTSTRAP_TENANT": DEFAULT_TENANT, **minimum}
         return {}
 
     async def _start_service(self, service: str, base_model: Path) -> None:

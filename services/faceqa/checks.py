@@ -1,4 +1,5 @@
-"""In-process quality check of one uploaded photo: format, size, decoding and exactly one face.
+"""In-process quality check of one photo: decoding, faces, face size, pose, sharpness, exposure,
+plus what the set checks need (embedding, perceptual hash) and the aligned training crop.
 
 Pure function of the bytes (plus the dlib models); no I/O besides loading the models once.
 """
@@ -6,36 +7,24 @@ Pure function of the bytes (plus the dlib models); no I/O besides loading the mo
 from __future__ import annotations
 
 import io
-import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dlib
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from services.common.image_formats import sniff_format
+from services.faceqa import reasons as codes
+from services.faceqa.decode import decode_upright
+from services.faceqa.measures import Exposure, Pose, exposure, face_region, head_pose, perceptual_hash, sharpness
 from services.faceqa.models import face_models
-from services.faceqa.reasons import (
-    MULTIPLE_FACES,
-    NO_FACE,
-    TOO_LARGE,
-    UNREADABLE,
-    UNSUPPORTED_FORMAT,
-    message_for,
-)
+from services.faceqa.reasons import message_for
+from services.faceqa.thresholds import DEFAULTS, Thresholds
 
-MAX_SIDE_PX = 8000
-MAX_PIXELS = 40_000_000
-DETECTION_LONG_SIDE_PX = 800
-DETECTION_UPSAMPLE = 1
-
-# Anything that decodes untrusted bytes in this process refuses pixel bombs before allocating
-# (Pillow raises past twice this value, warns past it); check_photo rejects past it anyway.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-
-_HIGH_DEPTH_GREY_MODES = ("I", "I;16", "I;16B", "I;16L")
-# Pillow raises these (not only OSError) for malformed or truncated files.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
+# Kept for callers of the first version of this module.
+MAX_SIDE_PX = DEFAULTS.max_side_px
+MAX_PIXELS = DEFAULTS.max_pixels
+DETECTION_LONG_SIDE_PX = DEFAULTS.detection_long_side_px
+_HASH_CHIP_PX = 64
 
 
 @dataclass(frozen=True)
@@ -44,7 +33,8 @@ class PhotoCheck:
 
     face_box is (left, top, right, bottom) in the upright image's pixels, right and bottom
     exclusive (Pillow's crop convention). width and height are those of the upright image, 0 when
-    the photo was rejected before decoding.
+    the photo was rejected before decoding. Measurements are present whenever a face was found,
+    the embedding and crop only when the photo passed every per-photo check.
     """
 
     accepted: bool
@@ -55,82 +45,109 @@ class PhotoCheck:
     crop_png: bytes | None = None
     width: int = 0
     height: int = 0
+    pose: Pose | None = None
+    sharpness: float | None = None
+    exposure: Exposure | None = None
+    face_hash: int | None = None
+    background_faces: int = 0
+    notes: tuple[str, ...] = field(default=())
 
 
-def check_photo(data: bytes, *, crop_size: int = 64) -> PhotoCheck:
-    """Check one uploaded photo; accepted only if it decodes and shows exactly one face."""
+def check_photo(
+    data: bytes, *, crop_size: int = 64, headshot: bool = False, thresholds: Thresholds = DEFAULTS
+) -> PhotoCheck:
+    """Check one photo on its own; the headshot must also face the camera."""
     if crop_size < 1:
         raise ValueError(f"crop_size must be positive, got {crop_size}")
-    image_format = sniff_format(data)
-    if image_format is None:
-        return _rejected(UNSUPPORTED_FORMAT)
-    try:
-        image = Image.open(io.BytesIO(data), formats=[image_format])  # reads the header only
-    except Image.DecompressionBombError:
-        return _rejected(TOO_LARGE)
-    except _DECODE_ERRORS:
-        return _rejected(UNREADABLE)
-    if _too_large(*image.size):
-        return _rejected(TOO_LARGE)
-    try:
-        upright = _decode_upright_rgb(image)
-    except _DECODE_ERRORS:
-        return _rejected(UNREADABLE)
-    return _check_faces(upright, crop_size)
+    decoded = decode_upright(data, thresholds)
+    if decoded.image is None:
+        return rejected(decoded.reason)
+    return _check_faces(decoded.image, crop_size, headshot, thresholds)
 
 
-def _too_large(width: int, height: int) -> bool:
-    return width > MAX_SIDE_PX or height > MAX_SIDE_PX or width * height > MAX_PIXELS
-
-
-def _decode_upright_rgb(image: Image.Image) -> Image.Image:
-    image.load()
-    upright = ImageOps.exif_transpose(image)
-    if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
-        # Transparent areas become white rather than whatever colour the hidden pixels hold.
-        rgba = upright.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if upright.mode in _HIGH_DEPTH_GREY_MODES:
-        upright = _grey_to_8_bit(upright)
-    return upright.convert("RGB")
-
-
-def _grey_to_8_bit(image: Image.Image) -> Image.Image:
-    # Pillow's convert clips 16-bit samples to 255 instead of scaling them, which whitens the photo.
-    samples = np.asarray(image).astype(np.uint32) >> 8
-    return Image.fromarray(np.minimum(samples, 255).astype(np.uint8), "L")
-
-
-def _check_faces(upright: Image.Image, crop_size: int) -> PhotoCheck:
+def _check_faces(upright: Image.Image, crop_size: int, headshot: bool, thresholds: Thresholds) -> PhotoCheck:
     width, height = upright.size
-    faces = _detect_faces(upright)
+    faces = sorted(detect_faces(upright, thresholds), key=lambda rect: rect.area(), reverse=True)
     if not faces:
-        return _rejected(NO_FACE, width, height)
-    if len(faces) > 1:
-        return _rejected(MULTIPLE_FACES, width, height)
+        return rejected(codes.NO_FACE, width, height)
     face = faces[0]
+    if len(faces) > 1 and face.area() < thresholds.dominant_face_area_ratio * faces[1].area():
+        return rejected(codes.MULTIPLE_FACES, width, height)
     pixels = np.asarray(upright)
     models = face_models()
     landmarks = models.landmarks(pixels, face)
+    points = np.array([(landmarks.part(i).x, landmarks.part(i).y) for i in range(5)], dtype=np.float64)
+    box = _clamped_box(face, width, height)
+    region = face_region(upright.convert("L"), box, thresholds.sharpness_face_px)
+    measured = {
+        "face_box": box, "width": width, "height": height, "pose": head_pose(points),
+        "sharpness": sharpness(_gain_normalised(region)), "exposure": exposure(region),
+        "background_faces": len(faces) - 1,
+    }
+    problems = _quality_problems(face.width(), headshot, thresholds, **measured)
+    if problems:
+        return PhotoCheck(False, problems, tuple(map(message_for, problems)), **measured)
+    notes = (codes.BACKGROUND_FACES,) if len(faces) > 1 else ()
     return PhotoCheck(
-        accepted=True,
-        face_box=_clamped_box(face, width, height),
-        embedding=models.descriptor(pixels, landmarks),
-        crop_png=_face_crop_png(pixels, landmarks, crop_size),
-        width=width,
-        height=height,
+        True, (), (), embedding=models.descriptor(pixels, landmarks),
+        crop_png=_png(dlib.get_face_chip(pixels, landmarks, size=crop_size, padding=thresholds.crop_padding)),
+        face_hash=perceptual_hash(dlib.get_face_chip(pixels, landmarks, size=_HASH_CHIP_PX)),
+        notes=notes, **measured,
     )
 
 
-def _detect_faces(upright: Image.Image) -> list[dlib.rectangle]:
-    """HOG detections on a copy scaled to DETECTION_LONG_SIDE_PX, mapped back to upright pixels."""
+def _quality_problems(
+    face_width: int, headshot: bool, thresholds: Thresholds, *, pose: Pose, sharpness: float,
+    exposure: Exposure, **_: object,
+) -> tuple[str, ...]:
+    problems = []
+    if face_width < thresholds.min_face_px:
+        problems.append(codes.FACE_TOO_SMALL)
+    badly_lit = _exposure_problem(exposure, thresholds)
+    if badly_lit:
+        problems.append(badly_lit)
+    elif sharpness < thresholds.min_sharpness:
+        # Judged only on a usable exposure: clipping and noise make the figure meaningless.
+        problems.append(codes.BLURRY)
+    if headshot and not is_frontal(pose, thresholds):
+        problems.append(codes.NOT_FRONTAL)
+    return tuple(problems)
+
+
+def _exposure_problem(measured: Exposure, thresholds: Thresholds) -> str | None:
+    if measured.luminance < thresholds.min_face_luminance or measured.shadows > thresholds.max_crushed_shadows:
+        return codes.UNDEREXPOSED
+    if measured.luminance > thresholds.max_face_luminance or measured.highlights > thresholds.max_clipped_highlights:
+        return codes.OVEREXPOSED
+    return None
+
+
+def is_frontal(pose: Pose, thresholds: Thresholds = DEFAULTS) -> bool:
+    return (
+        abs(pose.yaw) <= thresholds.max_headshot_yaw_deg
+        and abs(pose.roll) <= thresholds.max_headshot_roll_deg
+        and abs(pose.pitch) <= thresholds.max_headshot_pitch_deg
+    )
+
+
+def _gain_normalised(region: np.ndarray) -> np.ndarray:
+    """The face scaled to a mean of 128, so sharpness does not also measure brightness."""
+    return region * (128.0 / max(float(region.mean()), 1.0))
+
+
+def detect_faces(upright: Image.Image, thresholds: Thresholds = DEFAULTS) -> list[dlib.rectangle]:
+    """HOG detections on a copy scaled to the detection size, mapped back to upright pixels.
+
+    One pass without upsampling finds faces down to 1/8 of the long side; only when it finds
+    nothing does a second, upsampled (4× slower) pass look for smaller faces.
+    """
     width, height = upright.size
-    scale = min(1.0, DETECTION_LONG_SIDE_PX / max(width, height))
+    scale = thresholds.detection_long_side_px / max(width, height)
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = upright if small_size == upright.size else upright.resize(small_size, Image.Resampling.BILINEAR)
-    detections = face_models().detector(np.asarray(small), DETECTION_UPSAMPLE)
+    pixels = np.asarray(small)
+    detector = face_models().detector
+    detections = detector(pixels, 0) or detector(pixels, 1)
     x_factor, y_factor = width / small_size[0], height / small_size[1]
     return [_scale_rect(rect, x_factor, y_factor) for rect in detections]
 
@@ -147,26 +164,36 @@ def _scale_rect(rect: dlib.rectangle, x_factor: float, y_factor: float) -> dlib.
 
 def _clamped_box(face: dlib.rectangle, width: int, height: int) -> tuple[int, int, int, int]:
     """The detection as (left, top, right, bottom), right/bottom exclusive, kept inside the image."""
-    return (
-        min(max(face.left(), 0), width),
-        min(max(face.top(), 0), height),
-        min(max(face.right() + 1, 0), width),
-        min(max(face.bottom() + 1, 0), height),
-    )
+    left, top = min(max(face.left(), 0), width - 1), min(max(face.top(), 0), height - 1)
+    return (left, top, min(max(face.right() + 1, left + 1), width), min(max(face.bottom() + 1, top + 1), height))
 
 
-def _face_crop_png(pixels: np.ndarray, landmarks: dlib.full_object_detection, crop_size: int) -> bytes:
-    chip = dlib.get_face_chip(pixels, landmarks, size=crop_size)
+def _png(chip: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(chip, "RGB").save(buffer, format="PNG")
+    Image.fromarray(chip, "RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
-def _rejected(reason: str, width: int = 0, height: int = 0) -> PhotoCheck:
-    return PhotoCheck(
-        accepted=False,
-        reasons=(reason,),
-        messages=(message_for(reason),),
-        width=width,
-        height=height,
-    )
+def rejected(reason: str, width: int = 0, height: int = 0) -> PhotoCheck:
+    return PhotoCheck(accepted=False, reasons=(reason,), messages=(message_for(reason),), width=width, height=height)
+
+
+@dataclass(frozen=True)
+class FaceEmbedding:
+    face_box: tuple[int, int, int, int]
+    embedding: tuple[float, ...]
+
+
+def main_face_embedding(data: bytes, thresholds: Thresholds = DEFAULTS) -> FaceEmbedding | None:
+    """The largest face's embedding, with no quality judgement (for scoring generated images)."""
+    decoded = decode_upright(data, thresholds)
+    if decoded.image is None:
+        return None
+    faces = detect_faces(decoded.image, thresholds)
+    if not faces:
+        return None
+    face = max(faces, key=lambda rect: rect.area())
+    pixels = np.asarray(decoded.image)
+    models = face_models()
+    embedding = models.descriptor(pixels, models.landmarks(pixels, face))
+    return FaceEmbedding(_clamped_box(face, *decoded.image.size), embedding)

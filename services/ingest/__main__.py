@@ -33,7 +33,7 @@ async def main() -> None:
         faceqa=faceqa_pb2_grpc.FaceQAStub(internal_channel(settings.require("faceqa_addr"))),
         base_model_id=base_model_id(base_model), base_resolution=read_resolution(base_model),
         train_steps=settings.train_steps, render_steps=settings.render_steps,
-        min_accepted_photos=int(os.environ.get("STUDIO_MIN_ACCEPTED_PHOTOS", "1")),
+        min_accepted_photos=int(os.environ.get("STUDIO_MIN_ACCEPTED_PHOTOS", "10")),
     )
     await _bootstrap_tenant(bus)
 

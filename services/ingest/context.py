@@ -24,7 +24,12 @@ class IngestContext:
     base_resolution: int
     train_steps: int
     render_steps: int
-    min_accepted_photos: int = 1
+    # Accepted photos a subject needs before an order (STUDIO_MIN_ACCEPTED_PHOTOS); a tenant's own
+    # TenantRecord.min_accepted_photos wins when set.
+    min_accepted_photos: int = 10
+
+    def min_accepted_for(self, tenant: state_pb2.TenantRecord) -> int:
+        return tenant.min_accepted_photos or self.min_accepted_photos
 
     async def authenticate(self, context: grpc.aio.ServicerContext) -> state_pb2.TenantRecord:
         api_key = dict(context.invocation_metadata() or ()).get(API_KEY_METADATA, "")
@@ -56,7 +61,9 @@ class IngestContext:
         return record
 
 
-async def ensure_tenant(bus: Bus, tenant_id: str, name: str, api_key: str) -> None:
+async def ensure_tenant(bus: Bus, tenant_id: str, name: str, api_key: str, min_accepted_photos: int = 0) -> None:
     """Register (or re-register) a tenant's API key; used for the embedded stack's default tenant."""
-    record = state_pb2.TenantRecord(tenant_id=tenant_id, name=name, api_key_hash=hash_api_key(api_key))
+    record = state_pb2.TenantRecord(
+        tenant_id=tenant_id, name=name, api_key_hash=hash_api_key(api_key), min_accepted_photos=min_accepted_photos
+    )
     await bus.kv_put(topology.TENANTS_BUCKET, record.api_key_hash, record)

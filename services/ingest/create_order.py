@@ -32,6 +32,18 @@ def _order_problem(request: studio_pb2.CreateOrderRequest) -> str | None:
     return None
 
 
+def _set_not_ready(ctx: IngestContext, tenant: state_pb2.TenantRecord, subject: state_pb2.SubjectRecord) -> str:
+    """Why the subject's photos cannot train yet ('' when they can): enough accepted, one a headshot."""
+    needed = ctx.min_accepted_for(tenant)
+    problems = []
+    if len(subject.crop_keys) < needed:
+        problems.append(f"subject has {len(subject.crop_keys)} accepted photo(s); {needed} needed")
+    headshot = common_pb2.PHOTO_ROLE_HEADSHOT
+    if not any(p.role == headshot and p.verdict.accepted for p in subject.subject.photos):
+        problems.append("no accepted headshot: upload a frontal headshot")
+    return "; ".join(problems)
+
+
 def _render_items(ctx: IngestContext, tenant_id: str, order: common_pb2.Order) -> list[events_pb2.RenderItem]:
     items = []
     for style_name in order.styles:
@@ -54,11 +66,9 @@ async def create_order(
     problem = _order_problem(request)
     if problem:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-    if len(subject.crop_keys) < ctx.min_accepted_photos:
-        await context.abort(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"subject has {len(subject.crop_keys)} accepted photo(s); {ctx.min_accepted_photos} needed",
-        )
+    unready = _set_not_ready(ctx, tenant, subject)
+    if unready:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, unready)
     order_id = new_id("order")
     entry = ""
     if request.idempotency_key:

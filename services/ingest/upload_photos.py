@@ -85,7 +85,7 @@ def _validate_content(photo: IncomingPhoto) -> None:
     if photo.size == 0:
         raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, f"photo '{name}' has no bytes")
     if not is_image_signature(b"".join(photo.chunks)[:SIGNATURE_BYTES]):
-        raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, f"'{name}' is not a JPEG, PNG or WebP image")
+        raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, f"'{name}' is not a JPEG, PNG, WebP or HEIC image")
 
 
 async def upload_photos(
@@ -100,40 +100,64 @@ async def upload_photos(
     if len(subject_ids) != 1:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "one upload stream carries one subject's photos")
     record = await ctx.owned_subject(tenant, subject_ids.pop(), context)
-    summaries = [await _store_and_check(ctx, tenant.tenant_id, record, photo) for photo in photos]
+    summaries, set_verdict = await _store_and_check(ctx, tenant, record, photos)
     await ctx.bus.kv_put(topology.SUBJECTS_BUCKET, record.subject.subject_id, record)
-    return studio_pb2.UploadPhotosResponse(photos=summaries)
+    return studio_pb2.UploadPhotosResponse(photos=summaries, set_verdict=set_verdict)
 
 
 async def _store_and_check(
-    ctx: IngestContext, tenant_id: str, record: state_pb2.SubjectRecord, photo: IncomingPhoto
-) -> studio_pb2.PhotoSummary:
-    subject_id = record.subject.subject_id
-    photo_id = new_id("photo")
-    object_key = photo_key(tenant_id, subject_id, photo_id)
-    await ctx.sealed.put(
-        tenant_id, subject_id, object_key, b"".join(photo.chunks), privacy_pb2.KEY_PURPOSE_ENCRYPT_UPLOAD
-    )
+    ctx: IngestContext, tenant: state_pb2.TenantRecord, record: state_pb2.SubjectRecord, photos: list[IncomingPhoto]
+) -> tuple[list[studio_pb2.PhotoSummary], common_pb2.SetVerdict]:
+    """Seal every photo, let faceqa judge them with the subject's accepted photos, keep the accepted."""
+    tenant_id, subject_id = tenant.tenant_id, record.subject.subject_id
+    stored = [_stored_photo(tenant_id, subject_id, photo.header.role) for photo in photos]
+    written: list[str] = []
     try:
-        checked = await ctx.faceqa.CheckPhoto(
-            faceqa_pb2.CheckPhotoRequest(
-                tenant_id=tenant_id, subject_id=subject_id, photo_id=photo_id, object_key=object_key,
-                role=photo.header.role, crop_key=crop_key(tenant_id, subject_id, photo_id),
-                crop_size=ctx.base_resolution,
+        for photo, sent in zip(photos, stored, strict=True):
+            await ctx.sealed.put(
+                tenant_id, subject_id, sent.object_key, b"".join(photo.chunks), privacy_pb2.KEY_PURPOSE_ENCRYPT_UPLOAD
+            )
+            written += [sent.object_key, sent.crop_key]  # faceqa writes the crop
+        checked = await ctx.faceqa.CheckPhotoSet(
+            faceqa_pb2.CheckPhotoSetRequest(
+                tenant_id=tenant_id, subject_id=subject_id, photos=stored, accepted_photos=_accepted(record),
+                crop_size=ctx.base_resolution, min_accepted_photos=ctx.min_accepted_for(tenant),
             ),
-            timeout=60,
+            timeout=60 + 5 * len(photos),
         )
-    except grpc.aio.AioRpcError:
-        await ctx.sealed.blobs.delete(object_key)
+    except BaseException:
+        for key in written:  # all or nothing: a failed upload keeps none of its photos
+            await ctx.sealed.blobs.delete(key)
         raise
-    if checked.verdict.accepted:
-        record.crop_keys[photo_id] = checked.crop_key
-    else:
-        # Data minimisation: a refused photo is not kept; its verdict is.
-        await ctx.sealed.blobs.delete(object_key)
-    summary = studio_pb2.PhotoSummary(
-        photo_id=photo_id, filename=photo.header.filename, role=photo.header.role,
-        verdict=checked.verdict, size_bytes=photo.size,
+    summaries = []
+    for photo, sent, result in zip(photos, stored, checked.photos, strict=True):
+        if result.verdict.accepted:
+            record.crop_keys[sent.photo_id] = result.crop_key
+        else:
+            # Data minimisation: a refused photo is not kept; its verdict is.
+            await ctx.sealed.blobs.delete(sent.object_key)
+        summaries.append(studio_pb2.PhotoSummary(
+            photo_id=sent.photo_id, filename=photo.header.filename, role=photo.header.role,
+            verdict=result.verdict, size_bytes=photo.size,
+        ))
+    record.subject.photos.extend(summaries)
+    record.subject.set_verdict.CopyFrom(checked.set_verdict)
+    return summaries, checked.set_verdict
+
+
+def _stored_photo(tenant_id: str, subject_id: str, role: int) -> faceqa_pb2.StoredPhoto:
+    photo_id = new_id("photo")
+    return faceqa_pb2.StoredPhoto(
+        photo_id=photo_id, object_key=photo_key(tenant_id, subject_id, photo_id), role=role,
+        crop_key=crop_key(tenant_id, subject_id, photo_id),
     )
-    record.subject.photos.append(summary)
-    return summary
+
+
+def _accepted(record: state_pb2.SubjectRecord) -> list[faceqa_pb2.StoredPhoto]:
+    tenant_id, subject_id = record.tenant_id, record.subject.subject_id
+    return [
+        faceqa_pb2.StoredPhoto(
+            photo_id=p.photo_id, object_key=photo_key(tenant_id, subject_id, p.photo_id), role=p.role
+        )
+        for p in record.subject.photos if p.verdict.accepted
+    ]

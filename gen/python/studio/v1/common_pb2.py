@@ -25,29 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/common.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\rConsentRecord\x12\x19\n\x11\x61greement_version\x18\x01 \x01(\t\x12\'\n\x06scopes\x18\x02 \x03(\x0e\x32\x17.studio.v1.ConsentScope\x12\x16\n\x0eretention_days\x18\x03 \x01(\r\x12.\n\ngranted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x07\x46\x61\x63\x65\x42ox\x12\x0c\n\x04left\x18\x01 \x01(\x05\x12\x0b\n\x03top\x18\x02 \x01(\x05\x12\r\n\x05right\x18\x03 \x01(\x05\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\x05\"i\n\x0cPhotoVerdict\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x10\n\x08messages\x18\x03 \x03(\t\x12$\n\x08\x66\x61\x63\x65_box\x18\x04 \x01(\x0b\x32\x12.studio.v1.FaceBox\"[\n\x08Portrait\x12\x13\n\x0bportrait_id\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\"\xef\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0e\n\x06styles\x18\x03 \x03(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.studio.v1.OrderState\x12&\n\tportraits\x18\x06 \x03(\x0b\x32\x13.studio.v1.Portrait\x12\x15\n\rfailure_stage\x18\x07 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rbase_model_id\x18\x0b \x01(\t\x12\x15\n\rprogress_done\x18\x0c \x01(\r\x12\x16\n\x0eprogress_total\x18\r \x01(\r\"\x84\x01\n\x0cWorkerStatus\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x08\x12\x16\n\x0e\x63urrent_job_id\x18\x03 \x01(\t\x12\x16\n\x0ejobs_completed\x18\x04 \x01(\x04\x12\x13\n\x0bjobs_failed\x18\x05 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t*Z\n\tPhotoRole\x12\x1a\n\x16PHOTO_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13PHOTO_ROLE_HEADSHOT\x10\x01\x12\x18\n\x14PHOTO_ROLE_REFERENCE\x10\x02*T\n\x0c\x43onsentScope\x12\x1d\n\x19\x43ONSENT_SCOPE_UNSPECIFIED\x10\x00\x12%\n!CONSENT_SCOPE_PORTRAIT_GENERATION\x10\x01*\xa4\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_STATE_QUEUED\x10\x01\x12\x18\n\x14ORDER_STATE_TRAINING\x10\x02\x12\x19\n\x15ORDER_STATE_RENDERING\x10\x03\x12\x14\n\x10ORDER_STATE_DONE\x10\x04\x12\x16\n\x12ORDER_STATE_FAILED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/common.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\rConsentRecord\x12\x19\n\x11\x61greement_version\x18\x01 \x01(\t\x12\'\n\x06scopes\x18\x02 \x03(\x0e\x32\x17.studio.v1.ConsentScope\x12\x16\n\x0eretention_days\x18\x03 \x01(\r\x12.\n\ngranted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x07\x46\x61\x63\x65\x42ox\x12\x0c\n\x04left\x18\x01 \x01(\x05\x12\x0b\n\x03top\x18\x02 \x01(\x05\x12\r\n\x05right\x18\x03 \x01(\x05\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\x05\"\xc2\x01\n\x0cPhotoVerdict\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x10\n\x08messages\x18\x03 \x03(\t\x12$\n\x08\x66\x61\x63\x65_box\x18\x04 \x01(\x0b\x32\x12.studio.v1.FaceBox\x12\x31\n\x0cmeasurements\x18\x05 \x01(\x0b\x32\x1b.studio.v1.FaceMeasurements\x12\r\n\x05notes\x18\x06 \x03(\t\x12\x15\n\rnote_messages\x18\x07 \x03(\t\"\xc1\x02\n\x10\x46\x61\x63\x65Measurements\x12\x0f\n\x07yaw_deg\x18\x01 \x01(\x02\x12\x10\n\x08roll_deg\x18\x02 \x01(\x02\x12\x11\n\tpitch_deg\x18\x03 \x01(\x02\x12\x11\n\tsharpness\x18\x04 \x01(\x02\x12\x11\n\tluminance\x18\x05 \x01(\x02\x12\x1a\n\x12\x63lipped_highlights\x18\x06 \x01(\x02\x12\x17\n\x0f\x63rushed_shadows\x18\x07 \x01(\x02\x12\x1e\n\x11identity_distance\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x1f\n\x12\x63onsensus_distance\x18\t \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x10\x62\x61\x63kground_faces\x18\n \x01(\r\x12\x14\n\x0c\x64uplicate_of\x18\x0b \x01(\tB\x14\n\x12_identity_distanceB\x15\n\x13_consensus_distance\"\xbd\x01\n\x0cSetDiversity\x12\x13\n\x0byaw_min_deg\x18\x01 \x01(\x02\x12\x13\n\x0byaw_max_deg\x18\x02 \x01(\x02\x12\x15\n\rpitch_min_deg\x18\x03 \x01(\x02\x12\x15\n\rpitch_max_deg\x18\x04 \x01(\x02\x12\x15\n\rluminance_min\x18\x05 \x01(\x02\x12\x15\n\rluminance_max\x18\x06 \x01(\x02\x12\x0e\n\x06\x61\x64vice\x18\x07 \x03(\t\x12\x17\n\x0f\x61\x64vice_messages\x18\x08 \x03(\t\"\xdd\x01\n\nSetVerdict\x12\x12\n\nsufficient\x18\x01 \x01(\x08\x12\x17\n\x0f\x61\x63\x63\x65pted_photos\x18\x02 \x01(\r\x12\x1b\n\x13min_accepted_photos\x18\x03 \x01(\r\x12\x1a\n\x12recommended_photos\x18\x04 \x01(\r\x12\x19\n\x11headshot_accepted\x18\x05 \x01(\x08\x12\x10\n\x08problems\x18\x06 \x03(\t\x12\x10\n\x08messages\x18\x07 \x03(\t\x12*\n\tdiversity\x18\x08 \x01(\x0b\x32\x17.studio.v1.SetDiversity\"[\n\x08Portrait\x12\x13\n\x0bportrait_id\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\"\xef\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0e\n\x06styles\x18\x03 \x03(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.studio.v1.OrderState\x12&\n\tportraits\x18\x06 \x03(\x0b\x32\x13.studio.v1.Portrait\x12\x15\n\rfailure_stage\x18\x07 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rbase_model_id\x18\x0b \x01(\t\x12\x15\n\rprogress_done\x18\x0c \x01(\r\x12\x16\n\x0eprogress_total\x18\r \x01(\r\"\x84\x01\n\x0cWorkerStatus\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x08\x12\x16\n\x0e\x63urrent_job_id\x18\x03 \x01(\t\x12\x16\n\x0ejobs_completed\x18\x04 \x01(\x04\x12\x13\n\x0bjobs_failed\x18\x05 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t*Z\n\tPhotoRole\x12\x1a\n\x16PHOTO_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13PHOTO_ROLE_HEADSHOT\x10\x01\x12\x18\n\x14PHOTO_ROLE_REFERENCE\x10\x02*T\n\x0c\x43onsentScope\x12\x1d\n\x19\x43ONSENT_SCOPE_UNSPECIFIED\x10\x00\x12%\n!CONSENT_SCOPE_PORTRAIT_GENERATION\x10\x01*\xa4\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_STATE_QUEUED\x10\x01\x12\x18\n\x14ORDER_STATE_TRAINING\x10\x02\x12\x19\n\x15ORDER_STATE_RENDERING\x10\x03\x12\x14\n\x10ORDER_STATE_DONE\x10\x04\x12\x16\n\x12ORDER_STATE_FAILED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'studio.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PHOTOROLE']._serialized_start=1002
-  _globals['_PHOTOROLE']._serialized_end=1092
-  _globals['_CONSENTSCOPE']._serialized_start=1094
-  _globals['_CONSENTSCOPE']._serialized_end=1178
-  _globals['_ORDERSTATE']._serialized_start=1181
-  _globals['_ORDERSTATE']._serialized_end=1345
+  _globals['_PHOTOROLE']._serialized_start=1832
+  _globals['_PHOTOROLE']._serialized_end=1922
+  _globals['_CONSENTSCOPE']._serialized_start=1924
+  _globals['_CONSENTSCOPE']._serialized_end=2008
+  _globals['_ORDERSTATE']._serialized_start=2011
+  _globals['_ORDERSTATE']._serialized_end=2175
   _globals['_CONSENTRECORD']._serialized_start=71
   _globals['_CONSENTRECORD']._serialized_end=226
   _globals['_FACEBOX']._serialized_start=228
   _globals['_FACEBOX']._serialized_end=295
-  _globals['_PHOTOVERDICT']._serialized_start=297
-  _globals['_PHOTOVERDICT']._serialized_end=402
-  _globals['_PORTRAIT']._serialized_start=404
-  _globals['_PORTRAIT']._serialized_end=495
-  _globals['_ORDER']._serialized_start=498
-  _globals['_ORDER']._serialized_end=865
-  _globals['_WORKERSTATUS']._serialized_start=868
-  _globals['_WORKERSTATUS']._serialized_end=1000
+  _globals['_PHOTOVERDICT']._serialized_start=298
+  _globals['_PHOTOVERDICT']._serialized_end=492
+  _globals['_FACEMEASUREMENTS']._serialized_start=495
+  _globals['_FACEMEASUREMENTS']._serialized_end=816
+  _globals['_SETDIVERSITY']._serialized_start=819
+  _globals['_SETDIVERSITY']._serialized_end=1008
+  _globals['_SETVERDICT']._serialized_start=1011
+  _globals['_SETVERDICT']._serialized_end=1232
+  _globals['_PORTRAIT']._serialized_start=1234
+  _globals['_PORTRAIT']._serialized_end=1325
+  _globals['_ORDER']._serialized_start=1328
+  _globals['_ORDER']._serialized_end=1695
+  _globals['_WORKERSTATUS']._serialized_start=1698
+  _globals['_WORKERSTATUS']._serialized_end=1830
 # @@protoc_insertion_point(module_scope)

@@ -66,16 +66,88 @@ class FaceBox(_message.Message):
     def __init__(self, left: _Optional[int] = ..., top: _Optional[int] = ..., right: _Optional[int] = ..., bottom: _Optional[int] = ...) -> None: ...
 
 class PhotoVerdict(_message.Message):
-    __slots__ = ("accepted", "reasons", "messages", "face_box")
+    __slots__ = ("accepted", "reasons", "messages", "face_box", "measurements", "notes", "note_messages")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     FACE_BOX_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENTS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
     messages: _containers.RepeatedScalarFieldContainer[str]
     face_box: FaceBox
-    def __init__(self, accepted: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ...) -> None: ...
+    measurements: FaceMeasurements
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    note_messages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accepted: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., measurements: _Optional[_Union[FaceMeasurements, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ..., note_messages: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FaceMeasurements(_message.Message):
+    __slots__ = ("yaw_deg", "roll_deg", "pitch_deg", "sharpness", "luminance", "clipped_highlights", "crushed_shadows", "identity_distance", "consensus_distance", "background_faces", "duplicate_of")
+    YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    ROLL_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
+    SHARPNESS_FIELD_NUMBER: _ClassVar[int]
+    LUMINANCE_FIELD_NUMBER: _ClassVar[int]
+    CLIPPED_HIGHLIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CRUSHED_SHADOWS_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    CONSENSUS_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FACES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_OF_FIELD_NUMBER: _ClassVar[int]
+    yaw_deg: float
+    roll_deg: float
+    pitch_deg: float
+    sharpness: float
+    luminance: float
+    clipped_highlights: float
+    crushed_shadows: float
+    identity_distance: float
+    consensus_distance: float
+    background_faces: int
+    duplicate_of: str
+    def __init__(self, yaw_deg: _Optional[float] = ..., roll_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ..., sharpness: _Optional[float] = ..., luminance: _Optional[float] = ..., clipped_highlights: _Optional[float] = ..., crushed_shadows: _Optional[float] = ..., identity_distance: _Optional[float] = ..., consensus_distance: _Optional[float] = ..., background_faces: _Optional[int] = ..., duplicate_of: _Optional[str] = ...) -> None: ...
+
+class SetDiversity(_message.Message):
+    __slots__ = ("yaw_min_deg", "yaw_max_deg", "pitch_min_deg", "pitch_max_deg", "luminance_min", "luminance_max", "advice", "advice_messages")
+    YAW_MIN_DEG_FIELD_NUMBER: _ClassVar[int]
+    YAW_MAX_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_MIN_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_MAX_DEG_FIELD_NUMBER: _ClassVar[int]
+    LUMINANCE_MIN_FIELD_NUMBER: _ClassVar[int]
+    LUMINANCE_MAX_FIELD_NUMBER: _ClassVar[int]
+    ADVICE_FIELD_NUMBER: _ClassVar[int]
+    ADVICE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    yaw_min_deg: float
+    yaw_max_deg: float
+    pitch_min_deg: float
+    pitch_max_deg: float
+    luminance_min: float
+    luminance_max: float
+    advice: _containers.RepeatedScalarFieldContainer[str]
+    advice_messages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, yaw_min_deg: _Optional[float] = ..., yaw_max_deg: _Optional[float] = ..., pitch_min_deg: _Optional[float] = ..., pitch_max_deg: _Optional[float] = ..., luminance_min: _Optional[float] = ..., luminance_max: _Optional[float] = ..., advice: _Optional[_Iterable[str]] = ..., advice_messages: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetVerdict(_message.Message):
+    __slots__ = ("sufficient", "accepted_photos", "min_accepted_photos", "recommended_photos", "headshot_accepted", "problems", "messages", "diversity")
+    SUFFICIENT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    MIN_ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    HEADSHOT_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    sufficient: bool
+    accepted_photos: int
+    min_accepted_photos: int
+    recommended_photos: int
+    headshot_accepted: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    messages: _containers.RepeatedScalarFieldContainer[str]
+    diversity: SetDiversity
+    def __init__(self, sufficient: _Optional[bool] = ..., accepted_photos: _Optional[int] = ..., min_accepted_photos: _Optional[int] = ..., recommended_photos: _Optional[int] = ..., headshot_accepted: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[SetDiversity, _Mapping]] = ...) -> None: ...
 
 class Portrait(_message.Message):
     __slots__ = ("portrait_id", "style", "seed", "width", "height")

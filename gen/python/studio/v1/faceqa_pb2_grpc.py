@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class FaceQAStub:
-    """Internal: checks one stored (encrypted) photo and writes its encrypted training crop.
+    """Internal: checks stored (encrypted) photos, writes their encrypted training crops, and scores
+    how much a face looks like a subject (for the trainer's validation and the renderer's ranking).
     """
 
     def __init__(self, channel):
@@ -40,14 +41,42 @@ class FaceQAStub:
                 request_serializer=studio_dot_v1_dot_faceqa__pb2.CheckPhotoRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_faceqa__pb2.CheckPhotoResponse.FromString,
                 _registered_method=True)
+        self.CheckPhotoSet = channel.unary_unary(
+                '/studio.v1.FaceQA/CheckPhotoSet',
+                request_serializer=studio_dot_v1_dot_faceqa__pb2.CheckPhotoSetRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_faceqa__pb2.CheckPhotoSetResponse.FromString,
+                _registered_method=True)
+        self.ScoreIdentity = channel.unary_unary(
+                '/studio.v1.FaceQA/ScoreIdentity',
+                request_serializer=studio_dot_v1_dot_faceqa__pb2.ScoreIdentityRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_faceqa__pb2.ScoreIdentityResponse.FromString,
+                _registered_method=True)
 
 
 class FaceQAServicer:
-    """Internal: checks one stored (encrypted) photo and writes its encrypted training crop.
+    """Internal: checks stored (encrypted) photos, writes their encrypted training crops, and scores
+    how much a face looks like a subject (for the trainer's validation and the renderer's ranking).
     """
 
     def CheckPhoto(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One photo on its own (no identity or duplicate checks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckPhotoSet(self, request, context):
+        """New photos together with the subject's already-accepted ones: per-photo checks, identity
+        against the headshot and the set's consensus, near-duplicates, and the set verdict.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScoreIdentity(self, request, context):
+        """Embedding distance of each image's main face to the reference faces. Below `threshold`
+        (the same identity threshold the checks use) means the same person.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -60,6 +89,16 @@ def add_FaceQAServicer_to_server(servicer, server):
                     request_deserializer=studio_dot_v1_dot_faceqa__pb2.CheckPhotoRequest.FromString,
                     response_serializer=studio_dot_v1_dot_faceqa__pb2.CheckPhotoResponse.SerializeToString,
             ),
+            'CheckPhotoSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckPhotoSet,
+                    request_deserializer=studio_dot_v1_dot_faceqa__pb2.CheckPhotoSetRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_faceqa__pb2.CheckPhotoSetResponse.SerializeToString,
+            ),
+            'ScoreIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreIdentity,
+                    request_deserializer=studio_dot_v1_dot_faceqa__pb2.ScoreIdentityRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_faceqa__pb2.ScoreIdentityResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'studio.v1.FaceQA', rpc_method_handlers)
@@ -69,7 +108,8 @@ def add_FaceQAServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class FaceQA:
-    """Internal: checks one stored (encrypted) photo and writes its encrypted training crop.
+    """Internal: checks stored (encrypted) photos, writes their encrypted training crops, and scores
+    how much a face looks like a subject (for the trainer's validation and the renderer's ranking).
     """
 
     @staticmethod
@@ -89,6 +129,60 @@ class FaceQA:
             '/studio.v1.FaceQA/CheckPhoto',
             studio_dot_v1_dot_faceqa__pb2.CheckPhotoRequest.SerializeToString,
             studio_dot_v1_dot_faceqa__pb2.CheckPhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckPhotoSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.FaceQA/CheckPhotoSet',
+            studio_dot_v1_dot_faceqa__pb2.CheckPhotoSetRequest.SerializeToString,
+            studio_dot_v1_dot_faceqa__pb2.CheckPhotoSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.FaceQA/ScoreIdentity',
+            studio_dot_v1_dot_faceqa__pb2.ScoreIdentityRequest.SerializeToString,
+            studio_dot_v1_dot_faceqa__pb2.ScoreIdentityResponse.FromString,
             options,
             channel_credentials,
             insecure,

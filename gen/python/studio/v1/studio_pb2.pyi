@@ -37,18 +37,20 @@ class PhotoSummary(_message.Message):
     def __init__(self, photo_id: _Optional[str] = ..., filename: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., verdict: _Optional[_Union[_common_pb2.PhotoVerdict, _Mapping]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Subject(_message.Message):
-    __slots__ = ("subject_id", "external_ref", "consent", "created_at", "photos")
+    __slots__ = ("subject_id", "external_ref", "consent", "created_at", "photos", "set_verdict")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
     CONSENT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    SET_VERDICT_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     external_ref: str
     consent: _common_pb2.ConsentRecord
     created_at: _timestamp_pb2.Timestamp
     photos: _containers.RepeatedCompositeFieldContainer[PhotoSummary]
-    def __init__(self, subject_id: _Optional[str] = ..., external_ref: _Optional[str] = ..., consent: _Optional[_Union[_common_pb2.ConsentRecord, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., photos: _Optional[_Iterable[_Union[PhotoSummary, _Mapping]]] = ...) -> None: ...
+    set_verdict: _common_pb2.SetVerdict
+    def __init__(self, subject_id: _Optional[str] = ..., external_ref: _Optional[str] = ..., consent: _Optional[_Union[_common_pb2.ConsentRecord, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., photos: _Optional[_Iterable[_Union[PhotoSummary, _Mapping]]] = ..., set_verdict: _Optional[_Union[_common_pb2.SetVerdict, _Mapping]] = ...) -> None: ...
 
 class CreateSubjectResponse(_message.Message):
     __slots__ = ("subject",)
@@ -87,10 +89,12 @@ class UploadPhotosRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[PhotoHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class UploadPhotosResponse(_message.Message):
-    __slots__ = ("photos",)
+    __slots__ = ("photos", "set_verdict")
     PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    SET_VERDICT_FIELD_NUMBER: _ClassVar[int]
     photos: _containers.RepeatedCompositeFieldContainer[PhotoSummary]
-    def __init__(self, photos: _Optional[_Iterable[_Union[PhotoSummary, _Mapping]]] = ...) -> None: ...
+    set_verdict: _common_pb2.SetVerdict
+    def __init__(self, photos: _Optional[_Iterable[_Union[PhotoSummary, _Mapping]]] = ..., set_verdict: _Optional[_Union[_common_pb2.SetVerdict, _Mapping]] = ...) -> None: ...
 
 class CreateOrderRequest(_message.Message):
     __slots__ = ("subject_id", "styles", "count", "idempotency_key")

@@ -1,0 +1,82 @@
+"""`studio qa`: the face checks faceqa runs on an upload, in this process, on local files.
+
+Prints one verdict per photo and the set verdict. With --json: one JSON object per line, one per
+photo (file, accepted, reasons, face box, yaw, roll, pitch, sharpness, exposure, identity
+distance...), then a last line {"set": {...}} with the set verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    qa = commands.add_parser("qa", help="check photos locally, as an upload would be checked (no servers)")
+    qa.add_argument("--headshot", required=True, help="the frontal headshot")
+    qa.add_argument("photos", nargs="*", help="reference photos")
+    qa.add_argument("--min-accepted-photos", type=int, help="accepted photos a sufficient set needs (default 10)")
+    qa.add_argument("--crop-size", type=int, default=512, help="training crop side in pixels")
+    qa.add_argument("--workers", type=int, help="processes (default: one per core)")
+    qa.add_argument("--json", action="store_true", help="one JSON object per photo, then the set verdict")
+    qa.set_defaults(func=cmd_qa)
+
+
+def cmd_qa(args) -> None:
+    from services.faceqa.photoset import SetPhoto, judge_set
+    from services.faceqa.pool import CheckPool
+    from services.faceqa.thresholds import Thresholds
+    from services.faceqa.verdicts import photo_dict, set_dict
+
+    files = [Path(args.headshot), *map(Path, args.photos)]
+    unreadable = [str(path) for path in files if not path.is_file()]
+    if unreadable:
+        sys.exit(f"studio qa: no such file: {', '.join(unreadable)}")
+    thresholds = Thresholds.from_env()
+    inputs = [(path.read_bytes(), index == 0) for index, path in enumerate(files)]
+    with (
+        CheckPool(workers=args.workers, thresholds=thresholds) as pool,
+        tqdm(total=len(files), unit="photo", desc="checking", disable=args.json, file=sys.stderr) as bar,
+    ):
+        checks = pool.check_all(inputs, args.crop_size, on_done=lambda: bar.update(1))
+    photos = [SetPhoto(str(path), i == 0, check) for i, (path, check) in enumerate(zip(files, checks, strict=True))]
+    summary = judge_set([], photos, thresholds, args.min_accepted_photos)
+    if args.json:
+        for photo in photos:
+            print(json.dumps(photo_dict(photo.photo_id, photo)))
+        print(json.dumps({"set": set_dict(summary)}))
+        return
+    for photo in photos:
+        _print_photo(photo_dict(photo.photo_id, photo))
+    _print_set(set_dict(summary))
+
+
+def _print_photo(verdict: dict) -> None:
+    mark = "accepted" if verdict["accepted"] else "REJECTED"
+    figures = ""
+    if verdict["yaw"] is not None:
+        figures = (f"  yaw {verdict['yaw']:+.0f}° roll {verdict['roll']:+.0f}° pitch {verdict['pitch']:+.0f}°"
+                   f"  sharpness {verdict['sharpness']:.0f}  light {verdict['exposure']['luminance']:.2f}")
+    if verdict["identity_distance"] is not None:
+        figures += f"  identity {verdict['identity_distance']:.2f}"
+    print(f"{mark:9} {verdict['role']:9} {verdict['file']}{figures}")
+    codes, messages = verdict["reasons"] + verdict["notes"], verdict["messages"] + verdict["note_messages"]
+    for code, message in zip(codes, messages, strict=True):
+        print(f"          {code}: {message}")
+
+
+def _print_set(summary: dict) -> None:
+    state = "ready for training" if summary["sufficient"] else "NOT ready for training"
+    headshot = "ok" if summary["headshot_accepted"] else "missing"
+    print(f"\nset: {summary['accepted_photos']} accepted (need {summary['min_accepted_photos']}, "
+          f"{summary['recommended_photos']} recommended), headshot {headshot}: {state}")
+    for message in summary["messages"]:
+        print(f"  - {message}")
+    yaw, light = summary["yaw_range"], summary["luminance_range"]
+    print(f"  pose: yaw {yaw[0]:+.0f}°..{yaw[1]:+.0f}°; light: {light[0]:.2f}..{light[1]:.2f}")
+    for message in summary["advice_messages"]:
+        print(f"  - {message}")

@@ -1,0 +1,180 @@
+"""Face checks through the running services: the public UploadPhotos/GetSubject/CreateOrder path
+(ingest -> faceqa over gRPC, photos sealed in the store) and faceqa's own API."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pillow_heif
+import pytest
+from PIL import Image, ImageFilter
+from studio.v1 import common_pb2, faceqa_pb2, faceqa_pb2_grpc, studio_pb2
+
+from services.cli.client import StudioClient
+from services.cli.stack import EmbeddedStack
+from services.common.bus import Bus
+from services.common.objects import photo_key
+from services.ingest.context import ensure_tenant
+from tests.fixtures_stack import FACES_DIR, faces
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+pillow_heif.register_heif_opener()
+HEADSHOT, REFERENCE = common_pb2.PHOTO_ROLE_HEADSHOT, common_pb2.PHOTO_ROLE_REFERENCE
+
+
+def london(name: str) -> bytes:
+    path = FACES_DIR / "london" / f"{name}.jpg"
+    if not path.exists():
+        pytest.skip(f"no London photos in {FACES_DIR}")
+    return path.read_bytes()
+
+
+def transformed(name: str, image_format: str = "JPEG", blur: float = 0, size: int = 1350) -> bytes:
+    with Image.open(io.BytesIO(london(name))) as opened:
+        image = opened.convert("RGB").resize((size, size))
+    if blur:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, quality=80)
+    return buffer.getvalue()
+
+
+async def upload(client: StudioClient, subject_id: str, photos: list[tuple[str, bytes, int]]):
+    async def stream() -> AsyncIterator[studio_pb2.UploadPhotosRequest]:
+        for filename, data, role in photos:
+            header = studio_pb2.PhotoHeader(subject_id=subject_id, role=role, filename=filename)
+            yield studio_pb2.UploadPhotosRequest(header=header)
+            yield studio_pb2.UploadPhotosRequest(chunk=data)
+
+    return await client.stub.UploadPhotos(stream(), metadata=client.metadata, timeout=300)
+
+
+def stored(stack: EmbeddedStack) -> set[Path]:
+    return {p for p in (stack.data_dir / "blobs").rglob("*") if p.is_file()}
+
+
+async def test_upload_verdicts_set_verdict_and_a_later_upload(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    response = await upload(client, subject.subject_id, [
+        ("headshot.heic", transformed("001_neutral", "HEIF", size=900), HEADSHOT),
+        ("smiling.jpg", london("001_smiling"), REFERENCE),
+        ("friend.jpg", london("002_neutral"), REFERENCE),
+        ("smiling-copy.jpg", transformed("001_smiling", size=1200), REFERENCE),
+        ("shaky.jpg", transformed("001_smiling", blur=4), REFERENCE),
+    ])
+    reasons = [list(p.verdict.reasons) for p in response.photos]
+    assert reasons == [[], [], ["IDENTITY_MISMATCH"], ["DUPLICATE"], ["BLURRY"]]
+    friend, copy = response.photos[2].verdict, response.photos[3].verdict
+    assert friend.measurements.identity_distance > 0.5 and friend.messages[0].startswith("This looks like")
+    assert copy.measurements.duplicate_of == response.photos[1].photo_id
+    assert response.photos[1].verdict.measurements.HasField("identity_distance")
+    verdict = response.set_verdict
+    assert verdict.accepted_photos == 2 and verdict.headshot_accepted and verdict.sufficient
+    assert verdict.min_accepted_photos == 1 and verdict.recommended_photos == 20
+    assert verdict.diversity.luminance_max >= verdict.diversity.luminance_min > 0
+
+    kept = {p.name for p in stored(stack) if f"/{subject.subject_id}/photos/" in str(p)}
+    assert kept == {response.photos[0].photo_id, response.photos[1].photo_id}
+
+    later = await upload(client, subject.subject_id, [
+        ("neutral-again.jpg", transformed("001_neutral", size=1100), REFERENCE),
+        ("friend-smiling.jpg", london("002_smiling"), REFERENCE),
+    ])
+    assert [list(p.verdict.reasons) for p in later.photos] == [["DUPLICATE"], ["IDENTITY_MISMATCH"]]
+    assert later.photos[0].verdict.measurements.duplicate_of == response.photos[0].photo_id
+    assert later.set_verdict.accepted_photos == 2
+    fetched = await client.stub.GetSubject(
+        studio_pb2.GetSubjectRequest(subject_id=subject.subject_id), metadata=client.metadata, timeout=30
+    )
+    assert fetched.subject.set_verdict == later.set_verdict and len(fetched.subject.photos) == 7
+
+
+async def test_tenant_minimum_and_headshot_gate_orders(stack: EmbeddedStack):
+    bus = await Bus.connect(stack.nats.url, name="test")
+    await ensure_tenant(bus, "strict", "Strict Studio", "sk_strict_key", min_accepted_photos=3)
+    await bus.close()
+    strict = StudioClient(stack.public_endpoint, "sk_strict_key")
+    try:
+        subject = await strict.create_subject()
+        response = await upload(strict, subject.subject_id, [("smiling.jpg", london("003_smiling"), REFERENCE)])
+        verdict = response.set_verdict
+        assert list(verdict.problems) == ["TOO_FEW_PHOTOS", "NO_HEADSHOT"] and not verdict.sufficient
+        assert verdict.min_accepted_photos == 3 and len(verdict.messages) == 2
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await strict.create_order(subject.subject_id, ["studio-frontal-soft"], 1)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "1 accepted photo(s); 3 needed" in refused.value.details() and "headshot" in refused.value.details()
+    finally:
+        await strict.close()
+
+
+async def test_faceqa_refuses_bad_requests(stack: EmbeddedStack):
+    async with grpc.aio.insecure_channel(stack.addresses["faceqa"]) as channel:
+        faceqa = faceqa_pb2_grpc.FaceQAStub(channel)
+        photo = faceqa_pb2.StoredPhoto(photo_id="p", object_key="k", role=REFERENCE, crop_key="c")
+        bad = [
+            (faceqa_pb2.CheckPhotoSetRequest(subject_id="s", photos=[photo], crop_size=64), "tenant_id"),
+            (faceqa_pb2.CheckPhotoSetRequest(tenant_id="t", subject_id="s", crop_size=64), "photos"),
+            (faceqa_pb2.CheckPhotoSetRequest(tenant_id="t", subject_id="s", photos=[photo], crop_size=4), "crop_size"),
+            (faceqa_pb2.CheckPhotoSetRequest(
+                tenant_id="t", subject_id="s", crop_size=64,
+                photos=[faceqa_pb2.StoredPhoto(photo_id="p", object_key="k", crop_key="c")]), "role"),
+        ]
+        for request, field in bad:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await faceqa.CheckPhotoSet(request, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in refused.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await faceqa.ScoreIdentity(faceqa_pb2.ScoreIdentityRequest(reference_images=[london("001_neutral")]))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_checking_a_photo_that_is_not_stored_is_not_found(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    tenant = "default"
+    missing = faceqa_pb2.StoredPhoto(
+        photo_id="photo_gone", object_key=photo_key(tenant, subject.subject_id, "photo_gone"), role=HEADSHOT,
+        crop_key=f"tenants/{tenant}/subjects/{subject.subject_id}/crops/photo_gone.png",
+    )
+    async with grpc.aio.insecure_channel(stack.addresses["faceqa"]) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await faceqa_pb2_grpc.FaceQAStub(channel).CheckPhotoSet(faceqa_pb2.CheckPhotoSetRequest(
+                tenant_id=tenant, subject_id=subject.subject_id, photos=[missing], crop_size=64), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_score_identity(stack: EmbeddedStack):
+    no_face = faces("no_face")[0].read_bytes()
+    async with grpc.aio.insecure_channel(stack.addresses["faceqa"]) as channel:
+        faceqa = faceqa_pb2_grpc.FaceQAStub(channel)
+        scored = await faceqa.ScoreIdentity(faceqa_pb2.ScoreIdentityRequest(
+            reference_images=[london("001_neutral"), london("001_smiling")],
+            images=[transformed("001_smiling", size=512), london("002_neutral"), no_face],
+        ), timeout=60)
+        same, stranger, nothing = scored.scores
+        assert same.face_found and same.same_person and same.distance < scored.threshold
+        assert stranger.face_found and not stranger.same_person and stranger.distance > scored.threshold
+        assert not nothing.face_found and same.face_box.right > same.face_box.left
+        again = await faceqa.ScoreIdentity(faceqa_pb2.ScoreIdentityRequest(
+            reference_embeddings=[scored.reference], images=[london("002_neutral")]), timeout=60)
+        assert again.scores[0].distance == pytest.approx(stranger.distance, abs=1e-4)
+
+
+async def test_single_photo_check_still_serves_old_callers(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    tilted = next(p for p in faces("lisa") if p.name == "lisa_lisa3.jpg").read_bytes()
+    [summary] = (await upload(client, subject.subject_id, [("tilted.jpg", tilted, REFERENCE)])).photos
+    assert summary.verdict.accepted
+    request = faceqa_pb2.CheckPhotoRequest(
+        tenant_id="default", subject_id=subject.subject_id, photo_id=summary.photo_id,
+        object_key=photo_key("default", subject.subject_id, summary.photo_id), role=HEADSHOT,
+        crop_key=f"tenants/default/subjects/{subject.subject_id}/crops/again.png", crop_size=64,
+    )
+    async with grpc.aio.insecure_channel(stack.addresses["faceqa"]) as channel:
+        checked = await faceqa_pb2_grpc.FaceQAStub(channel).CheckPhoto(request, timeout=60)
+    # lisa3's head is tilted: fine as a reference, not as the headshot.
+    assert list(checked.verdict.reasons) == ["NOT_FRONTAL"] and checked.crop_key == ""
+    assert checked.verdict.measurements.roll_deg < -15
