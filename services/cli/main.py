@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from services.cli.train import add_parser as add_train_parser
 from services.common.styles import catalogue
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=2, help="portraits per style")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    add_train_parser(commands)
 
     styles = commands.add_parser("styles").add_subparsers(dest="styles_command", required=True)
     styles_list = styles.add_parser("list", help="the style catalogue")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from studio.v1 import studio_pb2_grpc
 
+from services.ingest.cancel_order import cancel_order
 from services.ingest.context import IngestContext
 from services.ingest.create_order import create_order
 from services.ingest.create_subject import create_subject, get_subject
@@ -38,3 +39,6 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
     async def DownloadPortrait(self, request, context):
         async for response in download_portrait(self.ctx, request, context):
             yield response
+
+    async def CancelOrder(self, request, context):
+        return await cancel_order(self.ctx, request, context)

@@ -14,6 +14,7 @@ from PIL import Image
 from studio.v1 import common_pb2, events_pb2, privacy_pb2
 
 from services.common.bus import Bus
+from services.common.cancellation import order_cancelled
 from services.common.order_events import publish_order_event
 from services.common.styles import catalogue
 from services.common.vault_client import SealedStore
@@ -46,6 +47,9 @@ class RenderWorker:
         adapter_id = hashlib.sha256(adapter).hexdigest()[:24]
         portraits = []
         for index, item in enumerate(job.items, start=1):
+            if await order_cancelled(self.bus, job.order_id):
+                log.info("order %s was cancelled; dropping its render job", job.order_id)
+                return
             portrait = await self._render_item(job, item, adapter_id, adapter)
             portraits.append(portrait)
             await publish_order_event(
