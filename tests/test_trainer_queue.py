@@ -116,7 +116,7 @@ async def test_killed_trainer_resumes_from_its_checkpoint_and_completes_once(
     record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, f"train-{order.order_id}", trainer_pb2.TrainJobRecord)
     assert record.state == trainer_pb2.TRAIN_JOB_STATE_DONE and record.attempts == 2
     assert not list((trainer_stack.data_dir / "blobs").rglob("checkpoints/*"))  # dropped once done
-    shared.update(done_order=order.order_id)
+    shared.update(done_order=order.order_id, done_subject=subject_id)
 
 
 async def test_cancelling_an_order_drops_its_training(
@@ -168,11 +168,12 @@ async def test_cancel_order_refuses_finished_unknown_and_unauthenticated(studio:
 async def test_bad_jobs_fail_once_with_a_clear_reason(
     trainer_stack: EmbeddedStack, raw_nats: nats.NATS, shared: dict
 ) -> None:
-    if "cancelled_subject" not in shared:
-        pytest.skip("needs the cancelled order's subject")
+    if "cancelled_subject" not in shared or "done_subject" not in shared:
+        pytest.skip("needs the subjects of the earlier orders")
     subject_id = shared["cancelled_subject"]
     subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
     crops = sorted(subject.crop_keys.values())
+    trained_subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, shared["done_subject"], state_pb2.SubjectRecord)
     base = base_model_id(trainer_stack.data_dir / "models" / "tiny")
     blobs = trainer_stack.data_dir / "blobs"
     js = raw_nats.jetstream()
@@ -183,7 +184,8 @@ async def test_bad_jobs_fail_once_with_a_clear_reason(
                       lora_key=f"tenants/x/{name}.safetensors", render=events_pb2.RenderJob(job_id=f"render-{name}"))
         return events_pb2.TrainJob(**{**values, **fields})
 
-    corrupt = job("corrupt-checkpoint")
+    corrupt = job("corrupt-checkpoint", subject_id=shared["done_subject"],
+                  crop_keys=sorted(trained_subject.crop_keys.values()))
     key = checkpoint_key(corrupt.tenant_id, corrupt.subject_id, corrupt.job_id)
     (blobs / key).parent.mkdir(parents=True, exist_ok=True)
     (blobs / key).write_bytes(os.urandom(4096))
