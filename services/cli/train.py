@@ -42,8 +42,14 @@ def cmd_train(args) -> None:
     from services.trainer.training import TrainingConfig, TrainingRun
     from services.trainer.validation import IdentityValidator
 
+    from services.common.basemodel import base_model_id
+
     started = time.monotonic()
     base_model = Path(args.base_model)
+    try:
+        base_model_id(base_model)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     config = TrainingConfig.for_base_model(
         base_model, steps=args.steps, seed=args.seed, rank=args.rank, alpha=args.rank,
         train_text_encoder=args.text_encoder, gradient_checkpointing=args.gradient_checkpointing,
