@@ -38,11 +38,10 @@ def add_parser(commands) -> None:
 
 
 def cmd_train(args) -> None:
+    from services.common.basemodel import base_model_id
     from services.trainer.identity import chip_embedding
     from services.trainer.training import TrainingConfig, TrainingRun
     from services.trainer.validation import IdentityValidator
-
-    from services.common.basemodel import base_model_id
 
     started = time.monotonic()
     base_model = Path(args.base_model)

@@ -45,7 +45,7 @@ class JobStore:
             except BlobNotFound as error:
                 raise PermanentJobError("the subject's training photos were deleted") from error
             except grpc.aio.AioRpcError as error:
-                raise _vault_refusal(error) from error
+                raise vault_refusal(error) from error
             except (UnidentifiedImageError, OSError) as error:
                 name = key.rsplit("/", 1)[-1]
                 raise PermanentJobError(f"a training crop is not a readable image ({name})") from error
@@ -68,7 +68,7 @@ class JobStore:
         except BlobNotFound as error:
             raise PermanentJobError(f"checkpoint of step {record.checkpoint_step} is missing from the store") from error
         except grpc.aio.AioRpcError as error:
-            raise _vault_refusal(error) from error
+            raise vault_refusal(error) from error
         except (EnvelopeError, CheckpointUnreadable) as error:
             raise PermanentJobError(
                 f"checkpoint of step {record.checkpoint_step} is corrupt and cannot be resumed: {error}"
@@ -78,7 +78,8 @@ class JobStore:
         await self.sealed.blobs.delete(checkpoint_key(job.tenant_id, job.subject_id, job.job_id))
 
 
-def _vault_refusal(error: grpc.aio.AioRpcError) -> Exception:
+def vault_refusal(error: grpc.aio.AioRpcError) -> Exception:
+    """What a vault error means for the job: final when the subject or its consent is gone."""
     if error.code() == grpc.StatusCode.NOT_FOUND:
         return PermanentJobError("the subject's data key is gone (subject deleted)")
     if error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION):

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 from PIL import Image
 from studio.v1 import events_pb2, privacy_pb2, trainer_pb2
 
@@ -25,7 +26,7 @@ from services.common.order_events import publish_order_event
 from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, WorkerState
 from services.trainer.identity import chip_embedding
-from services.trainer.job_store import JobStore
+from services.trainer.job_store import JobStore, vault_refusal
 from services.trainer.training import (
     ResumeMismatch,
     RunState,
@@ -47,6 +48,9 @@ class TrainerOptions:
     checkpoint_every: int = 50
     validate_every: int = 100
     device: str | None = None
+    # torch.compile pays off only with a persistent TORCHINDUCTOR_CACHE_DIR: a cold compile of the
+    # SD1.5 UNet's step took over two minutes on an H200, a warm one 18 s (bench/train.py).
+    compile_unet: bool = False
 
     @classmethod
     def from_env(cls) -> TrainerOptions:
@@ -54,6 +58,7 @@ class TrainerOptions:
             checkpoint_every=int(os.environ.get("STUDIO_TRAIN_CHECKPOINT_EVERY", "50")),
             validate_every=int(os.environ.get("STUDIO_TRAIN_VALIDATE_EVERY", "100")),
             device=os.environ.get("STUDIO_TRAIN_DEVICE") or None,
+            compile_unet=os.environ.get("STUDIO_TRAIN_COMPILE", "") == "1",
         )
 
 
@@ -98,7 +103,12 @@ class TrainerWorker:
         except TrainingCancelled:
             await self._cancelled(job, await self.jobs.record(job.job_id))
             return
-        await self._complete(job, lora)
+        except grpc.aio.AioRpcError as error:  # sealing a checkpoint: the subject may be deleted meanwhile
+            raise vault_refusal(error) from error
+        try:
+            await self._complete(job, lora)
+        except grpc.aio.AioRpcError as error:
+            raise vault_refusal(error) from error
 
     async def on_failure(self, payload: bytes, reason: str) -> None:
         job = events_pb2.TrainJob.FromString(payload)
@@ -116,7 +126,7 @@ class TrainerWorker:
         """Runs on a worker thread; talks to the event loop only through `loop`."""
         config = TrainingConfig.for_base_model(
             self.base_model, steps=job.steps or None, seed=job.seed, checkpoint_every=self.options.checkpoint_every,
-            validate_every=self.options.validate_every,
+            validate_every=self.options.validate_every, compile_unet=self.options.compile_unet,
         )
         run = TrainingRun(self.base_model, images, config, self.options.device, resume=resume)
         validator = IdentityValidator(_references(images), run.resolution, config.subject_token, seed=job.seed)
