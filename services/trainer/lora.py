@@ -6,7 +6,7 @@ from __future__ import annotations
 import safetensors.torch
 import torch
 from diffusers.utils import convert_state_dict_to_diffusers
-from peft import LoraConfig
+from peft import LoraConfig, inject_adapter_in_model
 from peft.utils import get_peft_model_state_dict
 
 from services.common.lora_file import BASE_MODEL_METADATA_KEY, with_sorted_metadata
@@ -24,7 +24,8 @@ def add_lora(parts: BaseModelParts, rank: int, alpha: int, seed: int, *, text_en
         parts.unet.add_adapter(_config(rank, alpha, UNET_TARGET_MODULES))
         if text_encoder:
             for encoder in parts.text_encoders:
-                encoder.add_adapter(_config(rank, alpha, TEXT_ENCODER_TARGET_MODULES))
+                # peft directly: transformers' own add_adapter wants a newer peft than diffusers pins.
+                inject_adapter_in_model(_config(rank, alpha, TEXT_ENCODER_TARGET_MODULES), encoder)
     for module in parts.trainable_modules(text_encoder):
         for parameter in module.parameters():
             if parameter.requires_grad:
