@@ -91,8 +91,8 @@ class TrainerWorker:
             raise PermanentJobError("no training crops")
         images = await self.jobs.crops(job)
         resume = await self.jobs.load_checkpoint(job, record)
-        record.state, record.worker_id, record.attempts = State.TRAIN_JOB_STATE_RUNNING, self.state.worker_id, \
-            record.attempts + 1
+        record.state, record.worker_id = State.TRAIN_JOB_STATE_RUNNING, self.state.worker_id
+        record.attempts += 1
         await self.jobs.save_record(record)
         try:
             async with CancelWatch(self.bus, job.order_id) as watch:
