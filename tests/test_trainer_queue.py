@@ -14,14 +14,19 @@ import grpc
 import nats
 import pytest
 import pytest_asyncio
+import safetensors.torch
+import torch
 from nats.js.api import DeliverPolicy
-from studio.v1 import common_pb2, events_pb2, state_pb2, studio_pb2, trainer_pb2
+from studio.v1 import common_pb2, events_pb2, privacy_pb2, state_pb2, studio_pb2, trainer_pb2
 
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack
 from services.common import bus as topology
 from services.common.basemodel import base_model_id
+from services.common.blobstore import open_blob_store
 from services.common.launchers.process import free_port
+from services.common.lora_file import BASE_MODEL_METADATA_KEY
+from services.common.vault_client import SealedStore, VaultClient
 from services.trainer.checkpoint import checkpoint_key
 from tests.fixtures_stack import faces
 
@@ -225,3 +230,28 @@ async def test_bad_jobs_fail_once_with_a_clear_reason(
     assert info.num_pending == 0 and info.num_ack_pending == 0
     assert trainer_stack.processes["trainer"].is_running()
     assert not (blobs / key).exists()  # the corrupt checkpoint is dropped with the failed job
+
+
+async def test_the_renderer_refuses_a_lora_of_another_base_model(
+    trainer_stack: EmbeddedStack, raw_nats: nats.NATS, shared: dict
+) -> None:
+    if "done_subject" not in shared:
+        pytest.skip("needs the trained subject")
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, shared["done_subject"], state_pb2.SubjectRecord)
+    foreign = safetensors.torch.save({"unet.block.to_q.lora.down.weight": torch.zeros(4, 8)},
+                                     metadata={"format": "pt", BASE_MODEL_METADATA_KEY: "bm-0123456789abcdef"})
+    key = f"tenants/{subject.tenant_id}/subjects/{shared['done_subject']}/loras/bm-0123456789abcdef.safetensors"
+    vault = VaultClient.from_token_file(trainer_stack.addresses["privacy"], trainer_stack.paths.token_file("trainer"))
+    sealed = SealedStore(await open_blob_store(f"file://{trainer_stack.data_dir / 'blobs'}"), vault)
+    await sealed.put(subject.tenant_id, shared["done_subject"], key, foreign, privacy_pb2.KEY_PURPOSE_ENCRYPT_LORA)
+    await vault.close()
+    js = raw_nats.jetstream()
+    subscription = await js.subscribe(topology.order_events_subject("order_foreign-lora"), ordered_consumer=True)
+    render = events_pb2.RenderJob(job_id="render-foreign-lora", order_id="order_foreign-lora",
+                                  tenant_id=subject.tenant_id, subject_id=shared["done_subject"], lora_key=key,
+                                  items=[events_pb2.RenderItem(portrait_id="p1", style="studio-frontal-soft")])
+    await js.publish(topology.RENDER_SUBJECT, render.SerializeToString(), headers={"Nats-Msg-Id": render.job_id})
+    event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=60)).data)
+    await subscription.unsubscribe()
+    assert event.WhichOneof("kind") == "failed" and event.failed.stage == "rendering"
+    assert "trained on base model bm-0123456789abcdef" in event.failed.reason

@@ -15,6 +15,7 @@ from studio.v1 import common_pb2, events_pb2, privacy_pb2
 
 from services.common.bus import Bus
 from services.common.cancellation import order_cancelled
+from services.common.lora_file import require_base_model
 from services.common.order_events import publish_order_event
 from services.common.styles import catalogue
 from services.common.vault_client import SealedStore
@@ -38,12 +39,18 @@ class RenderWorker:
     sealed: SealedStore
     triton_url: str
     state: WorkerState
+    base_model_id: str = ""  # when set, LoRAs trained on another base model are refused
 
     async def handle(self, payload: bytes) -> None:
         job = events_pb2.RenderJob.FromString(payload)
         adapter = await self.sealed.get(
             job.tenant_id, job.subject_id, job.lora_key, privacy_pb2.KEY_PURPOSE_DECRYPT_LORA
         )
+        if self.base_model_id:
+            try:
+                require_base_model(adapter, self.base_model_id)
+            except ValueError as error:  # WrongBaseModel, or not a LoRA file at all
+                raise PermanentJobError(str(error)) from error
         adapter_id = hashlib.sha256(adapter).hexdigest()[:24]
         portraits = []
         for index, item in enumerate(job.items, start=1):
