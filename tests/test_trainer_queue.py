@@ -152,7 +152,7 @@ async def test_cancelling_an_order_drops_its_training(
     again = await studio.stub.CancelOrder(studio_pb2.CancelOrderRequest(order_id=order.order_id),
                                           metadata=studio.metadata, timeout=10)
     assert again.order.state == common_pb2.ORDER_STATE_FAILED  # cancelling twice is fine
-    shared.update(cancelled_subject=subject_id)
+    shared.update(cancelled_subject=subject_id, cancelled_order=order.order_id)
 
 
 async def test_cancel_order_refuses_finished_unknown_and_unauthenticated(studio: StudioClient, shared: dict) -> None:
@@ -255,3 +255,30 @@ async def test_the_renderer_refuses_a_lora_of_another_base_model(
     await subscription.unsubscribe()
     assert event.WhichOneof("kind") == "failed" and event.failed.stage == "rendering"
     assert "trained on base model bm-0123456789abcdef" in event.failed.reason
+
+
+async def test_the_renderer_drops_a_cancelled_orders_job(
+    trainer_stack: EmbeddedStack, raw_nats: nats.NATS, shared: dict
+) -> None:
+    if "cancelled_order" not in shared or "done_subject" not in shared:
+        pytest.skip("needs the cancelled order and the trained subject")
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, shared["done_subject"], state_pb2.SubjectRecord)
+    order_id = shared["cancelled_order"]
+    js = raw_nats.jetstream()
+    subscription = await js.subscribe(topology.order_events_subject(order_id), ordered_consumer=True,
+                                      deliver_policy=DeliverPolicy.NEW)
+    render = events_pb2.RenderJob(job_id=f"render-late-{order_id}", order_id=order_id, tenant_id=subject.tenant_id,
+                                  subject_id=shared["done_subject"], lora_key=next(iter(subject.lora_keys.values())),
+                                  items=[events_pb2.RenderItem(portrait_id="p1", style="studio-frontal-soft",
+                                                               width=64, height=64, steps=2, portrait_key="x/p1")])
+    await js.publish(topology.RENDER_SUBJECT, render.SerializeToString(), headers={"Nats-Msg-Id": render.job_id})
+    for _ in range(100):
+        info = await js.consumer_info(topology.RENDER_QUEUE.stream, topology.RENDER_QUEUE.durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert info.num_pending == 0 and info.num_ack_pending == 0  # taken and acknowledged
+    with pytest.raises(TimeoutError):
+        await subscription.next_msg(timeout=2)  # and nothing rendered or reported for the order
+    await subscription.unsubscribe()
+    assert not (trainer_stack.data_dir / "blobs" / "x" / "p1").exists()
