@@ -12,6 +12,7 @@ from pathlib import Path
 
 from services.cli.capacity import add_capacity_command
 from services.cli.qa import register as register_qa
+from services.cli.train import add_parser as add_train_parser
 from services.common.styles import catalogue
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     register_qa(commands)
+    add_train_parser(commands)
 
     styles = commands.add_parser("styles").add_subparsers(dest="styles_command", required=True)
     styles_list = styles.add_parser("list", help="the style catalogue")

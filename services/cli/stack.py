@@ -179,6 +179,11 @@ class EmbeddedStack:
         await process.wait_ready(lambda: grpc_healthy(listen), timeout=SERVICE_READY_TIMEOUT_S)
         self.addresses[service] = listen
 
+    async def restart_service(self, service: str) -> None:
+        """Start one service again with the same settings (after it crashed or was killed)."""
+        self.processes[service].stop()
+        await self._start_service(service, self._base_model(lambda message: None))
+
     def _write_stack_file(self) -> None:
         assert self.nats and self.triton
         stack = {

@@ -100,7 +100,9 @@ class WorkQueue:
 
 # Workers send in_progress heartbeats well inside ack_wait, so a live job is never redelivered
 # while a killed worker's job comes back after ack_wait.
-TRAIN_QUEUE = WorkQueue("TRAIN", TRAIN_SUBJECT, "trainer", ack_wait_s=60.0, max_deliver=5)
+# STUDIO_TRAIN_ACK_WAIT_S (same value in every service) sets how soon a killed trainer's job returns.
+TRAIN_QUEUE = WorkQueue("TRAIN", TRAIN_SUBJECT, "trainer",
+                        ack_wait_s=float(os.environ.get("STUDIO_TRAIN_ACK_WAIT_S", "60")), max_deliver=5)
 RENDER_QUEUE = WorkQueue("RENDER", RENDER_SUBJECT, "renderer", ack_wait_s=60.0, max_deliver=5)
 # ingest keeps the order view (KV) up to date from the event stream.
 ORDER_VIEW_CONSUMER = ConsumerConfig(
@@ -148,7 +150,12 @@ SUBJECTS_BUCKET = "studio_subjects"
 PHOTOS_BUCKET = "studio_photos"
 ORDERS_BUCKET = "studio_orders"
 IDEMPOTENCY_BUCKET = "studio_idempotency"
-BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET)
+# Trainer bookkeeping per training job (TrainJobRecord): checkpoint location, done-once marker.
+TRAIN_JOBS_BUCKET = "studio_train_jobs"
+# Cancelled orders (key = order id): workers drop their jobs. Written by ingest's CancelOrder.
+CANCELLED_ORDERS_BUCKET = "studio_cancelled_orders"
+BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
+           CANCELLED_ORDERS_BUCKET)
 
 
 def order_events_subject(order_id: str) -> str:

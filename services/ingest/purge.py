@@ -21,6 +21,7 @@ def purge_handler(bus: Bus, sealed: SealedStore):
         for order_id in order_ids:
             events += await bus.purge_subject(topology.EVENTS_STREAM.name, topology.order_events_subject(order_id))
             await bus.kv_purge(topology.ORDERS_BUCKET, order_id)
+            await bus.kv_purge(topology.CANCELLED_ORDERS_BUCKET, order_id)
         for entry in entries:
             await bus.kv_purge(topology.IDEMPOTENCY_BUCKET, entry)
         if record is not None and record.tenant_id == tenant_id:

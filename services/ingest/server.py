@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from studio.v1 import studio_pb2_grpc
 
+from services.ingest.cancel_order import cancel_order
 from services.ingest.context import IngestContext
 from services.ingest.create_order import create_order
 from services.ingest.create_subject import create_subject, get_subject
@@ -48,3 +49,6 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def GetDeletion(self, request, context):
         return await get_deletion(self.ctx, request, context)
+
+    async def CancelOrder(self, request, context):
+        return await cancel_order(self.ctx, request, context)

@@ -31,7 +31,9 @@ POLICY: dict[str, ServicePolicy] = {
         may_manage_deletions=True,
     ),
     "faceqa": ServicePolicy(frozenset({Purpose.KEY_PURPOSE_DECRYPT_PHOTO, Purpose.KEY_PURPOSE_ENCRYPT_CROP})),
-    "trainer": ServicePolicy(frozenset({Purpose.KEY_PURPOSE_DECRYPT_CROP, Purpose.KEY_PURPOSE_ENCRYPT_LORA})),
+    "trainer": ServicePolicy(frozenset({
+        Purpose.KEY_PURPOSE_DECRYPT_CROP, Purpose.KEY_PURPOSE_ENCRYPT_LORA, Purpose.KEY_PURPOSE_TRAINER_CHECKPOINT,
+    })),
     "renderer": ServicePolicy(
         frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT})
     ),

@@ -8,6 +8,7 @@ import grpc
 from studio.v1 import renderer_pb2, renderer_pb2_grpc
 
 from services.common import bus as topology
+from services.common.basemodel import base_model_id
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
 from services.common.purge import PurgeListener
@@ -38,6 +39,7 @@ async def main() -> None:
     worker = RenderWorker(
         bus=bus, sealed=runtime.sealed,
         triton_url=settings.require("triton_url"), state=WorkerState(),
+        base_model_id=base_model_id(settings.base_model) if settings.base_model else "",
     )
 
     def register(server: grpc.aio.Server) -> list[str]:

@@ -14,6 +14,8 @@ from PIL import Image
 from studio.v1 import common_pb2, events_pb2, privacy_pb2
 
 from services.common.bus import Bus
+from services.common.cancellation import order_cancelled
+from services.common.lora_file import require_base_model
 from services.common.order_events import publish_order_event
 from services.common.styles import catalogue
 from services.common.vault_client import SealedStore
@@ -37,15 +39,24 @@ class RenderWorker:
     sealed: SealedStore
     triton_url: str
     state: WorkerState
+    base_model_id: str = ""  # when set, LoRAs trained on another base model are refused
 
     async def handle(self, payload: bytes) -> None:
         job = events_pb2.RenderJob.FromString(payload)
         adapter = await self.sealed.get(
             job.tenant_id, job.subject_id, job.lora_key, privacy_pb2.KEY_PURPOSE_DECRYPT_LORA
         )
+        if self.base_model_id:
+            try:
+                require_base_model(adapter, self.base_model_id)
+            except ValueError as error:  # WrongBaseModel, or not a LoRA file at all
+                raise PermanentJobError(str(error)) from error
         adapter_id = f"{job.subject_id}/{hashlib.sha256(adapter).hexdigest()[:24]}"
         portraits = []
         for index, item in enumerate(job.items, start=1):
+            if await order_cancelled(self.bus, job.order_id):
+                log.info("order %s was cancelled; dropping its render job", job.order_id)
+                return
             portrait = await self._render_item(job, item, adapter_id, adapter)
             portraits.append(portrait)
             await publish_order_event(

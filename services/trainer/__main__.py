@@ -16,7 +16,7 @@ from services.common.runtime import Runtime
 from services.common.tls import internal_server_credentials
 from services.common.workqueue import WorkerState, run_worker
 from services.trainer.purge import purge_handler
-from services.trainer.worker import TrainerWorker
+from services.trainer.worker import TrainerOptions, TrainerWorker
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
@@ -44,6 +44,7 @@ async def main() -> None:
     worker = TrainerWorker(
         bus=bus, sealed=runtime.sealed,
         base_model=base_model, base_model_id=base_model_id(base_model), state=WorkerState(),
+        options=TrainerOptions.from_env(),
     )
 
     def register(server: grpc.aio.Server) -> list[str]:

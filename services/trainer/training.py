@@ -1,35 +1,67 @@
-"""In-process LoRA training of a diffusers SD1.5-family UNet on one subject's photos.
+"""In-process LoRA training on one subject's photos: SD1.5-family, SDXL-family or the tiny model.
 
-The VAE latents of the photos and the caption embedding never change during a run, so they are
-computed once up front; each step then only runs the UNet. The result is the LoRA in the standard
-diffusers format (keys "unet.<module>.lora.down.weight" / "...lora.up.weight"), the same bytes
-`StableDiffusionPipeline.save_lora_weights` writes, loadable with `pipe.load_lora_weights`.
+The VAE latents of the photos and the caption's embeddings never change during a run, so they are
+computed once up front; each step then only runs the UNet (services/trainer/step.py). A run can
+be checkpointed (RunState) and resumed; on a CPU a resumed run gives the same bytes as one that was
+never interrupted. Every `validate_every` steps a validator scores the current LoRA and the best
+one is what the run delivers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import safetensors.torch
 import torch
-import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from diffusers.utils import convert_state_dict_to_diffusers
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 from PIL import Image, ImageOps
-from transformers import CLIPTextModel, CLIPTokenizer
 
-from services.common.basemodel import base_model_id, read_resolution
+from services.common.basemodel import base_model_id
+from services.trainer.components import BaseModelParts, Conditioning, encode_caption, encode_latents, load_parts
+from services.trainer.families import defaults_for
+from services.trainer.lora import add_lora, lora_safetensors_bytes, trainable_parameters
+from services.trainer.step import LoraStep, freeze_in_bf16
 
-LORA_TARGET_MODULES = ("to_k", "to_q", "to_v", "to_out.0")
-UNET_KEY_PREFIX = "unet."
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    steps: int = 20
+    rank: int = 4
+    alpha: int | None = None
+    learning_rate: float = 1e-3
+    batch_size: int = 2
+    seed: int = 0
+    subject_token: str = "sks person"
+    resolution: int | None = None  # None: the base model's own
+    train_text_encoder: bool = False
+    gradient_checkpointing: bool = False
+    compile_unet: bool = False
+    validate_every: int = 0  # 0: no validation, the last step's LoRA is delivered
+    checkpoint_every: int = 0  # 0: no checkpoints
+
+    @classmethod
+    def for_base_model(cls, path: Path, **overrides) -> TrainingConfig:
+        """The base model family's documented defaults (services/trainer/families.py), overridden."""
+        family = defaults_for(path)
+        config = cls(
+            steps=family.steps, rank=family.rank, alpha=family.alpha, learning_rate=family.learning_rate,
+            batch_size=family.batch_size, resolution=family.resolution,
+        )
+        return replace(config, **{key: value for key, value in overrides.items() if value is not None})
+
+    @property
+    def caption(self) -> str:
+        return f"a photo of {self.subject_token}"
+
+
+@dataclass(frozen=True)
+class ValidationPoint:
+    step: int
+    identity_score: float
+    loss: float
 
 
 @dataclass(frozen=True)
@@ -37,6 +69,23 @@ class TrainingProgress:
     step: int
     total_steps: int
     loss: float
+    eta_seconds: float = 0.0
+    validation: tuple[ValidationPoint, ...] = ()
+
+
+@dataclass
+class RunState:
+    """Everything a resumed run needs (what a checkpoint holds)."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    curve: list[ValidationPoint] = field(default_factory=list)
+    best_step: int = 0
+    best_score: float = -1.0
+    best_lora: bytes = b""
+    trainable: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer: dict = field(default_factory=dict)
+    generator: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -47,60 +96,158 @@ class TrainedLora:
     final_loss: float
     losses: tuple[float, ...]
     seconds: float
+    best_step: int = 0
+    best_identity_score: float = 0.0
+    validation: tuple[ValidationPoint, ...] = ()
 
 
 class TrainingCancelled(Exception):
     """Raised when `should_stop` asked the run to end before its last step."""
 
 
-@dataclass(frozen=True)
-class _BaseModel:
-    tokenizer: CLIPTokenizer
-    text_encoder: CLIPTextModel
-    vae: AutoencoderKL
-    unet: UNet2DConditionModel
-    noise_scheduler: DDPMScheduler
+class ResumeMismatch(ValueError):
+    """The RunState to resume from does not fit this run (other adapters, rank or optimiser)."""
 
 
-def train_lora(
-    base_model: Path,
-    images: Sequence[Image.Image],
-    *,
-    steps: int = 20,
-    rank: int = 4,
-    alpha: int | None = None,
-    learning_rate: float = 1e-3,
-    batch_size: int = 2,
-    seed: int = 0,
-    subject_token: str = "sks person",
-    device: str | None = None,
-    progress: Callable[[TrainingProgress], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainedLora:
+# Scores the LoRA as it is now (the UNet in `parts` carries it); None when it cannot be scored.
+Validator = Callable[[BaseModelParts, int], float | None]
+
+
+class TrainingRun:
+    def __init__(self, base_model: Path, images: Sequence[Image.Image], config: TrainingConfig,
+                 device: str | None = None, resume: RunState | None = None) -> None:
+        _check_arguments(images, config)
+        self.base_model = Path(base_model)
+        self.base_model_id = base_model_id(self.base_model)
+        self.config = config
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.parts = load_parts(self.base_model)
+        self.resolution = config.resolution or defaults_for(self.base_model).resolution
+        self.alpha = config.alpha or config.rank
+        add_lora(self.parts, config.rank, self.alpha, config.seed, text_encoder=config.train_text_encoder)
+        self.trainable = trainable_parameters(self.parts, config.train_text_encoder)
+        self._place_on_device()
+        self.latents = encode_latents(self.parts.vae, prepare_pixels(images, self.resolution).to(self.device))
+        self.step = LoraStep(
+            self.parts.unet, self.parts.noise_scheduler, self.trainable.values(), config.learning_rate,
+            device=self.device, compile_unet=config.compile_unet,
+        )
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.state = RunState()
+        if resume is not None:
+            self._restore(resume)
+        self._cached_conditioning = None if config.train_text_encoder else self._conditioning()
+
+    def run(self, progress: Callable[[TrainingProgress], None] | None = None,
+            should_stop: Callable[[], bool] | None = None,
+            on_checkpoint: Callable[[RunState], None] | None = None,
+            validator: Validator | None = None) -> TrainedLora:
+        started, first_step = time.monotonic(), self.state.step + 1
+        total = self.config.steps
+        for step in range(first_step, total + 1):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"stopped before step {step} of {total}")
+            picks = torch.randint(len(self.latents), (self.config.batch_size,), generator=self.generator,
+                                  device=self.device)
+            loss = self.step(self.latents[picks], self._cached_conditioning or self._conditioning(), self.generator)
+            self._record_loss(float(loss.item()))
+            self.state.step = step
+            if validator is not None and self._validates_at(step):
+                self._validate(validator, step)
+            if progress is not None:
+                eta = (time.monotonic() - started) / (step - first_step + 1) * (total - step)
+                progress(TrainingProgress(step, total, self.state.losses[-1], eta, tuple(self.state.curve)))
+            if on_checkpoint is not None and self.config.checkpoint_every and step % self.config.checkpoint_every == 0 \
+                    and step < total:
+                on_checkpoint(self.snapshot())
+        return self._result(time.monotonic() - started)
+
+    def lora_bytes(self) -> bytes:
+        return lora_safetensors_bytes(
+            self.parts, self.config.rank, self.alpha, self.base_model_id, text_encoder=self.config.train_text_encoder
+        )
+
+    def snapshot(self) -> RunState:
+        state = self.state
+        return replace(
+            state, losses=list(state.losses), curve=list(state.curve),
+            trainable={name: p.detach().to("cpu", copy=True) for name, p in self.trainable.items()},
+            optimizer=_to_cpu(self.step.optimizer.state_dict()), generator=self.generator.get_state().cpu(),
+        )
+
+    def _place_on_device(self) -> None:
+        if self.device.type == "cuda":
+            freeze_in_bf16(self.parts.unet)
+        for module in self.parts.frozen_modules():
+            module.to(self.device)
+        if self.config.gradient_checkpointing:
+            self.parts.unet.enable_gradient_checkpointing()
+        for module in self.parts.trainable_modules(self.config.train_text_encoder):
+            module.train()
+
+    def _conditioning(self) -> Conditioning:
+        with torch.set_grad_enabled(self.config.train_text_encoder):
+            return encode_caption(self.parts, self.config.caption, self.resolution)
+
+    def _restore(self, state: RunState) -> None:
+        missing = set(self.trainable) ^ set(state.trainable)
+        if missing:
+            raise ResumeMismatch(f"{len(missing)} adapter tensors differ from this run's")
+        try:
+            with torch.no_grad():
+                for name, parameter in self.trainable.items():
+                    parameter.copy_(state.trainable[name])
+            self.step.optimizer.load_state_dict(state.optimizer)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ResumeMismatch(str(error)) from error
+        if state.generator is not None:
+            self.generator.set_state(state.generator)
+        self.state = replace(state, trainable={}, optimizer={}, generator=None)
+
+    def _record_loss(self, value: float) -> None:
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value}; lower the learning rate")
+        self.state.losses.append(value)
+
+    def _validates_at(self, step: int) -> bool:
+        every = self.config.validate_every
+        return bool(every) and (step % every == 0 or step == self.config.steps)
+
+    def _validate(self, validator: Validator, step: int) -> None:
+        for module in self.parts.trainable_modules(self.config.train_text_encoder):
+            module.eval()
+        try:
+            with torch.no_grad():
+                score = validator(self.parts, step)
+        finally:
+            for module in self.parts.trainable_modules(self.config.train_text_encoder):
+                module.train()
+        if score is None:
+            return
+        self.state.curve.append(ValidationPoint(step, float(score), self.state.losses[-1]))
+        if score >= self.state.best_score:  # ties go to the later, longer-trained LoRA
+            self.state.best_step, self.state.best_score, self.state.best_lora = step, float(score), self.lora_bytes()
+
+    def _result(self, seconds: float) -> TrainedLora:
+        state = self.state
+        delivered = state.best_lora or self.lora_bytes()
+        return TrainedLora(
+            safetensors_bytes=delivered, base_model_id=self.base_model_id, steps=self.config.steps,
+            final_loss=state.losses[-1], losses=tuple(state.losses), seconds=seconds,
+            best_step=state.best_step if state.best_lora else self.config.steps,
+            best_identity_score=max(state.best_score, 0.0), validation=tuple(state.curve),
+        )
+
+
+def train_lora(base_model: Path, images: Sequence[Image.Image], *, steps: int = 20, rank: int = 4,
+               alpha: int | None = None, learning_rate: float = 1e-3, batch_size: int = 2, seed: int = 0,
+               subject_token: str = "sks person", device: str | None = None,
+               progress: Callable[[TrainingProgress], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> TrainedLora:
     """Train a LoRA on `images` captioned "a photo of {subject_token}"; deterministic per seed on CPU."""
-    _check_arguments(images, steps, rank, batch_size)
-    started = time.monotonic()
-    base_model = Path(base_model)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lora_alpha = alpha or rank
-    model = _load_base_model(base_model)
-    _add_lora(model.unet, rank, lora_alpha, seed)
-    for module in (model.text_encoder, model.vae, model.unet):
-        module.to(device)
-    pixels = prepare_pixels(images, read_resolution(base_model)).to(device)
-    latents = encode_latents(model.vae, pixels)
-    caption_embedding = encode_caption(model.tokenizer, model.text_encoder, f"a photo of {subject_token}")
-    losses = _train_steps(
-        model, latents, caption_embedding, steps, learning_rate, batch_size, seed, progress, should_stop
-    )
-    return TrainedLora(
-        safetensors_bytes=lora_safetensors_bytes(model.unet, rank, lora_alpha),
-        base_model_id=base_model_id(base_model),
-        steps=steps,
-        final_loss=losses[-1],
-        losses=tuple(losses),
-        seconds=time.monotonic() - started,
-    )
+    config = TrainingConfig(steps=steps, rank=rank, alpha=alpha, learning_rate=learning_rate,
+                            batch_size=batch_size, seed=seed, subject_token=subject_token)
+    return TrainingRun(base_model, images, config, device).run(progress, should_stop)
 
 
 def prepare_pixels(images: Sequence[Image.Image], resolution: int) -> torch.Tensor:
@@ -113,147 +260,19 @@ def prepare_pixels(images: Sequence[Image.Image], resolution: int) -> torch.Tens
     return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-@torch.no_grad()
-def encode_latents(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
-    # The distribution's mean rather than a sample: the latents are cached for the whole run, and
-    # the mean keeps them deterministic without a generator.
-    latents = vae.encode(pixels).latent_dist.mode()
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (latents - shift) * vae.config.scaling_factor
-
-
-@torch.no_grad()
-def encode_caption(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, caption: str) -> torch.Tensor:
-    """The 1×tokens×dim text-encoder hidden states the UNet cross-attends to."""
-    token_ids = tokenizer(
-        caption,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    return text_encoder(token_ids.to(text_encoder.device))[0]
-
-
-def lora_safetensors_bytes(unet: UNet2DConditionModel, rank: int, alpha: int) -> bytes:
-    """The UNet's LoRA as a diffusers-format safetensors file (what save_lora_weights writes)."""
-    peft_state = get_peft_model_state_dict(unet)
-    # The diffusers format carries no alpha: loaders assume alpha == rank (scale 1). Folding
-    # alpha/rank into lora_B keeps the effective weights identical for any alpha.
-    scale = alpha / rank
-    peft_state = {key: value * scale if "lora_B" in key else value for key, value in peft_state.items()}
-    diffusers_state = convert_state_dict_to_diffusers(peft_state)
-    tensors = {
-        UNET_KEY_PREFIX + key: value.detach().to("cpu", torch.float32).contiguous()
-        for key, value in diffusers_state.items()
-    }
-    return safetensors.torch.save(tensors, metadata={"format": "pt"})
-
-
-def _check_arguments(images: Sequence[Image.Image], steps: int, rank: int, batch_size: int) -> None:
+def _check_arguments(images: Sequence[Image.Image], config: TrainingConfig) -> None:
     if not images:
         raise ValueError("at least one training image is needed")
-    for name, value in (("steps", steps), ("rank", rank), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+    for name in ("steps", "rank", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
 
 
-def _load_base_model(path: Path) -> _BaseModel:
-    model = _BaseModel(
-        tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
-        text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder"),
-        vae=AutoencoderKL.from_pretrained(path, subfolder="vae"),
-        unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
-        noise_scheduler=DDPMScheduler.from_pretrained(path, subfolder="scheduler"),
-    )
-    for module in (model.text_encoder, model.vae, model.unet):
-        module.requires_grad_(False)
-    model.text_encoder.eval()
-    model.vae.eval()
-    return model
-
-
-def _add_lora(unet: UNet2DConditionModel, rank: int, alpha: int, seed: int) -> None:
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        init_lora_weights="gaussian",
-        target_modules=list(LORA_TARGET_MODULES),
-    )
-    # The gaussian init draws from the global CPU RNG (the UNet is still on the CPU here, so this
-    # holds on GPU hosts too): seed it without disturbing the caller's RNG state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet.add_adapter(config)
-    unet.train()
-
-
-def _train_steps(
-    model: _BaseModel,
-    latents: torch.Tensor,
-    caption_embedding: torch.Tensor,
-    steps: int,
-    learning_rate: float,
-    batch_size: int,
-    seed: int,
-    progress: Callable[[TrainingProgress], None] | None,
-    should_stop: Callable[[], bool] | None,
-) -> list[float]:
-    lora_parameters = [parameter for parameter in model.unet.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(lora_parameters, lr=learning_rate)
-    generator = torch.Generator(device=latents.device).manual_seed(seed)
-    losses: list[float] = []
-    for step in range(1, steps + 1):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"stopped before step {step} of {steps}")
-        picks = torch.randint(len(latents), (batch_size,), generator=generator, device=latents.device)
-        loss = _training_step(model, latents[picks], caption_embedding, optimizer, generator)
-        losses.append(loss)
-        if progress is not None:
-            progress(TrainingProgress(step=step, total_steps=steps, loss=loss))
-    return losses
-
-
-def _training_step(
-    model: _BaseModel,
-    latents: torch.Tensor,
-    caption_embedding: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-) -> float:
-    scheduler = model.noise_scheduler
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    timesteps = torch.randint(
-        scheduler.config.num_train_timesteps, (len(latents),), generator=generator, device=latents.device
-    )
-    noisy_latents = scheduler.add_noise(latents, noise, timesteps)
-    target = _prediction_target(scheduler, latents, noise, timesteps)
-    encoder_hidden_states = caption_embedding.expand(len(latents), -1, -1)
-
-    with _autocast(latents.device):
-        prediction = model.unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
-    loss = F.mse_loss(prediction.float(), target.float())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    value = loss.item()
-    if not math.isfinite(value):
-        raise FloatingPointError(f"training loss became {value}; lower the learning rate")
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(item) for item in value)
     return value
-
-
-def _prediction_target(
-    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-) -> torch.Tensor:
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return scheduler.get_velocity(latents, noise, timesteps)
-    raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r}")
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

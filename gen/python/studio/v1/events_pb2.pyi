@@ -83,26 +83,50 @@ class OrderQueued(_message.Message):
     def __init__(self, position: _Optional[int] = ..., eta_seconds: _Optional[int] = ...) -> None: ...
 
 class TrainingProgress(_message.Message):
-    __slots__ = ("step", "total_steps", "loss")
+    __slots__ = ("step", "total_steps", "loss", "eta_seconds", "validation", "best_step", "resumed_from_step")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    BEST_STEP_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
     step: int
     total_steps: int
     loss: float
-    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
+    eta_seconds: int
+    validation: _containers.RepeatedCompositeFieldContainer[ValidationPoint]
+    best_step: int
+    resumed_from_step: int
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_seconds: _Optional[int] = ..., validation: _Optional[_Iterable[_Union[ValidationPoint, _Mapping]]] = ..., best_step: _Optional[int] = ..., resumed_from_step: _Optional[int] = ...) -> None: ...
+
+class ValidationPoint(_message.Message):
+    __slots__ = ("step", "identity_score", "loss")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    identity_score: float
+    loss: float
+    def __init__(self, step: _Optional[int] = ..., identity_score: _Optional[float] = ..., loss: _Optional[float] = ...) -> None: ...
 
 class TrainingDone(_message.Message):
-    __slots__ = ("base_model_id", "seconds", "final_loss", "lora_key")
+    __slots__ = ("base_model_id", "seconds", "final_loss", "lora_key", "best_step", "best_identity_score", "validation")
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
     LORA_KEY_FIELD_NUMBER: _ClassVar[int]
+    BEST_STEP_FIELD_NUMBER: _ClassVar[int]
+    BEST_IDENTITY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
     base_model_id: str
     seconds: float
     final_loss: float
     lora_key: str
-    def __init__(self, base_model_id: _Optional[str] = ..., seconds: _Optional[float] = ..., final_loss: _Optional[float] = ..., lora_key: _Optional[str] = ...) -> None: ...
+    best_step: int
+    best_identity_score: float
+    validation: _containers.RepeatedCompositeFieldContainer[ValidationPoint]
+    def __init__(self, base_model_id: _Optional[str] = ..., seconds: _Optional[float] = ..., final_loss: _Optional[float] = ..., lora_key: _Optional[str] = ..., best_step: _Optional[int] = ..., best_identity_score: _Optional[float] = ..., validation: _Optional[_Iterable[_Union[ValidationPoint, _Mapping]]] = ...) -> None: ...
 
 class RenderingProgress(_message.Message):
     __slots__ = ("rendered", "total", "portrait")

@@ -22,6 +22,7 @@ class KeyPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_PURPOSE_DECRYPT_LORA: _ClassVar[KeyPurpose]
     KEY_PURPOSE_ENCRYPT_PORTRAIT: _ClassVar[KeyPurpose]
     KEY_PURPOSE_DECRYPT_PORTRAIT: _ClassVar[KeyPurpose]
+    KEY_PURPOSE_TRAINER_CHECKPOINT: _ClassVar[KeyPurpose]
 
 class DeletionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +45,7 @@ KEY_PURPOSE_ENCRYPT_LORA: KeyPurpose
 KEY_PURPOSE_DECRYPT_LORA: KeyPurpose
 KEY_PURPOSE_ENCRYPT_PORTRAIT: KeyPurpose
 KEY_PURPOSE_DECRYPT_PORTRAIT: KeyPurpose
+KEY_PURPOSE_TRAINER_CHECKPOINT: KeyPurpose
 DELETION_REASON_UNSPECIFIED: DeletionReason
 DELETION_REASON_REQUESTED: DeletionReason
 DELETION_REASON_CONSENT_REVOKED: DeletionReason

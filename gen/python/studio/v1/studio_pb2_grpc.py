@@ -86,6 +86,11 @@ class StudioStub:
                 request_serializer=studio_dot_v1_dot_studio__pb2.GetDeletionRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_studio__pb2.GetDeletionResponse.FromString,
                 _registered_method=True)
+        self.CancelOrder = channel.unary_unary(
+                '/studio.v1.Studio/CancelOrder',
+                request_serializer=studio_dot_v1_dot_studio__pb2.CancelOrderRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.CancelOrderResponse.FromString,
+                _registered_method=True)
 
 
 class StudioServicer:
@@ -161,6 +166,14 @@ class StudioServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelOrder(self, request, context):
+        """Cancels an order that has not finished: queued or running training and rendering is dropped,
+        and the order fails with stage "cancelled". FAILED_PRECONDITION if it already finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudioServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +226,11 @@ def add_StudioServicer_to_server(servicer, server):
                     servicer.GetDeletion,
                     request_deserializer=studio_dot_v1_dot_studio__pb2.GetDeletionRequest.FromString,
                     response_serializer=studio_dot_v1_dot_studio__pb2.GetDeletionResponse.SerializeToString,
+            ),
+            'CancelOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrder,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.CancelOrderRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.CancelOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -487,6 +505,33 @@ class Studio:
             '/studio.v1.Studio/GetDeletion',
             studio_dot_v1_dot_studio__pb2.GetDeletionRequest.SerializeToString,
             studio_dot_v1_dot_studio__pb2.GetDeletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Studio/CancelOrder',
+            studio_dot_v1_dot_studio__pb2.CancelOrderRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.CancelOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

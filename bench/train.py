@@ -1,0 +1,134 @@
+"""LoRA training benchmark.
+
+Default: the tiny model on the CPU, steps/s of the bare training loop against the trainer worker's
+whole job (sealed crops in, progress events, sealed checkpoints, validation, sealed LoRA out) on
+real nats-server and vault processes, and the worker's overhead as a ratio.
+
+--real-size: random-weight SD1.5-size (512 px, latent 64²) and SDXL-size (1024 px, latent 128²)
+UNets on a GPU, LoRA r=32 on the attention projections: step time, images/s and FLOP utilisation
+(FLOPs counted with torch.utils.flop_counter, against the GPU's bf16 dense peak and a measured
+8192³ bf16 matrix product), eager against optimised (bf16 frozen weights, fused AdamW, bigger
+batch, torch.compile) in the same run, with the ratio. Reference, one H200, eager bf16, no compile:
+SD1.5 batch 4 = 162 ms/step (60 TFLOP/s); SDXL batch 2 = 445 ms/step (91 TFLOP/s).
+
+    python bench/train.py [--steps N] [--json]
+    python bench/train.py --real-size [--budget-s 420] [--device cpu --tiny-shapes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.train_real_size import matmul_tflops, measure, peak_for, run_child  # noqa: E402
+
+REFERENCE = {("sd15", 4): (162.0, 60.0), ("sdxl", 2): (445.0, 91.0)}
+# (model, mode, batch, timed steps, share of the remaining budget it may use)
+REAL_SIZE_PLAN = (
+    ("sd15", "eager", 4, 10, 0.15), ("sd15", "bf16", 16, 10, 0.15),
+    ("sdxl", "eager", 2, 8, 0.2), ("sdxl", "bf16", 4, 8, 0.2),
+    ("sd15", "compiled", 16, 10, 0.5), ("sdxl", "compiled", 4, 8, 1.0),
+)
+
+
+def machine() -> str:
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()} {cpu} {os.cpu_count()} cores, torch {torch.__version__}, {device}"
+
+
+def real_size(args) -> list[dict]:
+    deadline = time.monotonic() + args.budget_s
+    rows: list[dict] = []
+    ceiling = run_child(["matmul"], 60) if args.device == "cuda" else {}
+    print(f"# {machine()}", flush=True)
+    if ceiling:
+        print(f"# measured 8192^3 bf16 matmul: {ceiling.get('matmul_tflops', 0):.0f} TFLOP/s", flush=True)
+    for model, mode, batch, steps, share in REAL_SIZE_PLAN:
+        if args.only and model not in args.only:
+            continue
+        left = deadline - time.monotonic()
+        if left < 20:
+            rows.append({"model": model, "mode": mode, "batch": batch, "error": "skipped: bench budget spent"})
+            continue
+        child_args = [model, mode, str(batch), str(args.steps or steps), args.device]
+        row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * share)
+        if "error" in row and "out of memory" in row["error"].lower() and batch > 1:
+            row = run_child([model, mode, str(batch // 2), *child_args[3:]], (deadline - time.monotonic()) * share)
+        rows.append({"model": model, "mode": mode, "batch": batch, **row})
+        print(_row_line(rows[-1], ceiling), flush=True)
+    _print_summary(rows, ceiling)
+    return rows
+
+
+def _row_line(row: dict, ceiling: dict) -> str:
+    if "error" in row:
+        return f"{row['model']:5} {row['mode']:9} batch {row['batch']:3}  {row['error']}"
+    peak = peak_for(ceiling.get("gpu", ""))
+    utilisation = f"{row['tflops'] / peak:6.1%} of {peak:.0f} peak" if peak else ""
+    measured = f", {row['tflops'] / ceiling['matmul_tflops']:6.1%} of matmul" if ceiling.get("matmul_tflops") else ""
+    return (f"{row['model']:5} {row['mode']:9} batch {row['batch']:3}  {row['step_ms']:8.1f} ms/step "
+            f"{row['images_per_s']:7.2f} img/s {row['tflops']:7.1f} TFLOP/s {utilisation}{measured} "
+            f"(warm-up {row['warmup_s']:.0f} s, peak mem {row['peak_gib']:.1f} GiB)")
+
+
+def _print_summary(rows: list[dict], ceiling: dict) -> None:
+    print("\n# optimised against eager (same run, same GPU) and against the H200 reference:")
+    for model in ("sd15", "sdxl"):
+        measured = [r for r in rows if r["model"] == model and "error" not in r]
+        eager = next((r for r in measured if r["mode"] == "eager"), None)
+        if not eager:
+            continue
+        reference = REFERENCE.get((model, eager["batch"]))
+        for row in measured:
+            if row is eager:
+                continue
+            versus_reference = ""
+            if reference:
+                versus_reference = f", x{row['tflops'] / reference[1]:.2f} vs reference {reference[1]:.0f} TFLOP/s"
+            print(f"{model:5} {row['mode']:9}: x{row['tflops'] / eager['tflops']:.2f} TFLOP/s vs eager "
+                  f"({row['tflops']:.1f} vs {eager['tflops']:.1f}){versus_reference}")
+
+
+def child(argv: list[str]) -> None:
+    if argv[0] == "matmul":
+        print(json.dumps(matmul_tflops()))
+        return
+    model, mode, batch, steps, device = argv[:5]
+    print(json.dumps(measure(model, mode, int(batch), int(steps), device, tiny="--tiny-shapes" in argv)), flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real-size", action="store_true")
+    parser.add_argument("--device", default="cuda", help="real-size only (cpu with --tiny-shapes for a smoke run)")
+    parser.add_argument("--tiny-shapes", action="store_true", help="real-size structure at toy widths")
+    parser.add_argument("--only", nargs="*", choices=("sd15", "sdxl"), help="real-size models to run")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="real-size time box for the whole run")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (tiny: training steps)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.real_size:
+        rows = real_size(args)
+    else:
+        from bench.train_tiny import tiny_cpu
+
+        rows = tiny_cpu(args, machine())
+    if args.json:
+        print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

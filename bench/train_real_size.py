@@ -1,0 +1,178 @@
+"""Real-size LoRA training steps on random-weight SD1.5- and SDXL-size UNets (bench/train.py
+--real-size). Each measurement runs in its own child process, so a slow torch.compile can be cut
+off at its time box without losing what was already measured, and memory starts clean.
+
+The step is services/trainer/step.py's LoraStep, the trainer's own; the LoRA is added by
+services/trainer/lora.py, as in training runs. Nothing is downloaded: the UNets are built from the
+config dicts below with random weights.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BF16_DENSE_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
+LORA_RANK = 32
+
+SD15_UNET = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768, "attention_head_dim": 8,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+SDXL_UNET = {
+    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "attention_head_dim": [5, 10, 20],
+    "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": True,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+}
+# Same block structure at toy widths, for a CPU smoke run of this whole path (--tiny-shapes).
+TINY_OVERRIDES = {
+    "sd15": {"sample_size": 8, "block_out_channels": [32, 32, 64, 64], "cross_attention_dim": 32,
+             "attention_head_dim": 8, "norm_num_groups": 16},
+    "sdxl": {"sample_size": 8, "block_out_channels": [32, 64, 64], "cross_attention_dim": 64,
+             "attention_head_dim": [2, 4, 4], "transformer_layers_per_block": [1, 1, 2], "norm_num_groups": 16,
+             "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 32 + 6 * 8},
+}
+TEXT_TOKENS = 77
+
+
+def unet_config(model: str, tiny: bool) -> dict:
+    config = dict(SD15_UNET if model == "sd15" else SDXL_UNET)
+    return {**config, **TINY_OVERRIDES[model]} if tiny else config
+
+
+def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bool) -> dict:
+    """One child's work: build the UNet, add the LoRA, time `steps` LoraSteps after warm-up."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from services.trainer.components import BaseModelParts
+    from services.trainer.lora import add_lora, trainable_parameters
+    from services.trainer.step import LoraStep, freeze_in_bf16
+
+    config = unet_config(model, tiny)
+    with torch.device(device):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(**config)
+    unet.requires_grad_(False)
+    parts = BaseModelParts(model, [], [], None, unet, DDPMScheduler(beta_schedule="scaled_linear",
+                                                                        beta_start=0.00085, beta_end=0.012))
+    add_lora(parts, LORA_RANK, LORA_RANK, seed=0)
+    unet.to(device).train()
+    optimized = mode != "eager"
+    if optimized:
+        freeze_in_bf16(unet)
+    step = LoraStep(unet, parts.noise_scheduler, trainable_parameters(parts, False).values(), 1e-4,
+                    device=torch.device(device), bf16=device == "cuda" or optimized,
+                    compile_unet=mode == "compiled", fused_optimizer=optimized and device == "cuda")
+    latents, conditioning = _inputs(config, batch, device, model)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    flops = _step_flops(unet, parts, step, latents, conditioning)
+    compile_started = time.perf_counter()
+    for _ in range(3):  # warm-up (and compilation)
+        step(latents, conditioning, generator)
+    _sync(device)
+    warmup_s = time.perf_counter() - compile_started
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        loss = step(latents, conditioning, generator)
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    step_s = statistics.median(times)
+    return {
+        "model": model, "mode": mode, "batch": batch, "step_ms": step_s * 1e3, "images_per_s": batch / step_s,
+        "tflops": flops / step_s / 1e12, "gflop_per_step": flops / 1e9, "warmup_s": warmup_s,
+        "loss": float(loss), "peak_gib": _peak_gib(device), "steps_timed": steps,
+    }
+
+
+def _step_flops(unet, parts, step, latents, conditioning) -> int:
+    """Forward + backward FLOPs of one uncompiled step (the compiled step does the same math)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from services.trainer.step import LoraStep
+
+    counting = LoraStep(unet, parts.noise_scheduler, step.parameters, 0.0, device=step.device, bf16=step.bf16)
+    with FlopCounterMode(display=False) as counter:
+        counting.loss(latents, conditioning, torch.Generator(device=step.device).manual_seed(2)).backward()
+    for parameter in step.parameters:
+        parameter.grad = None
+    return counter.get_total_flops()
+
+
+def _inputs(config: dict, batch: int, device: str, model: str):
+    import torch
+
+    from services.trainer.components import Conditioning
+
+    size = config["sample_size"]
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    latents = torch.randn(batch, 4, size, size, generator=generator).to(device)
+    hidden = torch.randn(1, TEXT_TOKENS, config["cross_attention_dim"], generator=generator).to(device)
+    added = {}
+    if model == "sdxl":
+        pooled_dim = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
+        added = {"text_embeds": torch.randn(1, pooled_dim, generator=generator).to(device),
+                 "time_ids": torch.tensor([[size * 8, size * 8, 0, 0, size * 8, size * 8]], dtype=torch.float32,
+                                          device=device)}
+    return latents, Conditioning(hidden, added)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_gib(device: str) -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+
+
+def matmul_tflops() -> dict:
+    """Measured bf16 dense ceiling: an 8192³ matrix product on random data."""
+    import torch
+
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    started, repeats = time.perf_counter(), 20
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return {"matmul_tflops": 2 * 8192**3 * repeats / (time.perf_counter() - started) / 1e12,
+            "gpu": torch.cuda.get_device_name(0)}
+
+
+def run_child(args: list[str], timeout_s: float) -> dict:
+    """Run `python bench/train.py --child ...` and return its last JSON line (or why it has none)."""
+    command = [sys.executable, str(REPO_ROOT / "bench" / "train.py"), "--child", *args]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=max(timeout_s, 1), cwd=REPO_ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"time box of {timeout_s:.0f} s reached"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {done.returncode}: {' | '.join(tail)}"}
+    return json.loads(lines[-1])
+
+
+def peak_for(gpu: str) -> float | None:
+    return next((peak for name, peak in BF16_DENSE_PEAK_TFLOPS.items() if name in gpu), None)

@@ -1,0 +1,113 @@
+"""`studio train`: an operator tries a base model on a folder of photos without the stack.
+
+In one process: photo checks and aligned crops (faceqa's checks), LoRA training with the base
+model family's defaults, validation renders scored for identity every K steps, and the best LoRA
+written to --out as pytorch_lora_weights.safetensors (loadable with `pipe.load_lora_weights`),
+with a report.json beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def add_parser(commands) -> None:
+    train = commands.add_parser("train", help="train a LoRA on a folder of photos, in-process (no stack)")
+    train.add_argument("--photos", required=True, help="folder of one person's photos")
+    train.add_argument("--base-model", required=True, help="diffusers SD1.5- or SDXL-family folder")
+    train.add_argument("--out", required=True, help="folder for the LoRA and report.json")
+    train.add_argument("--steps", type=int, help="training steps (default: the model family's)")
+    train.add_argument("--validate-every", type=int, help="validation every K steps (default: steps/4)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--rank", type=int, help="LoRA rank (default: the model family's)")
+    train.add_argument("--text-encoder", action="store_true", help="also train a text-encoder LoRA")
+    train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> None:
+    from services.common.basemodel import base_model_id
+    from services.trainer.identity import chip_embedding
+    from services.trainer.training import TrainingConfig, TrainingRun
+    from services.trainer.validation import IdentityValidator
+
+    started = time.monotonic()
+    base_model = Path(args.base_model)
+    try:
+        base_model_id(base_model)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
+    config = TrainingConfig.for_base_model(
+        base_model, steps=args.steps, seed=args.seed, rank=args.rank, alpha=args.rank,
+        train_text_encoder=args.text_encoder, gradient_checkpointing=args.gradient_checkpointing,
+    )
+    validate_every = args.validate_every or max(1, config.steps // 4)
+    config = TrainingConfig.for_base_model(base_model, **{**asdict(config), "validate_every": validate_every})
+    photos, crops = check_photos(Path(args.photos), config.resolution, quiet=args.json)
+    if not crops:
+        raise SystemExit(f"no usable photo in {args.photos}: every photo was rejected")
+    run = TrainingRun(base_model, crops, config)
+    validator = IdentityValidator([chip_embedding(crop) for crop in crops], run.resolution, config.subject_token,
+                                  seed=args.seed)
+    with tqdm(total=config.steps, desc="training", unit="step", disable=args.json, file=sys.stderr) as bar:
+        def progress(report) -> None:
+            bar.update(report.step - bar.n)
+            best = max((p.identity_score for p in report.validation), default=None)
+            bar.set_postfix(loss=f"{report.loss:.4f}", identity="-" if best is None else f"{best:.3f}")
+
+        lora = run.run(progress=progress, validator=validator)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LORA_FILE).write_bytes(lora.safetensors_bytes)
+    report = {
+        "lora": str((out / LORA_FILE).resolve()), "base_model_id": lora.base_model_id, "family_defaults": {
+            "rank": config.rank, "alpha": config.alpha, "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size, "resolution": config.resolution},
+        "steps": lora.steps, "final_loss": lora.final_loss, "best_step": lora.best_step,
+        "best_identity_score": lora.best_identity_score, "validation": [asdict(p) for p in lora.validation],
+        "photos": photos, "seconds": round(time.monotonic() - started, 2),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report) if args.json else _summary(report))
+
+
+def check_photos(folder: Path, resolution: int, quiet: bool) -> tuple[list[dict], list[Image.Image]]:
+    """faceqa's checks on every photo; the accepted ones' aligned crops at the training resolution."""
+    from services.faceqa.checks import check_photo
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        raise SystemExit(f"no photos (.jpg/.png/.webp) in {folder}")
+    verdicts, crops = [], []
+    for path in tqdm(files, desc="checking photos", unit="photo", disable=quiet, file=sys.stderr):
+        result = check_photo(path.read_bytes(), crop_size=resolution)
+        verdicts.append({"file": path.name, "accepted": result.accepted, "reasons": list(result.reasons)})
+        if result.accepted and result.crop_png:
+            crops.append(Image.open(io.BytesIO(result.crop_png)).convert("RGB"))
+    return verdicts, crops
+
+
+def _summary(report: dict) -> str:
+    accepted = sum(photo["accepted"] for photo in report["photos"])
+    rejected = [f"{p['file']} ({', '.join(p['reasons'])})" for p in report["photos"] if not p["accepted"]]
+    curve = ", ".join(f"{p['step']}: {p['identity_score']:.3f}" for p in report["validation"]) or "not scored"
+    lines = [
+        f"photos: {accepted} of {len(report['photos'])} accepted" + (f"; rejected: {'; '.join(rejected)}" if rejected
+                                                                     else ""),
+        f"trained {report['steps']} steps, final loss {report['final_loss']:.4f}",
+        f"identity by step: {curve}; delivered step {report['best_step']}",
+        f"LoRA for base model {report['base_model_id']}: {report['lora']} ({report['seconds']} s)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""What the trainer keeps per training job: its TrainJobRecord in KV, its sealed checkpoint and
+the subject's sealed crops, with every way they can be missing turned into a clear, final error."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import grpc
+from PIL import Image, UnidentifiedImageError
+from studio.v1 import events_pb2, privacy_pb2, trainer_pb2
+
+from services.common import bus as topology
+from services.common.blobstore import BlobNotFound
+from services.common.bus import Bus
+from services.common.envelope import EnvelopeError
+from services.common.vault_client import SealedStore
+from services.common.workqueue import PermanentJobError
+from services.trainer.checkpoint import CheckpointUnreadable, checkpoint_bytes, checkpoint_key, read_checkpoint
+from services.trainer.training import RunState
+
+# Checkpoints are the trainer's own output: sealed and reopened by the trainer alone.
+CHECKPOINT_PURPOSE = privacy_pb2.KEY_PURPOSE_TRAINER_CHECKPOINT
+
+
+@dataclass
+class JobStore:
+    bus: Bus
+    sealed: SealedStore
+    base_model_id: str
+
+    async def record(self, job_id: str) -> trainer_pb2.TrainJobRecord:
+        found = await self.bus.kv_get(topology.TRAIN_JOBS_BUCKET, job_id, trainer_pb2.TrainJobRecord)
+        return found or trainer_pb2.TrainJobRecord(job_id=job_id)
+
+    async def save_record(self, record: trainer_pb2.TrainJobRecord) -> None:
+        await self.bus.kv_put(topology.TRAIN_JOBS_BUCKET, record.job_id, record)
+
+    async def crops(self, job: events_pb2.TrainJob) -> list[Image.Image]:
+        images = []
+        for key in job.crop_keys:
+            try:
+                data = await self.sealed.get(job.tenant_id, job.subject_id, key, privacy_pb2.KEY_PURPOSE_DECRYPT_CROP)
+                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
+            except BlobNotFound as error:
+                raise PermanentJobError("the subject's training photos were deleted") from error
+            except grpc.aio.AioRpcError as error:
+                raise vault_refusal(error) from error
+            except (UnidentifiedImageError, OSError) as error:
+                name = key.rsplit("/", 1)[-1]
+                raise PermanentJobError(f"a training crop is not a readable image ({name})") from error
+        return images
+
+    async def save_checkpoint(self, job: events_pb2.TrainJob, state: RunState) -> None:
+        key = checkpoint_key(job.tenant_id, job.subject_id, job.job_id)
+        data = checkpoint_bytes(state, job.job_id, self.base_model_id)
+        await self.sealed.put(job.tenant_id, job.subject_id, key, data, CHECKPOINT_PURPOSE)
+        record = await self.record(job.job_id)
+        record.checkpoint_key, record.checkpoint_step = key, state.step
+        await self.save_record(record)
+
+    async def load_checkpoint(self, job: events_pb2.TrainJob, record: trainer_pb2.TrainJobRecord) -> RunState | None:
+        if not record.checkpoint_key:
+            return None
+        try:
+            data = await self.sealed.get(job.tenant_id, job.subject_id, record.checkpoint_key, CHECKPOINT_PURPOSE)
+            return read_checkpoint(data, job.job_id, self.base_model_id)
+        except BlobNotFound as error:
+            raise PermanentJobError(f"checkpoint of step {record.checkpoint_step} is missing from the store") from error
+        except grpc.aio.AioRpcError as error:
+            raise vault_refusal(error) from error
+        except (EnvelopeError, CheckpointUnreadable) as error:
+            raise PermanentJobError(
+                f"checkpoint of step {record.checkpoint_step} is corrupt and cannot be resumed: {error}"
+            ) from error
+
+    async def drop_checkpoint(self, job: events_pb2.TrainJob) -> None:
+        await self.sealed.blobs.delete(checkpoint_key(job.tenant_id, job.subject_id, job.job_id))
+
+
+def vault_refusal(error: grpc.aio.AioRpcError) -> Exception:
+    """What a vault error means for the job: final when the subject or its consent is gone."""
+    if error.code() == grpc.StatusCode.NOT_FOUND:
+        return PermanentJobError("the subject's data key is gone (subject deleted)")
+    if error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION):
+        return PermanentJobError(f"the vault refused the subject's key: {error.details()}")
+    return error  # UNAVAILABLE and the like: retry the job later

@@ -1,0 +1,85 @@
+"""One LoRA optimisation step: noise the cached latents, predict with the UNet, MSE, AdamW.
+
+The trainer's runs and bench/train.py's real-size measurements go through this same class, so the
+benchmark times the code that trains customers' LoRAs. On a GPU it runs the frozen weights in bf16
+(the LoRA weights and the optimiser stay fp32), uses the fused AdamW kernel and can compile the
+UNet with torch.compile; on a CPU it stays fp32 and eager, which keeps runs bit-for-bit repeatable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+from services.trainer.components import Conditioning
+
+
+class LoraStep:
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        noise_scheduler: DDPMScheduler,
+        trainable: Iterable[torch.nn.Parameter],
+        learning_rate: float,
+        *,
+        device: torch.device,
+        bf16: bool | None = None,
+        compile_unet: bool = False,
+        fused_optimizer: bool | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        on_gpu = self.device.type == "cuda"
+        self.bf16 = on_gpu if bf16 is None else bf16
+        self.parameters = list(trainable)
+        fused = on_gpu if fused_optimizer is None else fused_optimizer
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, fused=fused or None)
+        self.unet = torch.compile(unet, dynamic=False) if compile_unet else unet
+        config = noise_scheduler.config
+        self.prediction_type = config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
+        self.num_train_timesteps = int(config.num_train_timesteps)
+        alphas_cumprod = noise_scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.sqrt_alpha = alphas_cumprod.sqrt()
+        self.sqrt_one_minus_alpha = (1.0 - alphas_cumprod).sqrt()
+
+    def __call__(self, latents: torch.Tensor, conditioning: Conditioning, generator: torch.Generator) -> torch.Tensor:
+        """One step on a batch of latents; returns the loss as a 0-d tensor (no device sync)."""
+        loss = self.loss(latents, conditioning, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def loss(self, latents: torch.Tensor, conditioning: Conditioning, generator: torch.Generator) -> torch.Tensor:
+        """The denoising loss of one batch (forward only)."""
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        timesteps = torch.randint(
+            self.num_train_timesteps, (len(latents),), generator=generator, device=latents.device
+        )
+        sqrt_alpha = self.sqrt_alpha[timesteps].view(-1, 1, 1, 1)
+        sqrt_one_minus = self.sqrt_one_minus_alpha[timesteps].view(-1, 1, 1, 1)
+        noisy = sqrt_alpha * latents + sqrt_one_minus * noise
+        target = noise if self.prediction_type == "epsilon" else sqrt_alpha * noise - sqrt_one_minus * latents
+        batch = conditioning.expand(len(latents))
+        with self._autocast():
+            prediction = self.unet(
+                noisy, timesteps, batch.encoder_hidden_states,
+                added_cond_kwargs=batch.added_cond_kwargs or None, return_dict=False,
+            )[0]
+        return F.mse_loss(prediction.float(), target.float())
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def freeze_in_bf16(module: torch.nn.Module) -> None:
+    """Frozen weights in bf16 (half the bytes per step, no per-step casts); trainable ones stay fp32."""
+    for parameter in module.parameters():
+        parameter.data = parameter.data.to(torch.float32 if parameter.requires_grad else torch.bfloat16)

@@ -1,0 +1,65 @@
+"""Validation during training: render a few prompts with the LoRA as it is now, score identity."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+from services.trainer.components import BaseModelParts
+from services.trainer.identity import identity_score
+
+VALIDATION_PROMPTS = (
+    "a portrait photo of {token}, studio lighting, looking at the camera",
+    "a photo of {token} smiling, natural light",
+)
+INFERENCE_STEPS = {"tiny": 2, "sd15": 20, "sdxl": 20}
+
+
+@dataclass
+class IdentityValidator:
+    references: list[np.ndarray]
+    resolution: int
+    subject_token: str
+    seed: int = 1234
+
+    def __call__(self, parts: BaseModelParts, step: int) -> float | None:
+        if not self.references:
+            return None
+        pipeline = _pipeline(parts)
+        scores = []
+        for index, prompt in enumerate(VALIDATION_PROMPTS):
+            device = parts.unet.device
+            with _autocast(device):
+                image = pipeline(
+                    prompt.format(token=self.subject_token), num_inference_steps=INFERENCE_STEPS[parts.family],
+                    height=self.resolution, width=self.resolution,
+                    generator=torch.Generator(device=device).manual_seed(self.seed + index),
+                ).images[0]
+            scores.append(identity_score(image, self.references))
+        return float(np.mean(scores))
+
+
+def _pipeline(parts: BaseModelParts):
+    scheduler = DDIMScheduler.from_config(parts.noise_scheduler.config)
+    if parts.is_sdxl:
+        pipeline = StableDiffusionXLPipeline(
+            vae=parts.vae, text_encoder=parts.text_encoders[0], text_encoder_2=parts.text_encoders[1],
+            tokenizer=parts.tokenizers[0], tokenizer_2=parts.tokenizers[1], unet=parts.unet, scheduler=scheduler,
+        )
+    else:
+        pipeline = StableDiffusionPipeline(
+            vae=parts.vae, text_encoder=parts.text_encoders[0], tokenizer=parts.tokenizers[0], unet=parts.unet,
+            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,284 @@
+"""The trainer through the real TRAIN work queue of an embedded stack: a full order whose trainer
+is SIGKILLed mid-run resumes from its sealed checkpoint on a restarted worker and completes once;
+cancellation drops the work; bad jobs (corrupt checkpoint, deleted photos, shredded key, another
+base model) fail once with a clear reason and no redelivery loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import grpc
+import nats
+import pytest
+import pytest_asyncio
+import safetensors.torch
+import torch
+from nats.js.api import DeliverPolicy
+from studio.v1 import common_pb2, events_pb2, privacy_pb2, state_pb2, studio_pb2, trainer_pb2
+
+from services.cli.client import StudioClient
+from services.cli.stack import EmbeddedStack
+from services.common import bus as topology
+from services.common.basemodel import base_model_id
+from services.common.blobstore import open_blob_store
+from services.common.launchers.process import free_port
+from services.common.lora_file import BASE_MODEL_METADATA_KEY
+from services.common.vault_client import SealedStore, VaultClient
+from services.trainer.checkpoint import checkpoint_key
+from tests.fixtures_stack import faces
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+STEPS, CHECKPOINT_EVERY, VALIDATE_EVERY, ACK_WAIT_S = 60, 5, 30, 4
+TRAINER_ENV = {
+    "STUDIO_TRAIN_STEPS": str(STEPS), "STUDIO_TRAIN_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY),
+    "STUDIO_TRAIN_VALIDATE_EVERY": str(VALIDATE_EVERY), "STUDIO_TRAIN_ACK_WAIT_S": str(ACK_WAIT_S),
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def trainer_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedStack]:
+    stack = EmbeddedStack(data_dir=tmp_path_factory.mktemp("trainer-stack"), public_port=free_port(),
+                          extra_env=TRAINER_ENV)
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def studio(trainer_stack: EmbeddedStack) -> AsyncIterator[StudioClient]:
+    client = StudioClient(trainer_stack.public_endpoint, trainer_stack.paths.api_key_file.read_text().strip())
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def raw_nats(trainer_stack: EmbeddedStack) -> AsyncIterator[nats.NATS]:
+    """A plain connection: declaring the topology from here could clash with the stack's settings."""
+    client = await nats.connect(trainer_stack.nats.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="module")
+def shared() -> dict:
+    return {}
+
+
+async def subject_with_photos(studio: StudioClient, count: int) -> str:
+    subject = await studio.create_subject(external_ref="trainer-test")
+    photos = [(path, common_pb2.PHOTO_ROLE_REFERENCE) for path in faces("lisa")[:count]]
+    uploaded = await studio.upload(subject.subject_id, photos)
+    assert all(photo.verdict.accepted for photo in uploaded)
+    return subject.subject_id
+
+
+async def kv(raw_nats: nats.NATS, bucket: str, key: str, message_type):
+    store = await raw_nats.jetstream().key_value(bucket)
+    try:
+        return message_type.FromString((await store.get(key)).value)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+
+
+async def test_killed_trainer_resumes_from_its_checkpoint_and_completes_once(
+    trainer_stack: EmbeddedStack, studio: StudioClient, raw_nats: nats.NATS, shared: dict
+) -> None:
+    subject_id = await subject_with_photos(studio, 4)
+    order = await studio.create_order(subject_id, ["studio-frontal-soft"], 1)
+    events: list[events_pb2.OrderEvent] = []
+    killed_at = None
+    async for response in studio.watch(order.order_id, timeout_s=600):
+        events.append(response.event)
+        kind = response.event.WhichOneof("kind")
+        if kind == "training" and killed_at is None and response.event.training.step > CHECKPOINT_EVERY:
+            os.kill(trainer_stack.processes["trainer"].pid, signal.SIGKILL)
+            killed_at = len(events)
+            await trainer_stack.restart_service("trainer")
+    kinds = [event.WhichOneof("kind") for event in events]
+    assert killed_at is not None and kinds[-1] == "done", kinds
+    assert kinds.count("trained") == 1 and kinds.count("done") == 1 and kinds.count("rendering") == 1
+
+    resumed = [e.training for e in events[killed_at:] if e.WhichOneof("kind") == "training"]
+    assert resumed and resumed[0].resumed_from_step >= CHECKPOINT_EVERY
+    assert resumed[0].resumed_from_step % CHECKPOINT_EVERY == 0 and resumed[0].step > resumed[0].resumed_from_step
+    last = resumed[-1]
+    assert (last.step, last.total_steps) == (STEPS, STEPS) and last.loss > 0 and last.eta_seconds == 0
+    assert [point.step for point in last.validation] == [30, 60]
+    trained = next(e.trained for e in events if e.WhichOneof("kind") == "trained")
+    assert trained.best_step in (30, 60) and len(trained.validation) == 2
+    assert all(0.0 <= point.identity_score <= 1.0 for point in trained.validation)
+
+    record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, f"train-{order.order_id}", trainer_pb2.TrainJobRecord)
+    assert record.state == trainer_pb2.TRAIN_JOB_STATE_DONE and record.attempts == 2
+    assert not list((trainer_stack.data_dir / "blobs").rglob("checkpoints/*"))  # dropped once done
+    shared.update(done_order=order.order_id, done_subject=subject_id)
+
+
+async def test_cancelling_an_order_drops_its_training(
+    trainer_stack: EmbeddedStack, studio: StudioClient, raw_nats: nats.NATS, shared: dict
+) -> None:
+    subject_id = await subject_with_photos(studio, 2)
+    order = await studio.create_order(subject_id, ["studio-frontal-soft"], 1)
+    kinds = []
+    async for response in studio.watch(order.order_id, timeout_s=300):
+        kinds.append(response.event.WhichOneof("kind"))
+        if kinds[-1] == "training" and kinds.count("training") == 1:
+            cancelled = await studio.stub.CancelOrder(
+                studio_pb2.CancelOrderRequest(order_id=order.order_id, reason="customer changed their mind"),
+                metadata=studio.metadata, timeout=10)
+            assert cancelled.order.failure_stage == "cancelled"
+        if kinds[-1] == "failed":
+            assert response.event.failed.stage == "cancelled"
+            assert response.event.failed.reason == "customer changed their mind"
+    assert "trained" not in kinds and kinds[-1] == "failed"
+
+    job_id = f"train-{order.order_id}"
+    for _ in range(100):
+        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, job_id, trainer_pb2.TrainJobRecord)
+        if record and record.state == trainer_pb2.TRAIN_JOB_STATE_CANCELLED:
+            break
+        await asyncio.sleep(0.1)
+    assert record.state == trainer_pb2.TRAIN_JOB_STATE_CANCELLED
+    again = await studio.stub.CancelOrder(studio_pb2.CancelOrderRequest(order_id=order.order_id),
+                                          metadata=studio.metadata, timeout=10)
+    assert again.order.state == common_pb2.ORDER_STATE_FAILED  # cancelling twice is fine
+    shared.update(cancelled_subject=subject_id, cancelled_order=order.order_id)
+
+
+async def test_cancel_order_refuses_finished_unknown_and_unauthenticated(studio: StudioClient, shared: dict) -> None:
+    if "done_order" not in shared:
+        pytest.skip("needs the finished order")
+    calls = [
+        (studio_pb2.CancelOrderRequest(order_id=shared["done_order"]), studio.metadata,
+         grpc.StatusCode.FAILED_PRECONDITION),
+        (studio_pb2.CancelOrderRequest(order_id="order_nope"), studio.metadata, grpc.StatusCode.NOT_FOUND),
+        (studio_pb2.CancelOrderRequest(order_id=shared["done_order"]), (), grpc.StatusCode.UNAUTHENTICATED),
+    ]
+    for request, metadata, code in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await studio.stub.CancelOrder(request, metadata=metadata, timeout=10)
+        assert raised.value.code() == code and raised.value.details()
+
+
+async def test_bad_jobs_fail_once_with_a_clear_reason(
+    trainer_stack: EmbeddedStack, raw_nats: nats.NATS, shared: dict
+) -> None:
+    if "cancelled_subject" not in shared or "done_subject" not in shared:
+        pytest.skip("needs the subjects of the earlier orders")
+    subject_id = shared["cancelled_subject"]
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+    crops = sorted(subject.crop_keys.values())
+    trained_subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, shared["done_subject"], state_pb2.SubjectRecord)
+    base = base_model_id(trainer_stack.data_dir / "models" / "tiny")
+    blobs = trainer_stack.data_dir / "blobs"
+    js = raw_nats.jetstream()
+
+    def job(name: str, **fields) -> events_pb2.TrainJob:
+        values = dict(job_id=f"train-{name}", order_id=f"order_{name}", tenant_id=subject.tenant_id,
+                      subject_id=subject_id, base_model_id=base, crop_keys=crops, steps=6, seed=1,
+                      lora_key=f"tenants/x/{name}.safetensors", render=events_pb2.RenderJob(job_id=f"render-{name}"))
+        return events_pb2.TrainJob(**{**values, **fields})
+
+    corrupt = job("corrupt-checkpoint", subject_id=shared["done_subject"],
+                  crop_keys=sorted(trained_subject.crop_keys.values()))
+    key = checkpoint_key(corrupt.tenant_id, corrupt.subject_id, corrupt.job_id)
+    (blobs / key).parent.mkdir(parents=True, exist_ok=True)
+    (blobs / key).write_bytes(os.urandom(4096))
+    record = trainer_pb2.TrainJobRecord(job_id=corrupt.job_id, checkpoint_key=key, checkpoint_step=3)
+    await (await js.key_value(topology.TRAIN_JOBS_BUCKET)).put(corrupt.job_id, record.SerializeToString())
+    # The cancelled order's crops are deleted: that subject's photos are gone.
+    deleted = job("photos-deleted")
+    for crop in crops:
+        (blobs / crop).unlink()
+    expected = {
+        "corrupt-checkpoint": (corrupt, "checkpoint of step 3 is corrupt"),
+        "photos-deleted": (deleted, "training photos were deleted"),
+        "subject-shredded": (job("subject-shredded", subject_id="subj_gone"), "data key is gone"),
+        "other-base": (job("other-base", base_model_id="bm-0123456789abcdef"), "job wants base model"),
+    }
+    subscription = await js.subscribe(f"{topology.ORDER_EVENTS_PREFIX}.>", ordered_consumer=True,
+                                      deliver_policy=DeliverPolicy.NEW)
+    for bad, _ in expected.values():
+        await js.publish(topology.TRAIN_SUBJECT, bad.SerializeToString(), headers={"Nats-Msg-Id": bad.job_id})
+    failures: dict[str, list[str]] = {}
+    deadline = asyncio.get_running_loop().time() + 60 + 2 * ACK_WAIT_S
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            message = await subscription.next_msg(timeout=1)
+        except TimeoutError:
+            if len(failures) == len(expected):
+                deadline = min(deadline, asyncio.get_running_loop().time() + ACK_WAIT_S)  # redeliveries would show
+            continue
+        event = events_pb2.OrderEvent.FromString(message.data)
+        if event.WhichOneof("kind") == "failed" and event.order_id.removeprefix("order_") in expected:
+            failures.setdefault(event.order_id.removeprefix("order_"), []).append(event.failed.reason)
+    await subscription.unsubscribe()
+    for name, (_, reason) in expected.items():
+        assert len(failures.get(name, [])) == 1, failures
+        assert reason in failures[name][0], failures[name]
+    info = await js.consumer_info(topology.TRAIN_QUEUE.stream, topology.TRAIN_QUEUE.durable)
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+    assert trainer_stack.processes["trainer"].is_running()
+    assert not (blobs / key).exists()  # the corrupt checkpoint is dropped with the failed job
+
+
+async def test_the_renderer_refuses_a_lora_of_another_base_model(
+    trainer_stack: EmbeddedStack, raw_nats: nats.NATS, shared: dict
+) -> None:
+    if "done_subject" not in shared:
+        pytest.skip("needs the trained subject")
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, shared["done_subject"], state_pb2.SubjectRecord)
+    foreign = safetensors.torch.save({"unet.block.to_q.lora.down.weight": torch.zeros(4, 8)},
+                                     metadata={"format": "pt", BASE_MODEL_METADATA_KEY: "bm-0123456789abcdef"})
+    key = f"tenants/{subject.tenant_id}/subjects/{shared['done_subject']}/loras/bm-0123456789abcdef.safetensors"
+    vault = VaultClient.from_token_file(trainer_stack.addresses["privacy"], trainer_stack.paths.token_file("trainer"))
+    sealed = SealedStore(await open_blob_store(f"file://{trainer_stack.data_dir / 'blobs'}"), vault)
+    await sealed.put(subject.tenant_id, shared["done_subject"], key, foreign, privacy_pb2.KEY_PURPOSE_ENCRYPT_LORA)
+    await vault.close()
+    js = raw_nats.jetstream()
+    subscription = await js.subscribe(topology.order_events_subject("order_foreign-lora"), ordered_consumer=True)
+    render = events_pb2.RenderJob(job_id="render-foreign-lora", order_id="order_foreign-lora",
+                                  tenant_id=subject.tenant_id, subject_id=shared["done_subject"], lora_key=key,
+                                  items=[events_pb2.RenderItem(portrait_id="p1", style="studio-frontal-soft")])
+    await js.publish(topology.RENDER_SUBJECT, render.SerializeToString(), headers={"Nats-Msg-Id": render.job_id})
+    event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=60)).data)
+    await subscription.unsubscribe()
+    assert event.WhichOneof("kind") == "failed" and event.failed.stage == "rendering"
+    assert "trained on base model bm-0123456789abcdef" in event.failed.reason
+
+
+async def test_the_renderer_drops_a_cancelled_orders_job(
+    trainer_stack: EmbeddedStack, raw_nats: nats.NATS, shared: dict
+) -> None:
+    if "cancelled_order" not in shared or "done_subject" not in shared:
+        pytest.skip("needs the cancelled order and the trained subject")
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, shared["done_subject"], state_pb2.SubjectRecord)
+    order_id = shared["cancelled_order"]
+    js = raw_nats.jetstream()
+    subscription = await js.subscribe(topology.order_events_subject(order_id), ordered_consumer=True,
+                                      deliver_policy=DeliverPolicy.NEW)
+    render = events_pb2.RenderJob(job_id=f"render-late-{order_id}", order_id=order_id, tenant_id=subject.tenant_id,
+                                  subject_id=shared["done_subject"], lora_key=next(iter(subject.lora_keys.values())),
+                                  items=[events_pb2.RenderItem(portrait_id="p1", style="studio-frontal-soft",
+                                                               width=64, height=64, steps=2, portrait_key="x/p1")])
+    await js.publish(topology.RENDER_SUBJECT, render.SerializeToString(), headers={"Nats-Msg-Id": render.job_id})
+    for _ in range(100):
+        info = await js.consumer_info(topology.RENDER_QUEUE.stream, topology.RENDER_QUEUE.durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert info.num_pending == 0 and info.num_ack_pending == 0  # taken and acknowledged
+    with pytest.raises(TimeoutError):
+        await subscription.next_msg(timeout=2)  # and nothing rendered or reported for the order
+    await subscription.unsubscribe()
+    assert not (trainer_stack.data_dir / "blobs" / "x" / "p1").exists()
