@@ -42,7 +42,7 @@ TRAINER_ENV = {
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def trainer_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedStack]:
     stack = EmbeddedStack(data_dir=tmp_path_factory.mktemp("trainer-stack"), public_port=free_port(),
-                          extra_env=TRAINER_ENV)
+                          extra_env=TRAINER_ENV, min_accepted_photos=1)
     await stack.start()
     try:
         yield stack
@@ -76,7 +76,10 @@ def shared() -> dict:
 
 async def subject_with_photos(studio: StudioClient, count: int) -> str:
     subject = await studio.create_subject(external_ref="trainer-test")
-    photos = [(path, common_pb2.PHOTO_ROLE_REFERENCE) for path in faces("lisa")[:count]]
+    lisa = faces("lisa")
+    headshot = next(path for path in lisa if path.name == "lisa_lisa1.jpg")
+    references = [path for path in lisa if path != headshot][: count - 1]
+    photos = [(headshot, common_pb2.PHOTO_ROLE_HEADSHOT)] + [(p, common_pb2.PHOTO_ROLE_REFERENCE) for p in references]
     uploaded = await studio.upload(subject.subject_id, photos)
     assert all(photo.verdict.accepted for photo in uploaded)
     return subject.subject_id
