@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.v1 import common_pb2
+from studio.v1 import common_pb2, studio_pb2
 from tqdm import tqdm
 
 from services.cli.client import StudioClient
@@ -30,6 +30,7 @@ class DemoResult:
     portraits: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     state: str = ""
+    photo_set: dict = field(default_factory=dict)
 
 
 def pick_photos(photos_dir: Path, headshot: Path | None) -> list[tuple[Path, int]]:
@@ -92,6 +93,14 @@ async def _job(client: StudioClient, args) -> DemoResult:
     result.photos = [
         {"file": s.filename, "accepted": s.verdict.accepted, "reasons": list(s.verdict.reasons)} for s in summaries
     ]
+    verdict = (await client.stub.GetSubject(
+        studio_pb2.GetSubjectRequest(subject_id=subject.subject_id), metadata=client.metadata, timeout=30
+    )).subject.set_verdict
+    result.photo_set = {
+        "sufficient": verdict.sufficient, "accepted": verdict.accepted_photos,
+        "minimum": verdict.min_accepted_photos, "recommended": verdict.recommended_photos,
+        "headshot_accepted": verdict.headshot_accepted, "problems": list(verdict.messages),
+    }
     clock.lap("upload_and_check")
     order = await client.create_order(subject.subject_id, args.styles, args.count)
     result.order_id = order.order_id
@@ -145,6 +154,11 @@ def print_result(result: DemoResult, as_json: bool) -> None:
     for photo in result.photos:
         if not photo["accepted"]:
             print(f"  refused {photo['file']}: {', '.join(photo['reasons'])}")
+    photo_set = result.photo_set
+    if photo_set:
+        print(f"photo set: {photo_set['accepted']} accepted (minimum {photo_set['minimum']}, recommended "
+              f"{photo_set['recommended']}), headshot {'accepted' if photo_set['headshot_accepted'] else 'missing'}"
+              + "".join(f"\n  {problem}" for problem in photo_set["problems"]))
     print(f"order {result.order_id}: {result.state}, {len(result.portraits)} portraits")
     for path in result.portraits:
         print(f"  {path}")
