@@ -320,7 +320,6 @@ async def test_the_faceqa_scorer_gives_what_score_identity_says(trainer_stack: E
             reference_images=reference_images(crops), images=[encode_for_scoring(i, IMAGE_SIDE) for i in images]))
     expected = [1 - s.distance if s.face_found else 0.0 for s in direct.scores]
     assert first == pytest.approx(expected, abs=1e-6) and again == pytest.approx(first, abs=1e-4)
-    print("scores", first, [s.distance for s in direct.scores], direct.threshold)
     assert first[0] > 1 - direct.threshold > first[1] > 0 and first[2] == 0.0
 
 
@@ -340,7 +339,11 @@ async def test_validation_is_scored_by_faceqa_and_a_faceqa_outage_leaves_points_
     assert [(p.step, p.identity_score) for p in trained.validation] == [(30, UNSCORED), (60, UNSCORED)]
     assert any(list(e.validation) == list(trained.validation)[:1] and e.best_step == 0 for e in progress)
     assert trained.best_step == STEPS and trained.best_identity_score == 0  # no score: the last step's LoRA
-    record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, "train-unscored", trainer_pb2.TrainJobRecord)
+    for _ in range(100):  # the record is marked done just after the TrainingDone event
+        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, "train-unscored", trainer_pb2.TrainJobRecord)
+        if record.state == trainer_pb2.TRAIN_JOB_STATE_DONE:
+            break
+        await asyncio.sleep(0.1)
     assert record.state == trainer_pb2.TRAIN_JOB_STATE_DONE and record.attempts == 1
     assert (trainer_stack.data_dir / "blobs" / trained.lora_key).exists()
 
