@@ -6,18 +6,32 @@ base model) fail once with a clear reason and no redelivery loop."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import re
 import signal
+import urllib.request
 from collections.abc import AsyncIterator
 
 import grpc
 import nats
+import numpy as np
 import pytest
 import pytest_asyncio
 import safetensors.torch
 import torch
 from nats.js.api import DeliverPolicy
-from studio.v1 import common_pb2, events_pb2, privacy_pb2, state_pb2, studio_pb2, trainer_pb2
+from PIL import Image
+from studio.v1 import (
+    common_pb2,
+    events_pb2,
+    faceqa_pb2,
+    faceqa_pb2_grpc,
+    privacy_pb2,
+    state_pb2,
+    studio_pb2,
+    trainer_pb2,
+)
 
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack
@@ -28,6 +42,8 @@ from services.common.launchers.process import free_port
 from services.common.lora_file import BASE_MODEL_METADATA_KEY
 from services.common.vault_client import SealedStore, VaultClient
 from services.trainer.checkpoint import checkpoint_key
+from services.trainer.faceqa_scoring import IMAGE_SIDE, FaceQAScorer, encode_for_scoring, reference_images
+from services.trainer.training import UNSCORED
 from tests.fixtures_stack import faces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -285,3 +301,88 @@ async def test_the_renderer_drops_a_cancelled_orders_job(
         await subscription.next_msg(timeout=2)  # and nothing rendered or reported for the order
     await subscription.unsubscribe()
     assert not (trainer_stack.data_dir / "blobs" / "x" / "p1").exists()
+
+
+async def test_the_faceqa_scorer_gives_what_score_identity_says(trainer_stack: EmbeddedStack, raw_nats: nats.NATS,
+                                                                 shared: dict) -> None:
+    if "done_subject" not in shared:
+        pytest.skip("needs the trained subject's crops")
+    crops = await stored_crops(trainer_stack, raw_nats, shared["done_subject"])
+    lisa, stranger = faces("lisa")[0], faces("london")[0]
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    images = [Image.open(lisa), Image.open(stranger), noise]
+    async with grpc.aio.insecure_channel(trainer_stack.addresses["faceqa"]) as channel:
+        stub = faceqa_pb2_grpc.FaceQAStub(channel)
+        scorer = FaceQAScorer(stub, crops, asyncio.get_running_loop())
+        first = await asyncio.to_thread(scorer.score, images)
+        again = await asyncio.to_thread(scorer.score, images)  # with the consensus embedding faceqa returned
+        direct = await stub.ScoreIdentity(faceqa_pb2.ScoreIdentityRequest(
+            reference_images=reference_images(crops), images=[encode_for_scoring(i, IMAGE_SIDE) for i in images]))
+    expected = [1 - s.distance if s.face_found else 0.0 for s in direct.scores]
+    assert first == pytest.approx(expected, abs=1e-6) and again == pytest.approx(first, abs=1e-4)
+    assert first[0] > 1 - direct.threshold > first[1] > 0 and first[2] == 0.0
+
+
+async def test_validation_is_scored_by_faceqa_and_a_faceqa_outage_leaves_points_unscored(
+    trainer_stack: EmbeddedStack, raw_nats: nats.NATS, shared: dict
+) -> None:
+    if "done_subject" not in shared:
+        pytest.skip("needs the trained subject's crops")
+    faceqa = trainer_stack.processes["faceqa"]
+    calls_before = await score_identity_calls(faceqa)
+    scored, _ = await train_directly(trainer_stack, raw_nats, shared["done_subject"], "scored", steps=VALIDATE_EVERY)
+    assert [(p.step, 0.0 <= p.identity_score <= 1.0) for p in scored.validation] == [(VALIDATE_EVERY, True)]
+    assert await score_identity_calls(faceqa) == calls_before + 1  # one ScoreIdentity per validation point
+
+    faceqa.stop()  # the last test of this module: the stack goes down after it
+    trained, progress = await train_directly(trainer_stack, raw_nats, shared["done_subject"], "unscored", steps=STEPS)
+    assert [(p.step, p.identity_score) for p in trained.validation] == [(30, UNSCORED), (60, UNSCORED)]
+    assert any(list(e.validation) == list(trained.validation)[:1] and e.best_step == 0 for e in progress)
+    assert trained.best_step == STEPS and trained.best_identity_score == 0  # no score: the last step's LoRA
+    for _ in range(100):  # the record is marked done just after the TrainingDone event
+        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, "train-unscored", trainer_pb2.TrainJobRecord)
+        if record.state == trainer_pb2.TRAIN_JOB_STATE_DONE:
+            break
+        await asyncio.sleep(0.1)
+    assert record.state == trainer_pb2.TRAIN_JOB_STATE_DONE and record.attempts == 1
+    assert (trainer_stack.data_dir / "blobs" / trained.lora_key).exists()
+
+
+async def stored_crops(stack: EmbeddedStack, raw_nats: nats.NATS, subject_id: str) -> list[Image.Image]:
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+    vault = VaultClient.from_token_file(stack.addresses["privacy"], stack.paths.token_file("trainer"))
+    sealed = SealedStore(await open_blob_store(f"file://{stack.data_dir / 'blobs'}"), vault)
+    crops = [await sealed.get(subject.tenant_id, subject_id, key, privacy_pb2.KEY_PURPOSE_DECRYPT_CROP)
+             for key in sorted(subject.crop_keys.values())]
+    await vault.close()
+    return [Image.open(io.BytesIO(crop)) for crop in crops]
+
+
+async def score_identity_calls(faceqa) -> float:
+    url = f"http://127.0.0.1:{faceqa._env['STUDIO_METRICS_PORT']}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+    found = re.search(r'^studio_rpc_total\{[^}]*method="/studio.v1.FaceQA/ScoreIdentity"[^}]*\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def train_directly(stack: EmbeddedStack, raw_nats: nats.NATS, subject_id: str, name: str,
+                         steps: int) -> tuple[events_pb2.TrainingDone, list[events_pb2.TrainingProgress]]:
+    """A training job put on the TRAIN queue directly: its TrainingDone and progress events."""
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+    job = events_pb2.TrainJob(
+        job_id=f"train-{name}", order_id=f"order_{name}", tenant_id=subject.tenant_id, subject_id=subject_id,
+        base_model_id=base_model_id(stack.data_dir / "models" / "tiny"), crop_keys=sorted(subject.crop_keys.values()),
+        steps=steps, seed=1, lora_key=f"tenants/{subject.tenant_id}/subjects/{subject_id}/loras/{name}.safetensors",
+        render=events_pb2.RenderJob(job_id=f"render-{name}"))
+    js = raw_nats.jetstream()
+    subscription = await js.subscribe(topology.order_events_subject(job.order_id), ordered_consumer=True)
+    await js.publish(topology.TRAIN_SUBJECT, job.SerializeToString(), headers={"Nats-Msg-Id": job.job_id})
+    progress: list[events_pb2.TrainingProgress] = []
+    while True:
+        event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=180)).data)
+        kind = event.WhichOneof("kind")
+        assert kind in ("training", "trained"), event
+        if kind == "trained":
+            await subscription.unsubscribe()
+            return event.trained, progress
+        progress.append(event.training)

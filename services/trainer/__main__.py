@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from studio.v1 import trainer_pb2, trainer_pb2_grpc
+from studio.v1 import faceqa_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 from services.common import bus as topology
 from services.common.basemodel import base_model_id
@@ -13,7 +13,7 @@ from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
 from services.common.purge import PurgeListener
 from services.common.runtime import Runtime
-from services.common.tls import internal_server_credentials
+from services.common.tls import internal_channel, internal_server_credentials
 from services.common.workqueue import WorkerState, run_worker
 from services.trainer.purge import purge_handler
 from services.trainer.worker import TrainerOptions, TrainerWorker
@@ -41,10 +41,11 @@ async def main() -> None:
     runtime = await Runtime.open(settings)
     bus = runtime.bus
     base_model = settings.require("base_model")
+    faceqa = internal_channel(settings.require("faceqa_addr"))  # validation scoring
     worker = TrainerWorker(
         bus=bus, sealed=runtime.sealed,
         base_model=base_model, base_model_id=base_model_id(base_model), state=WorkerState(),
-        options=TrainerOptions.from_env(),
+        faceqa=faceqa_pb2_grpc.FaceQAStub(faceqa), options=TrainerOptions.from_env(),
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -58,6 +59,7 @@ async def main() -> None:
             purges.then(lambda: run_worker(bus, topology.TRAIN_QUEUE, worker.handle, worker.on_failure, worker.state)),
         ], credentials=internal_server_credentials())
     finally:
+        await faceqa.close()
         await runtime.close()
 
 

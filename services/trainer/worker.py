@@ -5,6 +5,11 @@ Crash safety: every `checkpoint_every` steps the run's state is sealed to the ob
 recorded in the job's TrainJobRecord; a redelivered job (its worker was killed) resumes from there.
 Exactly once: the completion (LoRA, TrainingDone event, render job) is published with message ids
 NATS deduplicates, and a job recorded as done is only acknowledged when it comes back.
+
+Validation renders are scored by faceqa (services/trainer/faceqa_scoring.py). While faceqa is
+unreachable a validation point is recorded as unscored (identity_score = training.UNSCORED, -1 in
+the progress events) and training goes on; the best scored point's LoRA is delivered, or the last
+step's when no point was scored.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import grpc
 from PIL import Image
-from studio.v1 import events_pb2, privacy_pb2, trainer_pb2
+from studio.v1 import events_pb2, faceqa_pb2_grpc, privacy_pb2, trainer_pb2
 
 from services.common import bus as topology
 from services.common.bus import Bus
@@ -25,8 +30,9 @@ from services.common.cancellation import CancelWatch, order_cancelled
 from services.common.order_events import publish_order_event
 from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, WorkerState
-from services.trainer.identity import chip_embedding
+from services.trainer.faceqa_scoring import FaceQAScorer
 from services.trainer.job_store import JobStore, vault_refusal
+from services.trainer.scoring import InProcessScorer
 from services.trainer.training import (
     ResumeMismatch,
     RunState,
@@ -70,6 +76,9 @@ class TrainerWorker:
     base_model_id: str
     state: WorkerState
     options: TrainerOptions = field(default_factory=TrainerOptions)
+    # Scores validation renders (the service always passes it); None: dlib in this process, for
+    # tools that run the worker without a faceqa (bench/train_tiny.py).
+    faceqa: faceqa_pb2_grpc.FaceQAStub | None = None
 
     def __post_init__(self) -> None:
         self.jobs = JobStore(self.bus, self.sealed, self.base_model_id)
@@ -129,7 +138,8 @@ class TrainerWorker:
             validate_every=self.options.validate_every, compile_unet=self.options.compile_unet,
         )
         run = TrainingRun(self.base_model, images, config, self.options.device, resume=resume)
-        validator = IdentityValidator(_references(images), run.resolution, config.subject_token, seed=job.seed)
+        scorer = FaceQAScorer(self.faceqa, images, loop) if self.faceqa else InProcessScorer.from_crops(images)
+        validator = IdentityValidator(scorer, run.resolution, config.subject_token, seed=job.seed)
 
         def save(state: RunState) -> None:
             asyncio.run_coroutine_threadsafe(self.jobs.save_checkpoint(job, state), loop).result()
@@ -171,7 +181,8 @@ class TrainerWorker:
             if not (new_validation or progress.step % every == 0 or progress.step == progress.total_steps):
                 return
             validations_seen[0] = len(progress.validation)
-            best = max(progress.validation, key=lambda p: (p.identity_score, p.step), default=None)
+            scored = [p for p in progress.validation if p.scored]
+            best = max(scored, key=lambda p: (p.identity_score, p.step), default=None)
             training = events_pb2.TrainingProgress(
                 step=progress.step, total_steps=progress.total_steps, loss=progress.loss,
                 eta_seconds=round(progress.eta_seconds), validation=[_point(p) for p in progress.validation],
@@ -182,14 +193,6 @@ class TrainerWorker:
             )
 
         return report
-
-
-def _references(images: list[Image.Image]) -> list:
-    try:
-        return [chip_embedding(image) for image in images]
-    except (FileNotFoundError, RuntimeError) as error:  # no face models installed: train without scoring
-        log.warning("identity scoring unavailable: %s", error)
-        return []
 
 
 def _point(point) -> events_pb2.ValidationPoint:
