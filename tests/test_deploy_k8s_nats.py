@@ -47,7 +47,8 @@ def _node_config(shipped: str, store: Path, ports: list[dict[str, int]], index: 
     text = re.sub(r"^(\s+)port: 6222$", rf"\1listen: 127.0.0.1:{mine['cluster']}", text, flags=re.M)
     for node in range(NODES):
         text = text.replace(f"nats://nats-{node}.nats-headless:6222", f"nats://127.0.0.1:{ports[node]['cluster']}")
-    assert "nats-headless" not in text and "4222" not in text and "8222" not in text
+    # Every pod-network address was replaced (a free port may itself contain "4222", so match whole ports).
+    assert "nats-headless" not in text and not re.search(r"(?<![\d.])(4222|8222|6222)(?!\d)", text)
     return text
 
 
