@@ -41,13 +41,16 @@ async def tcp_port_open(host: str, port: int) -> bool:
 
 
 _PR_SET_PDEATHSIG = 1
+# Looked up once in the parent: between fork and exec the child must not dlopen or allocate (another
+# thread of the parent may have held the loader's or malloc's lock at the fork).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def _terminate_with_parent() -> None:
     """Runs in the child before exec: on Linux, SIGTERM it if its parent dies (even by SIGKILL),
     so a killed `studio up` or test run leaves no servers behind."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 class ManagedProcess:
