@@ -14,7 +14,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -25,17 +24,12 @@ from services.cli.demo import _job, pick_photos
 from services.cli.stack import EmbeddedStack
 from services.common.basemodel import read_resolution
 from services.common.launchers.process import free_port
+from services.common.machine import describe_machine
 from services.common.styles import catalogue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PHOTOS = Path(os.environ.get("STUDIO_FACES_DIR", REPO_ROOT.parent / "shared" / "faces")) / "lisa"
 
-
-def machine() -> str:
-    import torch
-
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {device}"
 
 
 async def run_through_stack(args, data_dir: Path) -> tuple[dict, float, Path]:
@@ -105,7 +99,8 @@ def main() -> None:
     compute_total = sum(compute.values())
     overhead = wall - compute_total
     report = {
-        "machine": machine(), "photos": len(result["photos"]), "portraits": len(result["portraits"]),
+        "machine": describe_machine(with_torch=True),
+        "photos": len(result["photos"]), "portraits": len(result["portraits"]),
         "stack_seconds_per_stage": result["seconds"], "stack_wall_seconds": round(wall, 2),
         "in_process_compute_seconds": {k: round(v, 2) for k, v in compute.items()},
         "in_process_compute_total": round(compute_total, 2), "orchestration_overhead_seconds": round(overhead, 2),

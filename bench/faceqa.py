@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from services.cli.client import PORTRAIT_CONSENT
 from services.cli.stack import grpc_healthy
 from services.common.blobstore import open_blob_store
 from services.common.launchers.process import ManagedProcess, free_port
+from services.common.machine import describe_machine
 from services.common.objects import crop_key, photo_key
 from services.common.secrets import new_token, write_secret_file
 from services.common.vault_client import SealedStore, VaultClient
@@ -39,15 +39,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FACES = Path(os.environ.get("STUDIO_FACES_DIR", REPO_ROOT.parent / "shared" / "faces"))
 TENANT, SUBJECT = "bench", "subj_bench"
 
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("model name")), model)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at start"
 
 
 def in_process(pool: CheckPool, photos: list[bytes], rounds: int) -> float:
@@ -153,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     paths = sorted((FACES / "london").glob("*.jpg"))[::2][: args.photos]
     photos = [path.read_bytes() for path in paths]
-    report = {"machine": machine(), "photos": len(photos), "photo_size": "1350x1350 JPEG"}
+    report = {"machine": describe_machine(), "photos": len(photos), "photo_size": "1350x1350 JPEG"}
     report["cpu_s_per_photo"] = round(cpu_seconds(photos) / len(photos), 3)
     report["idle_machine_projection_s"] = round(report["cpu_s_per_photo"] * len(photos) / (os.cpu_count() or 1), 2)
     with CheckPool(workers=1) as single:

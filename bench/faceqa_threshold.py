@@ -15,13 +15,13 @@ import io
 import itertools
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from services.common.machine import cpu_model
 from services.faceqa.checks import PhotoCheck
 from services.faceqa.measures import hash_distance
 from services.faceqa.photoset import consensus
@@ -34,12 +34,6 @@ PERMISSIVE = Thresholds(min_face_px=1, min_sharpness=0, min_face_luminance=0, ma
                         max_clipped_highlights=1, max_crushed_shadows=1)
 SWEEP = (0.40, 0.45, 0.50, 0.55, 0.60)
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def jpeg(image: Image.Image, quality: int = 92) -> bytes:

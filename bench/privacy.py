@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,19 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.common.config import Settings  # noqa: E402
 from services.common.envelope import object_aad, open_sealed, seal  # noqa: E402
+from services.common.machine import describe_machine  # noqa: E402
 from services.common.secrets import SERVICE_TOKEN_METADATA, write_secret_file  # noqa: E402
 from services.privacy.server import add_to_server, build_servicer  # noqa: E402
 
 TOKENS = {"ingest": "bench-ingest-token-0123456789", "faceqa": "bench-faceqa-token-0123456789"}
 CONSENT = common_pb2.ConsentRecord(agreement_version="bench", scopes=[1], retention_days=30)
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -119,7 +111,7 @@ def main() -> None:
     latencies = asyncio.run(key_latencies(args.subjects))
     rates = throughput(args.mib)
     result = {
-        "machine": machine(), "subjects": args.subjects, "payload_mib": args.mib, **latencies, **rates,
+        "machine": describe_machine(), "subjects": args.subjects, "payload_mib": args.mib, **latencies, **rates,
         "seal_vs_raw": rates["seal_mib_s"] / rates["raw_encrypt_mib_s"],
         "open_vs_raw": rates["open_mib_s"] / rates["raw_decrypt_mib_s"],
     }

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.train_real_size import matmul_tflops, measure, peak_for, run_child  # noqa: E402
+from services.common.machine import describe_machine  # noqa: E402
 
 REFERENCE = {("sd15", 4): (162.0, 60.0), ("sdxl", 2): (445.0, 91.0)}
 # (model, mode, batch, timed steps, share of the remaining budget it may use)
@@ -38,19 +37,12 @@ REAL_SIZE_PLAN = (
 )
 
 
-def machine() -> str:
-    import torch
-
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cpu = platform.processor() or platform.machine()
-    return f"{platform.node()} {cpu} {os.cpu_count()} cores, torch {torch.__version__}, {device}"
-
 
 def real_size(args) -> list[dict]:
     deadline = time.monotonic() + args.budget_s
     rows: list[dict] = []
     ceiling = run_child(["matmul"], 60) if args.device == "cuda" else {}
-    print(f"# {machine()}", flush=True)
+    print(f"# {describe_machine(with_torch=True)}", flush=True)
     if ceiling:
         print(f"# measured 8192^3 bf16 matmul: {ceiling.get('matmul_tflops', 0):.0f} TFLOP/s", flush=True)
     for model, mode, batch, steps, share in REAL_SIZE_PLAN:
@@ -125,7 +117,7 @@ def main() -> None:
     else:
         from bench.train_tiny import tiny_cpu
 
-        rows = tiny_cpu(args, machine())
+        rows = tiny_cpu(args, describe_machine(with_torch=True))
     if args.json:
         print(json.dumps(rows))
 
