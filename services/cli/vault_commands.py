@@ -199,7 +199,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     audit_verify = audit.add_parser("verify", help="check the hash chain and signed checkpoints")
     audit_verify.add_argument("--file", help="an export to check offline (default: fetch from the vault)")
     _key_options(audit_verify)
-    _operator_options(audit_verify)
+    _operator_options(audit_verify, with_data=False)
     audit_verify.set_defaults(func=cmd_audit_verify)
     export = audit.add_parser("export", help="write the audit log as JSON lines")
     export.add_argument("--out", help="file (default: stdout)")
@@ -220,8 +220,8 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
-def _operator_options(parser: argparse.ArgumentParser) -> None:
-    if not any(action.dest == "data" for action in parser._actions):
+def _operator_options(parser: argparse.ArgumentParser, with_data: bool = True) -> None:
+    if with_data:  # _key_options has added --data already where both are used
         parser.add_argument("--data", default="data", help="the embedded stack's data dir")
     parser.add_argument("--privacy-addr", help="the vault's address (default: from DATA/stack.json)")
     parser.add_argument("--token-file", help="operator token (default: DATA/secrets/operator.token)")

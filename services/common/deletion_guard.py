@@ -7,8 +7,10 @@ sealed for it anyway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 
 REMEMBER_S = 3600.0
 
@@ -38,9 +40,15 @@ class DeletionGuard:
         self._deleted = {sid: at for sid, at in self._deleted.items() if now - at < REMEMBER_S}
         self._deleted[subject_id] = now
 
-    def writing(self, subject_id: str) -> _Write:
+    @contextlib.asynccontextmanager
+    async def writing(self, subject_id: str) -> AsyncIterator[None]:
         """`async with guard.writing(subject):` around a write, so a purge can wait for it to end."""
-        return _Write(self, subject_id)
+        self.check(subject_id)
+        self._writes[subject_id] += 1
+        try:
+            yield
+        finally:
+            await self._end_write(subject_id)
 
     async def wait_for_writes(self, subject_id: str, timeout_s: float = 60.0) -> None:
         async with self._idle:
@@ -53,14 +61,3 @@ class DeletionGuard:
                 del self._writes[subject_id]
             self._idle.notify_all()
 
-
-class _Write:
-    def __init__(self, guard: DeletionGuard, subject_id: str) -> None:
-        self._guard, self._subject_id = guard, subject_id
-
-    async def __aenter__(self) -> None:
-        self._guard.check(self._subject_id)
-        self._guard._writes[self._subject_id] += 1
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self._guard._end_write(self._subject_id)

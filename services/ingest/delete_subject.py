@@ -19,10 +19,13 @@ def _public(deletion: privacy_pb2.Deletion) -> privacy_pb2.Deletion:
     return public
 
 
-async def _existing_deletion(ctx: IngestContext, tenant_id: str, subject_id: str) -> privacy_pb2.Deletion | None:
+async def _deletion_status(
+    ctx: IngestContext, tenant_id: str, *, deletion_id: str = "", subject_id: str = ""
+) -> privacy_pb2.Deletion | None:
+    """The tenant's deletion by id or by subject, or None when it has none."""
     try:
         response = await ctx.vault.stub.GetDeletionStatus(
-            privacy_pb2.GetDeletionStatusRequest(tenant_id=tenant_id, subject_id=subject_id),
+            privacy_pb2.GetDeletionStatusRequest(tenant_id=tenant_id, deletion_id=deletion_id, subject_id=subject_id),
             metadata=ctx.vault.metadata, timeout=10,
         )
     except grpc.aio.AioRpcError as error:
@@ -37,7 +40,7 @@ async def _start(ctx: IngestContext, request, context, revoke: bool) -> privacy_
     if not request.subject_id:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "subject_id is required")
     # A repeated request (the first one's reply lost) returns the same deletion.
-    existing = await _existing_deletion(ctx, tenant.tenant_id, request.subject_id)
+    existing = await _deletion_status(ctx, tenant.tenant_id, subject_id=request.subject_id)
     if existing is not None:
         return _public(existing)
     await ctx.owned_subject(tenant, request.subject_id, context)
@@ -75,15 +78,9 @@ async def get_deletion(
     tenant = await ctx.authenticate(context)
     if not (request.deletion_id or request.subject_id):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "deletion_id or subject_id is required")
-    try:
-        response = await ctx.vault.stub.GetDeletionStatus(
-            privacy_pb2.GetDeletionStatusRequest(
-                tenant_id=tenant.tenant_id, deletion_id=request.deletion_id, subject_id=request.subject_id
-            ),
-            metadata=ctx.vault.metadata, timeout=10,
-        )
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "deletion not found")
-        raise
-    return studio_pb2.GetDeletionResponse(deletion=_public(response.deletion))
+    deletion = await _deletion_status(
+        ctx, tenant.tenant_id, deletion_id=request.deletion_id, subject_id=request.subject_id
+    )
+    if deletion is None:
+        await context.abort(grpc.StatusCode.NOT_FOUND, "deletion not found")
+    return studio_pb2.GetDeletionResponse(deletion=_public(deletion))

@@ -15,8 +15,10 @@ def purge_handler(bus: Bus, sealed: SealedStore):
     async def purge(request: events_pb2.DeletionRequested) -> dict[str, int]:
         tenant_id, subject_id = request.tenant_id, request.subject_id
         record = await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
-        order_ids = list(record.order_ids) if record and record.tenant_id == tenant_id else []
-        entries = list(record.idempotency_entries) if record and record.tenant_id == tenant_id else []
+        if record is not None and record.tenant_id != tenant_id:
+            record = None  # never touch another tenant's record, whatever the id
+        order_ids = list(record.order_ids) if record else []
+        entries = list(record.idempotency_entries) if record else []
         events = 0
         for order_id in order_ids:
             events += await bus.purge_subject(topology.EVENTS_STREAM.name, topology.order_events_subject(order_id))
@@ -24,7 +26,7 @@ def purge_handler(bus: Bus, sealed: SealedStore):
             await bus.kv_purge(topology.CANCELLED_ORDERS_BUCKET, order_id)
         for entry in entries:
             await bus.kv_purge(topology.IDEMPOTENCY_BUCKET, entry)
-        if record is not None and record.tenant_id == tenant_id:
+        if record is not None:
             await bus.kv_purge(topology.SUBJECTS_BUCKET, subject_id)
         # Each service destroys what it wrote (crops, LoRAs, portraits...), so the certificate says who
         # destroyed what; ingest wrote the photos.

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from services.common.audit_chain import (
+    ENTRY_FIELDS,
     GENESIS_HASH,
     ChainVerdict,
     checkpoint_body,
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     document TEXT NOT NULL
 );
 """
-COLUMNS = "seq, at, service, action, tenant_id, subject_id, purpose, outcome, detail, prev_hash, hash"
+COLUMNS = f"seq, at, {', '.join(ENTRY_FIELDS)}, prev_hash, hash"
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,7 @@ def _store_checkpoint(db: sqlite3.Connection, signer: SigningKey, seq: int, row_
 def records(db: sqlite3.Connection) -> list[dict]:
     """Entries then checkpoints, as the export writes them (JSON-lines records)."""
     entries = [
-        entry_record(seq, at, dict(zip(
-            ("service", "action", "tenant_id", "subject_id", "purpose", "outcome", "detail"), fields, strict=True
-        )), prev_hash, row_hash)
+        entry_record(seq, at, dict(zip(ENTRY_FIELDS, fields, strict=True)), prev_hash, row_hash)
         for seq, at, *fields, prev_hash, row_hash in db.execute(f"SELECT {COLUMNS} FROM audit ORDER BY rowid")
     ]
     checkpoints = [json.loads(document) for (document,) in
