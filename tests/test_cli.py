@@ -11,9 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
-from studio.v1 import studio_pb2
+from studio.v1 import studio_pb2, trainer_pb2, trainer_pb2_grpc
 
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
@@ -55,10 +56,10 @@ async def _wait_until_up(process: subprocess.Popen, endpoint: str, timeout_s: fl
     raise AssertionError("studio up did not come up")
 
 
-def _start_up(data_dir: Path, port: int, blob_url: str) -> subprocess.Popen:
+def _start_up(data_dir: Path, port: int, blob_url: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [*STUDIO, "up", "--data", str(data_dir), "--port", str(port), "--blob-url", blob_url],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
     )
 
 
@@ -83,7 +84,8 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
     assert first.returncode == 0
     assert not (data_dir / "stack.json").exists()
 
-    second = _start_up(data_dir, port, blob_url)
+    # The restart is told of two GPUs: it starts the trainer fleet, one worker per GPU.
+    second = _start_up(data_dir, port, blob_url, env={"STUDIO_TRAINER_GPUS": "0,1"})
     try:
         await _wait_until_up(second, endpoint)
         client = StudioClient(endpoint, StackPaths(data_dir).api_key_file.read_text().strip())
@@ -92,8 +94,20 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
         )).subject
         await client.close()
         assert found.external_ref == "kept" and len(found.photos) == 1
+        assert await _trainer_devices(data_dir) == ["cuda (GPU 0)", "cuda (GPU 1)"]
     finally:
         assert _stop(second) == []
+
+
+async def _trainer_devices(data_dir: Path) -> list[str]:
+    devices = []
+    for address in json.loads((data_dir / "stack.json").read_text())["instances"]["trainer"]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            status = await trainer_pb2_grpc.TrainerStub(channel).GetTrainerStatus(
+                trainer_pb2.GetTrainerStatusRequest(), timeout=10
+            )
+        devices.append(status.status.device)
+    return devices
 
 
 async def _use_first_stack(process: subprocess.Popen, endpoint: str, paths: StackPaths, seaweed_s3: SeaweedS3) -> str:
@@ -129,3 +143,6 @@ def test_demo_against_a_running_stack(stack: EmbeddedStack, tmp_path: Path) -> N
     assert [p["accepted"] for p in result["photos"]] == [True, True, True]
     assert len(result["portraits"]) == 2 and all(Path(p).stat().st_size > 0 for p in result["portraits"])
     assert {"upload_and_check", "training", "rendering", "download"} <= set(result["seconds"])
+    training = result["training"]
+    assert training["final_loss"] > 0 and training["best_step"] >= 1
+    assert all(point["step"] >= 1 for point in training["validation"])

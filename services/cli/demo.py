@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.v1 import common_pb2, studio_pb2
+from studio.v1 import common_pb2, events_pb2, studio_pb2
 from tqdm import tqdm
 
 from services.cli.client import StudioClient
@@ -31,6 +31,8 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     state: str = ""
     photo_set: dict = field(default_factory=dict)
+    # The training run: final loss, best step and the validation curve (identity score per step).
+    training: dict = field(default_factory=dict)
 
 
 def pick_photos(photos_dir: Path, headshot: Path | None) -> list[tuple[Path, int]]:
@@ -104,7 +106,7 @@ async def _job(client: StudioClient, args) -> DemoResult:
     clock.lap("upload_and_check")
     order = await client.create_order(subject.subject_id, args.styles, args.count)
     result.order_id = order.order_id
-    await _watch(client, order.order_id, args, clock)
+    result.training = await _watch(client, order.order_id, args, clock)
     order = await client.get_order(order.order_id)
     result.state = common_pb2.OrderState.Name(order.state)
     out_dir = Path(args.out)
@@ -117,15 +119,18 @@ async def _job(client: StudioClient, args) -> DemoResult:
     return result
 
 
-async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch) -> None:
+async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch) -> dict:
     bar = tqdm(total=0, desc="queued", disable=args.json)
-    stage = "queue"
+    stage, training = "queue", {}
     async for response in client.watch(order_id):
         event = response.event
         kind = event.WhichOneof("kind")
         if kind == "training":
             stage = _switch(bar, clock, stage, "training", event.training.total_steps)
             bar.n = event.training.step
+            bar.set_postfix_str(training_postfix(event.training), refresh=False)
+        elif kind == "trained":
+            training = training_summary(event.trained)
         elif kind == "rendering":
             stage = _switch(bar, clock, stage, "rendering", event.rendering.total)
             bar.n = event.rendering.rendered
@@ -135,6 +140,31 @@ async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch) ->
         bar.refresh()
     clock.lap(stage)
     bar.close()
+    return training
+
+
+def training_postfix(progress: events_pb2.TrainingProgress) -> str:
+    """loss, time left and the validation curve so far, beside the training bar."""
+    parts = [f"loss {progress.loss:.4f}", f"ETA {progress.eta_seconds}s"]
+    if progress.validation:
+        curve = " ".join(_score(point) for point in progress.validation)
+        parts.append(f"identity {curve} (best step {progress.best_step})")
+    return ", ".join(parts)
+
+
+def training_summary(done: events_pb2.TrainingDone) -> dict:
+    return {
+        "seconds": round(done.seconds, 3), "final_loss": round(done.final_loss, 6), "best_step": done.best_step,
+        "best_identity_score": round(done.best_identity_score, 4),
+        "validation": [
+            {"step": p.step, "identity_score": round(p.identity_score, 4), "loss": round(p.loss, 6)}
+            for p in done.validation
+        ],
+    }
+
+
+def _score(point: events_pb2.ValidationPoint) -> str:
+    return f"{point.step}:" + ("unscored" if point.identity_score < 0 else f"{point.identity_score:.2f}")
 
 
 def _switch(bar: tqdm, clock: Stopwatch, stage: str, new_stage: str, total: int) -> str:
@@ -159,6 +189,14 @@ def print_result(result: DemoResult, as_json: bool) -> None:
         print(f"photo set: {photo_set['accepted']} accepted (minimum {photo_set['minimum']}, recommended "
               f"{photo_set['recommended']}), headshot {'accepted' if photo_set['headshot_accepted'] else 'missing'}"
               + "".join(f"\n  {problem}" for problem in photo_set["problems"]))
+    training = result.training
+    if training:
+        curve = ", ".join(
+            f"step {p['step']} " + ("unscored" if p["identity_score"] < 0 else f"{p['identity_score']:.2f}")
+            for p in training["validation"]
+        )
+        print(f"training: final loss {training['final_loss']:.4f}, delivered step {training['best_step']}"
+              + (f"; identity by step: {curve}" if curve else ""))
     print(f"order {result.order_id}: {result.state}, {len(result.portraits)} portraits")
     for path in result.portraits:
         print(f"  {path}")

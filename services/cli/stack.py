@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +15,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.launchers.nats import NatsServer, start_nats
-from services.common.launchers.process import ManagedProcess, free_port
+from services.common.launchers.process import ManagedProcess, free_port_run
 from services.common.launchers.triton import TritonServer, start_triton
 from services.common.secrets import ensure_secret_file, new_token, write_secret_file
 from services.common.signatures import SigningKey
 from services.common.tinymodel import write_tiny_model
+from services.trainer.fleet import gpu_ids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
@@ -72,6 +74,13 @@ async def grpc_healthy(address: str, timeout_s: float = 1.0) -> bool:
     return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def all_healthy(addresses: list[str]) -> bool:
+    for address in addresses:
+        if not await grpc_healthy(address):
+            return False
+    return True
+
+
 @dataclass
 class EmbeddedStack:
     data_dir: Path
@@ -85,6 +94,8 @@ class EmbeddedStack:
     triton: TritonServer | None = None
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
+    # Every instance's address: one per service, one per GPU for the trainer fleet.
+    instances: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def paths(self) -> StackPaths:
@@ -139,7 +150,6 @@ class EmbeddedStack:
         env = {
             **os.environ,
             "STUDIO_LISTEN": listen,
-            "STUDIO_METRICS_PORT": str(free_port()),
             "STUDIO_DATA_DIR": str(self.data_dir.resolve()),
             "STUDIO_NATS_URL": self.nats.url,
             "STUDIO_BLOB_URL": blob_url,
@@ -168,16 +178,28 @@ class EmbeddedStack:
         return {}
 
     async def _start_service(self, service: str, base_model: Path) -> None:
-        port = self.public_port if service == "ingest" else free_port()
+        module, instances = f"services.{service}", 1
+        if service == "trainer" and (gpus := self.trainer_gpus()):
+            module, instances = "services.trainer.fleet", len(gpus)  # one worker per GPU
+        port = self.public_port if service == "ingest" else free_port_run(instances)
         listen = f"127.0.0.1:{port}"
-        process = ManagedProcess(
-            service, [sys.executable, "-m", f"services.{service}"], self.paths.logs,
-            env=self._service_env(service, base_model, listen), cwd=REPO_ROOT,
-        )
+        env = self._service_env(service, base_model, listen)
+        env["STUDIO_METRICS_PORT"] = str(free_port_run(instances))
+        process = ManagedProcess(service, [sys.executable, "-m", module], self.paths.logs, env=env, cwd=REPO_ROOT)
         process.start()
         self.processes[service] = process
-        await process.wait_ready(lambda: grpc_healthy(listen), timeout=SERVICE_READY_TIMEOUT_S)
+        addresses = [f"127.0.0.1:{port + index}" for index in range(instances)]
+        await process.wait_ready(lambda: all_healthy(addresses), timeout=SERVICE_READY_TIMEOUT_S)
         self.addresses[service] = listen
+        self.instances[service] = addresses
+
+    def trainer_gpus(self) -> list[str]:
+        """GPUs for the trainer fleet: STUDIO_TRAINER_GPUS, else every GPU on a host with a driver;
+        none (one CPU worker) on a host without. Torch is imported only where a driver exists."""
+        env = {**os.environ, **self.extra_env}
+        if env.get("STUDIO_TRAINER_GPUS") or shutil.which("nvidia-smi"):
+            return gpu_ids(env)
+        return []
 
     async def restart_service(self, service: str) -> None:
         """Start one service again with the same settings (after it crashed or was killed)."""
@@ -190,7 +212,7 @@ class EmbeddedStack:
             "public_endpoint": self.public_endpoint, "api_key_file": str(self.paths.api_key_file),
             "nats_url": self.nats.url, "triton_grpc": self.triton.grpc_url,
             "triton_metrics": f"http://127.0.0.1:{self.triton.metrics_port}/metrics",
-            "services": self.addresses, "logs": str(self.paths.logs), "pid": os.getpid(),
+            "services": self.addresses, "instances": self.instances, "logs": str(self.paths.logs), "pid": os.getpid(),
         }
         (self.data_dir / "stack.json").write_text(json.dumps(stack, indent=2))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import grpc
 from studio.v1 import faceqa_pb2_grpc, trainer_pb2, trainer_pb2_grpc
@@ -30,9 +31,12 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
 
 
 def _device() -> str:
+    """The device this worker trains on; a fleet worker also names the one GPU it sees."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    device = os.environ.get("STUDIO_TRAIN_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return f"{device} (GPU {visible})" if device.startswith("cuda") and visible else device
 
 
 async def main() -> None:

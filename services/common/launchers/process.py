@@ -29,6 +29,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_run(count: int, attempts: int = 50) -> int:
+    """The first of `count` consecutive free ports (a fleet's workers listen on port, port+1, ...)."""
+    for _ in range(attempts):
+        first = free_port()
+        if all(_port_free(first + offset) for offset in range(1, count)):
+            return first
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 async def tcp_port_open(host: str, port: int) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1.0)
