@@ -44,6 +44,8 @@ TINY_OVERRIDES = {
              "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 32 + 6 * 8},
 }
 TEXT_TOKENS = 77
+# Bench mode → LoraStep compile mode (every mode but eager runs bf16 frozen weights + fused AdamW).
+COMPILE_BY_MODE = {"compiled": "full", "regional": "regional"}
 
 
 def unet_config(model: str, tiny: bool) -> dict:
@@ -72,13 +74,14 @@ def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bo
     optimized = mode != "eager"
     if optimized:
         freeze_in_bf16(unet)
-    step = LoraStep(unet, parts.noise_scheduler, trainable_parameters(parts, False).values(), 1e-4,
-                    device=torch.device(device), bf16=device == "cuda" or optimized,
-                    compile_unet=mode == "compiled", fused_optimizer=optimized and device == "cuda")
+    bf16 = device == "cuda" or optimized
     latents, conditioning = _inputs(config, batch, device, model)
+    flops = _step_flops(unet, parts, bf16, latents, conditioning)  # before any compile touches the UNet
+    step = LoraStep(unet, parts.noise_scheduler, trainable_parameters(parts, False).values(), 1e-4,
+                    device=torch.device(device), bf16=bf16,
+                    compile_mode=COMPILE_BY_MODE.get(mode, "off"), fused_optimizer=optimized and device == "cuda")
     generator = torch.Generator(device=device).manual_seed(0)
 
-    flops = _step_flops(unet, parts, step, latents, conditioning)
     compile_started = time.perf_counter()
     for _ in range(3):  # warm-up (and compilation)
         step(latents, conditioning, generator)
@@ -98,17 +101,19 @@ def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bo
     }
 
 
-def _step_flops(unet, parts, step, latents, conditioning) -> int:
+def _step_flops(unet, parts, bf16: bool, latents, conditioning) -> int:
     """Forward + backward FLOPs of one uncompiled step (the compiled step does the same math)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from services.trainer.lora import trainable_parameters
     from services.trainer.step import LoraStep
 
-    counting = LoraStep(unet, parts.noise_scheduler, step.parameters, 0.0, device=step.device, bf16=step.bf16)
+    parameters = list(trainable_parameters(parts, False).values())
+    counting = LoraStep(unet, parts.noise_scheduler, parameters, 0.0, device=latents.device, bf16=bf16)
     with FlopCounterMode(display=False) as counter:
-        counting.loss(latents, conditioning, torch.Generator(device=step.device).manual_seed(2)).backward()
-    for parameter in step.parameters:
+        counting.loss(latents, conditioning, torch.Generator(device=latents.device).manual_seed(2)).backward()
+    for parameter in parameters:
         parameter.grad = None
     return counter.get_total_flops()
 

@@ -4,6 +4,11 @@ The trainer's runs and bench/train.py's real-size measurements go through this s
 benchmark times the code that trains customers' LoRAs. On a GPU it runs the frozen weights in bf16
 (the LoRA weights and the optimiser stay fp32), uses the fused AdamW kernel and can compile the
 UNet with torch.compile; on a CPU it stays fp32 and eager, which keeps runs bit-for-bit repeatable.
+
+Compile modes: "full" compiles the whole UNet as one graph (fastest step, minutes of cold compile
+for SDXL); "regional" compiles each transformer and resnet block on its own: the UNet repeats the
+same few block shapes, so inductor compiles each shape once and reuses it, which cuts the cold
+compile to a fraction while keeping most of the gain.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ class LoraStep:
         *,
         device: torch.device,
         bf16: bool | None = None,
-        compile_unet: bool = False,
+        compile_mode: str = "off",
         fused_optimizer: bool | None = None,
     ) -> None:
         self.device = torch.device(device)
@@ -37,7 +42,7 @@ class LoraStep:
         self.parameters = list(trainable)
         fused = on_gpu if fused_optimizer is None else fused_optimizer
         self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, fused=fused or None)
-        self.unet = torch.compile(unet, dynamic=False) if compile_unet else unet
+        self.unet = compiled(unet, compile_mode)
         config = noise_scheduler.config
         self.prediction_type = config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
@@ -77,6 +82,26 @@ class LoraStep:
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+COMPILE_MODES = ("off", "full", "regional")
+# The UNet's repeated building blocks, compiled one by one in "regional" mode.
+REGIONAL_BLOCKS = ("BasicTransformerBlock", "ResnetBlock2D")
+REGIONAL_GRAPH_LIMIT = 64
+
+
+def compiled(unet: UNet2DConditionModel, mode: str) -> torch.nn.Module:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
+    if mode == "full":
+        return torch.compile(unet, dynamic=False)
+    if mode == "regional":
+        # Each distinct block shape (channels, resolution) is its own graph; SDXL has a few dozen.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, REGIONAL_GRAPH_LIMIT)
+        for module in unet.modules():
+            if type(module).__name__ in REGIONAL_BLOCKS:
+                module.compile(dynamic=False)
+    return unet
 
 
 def freeze_in_bf16(module: torch.nn.Module) -> None:

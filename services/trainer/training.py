@@ -38,7 +38,7 @@ class TrainingConfig:
     resolution: int | None = None  # None: the base model's own
     train_text_encoder: bool = False
     gradient_checkpointing: bool = False
-    compile_unet: bool = False
+    compile_mode: str = "off"  # services/trainer/step.py COMPILE_MODES
     validate_every: int = 0  # 0: no validation, the last step's LoRA is delivered
     checkpoint_every: int = 0  # 0: no checkpoints
 
@@ -140,7 +140,7 @@ class TrainingRun:
         self.latents = encode_latents(self.parts.vae, prepare_pixels(images, self.resolution).to(self.device))
         self.step = LoraStep(
             self.parts.unet, self.parts.noise_scheduler, self.trainable.values(), config.learning_rate,
-            device=self.device, compile_unet=config.compile_unet,
+            device=self.device, compile_mode=config.compile_mode,
         )
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.state = RunState()

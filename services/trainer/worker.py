@@ -33,6 +33,7 @@ from services.common.workqueue import PermanentJobError, WorkerState
 from services.trainer.faceqa_scoring import FaceQAScorer
 from services.trainer.job_store import JobStore, vault_refusal
 from services.trainer.scoring import InProcessScorer
+from services.trainer.step import COMPILE_MODES
 from services.trainer.training import (
     ResumeMismatch,
     RunState,
@@ -54,9 +55,10 @@ class TrainerOptions:
     checkpoint_every: int = 50
     validate_every: int = 100
     device: str | None = None
-    # torch.compile pays off only with a persistent TORCHINDUCTOR_CACHE_DIR: a cold compile of the
-    # SD1.5 UNet's step took over two minutes on an H200, a warm one 18 s (bench/train.py).
-    compile_unet: bool = False
+    # STUDIO_TRAIN_COMPILE=full|regional (1 = full). torch.compile pays off only with a persistent
+    # TORCHINDUCTOR_CACHE_DIR: a cold full compile of the SD1.5 UNet's step took over two minutes on
+    # an H200, a warm one 18 s (bench/train.py); "regional" compiles each repeated block once.
+    compile_mode: str = "off"
 
     @classmethod
     def from_env(cls) -> TrainerOptions:
@@ -64,7 +66,7 @@ class TrainerOptions:
             checkpoint_every=int(os.environ.get("STUDIO_TRAIN_CHECKPOINT_EVERY", "50")),
             validate_every=int(os.environ.get("STUDIO_TRAIN_VALIDATE_EVERY", "100")),
             device=os.environ.get("STUDIO_TRAIN_DEVICE") or None,
-            compile_unet=os.environ.get("STUDIO_TRAIN_COMPILE", "") == "1",
+            compile_mode=compile_mode_from_env(os.environ.get("STUDIO_TRAIN_COMPILE", "")),
         )
 
 
@@ -135,7 +137,7 @@ class TrainerWorker:
         """Runs on a worker thread; talks to the event loop only through `loop`."""
         config = TrainingConfig.for_base_model(
             self.base_model, steps=job.steps or None, seed=job.seed, checkpoint_every=self.options.checkpoint_every,
-            validate_every=self.options.validate_every, compile_unet=self.options.compile_unet,
+            validate_every=self.options.validate_every, compile_mode=self.options.compile_mode,
         )
         run = TrainingRun(self.base_model, images, config, self.options.device, resume=resume)
         scorer = FaceQAScorer(self.faceqa, images, loop) if self.faceqa else InProcessScorer.from_crops(images)
@@ -193,6 +195,14 @@ class TrainerWorker:
             )
 
         return report
+
+
+def compile_mode_from_env(value: str) -> str:
+    """STUDIO_TRAIN_COMPILE: empty or 0 = off, 1 = full, else a mode name; a typo stops the worker."""
+    mode = {"": "off", "0": "off", "1": "full"}.get(value.strip().lower(), value.strip().lower())
+    if mode not in COMPILE_MODES:
+        raise SystemExit(f"STUDIO_TRAIN_COMPILE={value!r}: use one of {', '.join(COMPILE_MODES)}")
+    return mode
 
 
 def _point(point) -> events_pb2.ValidationPoint:
