@@ -18,7 +18,7 @@ from services.common.runtime import Runtime
 from services.common.tls import internal_channel
 from services.ingest.context import IngestContext, ensure_tenant
 from services.ingest.order_view import project_order_events
-from services.ingest.public_tls import public_server_credentials
+from services.ingest.public_tls import add_public_mtls_port
 from services.ingest.purge import purge_handler
 from services.ingest.server import StudioServicer
 from services.ingest.tenant_admin import TenantAdminServicer, operator_token_hash_from_env
@@ -43,6 +43,7 @@ async def main() -> None:
         studio_pb2_grpc.add_StudioServicer_to_server(StudioServicer(ctx), server)
         admin = TenantAdminServicer(bus, operator_token_hash_from_env())
         admin_pb2_grpc.add_TenantAdminServicer_to_server(admin, server)
+        add_public_mtls_port(server)  # client-certificate integrations, when configured
         return [studio_pb2.DESCRIPTOR.services_by_name["Studio"].full_name,
                 admin_pb2.DESCRIPTOR.services_by_name["TenantAdmin"].full_name]
 
@@ -50,7 +51,7 @@ async def main() -> None:
         await serve("ingest", settings.listen, settings.metrics_port, register, background=[
             lambda: project_order_events(bus),
             PurgeListener(bus, "ingest", runtime.sealed, purge_handler(bus, runtime.sealed)).run,
-        ], credentials=public_server_credentials())
+        ])
     finally:
         await runtime.close()
 
