@@ -195,17 +195,20 @@ class StudioClient:
     async def _upload_stream(
         self, subject_id: str, batch: list[tuple[Photo, str]], on_bytes: Callable[[int], None], timeout: float
     ) -> studio_pb2.UploadPhotosResponse:
-        async def requests() -> AsyncIterator[studio_pb2.UploadPhotosRequest]:
+        call = self.stub.UploadPhotos(metadata=self.metadata, timeout=timeout)
+        try:
             for photo, photo_id in batch:
-                yield studio_pb2.UploadPhotosRequest(header=studio_pb2.PhotoHeader(
+                await call.write(studio_pb2.UploadPhotosRequest(header=studio_pb2.PhotoHeader(
                     subject_id=subject_id, role=photo.role, filename=photo.filename, client_photo_id=photo_id,
-                ))
+                )))
                 for offset in range(0, len(photo.data), CHUNK_BYTES):
                     chunk = photo.data[offset : offset + CHUNK_BYTES]
-                    yield studio_pb2.UploadPhotosRequest(chunk=chunk)
+                    await call.write(studio_pb2.UploadPhotosRequest(chunk=chunk))
                     on_bytes(len(chunk))
-
-        return await self.stub.UploadPhotos(requests(), metadata=self.metadata, timeout=timeout)
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            pass  # the call ended while we wrote (a lost connection): its status says how
+        return await call
 
     # --- orders -----------------------------------------------------------------------------------
 

@@ -21,13 +21,15 @@ class CuttingProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.cuts = 0
+        self.endpoint = ""
         self._armed: _Cut | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
-        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        self.endpoint = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self.endpoint
 
     def cut_after(self, direction: str, after_bytes: int) -> None:
         """Reset the connection once `after_bytes` more bytes went `direction` (once, then disarm)."""
