@@ -196,6 +196,7 @@ class StudioClient:
         self, subject_id: str, batch: list[tuple[Photo, str]], on_bytes: Callable[[int], None], timeout: float
     ) -> studio_pb2.UploadPhotosResponse:
         call = self.stub.UploadPhotos(metadata=self.metadata, timeout=timeout)
+        write_failed = False
         try:
             for photo, photo_id in batch:
                 await call.write(studio_pb2.UploadPhotosRequest(header=studio_pb2.PhotoHeader(
@@ -207,8 +208,15 @@ class StudioClient:
                     on_bytes(len(chunk))
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
-            pass  # the call ended while we wrote (a lost connection): its status says how
-        return await call
+            write_failed = True  # the call ended while we wrote: its status says how
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            if write_failed and error.code() == grpc.StatusCode.INTERNAL and "execute_batch" in (
+                error.debug_error_string() or ""
+            ):  # grpc-core's word for a send on a connection that broke: the server never answered
+                raise _lost_connection(error) from error
+            raise
 
     # --- orders -----------------------------------------------------------------------------------
 
@@ -307,3 +315,10 @@ class StudioClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"deletion {deletion_id} still waits for: {', '.join(deletion.waiting_for)}")
             await asyncio.sleep(poll_s)
+
+
+def _lost_connection(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+        details="connection lost while sending the upload stream", debug_error_string=error.debug_error_string(),
+    )
