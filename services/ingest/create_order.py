@@ -79,6 +79,8 @@ async def create_order(
         existing = await idempotency.wait_for(ctx.bus, topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)
         if existing is not None:
             return studio_pb2.CreateOrderResponse(order=(await ctx.owned_order(tenant, order_id, context)).order)
+        if await idempotency.abandoned(ctx.bus, claimed):
+            await context.abort(grpc.StatusCode.ABORTED, idempotency.ABANDONED)
     try:
         await quotas.admit_order(ctx.bus, tenant, order_id)
     except quotas.QuotaExceeded as error:

@@ -50,6 +50,8 @@ async def create_subject(
             return studio_pb2.CreateSubjectResponse(
                 subject=(await ctx.owned_subject(tenant, claimed.resource_id, context)).subject
             )
+        if await idempotency.abandoned(ctx.bus, claimed):
+            await context.abort(grpc.StatusCode.ABORTED, idempotency.ABANDONED)
     else:
         try:
             await quotas.reserve_daily(ctx.bus, tenant, "max_subjects_per_day", 1, "subject(s)")

@@ -70,6 +70,14 @@ async def release(bus: Bus, claimed: Claim) -> None:
         await bus.kv_purge(topology.IDEMPOTENCY_BUCKET, claimed.entry)
 
 
+async def abandoned(bus: Bus, claimed: Claim) -> bool:
+    """The twin that claimed the key gave it back (it was refused): this request must not go on."""
+    return await bus.kv_raw(topology.IDEMPOTENCY_BUCKET, claimed.entry) is None
+
+
+ABANDONED = "a concurrent request with this idempotency key was refused; send the request again"
+
+
 async def wait_for(bus: Bus, bucket: str, key: str, message_type: type[Message]) -> Message | None:
     """A twin's resource, once written; None if it did not appear in time (the twin died)."""
     deadline = time.monotonic() + TWIN_WAIT_S
