@@ -16,15 +16,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Which failures are retried and how long to wait between attempts. Only UNAVAILABLE is
-    retried by default: the server did not act, or acted idempotently (every mutating call the
-    client makes carries an idempotency key or client photo ids)."""
+    """Which failures are retried and how long to wait between attempts. By default UNAVAILABLE (the
+    server did not act, or acted idempotently: every mutating call the client makes carries an
+    idempotency key or client photo ids) and ABORTED (a concurrent twin of the request gave up)."""
 
     max_attempts: int = 6
     initial_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
     multiplier: float = 2.0
-    retryable: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
+    retryable: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, initial * multiplier^attempt)]."""
