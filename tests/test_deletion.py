@@ -88,6 +88,8 @@ async def test_deletion_is_complete_and_certified(client: StudioClient, stack: E
     subject_id, order_id = await subject_with_portraits(client)
     assert stored_traces(stack, subject_id) and await nats_traces(stack, subject_id)
     assert await vault_key_status(stack, subject_id) == grpc.StatusCode.OK
+    client_photo_ids = [photo.client_photo_id for photo in (await client.get_subject(subject_id)).photos]
+    assert len(client_photo_ids) == 3 and all(client_photo_ids)
 
     deletion = await client.delete_subject(subject_id)
     # Shredded before the reply: the key is gone now, whatever the services are doing.
@@ -101,6 +103,7 @@ async def test_deletion_is_complete_and_certified(client: StudioClient, stack: E
     destroyed = {c.service: dict(c.destroyed) for c in deletion.confirmations}
     assert set(destroyed) == {"ingest", "faceqa", "trainer", "renderer"}
     assert destroyed["ingest"]["photos"] == 3 and destroyed["ingest"]["orders"] == 1
+    assert destroyed["ingest"]["index_entries"] == 2  # the subject's and its order's listing entries
     assert destroyed["faceqa"]["crops"] == 3
     assert destroyed["trainer"]["loras"] == 1
     assert destroyed["renderer"]["portraits"] == 1, destroyed
@@ -116,6 +119,12 @@ async def test_deletion_is_complete_and_certified(client: StudioClient, stack: E
     await expect_not_found(client.create_order(subject_id, ["studio-frontal-soft"], 1))
     assert stored_traces(stack, subject_id) == []
     assert await nats_traces(stack, subject_id) == []
+    # Nor of its order in ingest's state (orders, listing index, idempotency, the running-order quota),
+    # nor of its photos' client ids (upload progress). The trainer's done-once marker for the order's
+    # job (KV_studio_train_jobs, no subject data) is the trainer's to purge and is left out here.
+    assert [trace for trace in await nats_traces(stack, order_id) if not trace.startswith("KV_studio_train_jobs")] == []
+    for client_photo_id in client_photo_ids:
+        assert await nats_traces(stack, client_photo_id) == []
     # The same idempotency key now makes a new subject: the old entry is gone too.
     assert (await client.create_subject(idempotency_key="forget-me")).subject_id != subject_id
 

@@ -301,7 +301,11 @@ def test_make_secrets_fills_every_secret_the_pods_read(tmp_path, built):
             name = (volume.get("secret") or {}).get("secretName")
             for item in items:
                 assert item["key"] in _secret_data(store, name), f"{pod.ref}: {name} lacks {item['key']}"
-    secrets_written = [minio["root-password"].decode(), *token_map.values(),
+    operator_token = _secret_data(store, "studio-operator-token")["token"].decode()
+    from services.common.secrets import hash_api_key
+
+    assert _secret_data(store, "studio-tenant-admin")["operator-token-sha256"].decode() == hash_api_key(operator_token)
+    secrets_written = [minio["root-password"].decode(), *token_map.values(), operator_token,
                        _secret_data(store, "studio-bootstrap-tenant")["api-key"].decode()]
     assert not any(secret in output for secret in secrets_written), "a secret reached the script's output"
 

@@ -57,6 +57,17 @@ apply_secret studio-service-tokens --from-file=tokens.json="$work/tokens.json" \
   --from-file=ingest="$work/ingest" --from-file=faceqa="$work/faceqa" \
   --from-file=trainer="$work/trainer" --from-file=renderer="$work/renderer"
 
+# The operator's token for `studio tenants`: ingest gets only its hash; read the token back with
+# kubectl -n studio get secret studio-operator-token -o jsonpath='{.data.token}' | base64 -d
+if has_data studio-operator-token; then
+  echo "secret/studio-operator-token already holds data: left as it is (and so is secret/studio-tenant-admin)"
+else
+  random_token > "$work/operator-token"
+  sha256sum < "$work/operator-token" | cut -d' ' -f1 | tr -d '\n' > "$work/operator-token-sha256"
+  apply_secret studio-operator-token --from-file=token="$work/operator-token"
+  apply_secret studio-tenant-admin --from-file=operator-token-sha256="$work/operator-token-sha256"
+fi
+
 if has_data studio-minio; then
   echo "secret/studio-minio already holds data: left as it is (and so is secret/studio-blob)"
 else

@@ -10,8 +10,10 @@ import signal
 import sys
 from pathlib import Path
 
+from services.cli.api_commands import add_commands as add_order_commands
 from services.cli.capacity import add_capacity_command
 from services.cli.qa import register as register_qa
+from services.cli.tenant_commands import add_commands as add_tenant_commands
 from services.cli.train import add_parser as add_train_parser
 from services.common.styles import catalogue
 
@@ -119,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     from services.cli.vault_commands import add_commands as add_vault_commands
 
     add_vault_commands(commands)
+    add_tenant_commands(commands)
+    add_order_commands(commands)
     return parser
 
 

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.launchers.nats import NatsServer, start_nats
 from services.common.launchers.process import ManagedProcess, free_port_run
 from services.common.launchers.triton import TritonServer, start_triton
-from services.common.secrets import ensure_secret_file, new_token, write_secret_file
+from services.common.secrets import ensure_secret_file, hash_api_key, new_token, write_secret_file
 from services.common.signatures import SigningKey
 from services.common.tinymodel import write_tiny_model
 from services.trainer.fleet import gpu_ids
@@ -49,6 +49,10 @@ class StackPaths:
     @property
     def tokens_file(self) -> Path:
         return self.secrets / "service-tokens.json"
+
+    @property
+    def operator_token_hash_file(self) -> Path:
+        return self.secrets / "operator.token.sha256"
 
     def token_file(self, service: str) -> Path:
         return self.secrets / f"{service}.token"
@@ -133,6 +137,9 @@ class EmbeddedStack:
         for service, token in json.loads(raw).items():
             write_secret_file(self.paths.token_file(service), token.encode())
         ensure_secret_file(self.paths.api_key_file, lambda: f"sk_{secrets.token_urlsafe(32)}".encode())
+        # ingest checks `studio tenants` calls against the operator token's hash, never the token itself.
+        operator_token = self.paths.token_file(OPERATOR).read_text().strip()
+        self.paths.operator_token_hash_file.write_text(hash_api_key(operator_token))
         self.paths.public_key_file.write_text(SigningKey.from_file(self.paths.signing_key_file).public_pem)
 
     def _base_model(self, progress) -> Path:
@@ -174,7 +181,8 @@ class EmbeddedStack:
         if service == "ingest":
             minimum = {"STUDIO_MIN_ACCEPTED_PHOTOS": str(self.min_accepted_photos)} if self.min_accepted_photos else {}
             return {"STUDIO_BOOTSTRAP_API_KEY_FILE": str(self.paths.api_key_file),
-                    "STUDIO_BOOTSTRAP_TENANT": DEFAULT_TENANT, **minimum}
+                    "STUDIO_BOOTSTRAP_TENANT": DEFAULT_TENANT,
+                    "STUDIO_OPERATOR_TOKEN_HASH_FILE": str(self.paths.operator_token_hash_file), **minimum}
         return {}
 
     async def _start_service(self, service: str, base_model: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from studio.v1 import privacy_pb2, privacy_pb2_grpc
 from tqdm import tqdm
 
+from services.cli.api_commands import add_subject_commands
 from services.cli.client import StudioClient
 from services.common.audit_chain import parse_export, verify_records
 from services.common.secrets import SERVICE_TOKEN_METADATA
@@ -187,6 +188,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     delete.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
     delete.add_argument("--json", action="store_true")
     delete.set_defaults(func=cmd_subjects_delete)
+    add_subject_commands(subjects)
 
     certificate = commands.add_parser("certificate").add_subparsers(dest="certificate_command", required=True)
     verify = certificate.add_parser("verify", help="check a deletion certificate offline")

@@ -154,8 +154,16 @@ IDEMPOTENCY_BUCKET = "studio_idempotency"
 TRAIN_JOBS_BUCKET = "studio_train_jobs"
 # Cancelled orders (key = order id): workers drop their jobs. Written by ingest's CancelOrder.
 CANCELLED_ORDERS_BUCKET = "studio_cancelled_orders"
+# Tenant accounts by tenant id (TenantRecord; TENANTS_BUCKET indexes them by API key hash and by
+# `cert.<sha256 of a certificate identity>`). Written by ingest's TenantAdmin.
+TENANT_ACCOUNTS_BUCKET = "studio_tenant_accounts"
+# Quota usage per tenant: `<tenant>.<quota>.<yyyymmdd>` (UsageCounter), `<tenant>.active_orders` (ActiveOrders).
+TENANT_USAGE_BUCKET = "studio_tenant_usage"
+# Listing index, newest first by key: `<tenant>.s.<created ms>.<subject>` and
+# `<tenant>.o.<created ms>.<subject>.<order>` (empty values). Purged with the subject.
+TENANT_INDEX_BUCKET = "studio_tenant_index"
 BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
-           CANCELLED_ORDERS_BUCKET)
+           CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET)
 
 
 def order_events_subject(order_id: str) -> str:
@@ -245,6 +253,35 @@ class Bus:
         with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
             return list(await self.bucket(bucket).keys())
         return []
+
+    async def kv_entry(self, bucket: str, key: str) -> tuple[bytes | None, int]:
+        """A key's value and revision ((None, 0) when absent), for compare-and-set updates."""
+        try:
+            entry = await self.bucket(bucket).get(key)
+        except KeyNotFoundError:
+            return None, 0
+        return entry.value, entry.revision or 0
+
+    async def kv_compare_and_set(self, bucket: str, key: str, value: bytes, revision: int) -> bool:
+        """Store only if the key is still at `revision` (0: still absent); False when someone else wrote."""
+        if not revision:
+            return await self.kv_create(bucket, key, value)
+        try:
+            await self.bucket(bucket).update(key, value, last=revision)
+        except Exception as error:
+            if "wrong last sequence" in str(error).lower():
+                return False
+            raise
+        return True
+
+    async def kv_keys_matching(self, bucket: str, pattern: str) -> list[str]:
+        """Keys matching a NATS wildcard pattern, filtered by the server (not a scan of the bucket)."""
+        prefix = f"$KV.{bucket}."
+        response = await self.client.request(
+            f"$JS.API.STREAM.INFO.KV_{bucket}", json.dumps({"subjects_filter": prefix + pattern}).encode(), timeout=10
+        )
+        subjects = (json.loads(response.data).get("state") or {}).get("subjects") or {}
+        return [subject[len(prefix):] for subject in subjects]
 
     async def kv_purge(self, bucket: str, key: str) -> None:
         """Remove a key and its history without leaving a marker that names the key."""

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import grpc
-from studio.v1 import faceqa_pb2_grpc, studio_pb2, studio_pb2_grpc
+from studio.v1 import admin_pb2, admin_pb2_grpc, faceqa_pb2_grpc, studio_pb2, studio_pb2_grpc
 
 from services.common.basemodel import base_model_id, read_resolution
 from services.common.bus import Bus
@@ -18,8 +18,10 @@ from services.common.runtime import Runtime
 from services.common.tls import internal_channel
 from services.ingest.context import IngestContext, ensure_tenant
 from services.ingest.order_view import project_order_events
+from services.ingest.public_tls import add_public_mtls_port
 from services.ingest.purge import purge_handler
 from services.ingest.server import StudioServicer
+from services.ingest.tenant_admin import TenantAdminServicer, operator_token_hash_from_env
 
 
 async def main() -> None:
@@ -39,7 +41,11 @@ async def main() -> None:
 
     def register(server: grpc.aio.Server) -> list[str]:
         studio_pb2_grpc.add_StudioServicer_to_server(StudioServicer(ctx), server)
-        return [studio_pb2.DESCRIPTOR.services_by_name["Studio"].full_name]
+        admin = TenantAdminServicer(bus, operator_token_hash_from_env())
+        admin_pb2_grpc.add_TenantAdminServicer_to_server(admin, server)
+        add_public_mtls_port(server)  # client-certificate integrations, when configured
+        return [studio_pb2.DESCRIPTOR.services_by_name["Studio"].full_name,
+                admin_pb2.DESCRIPTOR.services_by_name["TenantAdmin"].full_name]
 
     try:
         await serve("ingest", settings.listen, settings.metrics_port, register, background=[

@@ -3,6 +3,7 @@ plus tenant authentication and ownership checks that answer exactly like a missi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -10,8 +11,14 @@ from studio.v1 import faceqa_pb2_grpc, state_pb2
 
 from services.common import bus as topology
 from services.common.bus import Bus
-from services.common.secrets import API_KEY_METADATA, hash_api_key
+from services.common.secrets import API_KEY_METADATA
+from services.common.tls import peer_common_name
 from services.common.vault_client import SealedStore, VaultClient
+from services.ingest import tenants
+from services.ingest.tenants import ensure_tenant
+
+__all__ = ["IngestContext", "ensure_tenant"]
+CAS_ATTEMPTS = 50
 
 
 @dataclass
@@ -32,11 +39,19 @@ class IngestContext:
         return tenant.min_accepted_photos or self.min_accepted_photos
 
     async def authenticate(self, context: grpc.aio.ServicerContext) -> state_pb2.TenantRecord:
+        """The calling tenant: by its verified mTLS client certificate on a TLS public port, else by
+        the API key in the metadata."""
+        identity = peer_common_name(context)
+        if identity:
+            tenant = await tenants.authenticate(self.bus, cert_identity=identity)
+            if tenant is None:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "certificate is not bound to an enabled tenant")
+            return tenant
         api_key = dict(context.invocation_metadata() or ()).get(API_KEY_METADATA, "")
         if not api_key:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing API key in '{API_KEY_METADATA}'")
-        tenant = await self.bus.kv_get(topology.TENANTS_BUCKET, hash_api_key(api_key), state_pb2.TenantRecord)
-        if tenant is None or tenant.disabled:
+        tenant = await tenants.authenticate(self.bus, api_key=api_key)
+        if tenant is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or disabled API key")
         return tenant
 
@@ -50,6 +65,23 @@ class IngestContext:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"subject '{subject_id}' not found")
         return record
 
+    async def update_subject(
+        self, subject_id: str, mutate: Callable[[state_pb2.SubjectRecord], None]
+    ) -> state_pb2.SubjectRecord | None:
+        """Read-modify-write of a subject record by compare-and-set, so concurrent uploads and orders
+        never lose each other's changes; None when the subject is gone."""
+        for _ in range(CAS_ATTEMPTS):
+            raw, revision = await self.bus.kv_entry(topology.SUBJECTS_BUCKET, subject_id)
+            if raw is None:
+                return None
+            record = state_pb2.SubjectRecord.FromString(raw)
+            mutate(record)
+            if await self.bus.kv_compare_and_set(
+                topology.SUBJECTS_BUCKET, subject_id, record.SerializeToString(), revision
+            ):
+                return record
+        raise RuntimeError(f"subject record {subject_id} is contended")
+
     async def owned_order(
         self, tenant: state_pb2.TenantRecord, order_id: str, context: grpc.aio.ServicerContext
     ) -> state_pb2.OrderRecord:
@@ -59,11 +91,3 @@ class IngestContext:
         if record is None or record.tenant_id != tenant.tenant_id:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"order '{order_id}' not found")
         return record
-
-
-async def ensure_tenant(bus: Bus, tenant_id: str, name: str, api_key: str, min_accepted_photos: int = 0) -> None:
-    """Register (or re-register) a tenant's API key; used for the embedded stack's default tenant."""
-    record = state_pb2.TenantRecord(
-        tenant_id=tenant_id, name=name, api_key_hash=hash_api_key(api_key), min_accepted_photos=min_accepted_photos
-    )
-    await bus.kv_put(topology.TENANTS_BUCKET, record.api_key_hash, record)

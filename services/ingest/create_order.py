@@ -12,8 +12,9 @@ from studio.v1 import common_pb2, events_pb2, state_pb2, studio_pb2
 from services.common import bus as topology
 from services.common.objects import lora_key, new_id, portrait_key
 from services.common.styles import catalogue, unknown_styles
+from services.ingest import idempotency, quotas
 from services.ingest.context import IngestContext
-from services.ingest.create_subject import idempotency_entry
+from services.ingest.listing import add_to_index, order_index_key
 
 MAX_PORTRAITS_PER_STYLE = 8
 MAX_STYLES_PER_ORDER = 10
@@ -69,23 +70,40 @@ async def create_order(
     unready = _set_not_ready(ctx, tenant, subject)
     if unready:
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, unready)
-    order_id = new_id("order")
-    entry = ""
-    if request.idempotency_key:
-        entry = idempotency_entry(tenant.tenant_id, "order", request.idempotency_key)
-        if not await ctx.bus.kv_create(topology.IDEMPOTENCY_BUCKET, entry, order_id.encode()):
-            existing = (await ctx.bus.kv_raw(topology.IDEMPOTENCY_BUCKET, entry) or b"").decode()
-            return studio_pb2.CreateOrderResponse(order=(await ctx.owned_order(tenant, existing, context)).order)
+    try:
+        claimed = await idempotency.claim(ctx.bus, tenant.tenant_id, "order", request, new_id("order"))
+    except idempotency.KeyReused as error:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    order_id = claimed.resource_id
+    if not claimed.first:
+        existing = await idempotency.wait_for(ctx.bus, topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)
+        if existing is not None:
+            return studio_pb2.CreateOrderResponse(order=(await ctx.owned_order(tenant, order_id, context)).order)
+        if await idempotency.abandoned(ctx.bus, claimed):
+            await context.abort(grpc.StatusCode.ABORTED, idempotency.ABANDONED)
+    try:
+        await quotas.admit_order(ctx.bus, tenant, order_id)
+    except quotas.QuotaExceeded as error:
+        await idempotency.release(ctx.bus, claimed)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     # The subject lists its orders first, so a deletion can always find everything it must purge.
-    subject.order_ids.append(order_id)
-    if entry:
-        subject.idempotency_entries.append(entry)
-    await ctx.bus.kv_put(topology.SUBJECTS_BUCKET, request.subject_id, subject)
+    subject = await ctx.update_subject(request.subject_id, lambda record: _list_order(record, order_id, claimed.entry))
+    if subject is None:
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"subject '{request.subject_id}' not found")
     order = _new_order(ctx, order_id, request)
+    order.created_at.FromMilliseconds(claimed.created_ms)
     record = state_pb2.OrderRecord(tenant_id=tenant.tenant_id, order=order)
+    await add_to_index(ctx.bus, order_index_key(tenant.tenant_id, claimed.created_ms, request.subject_id, order_id))
     await ctx.bus.kv_put(topology.ORDERS_BUCKET, order_id, record)
     await _enqueue(ctx, tenant.tenant_id, subject, order)
     return studio_pb2.CreateOrderResponse(order=order)
+
+
+def _list_order(record: state_pb2.SubjectRecord, order_id: str, entry: str) -> None:
+    if order_id not in record.order_ids:
+        record.order_ids.append(order_id)
+    if entry and entry not in record.idempotency_entries:
+        record.idempotency_entries.append(entry)
 
 
 def _new_order(ctx: IngestContext, order_id: str, request: studio_pb2.CreateOrderRequest) -> common_pb2.Order:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from studio.v1 import common_pb2, privacy_pb2, state_pb2, studio_pb2
 
 from services.common import bus as topology
 from services.common.objects import new_id
+from services.ingest import idempotency, quotas
 from services.ingest.context import IngestContext
+from services.ingest.listing import add_to_index, subject_index_key
 
 MAX_RETENTION_DAYS = 3650
 # Retention when neither the consent nor the tenant names one: long enough to order again later.
@@ -29,11 +29,6 @@ def _consent_problem(consent: common_pb2.ConsentRecord) -> tuple[grpc.StatusCode
     return None
 
 
-def idempotency_entry(tenant_id: str, kind: str, idempotency_key: str) -> str:
-    digest = hashlib.sha256(f"{tenant_id}\0{kind}\0{idempotency_key}".encode()).hexdigest()
-    return f"{kind}.{digest}"
-
-
 async def create_subject(
     ctx: IngestContext, request: studio_pb2.CreateSubjectRequest, context: grpc.aio.ServicerContext
 ) -> studio_pb2.CreateSubjectResponse:
@@ -43,35 +38,64 @@ async def create_subject(
     problem = _consent_problem(request.consent)
     if problem:
         await context.abort(*problem)
-    subject_id = new_id("subj")
-    entry = ""
-    if request.idempotency_key:
-        entry = idempotency_entry(tenant.tenant_id, "subject", request.idempotency_key)
-        if not await ctx.bus.kv_create(topology.IDEMPOTENCY_BUCKET, entry, subject_id.encode()):
-            existing = (await ctx.bus.kv_raw(topology.IDEMPOTENCY_BUCKET, entry) or b"").decode()
+    try:
+        claimed = await idempotency.claim(ctx.bus, tenant.tenant_id, "subject", request, new_id("subj"))
+    except idempotency.KeyReused as error:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    if not claimed.first:
+        existing = await idempotency.wait_for(
+            ctx.bus, topology.SUBJECTS_BUCKET, claimed.resource_id, state_pb2.SubjectRecord
+        )
+        if existing is not None:
             return studio_pb2.CreateSubjectResponse(
-                subject=(await ctx.owned_subject(tenant, existing, context)).subject
+                subject=(await ctx.owned_subject(tenant, claimed.resource_id, context)).subject
             )
+        if await idempotency.abandoned(ctx.bus, claimed):
+            await context.abort(grpc.StatusCode.ABORTED, idempotency.ABANDONED)
+    else:
+        try:
+            await quotas.reserve_daily(ctx.bus, tenant, "max_subjects_per_day", 1, "subject(s)")
+        except quotas.QuotaExceeded as error:
+            await idempotency.release(ctx.bus, claimed)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    subject = await _register(ctx, tenant, request, claimed)
+    return studio_pb2.CreateSubjectResponse(subject=subject)
+
+
+async def _register(
+    ctx: IngestContext, tenant: state_pb2.TenantRecord, request: studio_pb2.CreateSubjectRequest,
+    claimed: idempotency.Claim,
+) -> studio_pb2.Subject:
+    """Consent with the vault first (registering the same id again is a no-op), then the views. A
+    repeat of a creation that died half-way runs this again with the same id and creation time."""
+    subject_id = claimed.resource_id
     consent = common_pb2.ConsentRecord()
     consent.CopyFrom(request.consent)
     if not consent.HasField("granted_at"):
-        consent.granted_at.GetCurrentTime()
+        consent.granted_at.FromMilliseconds(claimed.created_ms)
     if not consent.retention_days:  # the per-subject value overrides the tenant's default
         consent.retention_days = tenant.default_retention_days or DEFAULT_RETENTION_DAYS
-    await ctx.vault.stub.RegisterSubject(
-        privacy_pb2.RegisterSubjectRequest(tenant_id=tenant.tenant_id, subject_id=subject_id, consent=consent),
-        metadata=ctx.vault.metadata, timeout=10,
-    )
+    try:
+        await ctx.vault.stub.RegisterSubject(
+            privacy_pb2.RegisterSubjectRequest(tenant_id=tenant.tenant_id, subject_id=subject_id, consent=consent),
+            metadata=ctx.vault.metadata, timeout=10,
+        )
+    except BaseException:
+        if claimed.first:
+            await quotas.release_daily(ctx.bus, tenant, "max_subjects_per_day", 1)
+        raise
     created_at = Timestamp()
-    created_at.GetCurrentTime()
+    created_at.FromMilliseconds(claimed.created_ms)
     subject = studio_pb2.Subject(
         subject_id=subject_id, external_ref=request.external_ref, consent=consent, created_at=created_at
     )
     record = state_pb2.SubjectRecord(tenant_id=tenant.tenant_id, subject=subject)
-    if entry:
-        record.idempotency_entries.append(entry)
+    if claimed.entry:
+        record.idempotency_entries.append(claimed.entry)
+    # The index entry first: the record's existence is what a repeat waits for.
+    await add_to_index(ctx.bus, subject_index_key(tenant.tenant_id, claimed.created_ms, subject_id))
     await ctx.bus.kv_put(topology.SUBJECTS_BUCKET, subject_id, record)
-    return studio_pb2.CreateSubjectResponse(subject=subject)
+    return subject
 
 
 async def get_subject(

@@ -22,7 +22,7 @@ async def get_order(
 ) -> studio_pb2.GetOrderResponse:
     tenant = await ctx.authenticate(context)
     record = await ctx.owned_order(tenant, request.order_id, context)
-    return studio_pb2.GetOrderResponse(order=record.order)
+    return studio_pb2.GetOrderResponse(order=record.order, history=record.history)
 
 
 async def watch_order(

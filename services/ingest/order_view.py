@@ -21,6 +21,7 @@ STATE_BY_EVENT = {
     "done": common_pb2.ORDER_STATE_DONE,
     "failed": common_pb2.ORDER_STATE_FAILED,
 }
+REPEATING_EVENTS = ("queued", "training", "rendering")
 TERMINAL_STATES = (common_pb2.ORDER_STATE_DONE, common_pb2.ORDER_STATE_FAILED)
 
 
@@ -41,6 +42,18 @@ def apply_event(order: common_pb2.Order, event: events_pb2.OrderEvent) -> None:
     elif kind == "failed":
         order.failure_stage = event.failed.stage
         order.failure_reason = event.failed.reason
+
+
+def record_history(record: state_pb2.OrderRecord, event: events_pb2.OrderEvent) -> None:
+    """Keep the event in the order's history; progress repeats (training steps, n of m rendered, queue
+    position) replace their predecessor, so the history stays short."""
+    kind = event.WhichOneof("kind")
+    if kind is None:
+        return
+    if record.history and record.history[-1].WhichOneof("kind") == kind and kind in REPEATING_EVENTS:
+        record.history[-1].CopyFrom(event)
+    elif not any(past.WhichOneof("kind") in ("done", "failed") for past in record.history):
+        record.history.append(event)
 
 
 async def _record_lora(bus: Bus, event: events_pb2.OrderEvent) -> None:
@@ -69,6 +82,7 @@ async def _project(bus: Bus, event: events_pb2.OrderEvent) -> None:
         log.warning("event for unknown order %s", event.order_id)
         return
     apply_event(record.order, event)
+    record_history(record, event)
     await bus.kv_put(topology.ORDERS_BUCKET, event.order_id, record)
     if event.WhichOneof("kind") == "trained":
         await _record_lora(bus, event)

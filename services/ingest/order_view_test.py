@@ -44,3 +44,20 @@ def test_terminal_states_are_final() -> None:
     assert order.state == common_pb2.ORDER_STATE_FAILED
     assert (order.failure_stage, order.failure_reason) == ("training", "gave up")
     assert list(order.portraits) == []
+
+
+def test_history_folds_repeated_progress_and_stops_at_the_end() -> None:
+    from studio.v1 import state_pb2
+
+    from services.ingest.order_view import record_history
+
+    record = state_pb2.OrderRecord()
+    for step in (1, 2, 3):
+        record_history(record, event(training=events_pb2.TrainingProgress(step=step, total_steps=3)))
+    record_history(record, event(trained=events_pb2.TrainingDone(base_model_id="bm-x")))
+    for rendered in (1, 2):
+        record_history(record, event(rendering=events_pb2.RenderingProgress(rendered=rendered, total=2)))
+    record_history(record, event(done=events_pb2.OrderDone()))
+    record_history(record, event(failed=events_pb2.OrderFailed(stage="late")))  # after the end: ignored
+    assert [e.WhichOneof("kind") for e in record.history] == ["training", "trained", "rendering", "done"]
+    assert record.history[0].training.step == 3 and record.history[2].rendering.rendered == 2

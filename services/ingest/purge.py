@@ -1,5 +1,6 @@
 """ingest's part of a deletion: the subject's photos, its order records and their event history,
-its KV views and idempotency entries."""
+its KV views (upload progress, by client photo id, lives in the subject record), idempotency entries,
+listing-index entries, and its orders in the tenant's running-order quota. Exports keep no data."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from services.common import bus as topology
 from services.common.bus import Bus
 from services.common.objects import subject_area
 from services.common.vault_client import SealedStore
+from services.ingest.listing import subject_index_patterns
+from services.ingest.quotas import forget_orders
 
 
 def purge_handler(bus: Bus, sealed: SealedStore):
@@ -26,13 +29,20 @@ def purge_handler(bus: Bus, sealed: SealedStore):
             await bus.kv_purge(topology.CANCELLED_ORDERS_BUCKET, order_id)
         for entry in entries:
             await bus.kv_purge(topology.IDEMPOTENCY_BUCKET, entry)
+        index_entries = 0
+        for pattern in subject_index_patterns(tenant_id, subject_id):
+            index_entries += await bus.purge_subject(
+                f"KV_{topology.TENANT_INDEX_BUCKET}", f"$KV.{topology.TENANT_INDEX_BUCKET}.{pattern}"
+            )
+        running = await forget_orders(bus, tenant_id, order_ids)
         if record is not None:
             await bus.kv_purge(topology.SUBJECTS_BUCKET, subject_id)
         # Each service destroys what it wrote (crops, LoRAs, portraits...), so the certificate says who
         # destroyed what; ingest wrote the photos.
         photos = await sealed.blobs.delete_prefix(subject_area(tenant_id, subject_id, "photos"))
         return {"photos": photos, "orders": len(order_ids), "order_events": events,
-                "idempotency_entries": len(entries), "subject_records": int(record is not None)}
+                "idempotency_entries": len(entries), "subject_records": int(record is not None),
+                "index_entries": index_entries, "running_order_slots": running}
 
     return purge
 

@@ -10,7 +10,9 @@ from services.ingest.create_order import create_order
 from services.ingest.create_subject import create_subject, get_subject
 from services.ingest.delete_subject import delete_subject, get_deletion, revoke_consent
 from services.ingest.download_portrait import download_portrait
+from services.ingest.export_subject import export_subject
 from services.ingest.get_order import get_order, watch_order
+from services.ingest.listing import list_orders, list_subjects
 from services.ingest.upload_photos import upload_photos
 
 
@@ -52,3 +54,13 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def CancelOrder(self, request, context):
         return await cancel_order(self.ctx, request, context)
+
+    async def ExportSubject(self, request, context):
+        async for response in export_subject(self.ctx, request, context):
+            yield response
+
+    async def ListSubjects(self, request, context):
+        return await list_subjects(self.ctx, request, context)
+
+    async def ListOrders(self, request, context):
+        return await list_orders(self.ctx, request, context)

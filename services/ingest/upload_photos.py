@@ -1,23 +1,28 @@
 """UploadPhotos: client-streamed photos, sealed under the subject's key before they touch storage,
-checked by faceqa, a verdict per photo. Bad input stores nothing."""
+checked by faceqa, a verdict per photo. Bad input stores nothing; a stream is all or nothing.
+
+Resumable: a photo sent with a client_photo_id that the subject already has (an earlier stream got
+through, its reply did not) is not stored or checked again; it comes back with already_uploaded."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
 from studio.v1 import common_pb2, faceqa_pb2, privacy_pb2, state_pb2, studio_pb2
 
-from services.common import bus as topology
 from services.common.image_formats import SIGNATURE_BYTES, is_image_signature
 from services.common.objects import crop_key, new_id, photo_key
+from services.ingest import quotas
 from services.ingest.context import IngestContext
 
 MAX_PHOTO_BYTES = 25 * 1024 * 1024
 MAX_PHOTOS_PER_STREAM = 60
 # The whole stream is held before anything is stored (all or nothing), so bound it.
 MAX_STREAM_BYTES = 256 * 1024 * 1024
+UPLOAD_BYTES_QUOTA = "max_upload_bytes_per_day"
 ROLES = (common_pb2.PHOTO_ROLE_HEADSHOT, common_pb2.PHOTO_ROLE_REFERENCE)
 
 
@@ -48,9 +53,14 @@ async def _collect(requests: AsyncIterator[studio_pb2.UploadPhotosRequest]) -> l
     """Read the whole stream first, so a malformed stream stores nothing at all."""
     photos: list[IncomingPhoto] = []
     stream_bytes = 0
+    client_ids: set[str] = set()
     async for request in requests:
         if request.HasField("header"):
             _validate_header(request.header)
+            client_id = request.header.client_photo_id
+            if client_id and client_id in client_ids:
+                raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, f"client_photo_id {client_id!r} repeats")
+            client_ids.add(client_id)
             if len(photos) >= MAX_PHOTOS_PER_STREAM:
                 raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_PHOTOS_PER_STREAM} photos")
             photos.append(IncomingPhoto(request.header))
@@ -100,15 +110,61 @@ async def upload_photos(
     if len(subject_ids) != 1:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "one upload stream carries one subject's photos")
     record = await ctx.owned_subject(tenant, subject_ids.pop(), context)
-    summaries, set_verdict = await _store_and_check(ctx, tenant, record, photos)
-    await ctx.bus.kv_put(topology.SUBJECTS_BUCKET, record.subject.subject_id, record)
-    return studio_pb2.UploadPhotosResponse(photos=summaries, set_verdict=set_verdict)
+    earlier = {p.client_photo_id: p for p in record.subject.photos if p.client_photo_id}
+    fresh = [photo for photo in photos if photo.header.client_photo_id not in earlier]
+    fresh_bytes = sum(photo.size for photo in fresh)
+    try:
+        quotas.check_photos_per_subject(tenant, len(record.subject.photos), len(fresh))
+        if fresh:
+            await quotas.reserve_daily(ctx.bus, tenant, UPLOAD_BYTES_QUOTA, fresh_bytes, "byte(s)")
+    except quotas.QuotaExceeded as error:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    set_verdict = record.subject.set_verdict
+    checked: dict[str, studio_pb2.PhotoSummary] = {}
+    if fresh:
+        try:
+            stored = await _store_and_check(ctx, tenant, record, fresh)
+        except BaseException:
+            await quotas.release_daily(ctx.bus, tenant, UPLOAD_BYTES_QUOTA, fresh_bytes)
+            raise
+        # Once checked, the photos are kept even if the caller hangs up now: its retry finds them.
+        set_verdict = await asyncio.shield(_commit(ctx, record.subject.subject_id, stored))
+        checked = {id(photo): item.summary for photo, item in zip(fresh, stored.items, strict=True)}
+    return studio_pb2.UploadPhotosResponse(photos=_in_stream_order(photos, checked, earlier), set_verdict=set_verdict)
+
+
+def _in_stream_order(
+    photos: list[IncomingPhoto], checked: dict, earlier: dict[str, studio_pb2.PhotoSummary]
+) -> list[studio_pb2.PhotoSummary]:
+    summaries = []
+    for photo in photos:
+        if id(photo) in checked:
+            summaries.append(checked[id(photo)])
+            continue
+        repeat = studio_pb2.PhotoSummary()
+        repeat.CopyFrom(earlier[photo.header.client_photo_id])
+        repeat.already_uploaded = True
+        summaries.append(repeat)
+    return summaries
+
+
+@dataclass
+class CheckedPhoto:
+    summary: studio_pb2.PhotoSummary
+    object_key: str
+    crop_key: str  # '' when refused
+
+
+@dataclass
+class CheckedSet:
+    items: list[CheckedPhoto]
+    set_verdict: common_pb2.SetVerdict
 
 
 async def _store_and_check(
     ctx: IngestContext, tenant: state_pb2.TenantRecord, record: state_pb2.SubjectRecord, photos: list[IncomingPhoto]
-) -> tuple[list[studio_pb2.PhotoSummary], common_pb2.SetVerdict]:
-    """Seal every photo, let faceqa judge them with the subject's accepted photos, keep the accepted."""
+) -> CheckedSet:
+    """Seal every photo and let faceqa judge them with the subject's accepted photos."""
     tenant_id, subject_id = tenant.tenant_id, record.subject.subject_id
     stored = [_stored_photo(tenant_id, subject_id, photo.header.role) for photo in photos]
     written: list[str] = []
@@ -129,20 +185,44 @@ async def _store_and_check(
         for key in written:  # all or nothing: a failed upload keeps none of its photos
             await ctx.sealed.blobs.delete(key)
         raise
-    summaries = []
+    items = []
     for photo, sent, result in zip(photos, stored, checked.photos, strict=True):
-        if result.verdict.accepted:
-            record.crop_keys[sent.photo_id] = result.crop_key
-        else:
-            # Data minimisation: a refused photo is not kept; its verdict is.
-            await ctx.sealed.blobs.delete(sent.object_key)
-        summaries.append(studio_pb2.PhotoSummary(
+        summary = studio_pb2.PhotoSummary(
             photo_id=sent.photo_id, filename=photo.header.filename, role=photo.header.role,
-            verdict=result.verdict, size_bytes=photo.size,
-        ))
-    record.subject.photos.extend(summaries)
-    record.subject.set_verdict.CopyFrom(checked.set_verdict)
-    return summaries, checked.set_verdict
+            verdict=result.verdict, size_bytes=photo.size, client_photo_id=photo.header.client_photo_id,
+        )
+        items.append(CheckedPhoto(summary, sent.object_key, result.crop_key if result.verdict.accepted else ""))
+    return CheckedSet(items, checked.set_verdict)
+
+
+async def _commit(ctx: IngestContext, subject_id: str, checked: CheckedSet) -> common_pb2.SetVerdict:
+    """Add the checked photos to the subject; a photo a concurrent twin stream committed first (same
+    client_photo_id) and every refused photo are not kept (data minimisation: the verdict is)."""
+    dropped: list[CheckedPhoto] = []
+
+    def merge(record: state_pb2.SubjectRecord) -> None:
+        dropped.clear()
+        known = {p.client_photo_id for p in record.subject.photos if p.client_photo_id}
+        for item in checked.items:
+            if item.summary.client_photo_id and item.summary.client_photo_id in known:
+                dropped.append(item)
+                continue
+            record.subject.photos.append(item.summary)
+            if item.crop_key:
+                record.crop_keys[item.summary.photo_id] = item.crop_key
+        record.subject.set_verdict.CopyFrom(checked.set_verdict)
+
+    record = await ctx.update_subject(subject_id, merge)
+    if record is None:  # deleted meanwhile: keep nothing
+        dropped = list(checked.items)
+    for item in checked.items:
+        if item in dropped:
+            await ctx.sealed.blobs.delete(item.object_key)
+            if item.crop_key:
+                await ctx.sealed.blobs.delete(item.crop_key)
+        elif not item.crop_key:
+            await ctx.sealed.blobs.delete(item.object_key)
+    return checked.set_verdict
 
 
 def _stored_photo(tenant_id: str, subject_id: str, role: int) -> faceqa_pb2.StoredPhoto:

@@ -113,5 +113,17 @@ def records(db: sqlite3.Connection) -> list[dict]:
     return entries + checkpoints
 
 
+def subject_records(db: sqlite3.Connection, tenant_id: str, subject_id: str) -> list[dict]:
+    """The entries about one subject of one tenant, oldest first (chain fields included, so each can be
+    matched against a full export)."""
+    rows = db.execute(
+        f"SELECT {COLUMNS} FROM audit WHERE tenant_id = ? AND subject_id = ? ORDER BY seq", (tenant_id, subject_id)
+    )
+    return [
+        entry_record(seq, at, dict(zip(ENTRY_FIELDS, fields, strict=True)), prev_hash, row_hash)
+        for seq, at, *fields, prev_hash, row_hash in rows
+    ]
+
+
 def verify(db: sqlite3.Connection, signer: SigningKey) -> ChainVerdict:
     return verify_records(records(db), signer.public_key)

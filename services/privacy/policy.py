@@ -21,14 +21,18 @@ class ServicePolicy:
     may_manage_deletions: bool = False
     # Operator actions: rotate the master key, export the audit log.
     may_administer: bool = False
+    # Read one subject's audit entries (for that subject's export, right of access).
+    may_read_subject_audit: bool = False
 
 
 # Each service may only read what it consumes and only seal what it produces.
 POLICY: dict[str, ServicePolicy] = {
     "ingest": ServicePolicy(
-        frozenset({Purpose.KEY_PURPOSE_ENCRYPT_UPLOAD, Purpose.KEY_PURPOSE_DECRYPT_PORTRAIT}),
+        frozenset({Purpose.KEY_PURPOSE_ENCRYPT_UPLOAD, Purpose.KEY_PURPOSE_DECRYPT_PORTRAIT,
+                   Purpose.KEY_PURPOSE_EXPORT_SUBJECT}),
         may_register_subjects=True,
         may_manage_deletions=True,
+        may_read_subject_audit=True,
     ),
     "faceqa": ServicePolicy(frozenset({Purpose.KEY_PURPOSE_DECRYPT_PHOTO, Purpose.KEY_PURPOSE_ENCRYPT_CROP})),
     "trainer": ServicePolicy(frozenset({
@@ -73,6 +77,10 @@ def may_manage_deletions(service: str) -> bool:
 
 def may_administer(service: str) -> bool:
     return _flag(service, "may_administer")
+
+
+def may_read_subject_audit(service: str) -> bool:
+    return _flag(service, "may_read_subject_audit")
 
 
 def purpose_name(purpose: int) -> str:

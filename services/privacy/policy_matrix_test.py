@@ -3,9 +3,12 @@ allowed exactly where the issue says and otherwise PERMISSION_DENIED and audited
 
 from __future__ import annotations
 
+import json
+
 import grpc
 from studio.v1 import privacy_pb2
 
+from services.common.audit_chain import ENTRY_FIELDS
 from services.privacy.server_test import (
     TOKENS,
     Running,
@@ -20,13 +23,14 @@ from services.privacy.server_test import (
 P = privacy_pb2.KeyPurpose
 # Written out from the issue, independently of policy.py, so a drift in the table fails here.
 EXPECTED_PURPOSES = {
-    "ingest": {P.KEY_PURPOSE_ENCRYPT_UPLOAD, P.KEY_PURPOSE_DECRYPT_PORTRAIT},
+    "ingest": {P.KEY_PURPOSE_ENCRYPT_UPLOAD, P.KEY_PURPOSE_DECRYPT_PORTRAIT, P.KEY_PURPOSE_EXPORT_SUBJECT},
     "faceqa": {P.KEY_PURPOSE_DECRYPT_PHOTO, P.KEY_PURPOSE_ENCRYPT_CROP},
     "trainer": {P.KEY_PURPOSE_DECRYPT_CROP, P.KEY_PURPOSE_ENCRYPT_LORA, P.KEY_PURPOSE_TRAINER_CHECKPOINT},
     "renderer": {P.KEY_PURPOSE_DECRYPT_LORA, P.KEY_PURPOSE_ENCRYPT_PORTRAIT},
     "operator": set(),
 }
 DELETION_VERBS = {"ingest"}
+SUBJECT_AUDIT_VERBS = {"ingest"}
 ADMIN_VERBS = {"operator"}
 
 
@@ -45,7 +49,7 @@ async def test_every_service_and_purpose(vault: Running) -> None:  # noqa: F811
                 assert service in details and P.Name(purpose) in details
                 denied += 1
     rows = [row for row in audit_rows(vault.data_dir) if row[3] == "GetDataKey"]
-    assert sum(1 for row in rows if row[7] == "DENIED_POLICY") == denied == 9 * 5 - 9
+    assert sum(1 for row in rows if row[7] == "DENIED_POLICY") == denied == 10 * 5 - 10
     assert {(row[2], row[6]) for row in rows if row[7] == "ALLOWED"} == {
         (service, P.Name(purpose)) for service, purposes in EXPECTED_PURPOSES.items() for purpose in purposes
     }
@@ -84,6 +88,15 @@ async def test_privileged_verbs(vault: Running) -> None:  # noqa: F811
                     await call()
             else:
                 await expect_status(call(), grpc.StatusCode.PERMISSION_DENIED)
+        subject_audit = stub.ExportSubjectAudit(privacy_pb2.ExportSubjectAuditRequest(
+            tenant_id="tenant-a", subject_id=subject), metadata=token(service), timeout=10)
+        if service in SUBJECT_AUDIT_VERBS:
+            entries = [json.loads(item.json) async for item in subject_audit]
+            assert entries and {entry["subject_id"] for entry in entries} == {subject}
+            assert {name for entry in entries for name in entry} == {  # entry fields only, never key material
+                "type", "seq", "at", *ENTRY_FIELDS, "prev_hash", "hash"}
+        else:
+            await expect_status(_drain(subject_audit), grpc.StatusCode.PERMISSION_DENIED)
         export = stub.ExportAudit(privacy_pb2.ExportAuditRequest(), metadata=token(service), timeout=10)
         if service in ADMIN_VERBS:
             assert [record async for record in export]
@@ -91,6 +104,7 @@ async def test_privileged_verbs(vault: Running) -> None:  # noqa: F811
             await expect_status(_drain(export), grpc.StatusCode.PERMISSION_DENIED)
     denials = {(row[2], row[3]) for row in audit_rows(vault.data_dir) if row[7] == "DENIED_POLICY"}
     assert ("operator", "ShredSubject") in denials and ("renderer", "RotateKek") in denials
+    assert ("faceqa", "ExportAudit") in denials and ("operator", "ExportSubjectAudit") in denials
     assert ("faceqa", "ExportAudit") in denials and ("trainer", "RegisterSubject") in denials
 
 

@@ -182,6 +182,15 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
         for record in await self._decide(context, "ExportAudit", request, "", decide):
             yield privacy_pb2.ExportAuditResponse(json=json.dumps(record, sort_keys=True))
 
+    async def ExportSubjectAudit(self, request, context):
+        async def decide(caller: str) -> list[dict]:
+            self._require(policy.may_read_subject_audit(caller), caller, "read a subject's audit entries")
+            _require_ids(request.tenant_id, request.subject_id)
+            return await self.vault.subject_audit(request.tenant_id, request.subject_id)
+
+        for record in await self._decide(context, "ExportSubjectAudit", request, "", decide):
+            yield privacy_pb2.ExportSubjectAuditResponse(json=json.dumps(record, sort_keys=True))
+
     async def GetSigningKey(self, request, context) -> privacy_pb2.GetSigningKeyResponse:
         return privacy_pb2.GetSigningKeyResponse(
             public_key_pem=self.vault.signer.public_pem, key_id=self.vault.signer.key_id

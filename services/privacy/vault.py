@@ -358,6 +358,9 @@ class Vault:
 
         return await self._run(export)
 
+    async def subject_audit(self, tenant_id: str, subject_id: str) -> list[dict]:
+        return await self._run(lambda: audit_log.subject_records(self._db, tenant_id, subject_id))
+
     async def verify_audit(self) -> ChainVerdict:
         return await self._run(lambda: audit_log.verify(self._db, self.signer))
 

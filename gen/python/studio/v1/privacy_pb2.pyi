@@ -23,6 +23,7 @@ class KeyPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_PURPOSE_ENCRYPT_PORTRAIT: _ClassVar[KeyPurpose]
     KEY_PURPOSE_DECRYPT_PORTRAIT: _ClassVar[KeyPurpose]
     KEY_PURPOSE_TRAINER_CHECKPOINT: _ClassVar[KeyPurpose]
+    KEY_PURPOSE_EXPORT_SUBJECT: _ClassVar[KeyPurpose]
 
 class DeletionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ KEY_PURPOSE_DECRYPT_LORA: KeyPurpose
 KEY_PURPOSE_ENCRYPT_PORTRAIT: KeyPurpose
 KEY_PURPOSE_DECRYPT_PORTRAIT: KeyPurpose
 KEY_PURPOSE_TRAINER_CHECKPOINT: KeyPurpose
+KEY_PURPOSE_EXPORT_SUBJECT: KeyPurpose
 DELETION_REASON_UNSPECIFIED: DeletionReason
 DELETION_REASON_REQUESTED: DeletionReason
 DELETION_REASON_CONSENT_REVOKED: DeletionReason
@@ -230,3 +232,17 @@ class GetSigningKeyResponse(_message.Message):
     public_key_pem: str
     key_id: str
     def __init__(self, public_key_pem: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ExportSubjectAuditRequest(_message.Message):
+    __slots__ = ("tenant_id", "subject_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    subject_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
+
+class ExportSubjectAuditResponse(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...

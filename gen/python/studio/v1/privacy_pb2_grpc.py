@@ -81,6 +81,11 @@ class PrivacyStub:
                 request_serializer=studio_dot_v1_dot_privacy__pb2.GetSigningKeyRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_privacy__pb2.GetSigningKeyResponse.FromString,
                 _registered_method=True)
+        self.ExportSubjectAudit = channel.unary_stream(
+                '/studio.v1.Privacy/ExportSubjectAudit',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditResponse.FromString,
+                _registered_method=True)
 
 
 class PrivacyServicer:
@@ -152,6 +157,13 @@ class PrivacyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportSubjectAudit(self, request, context):
+        """One subject's audit entries (its tenant's only), oldest first, for the subject's export.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrivacyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +211,11 @@ def add_PrivacyServicer_to_server(servicer, server):
                     servicer.GetSigningKey,
                     request_deserializer=studio_dot_v1_dot_privacy__pb2.GetSigningKeyRequest.FromString,
                     response_serializer=studio_dot_v1_dot_privacy__pb2.GetSigningKeyResponse.SerializeToString,
+            ),
+            'ExportSubjectAudit': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportSubjectAudit,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +463,33 @@ class Privacy:
             '/studio.v1.Privacy/GetSigningKey',
             studio_dot_v1_dot_privacy__pb2.GetSigningKeyRequest.SerializeToString,
             studio_dot_v1_dot_privacy__pb2.GetSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSubjectAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/studio.v1.Privacy/ExportSubjectAudit',
+            studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

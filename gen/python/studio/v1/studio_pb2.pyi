@@ -23,18 +23,22 @@ class CreateSubjectRequest(_message.Message):
     def __init__(self, external_ref: _Optional[str] = ..., consent: _Optional[_Union[_common_pb2.ConsentRecord, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class PhotoSummary(_message.Message):
-    __slots__ = ("photo_id", "filename", "role", "verdict", "size_bytes")
+    __slots__ = ("photo_id", "filename", "role", "verdict", "size_bytes", "client_photo_id", "already_uploaded")
     PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_UPLOADED_FIELD_NUMBER: _ClassVar[int]
     photo_id: str
     filename: str
     role: _common_pb2.PhotoRole
     verdict: _common_pb2.PhotoVerdict
     size_bytes: int
-    def __init__(self, photo_id: _Optional[str] = ..., filename: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., verdict: _Optional[_Union[_common_pb2.PhotoVerdict, _Mapping]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    client_photo_id: str
+    already_uploaded: bool
+    def __init__(self, photo_id: _Optional[str] = ..., filename: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., verdict: _Optional[_Union[_common_pb2.PhotoVerdict, _Mapping]] = ..., size_bytes: _Optional[int] = ..., client_photo_id: _Optional[str] = ..., already_uploaded: _Optional[bool] = ...) -> None: ...
 
 class Subject(_message.Message):
     __slots__ = ("subject_id", "external_ref", "consent", "created_at", "photos", "set_verdict")
@@ -71,14 +75,16 @@ class GetSubjectResponse(_message.Message):
     def __init__(self, subject: _Optional[_Union[Subject, _Mapping]] = ...) -> None: ...
 
 class PhotoHeader(_message.Message):
-    __slots__ = ("subject_id", "role", "filename")
+    __slots__ = ("subject_id", "role", "filename", "client_photo_id")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     role: _common_pb2.PhotoRole
     filename: str
-    def __init__(self, subject_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., filename: _Optional[str] = ...) -> None: ...
+    client_photo_id: str
+    def __init__(self, subject_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., filename: _Optional[str] = ..., client_photo_id: _Optional[str] = ...) -> None: ...
 
 class UploadPhotosRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -121,10 +127,12 @@ class GetOrderRequest(_message.Message):
     def __init__(self, order_id: _Optional[str] = ...) -> None: ...
 
 class GetOrderResponse(_message.Message):
-    __slots__ = ("order",)
+    __slots__ = ("order", "history")
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     order: _common_pb2.Order
-    def __init__(self, order: _Optional[_Union[_common_pb2.Order, _Mapping]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[_events_pb2.OrderEvent]
+    def __init__(self, order: _Optional[_Union[_common_pb2.Order, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_events_pb2.OrderEvent, _Mapping]]] = ...) -> None: ...
 
 class WatchOrderRequest(_message.Message):
     __slots__ = ("order_id",)
@@ -215,3 +223,73 @@ class CancelOrderResponse(_message.Message):
     ORDER_FIELD_NUMBER: _ClassVar[int]
     order: _common_pb2.Order
     def __init__(self, order: _Optional[_Union[_common_pb2.Order, _Mapping]] = ...) -> None: ...
+
+class ExportSubjectRequest(_message.Message):
+    __slots__ = ("subject_id",)
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    def __init__(self, subject_id: _Optional[str] = ...) -> None: ...
+
+class ExportInfo(_message.Message):
+    __slots__ = ("subject_id", "content_type", "filename")
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    content_type: str
+    filename: str
+    def __init__(self, subject_id: _Optional[str] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class ExportSubjectResponse(_message.Message):
+    __slots__ = ("info", "chunk")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    info: ExportInfo
+    chunk: bytes
+    def __init__(self, info: _Optional[_Union[ExportInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ListSubjectsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "created_after", "created_before", "external_ref")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_REF_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    external_ref: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., external_ref: _Optional[str] = ...) -> None: ...
+
+class ListSubjectsResponse(_message.Message):
+    __slots__ = ("subjects", "next_page_token")
+    SUBJECTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    subjects: _containers.RepeatedCompositeFieldContainer[Subject]
+    next_page_token: str
+    def __init__(self, subjects: _Optional[_Iterable[_Union[Subject, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListOrdersRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "subject_id", "states", "created_after", "created_before")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    subject_id: str
+    states: _containers.RepeatedScalarFieldContainer[_common_pb2.OrderState]
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., subject_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_common_pb2.OrderState, str]]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListOrdersResponse(_message.Message):
+    __slots__ = ("orders", "next_page_token")
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[_common_pb2.Order]
+    next_page_token: str
+    def __init__(self, orders: _Optional[_Iterable[_Union[_common_pb2.Order, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -91,6 +91,21 @@ class StudioStub:
                 request_serializer=studio_dot_v1_dot_studio__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_studio__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
+        self.ExportSubject = channel.unary_stream(
+                '/studio.v1.Studio/ExportSubject',
+                request_serializer=studio_dot_v1_dot_studio__pb2.ExportSubjectRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.ExportSubjectResponse.FromString,
+                _registered_method=True)
+        self.ListSubjects = channel.unary_unary(
+                '/studio.v1.Studio/ListSubjects',
+                request_serializer=studio_dot_v1_dot_studio__pb2.ListSubjectsRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.ListSubjectsResponse.FromString,
+                _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/studio.v1.Studio/ListOrders',
+                request_serializer=studio_dot_v1_dot_studio__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class StudioServicer:
@@ -174,6 +189,29 @@ class StudioServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportSubject(self, request, context):
+        """Everything held about a subject (photos decrypted, verdicts, consent, orders with their history,
+        portraits, the vault's audit entries about it) as a tar archive in chunks, manifest.json last;
+        for the data subject's right of access.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubjects(self, request, context):
+        """The tenant's subjects, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrders(self, request, context):
+        """The tenant's orders, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudioServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +269,21 @@ def add_StudioServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=studio_dot_v1_dot_studio__pb2.CancelOrderRequest.FromString,
                     response_serializer=studio_dot_v1_dot_studio__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'ExportSubject': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportSubject,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.ExportSubjectRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.ExportSubjectResponse.SerializeToString,
+            ),
+            'ListSubjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubjects,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.ListSubjectsRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.ListSubjectsResponse.SerializeToString,
+            ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.ListOrdersRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.ListOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -532,6 +585,87 @@ class Studio:
             '/studio.v1.Studio/CancelOrder',
             studio_dot_v1_dot_studio__pb2.CancelOrderRequest.SerializeToString,
             studio_dot_v1_dot_studio__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/studio.v1.Studio/ExportSubject',
+            studio_dot_v1_dot_studio__pb2.ExportSubjectRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.ExportSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Studio/ListSubjects',
+            studio_dot_v1_dot_studio__pb2.ListSubjectsRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.ListSubjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Studio/ListOrders',
+            studio_dot_v1_dot_studio__pb2.ListOrdersRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.ListOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,129 @@
+"""Tenant commands over the public API: `studio subjects list|export`, `studio orders list|get`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from studio.v1 import common_pb2
+from tqdm import tqdm
+
+from studio_client import StudioClient
+
+DEFAULT_ENDPOINT = "127.0.0.1:50051"
+
+
+def _client(args) -> StudioClient:
+    return StudioClient(args.endpoint, Path(args.api_key_file).read_text().strip())
+
+
+def _as_dict(message) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _run(args, work) -> None:
+    async def run() -> dict:
+        client = _client(args)
+        try:
+            return await work(client, args)
+        finally:
+            await client.close()
+
+    try:
+        result = asyncio.run(run())
+    except grpc.aio.AioRpcError as error:
+        message = f"{error.code().name}: {error.details()}"
+        print(json.dumps({"ok": False, "error": message}) if args.json else f"error: {message}",
+              file=sys.stdout if args.json else sys.stderr)
+        sys.exit(1)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for line in result.pop("lines", []):
+            print(line)
+
+
+async def _list_subjects(client: StudioClient, args) -> dict:
+    page = await client.list_subjects(args.page_size, args.page_token, external_ref=args.external_ref or "")
+    subjects = [_as_dict(subject) for subject in page.subjects]
+    lines = [f"{s['subject_id']}  {s.get('created_at', '')}  {s.get('external_ref', '')}" for s in subjects]
+    if page.next_page_token:
+        lines.append(f"more: --page-token {page.next_page_token}")
+    return {"subjects": subjects, "next_page_token": page.next_page_token, "lines": lines}
+
+
+async def _export(client: StudioClient, args) -> dict:
+    out = Path(args.out)
+    with out.open("wb") as handle, tqdm(unit="B", unit_scale=True, desc="export", disable=args.json) as bar:
+        await client.export_subject(args.subject_id, handle, on_bytes=bar.update)
+    with tarfile.open(out) as archive:
+        names = archive.getnames()
+    return {"subject_id": args.subject_id, "out": str(out.resolve()), "bytes": out.stat().st_size, "files": names,
+            "lines": [f"{len(names)} files, {out.stat().st_size} bytes written to {out}"]}
+
+
+async def _list_orders(client: StudioClient, args) -> dict:
+    states = [common_pb2.OrderState.Value(f"ORDER_STATE_{state.upper()}") for state in args.state or []]
+    page = await client.list_orders(args.page_size, args.page_token, subject_id=args.subject or "", states=states)
+    orders = [_as_dict(order) for order in page.orders]
+    lines = [f"{o['order_id']}  {o.get('state', '')}  {o.get('subject_id', '')}  {o.get('created_at', '')}"
+             for o in orders]
+    if page.next_page_token:
+        lines.append(f"more: --page-token {page.next_page_token}")
+    return {"orders": orders, "next_page_token": page.next_page_token, "lines": lines}
+
+
+async def _get_order(client: StudioClient, args) -> dict:
+    response = await client.get_order_with_history(args.order_id)
+    history = [_as_dict(event) for event in response.history]
+    lines = [f"{response.order.order_id}: {common_pb2.OrderState.Name(response.order.state)}"]
+    lines += [f"  {event.get('at', '')}  {next(k for k in event if k in KINDS)}" for event in history]
+    return {"order": _as_dict(response.order), "history": history, "lines": lines}
+
+
+KINDS = ("queued", "training", "trained", "rendering", "done", "failed")
+
+
+def _tenant_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    parser.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
+    parser.add_argument("--json", action="store_true")
+
+
+def _page_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--page-size", type=int, default=20)
+    parser.add_argument("--page-token", default="")
+
+
+def add_subject_commands(subjects: argparse._SubParsersAction) -> None:
+    listing = subjects.add_parser("list", help="the tenant's subjects, newest first")
+    listing.add_argument("--external-ref")
+    _page_options(listing)
+    _tenant_options(listing)
+    listing.set_defaults(func=lambda args: _run(args, _list_subjects))
+    export = subjects.add_parser("export", help="everything held about a subject, as a tar archive")
+    export.add_argument("subject_id")
+    export.add_argument("--out", required=True, help="archive file to write")
+    _tenant_options(export)
+    export.set_defaults(func=lambda args: _run(args, _export))
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    orders = commands.add_parser("orders", help="the tenant's orders").add_subparsers(
+        dest="orders_command", required=True)
+    listing = orders.add_parser("list", help="the tenant's orders, newest first")
+    listing.add_argument("--subject")
+    listing.add_argument("--state", action="append", choices=["queued", "training", "rendering", "done", "failed"])
+    _page_options(listing)
+    _tenant_options(listing)
+    listing.set_defaults(func=lambda args: _run(args, _list_orders))
+    get = orders.add_parser("get", help="an order and its history")
+    get.add_argument("order_id")
+    _tenant_options(get)
+    get.set_defaults(func=lambda args: _run(args, _get_order))

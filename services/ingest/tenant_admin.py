@@ -1,0 +1,131 @@
+"""TenantAdmin: the operator's tenant management, served by ingest beside the public API.
+
+Callers present the operator token in `x-operator-token`; ingest holds only its SHA-256
+(STUDIO_OPERATOR_TOKEN_HASH_FILE), so ingest itself can never act as the operator towards the vault.
+Tenant API keys never authorise these calls. Without the hash file every call is PERMISSION_DENIED."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+from studio.v1 import admin_pb2, admin_pb2_grpc, state_pb2
+
+from services.common import bus as topology
+from services.common.bus import Bus
+from services.common.objects import new_id
+from services.common.secrets import constant_time_equal, hash_api_key
+from services.ingest import tenants
+from services.ingest.create_subject import MAX_RETENTION_DAYS
+from services.ingest.quotas import effective_quotas
+
+OPERATOR_TOKEN_METADATA = "x-operator-token"
+OPERATOR_TOKEN_HASH_ENV = "STUDIO_OPERATOR_TOKEN_HASH_FILE"
+QUOTA_FIELDS = [field.name for field in admin_pb2.TenantQuotas.DESCRIPTOR.fields]
+
+
+def operator_token_hash_from_env() -> str:
+    path = os.environ.get(OPERATOR_TOKEN_HASH_ENV)
+    return Path(path).read_text().strip() if path else ""
+
+
+def public_tenant(account: state_pb2.TenantRecord) -> admin_pb2.Tenant:
+    return admin_pb2.Tenant(
+        tenant_id=account.tenant_id, name=account.name, disabled=account.disabled,
+        min_accepted_photos=account.min_accepted_photos, default_retention_days=account.default_retention_days,
+        quotas=effective_quotas(account), cert_identities=account.cert_identities, created_at=account.created_at,
+    )
+
+
+class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
+    def __init__(self, bus: Bus, operator_token_hash: str) -> None:
+        self.bus = bus
+        self._token_hash = operator_token_hash
+
+    async def _authorise(self, context: grpc.aio.ServicerContext) -> None:
+        if not self._token_hash:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "tenant administration is not enabled here")
+        token = dict(context.invocation_metadata() or ()).get(OPERATOR_TOKEN_METADATA, "")
+        if not token:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing '{OPERATOR_TOKEN_METADATA}'")
+        if not constant_time_equal(hash_api_key(token), self._token_hash):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not the operator")
+
+    async def _account(self, tenant_id: str, context) -> state_pb2.TenantRecord:
+        account = await tenants.load_account(self.bus, tenant_id)
+        if account is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"tenant '{tenant_id}' not found")
+        return account
+
+    async def CreateTenant(self, request, context):
+        await self._authorise(context)
+        name = request.name.strip()
+        if not name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name is required")
+        if any(account.name == name for account in await tenants.list_accounts(self.bus)):
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"a tenant named {name!r} exists")
+        api_key = tenants.new_api_key()
+        account = state_pb2.TenantRecord(
+            tenant_id=new_id("tenant"), name=name, api_key_hash=hash_api_key(api_key),
+            min_accepted_photos=request.min_accepted_photos, default_retention_days=request.default_retention_days,
+            quotas=request.quotas, cert_identities=request.cert_identities,
+        )
+        await self._check_settings(account, context)
+        account.created_at.GetCurrentTime()
+        await tenants.save_account(self.bus, account, None)
+        return admin_pb2.CreateTenantResponse(tenant=public_tenant(account), api_key=api_key)
+
+    async def ListTenants(self, request, context):
+        await self._authorise(context)
+        accounts = await tenants.list_accounts(self.bus)
+        return admin_pb2.ListTenantsResponse(tenants=[public_tenant(account) for account in accounts])
+
+    async def RotateTenantKey(self, request, context):
+        await self._authorise(context)
+        previous = await self._account(request.tenant_id, context)
+        account = state_pb2.TenantRecord()
+        account.CopyFrom(previous)
+        api_key = tenants.new_api_key()
+        account.api_key_hash = hash_api_key(api_key)
+        await tenants.save_account(self.bus, account, previous)
+        return admin_pb2.RotateTenantKeyResponse(tenant=public_tenant(account), api_key=api_key)
+
+    async def DisableTenant(self, request, context):
+        await self._authorise(context)
+        previous = await self._account(request.tenant_id, context)
+        account = state_pb2.TenantRecord()
+        account.CopyFrom(previous)
+        account.disabled = not request.enable
+        await tenants.save_account(self.bus, account, previous)
+        return admin_pb2.DisableTenantResponse(tenant=public_tenant(account))
+
+    async def UpdateTenant(self, request, context):
+        await self._authorise(context)
+        previous = await self._account(request.tenant_id, context)
+        account = state_pb2.TenantRecord()
+        account.CopyFrom(previous)
+        for name in ("min_accepted_photos", "default_retention_days"):
+            if request.HasField(name):
+                setattr(account, name, getattr(request, name))
+        for name in QUOTA_FIELDS:
+            if request.HasField(name):
+                setattr(account.quotas, name, getattr(request, name))
+        identities = [i for i in account.cert_identities if i not in request.remove_cert_identities]
+        identities += [i for i in request.add_cert_identities if i not in identities]
+        del account.cert_identities[:]
+        account.cert_identities.extend(identities)
+        await self._check_settings(account, context)
+        await tenants.save_account(self.bus, account, previous)
+        return admin_pb2.UpdateTenantResponse(tenant=public_tenant(account))
+
+    async def _check_settings(self, account: state_pb2.TenantRecord, context) -> None:
+        if account.default_retention_days > MAX_RETENTION_DAYS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"default_retention_days must be 0..{MAX_RETENTION_DAYS} (0: the studio's default)")
+        for identity in account.cert_identities:
+            owner = await self.bus.kv_get(topology.TENANTS_BUCKET, tenants.cert_index_key(identity),
+                                          state_pb2.TenantRecord)
+            if not identity.strip() or (owner is not None and owner.tenant_id != account.tenant_id):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"certificate identity {identity!r} is empty or belongs to another tenant")

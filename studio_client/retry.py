@@ -1,0 +1,54 @@
+"""Retries with exponential backoff and full jitter, inside one overall deadline per call."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failures are retried and how long to wait between attempts. By default UNAVAILABLE (the
+    server did not act, or acted idempotently: every mutating call the client makes carries an
+    idempotency key or client photo ids) and ABORTED (a concurrent twin of the request gave up)."""
+
+    max_attempts: int = 6
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+    multiplier: float = 2.0
+    retryable: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, initial * multiplier^attempt)]."""
+        return random.uniform(0, min(self.max_backoff_s, self.initial_backoff_s * self.multiplier**attempt))
+
+
+NO_RETRIES = RetryPolicy(max_attempts=1)
+
+
+async def with_retries(
+    policy: RetryPolicy, timeout_s: float, attempt: Callable[[float], Awaitable[T]],
+    on_retry: Callable[[grpc.aio.AioRpcError, int], None] = lambda error, attempt: None,
+) -> T:
+    """Run `attempt(remaining_seconds)` until it succeeds, fails for good, or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    for number in range(policy.max_attempts):
+        remaining = deadline - time.monotonic()
+        try:
+            return await attempt(max(remaining, 0.001))
+        except grpc.aio.AioRpcError as error:
+            pause = policy.backoff(number)
+            last = number + 1 == policy.max_attempts
+            if error.code() not in policy.retryable or last or time.monotonic() + pause >= deadline:
+                raise
+            on_retry(error, number + 1)
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable")

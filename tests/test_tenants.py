@@ -1,0 +1,198 @@
+"""Tenants through the operator's CLI and API: keys stored hashed, rotated and disabled keys refused,
+mTLS client certificates mapped to tenants, quotas refused at exactly one past the limit, listings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import grpc
+import pytest
+from studio.v1 import common_pb2
+
+from services.cli.stack import REPO_ROOT, EmbeddedStack
+from services.common import bus as topology
+from services.common.bus import Bus
+from studio_client import NO_RETRIES, AdminClient
+from tests.fixtures_tenants import (  # noqa: F401  (fixtures)
+    HEADSHOT,
+    REFERENCE,
+    STYLE,
+    Tenants,
+    admin,
+    lisa_headshot,
+    lisa_references,
+    tenants,
+)
+from tests.public_tls import start_tls_ingest
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def studio_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def tenant_cli(stack: EmbeddedStack, *args: str) -> dict:
+    result = await asyncio.to_thread(studio_cli, "tenants", *args, "--data", str(stack.data_dir), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+async def expect_code(code: grpc.StatusCode, call) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == code, raised.value.details()
+    return raised.value.details() or ""
+
+
+async def test_tenant_lifecycle_through_the_cli(stack: EmbeddedStack, tenants: Tenants) -> None:  # noqa: F811
+    created = await tenant_cli(stack, "create", "Lifecycle Photo", "--max-subjects-per-day", "7")
+    key, tenant_id = created["api_key"], created["tenant"]["tenant_id"]
+    assert created["tenant"]["quotas"]["max_subjects_per_day"] == 7
+    first = tenants.client(key)
+    await first.create_subject()
+
+    listed = await tenant_cli(stack, "list")
+    assert tenant_id in {tenant["tenant_id"] for tenant in listed["tenants"]}
+    assert key not in json.dumps(listed) and "hash" not in json.dumps(listed)
+    bus = await Bus.connect(stack.nats.url, name="test")
+    try:  # only the key's hash is stored, anywhere
+        for bucket in (topology.TENANTS_BUCKET, topology.TENANT_ACCOUNTS_BUCKET):
+            for stored_key in await bus.kv_keys(bucket):
+                assert key.encode() not in (await bus.kv_raw(bucket, stored_key) or b"")
+    finally:
+        await bus.close()
+
+    rotated = await tenant_cli(stack, "rotate-key", "Lifecycle Photo")
+    assert rotated["api_key"] != key
+    await expect_code(grpc.StatusCode.UNAUTHENTICATED, first.create_subject())
+    second = tenants.client(rotated["api_key"])
+    await second.create_subject()
+
+    assert (await tenant_cli(stack, "disable", tenant_id))["tenant"]["disabled"]
+    details = await expect_code(grpc.StatusCode.UNAUTHENTICATED, second.list_subjects())
+    assert "disabled" in details
+    await tenant_cli(stack, "enable", tenant_id)
+    assert len((await second.list_subjects()).subjects) == 2
+
+
+async def test_tenant_admin_needs_the_operator(stack: EmbeddedStack) -> None:
+    for token in ("not-the-operator", stack.paths.api_key_file.read_text().strip()):
+        intruder = AdminClient(stack.public_endpoint, token)
+        try:
+            await expect_code(grpc.StatusCode.PERMISSION_DENIED, intruder.create("sneaky"))
+            await expect_code(grpc.StatusCode.PERMISSION_DENIED, intruder.list())
+        finally:
+            await intruder.close()
+    result = await asyncio.to_thread(studio_cli, "tenants", "list", "--data", str(stack.data_dir),
+                                     "--token-file", str(stack.paths.api_key_file), "--json")
+    assert result.returncode == 1 and "PERMISSION_DENIED" in result.stdout
+
+
+async def test_settings_are_validated(admin: AdminClient) -> None:  # noqa: F811
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.create(""))
+    created = await admin.create("settings-check")
+    await expect_code(grpc.StatusCode.ALREADY_EXISTS, admin.create("settings-check"))
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.update(created.tenant.tenant_id,
+                                                                    default_retention_days=5000))
+    await expect_code(grpc.StatusCode.NOT_FOUND, admin.update("tenant_missing", max_subjects_per_day=1))
+    tenant = await admin.update(created.tenant.tenant_id, max_subjects_per_day=3, default_retention_days=14)
+    assert tenant.quotas.max_subjects_per_day == 3 and tenant.default_retention_days == 14
+    assert tenant.quotas.max_concurrent_orders == 20  # the default, shown
+
+
+async def test_quota_edges(stack: EmbeddedStack, tenants: Tenants, admin: AdminClient) -> None:  # noqa: F811
+    headshot, reference, third = lisa_headshot(), *lisa_references()[:2]
+    two_photos = headshot.stat().st_size + reference.stat().st_size
+    tenant_id, client = await tenants.new(
+        max_subjects_per_day=2, max_photos_per_subject=2, max_concurrent_orders=1, max_upload_bytes_per_day=two_photos,
+    )
+    first = await client.create_subject(idempotency_key="q-1")
+    second = await client.create_subject()
+    details = await expect_code(grpc.StatusCode.RESOURCE_EXHAUSTED, client.create_subject(idempotency_key="q-3"))
+    assert "max_subjects_per_day" in details
+    assert (await client.create_subject(idempotency_key="q-1")).subject_id == first.subject_id  # a repeat is no new one
+    assert len((await client.list_subjects()).subjects) == 2
+
+    await client.upload(first.subject_id, [(headshot, HEADSHOT), (reference, REFERENCE)])  # both limits, exactly
+    before = blobs(stack, tenant_id)
+    details = await expect_code(grpc.StatusCode.RESOURCE_EXHAUSTED, client.upload(first.subject_id,
+                                                                                    [(third, REFERENCE)]))
+    assert "max_photos_per_subject" in details
+    details = await expect_code(grpc.StatusCode.RESOURCE_EXHAUSTED, client.upload(second.subject_id,
+                                                                                    [(third, REFERENCE)]))
+    assert "max_upload_bytes_per_day" in details
+    assert blobs(stack, tenant_id) == before and len((await client.get_subject(first.subject_id)).photos) == 2
+    await admin.update(tenant_id, max_upload_bytes_per_day=two_photos + third.stat().st_size)
+    await client.upload(second.subject_id, [(third, REFERENCE)])
+
+    running = await client.create_order(first.subject_id, STYLE, 1)
+    details = await expect_code(grpc.StatusCode.RESOURCE_EXHAUSTED, client.create_order(first.subject_id, STYLE, 1))
+    assert "max_concurrent_orders" in details
+    assert [order.order_id for order in (await client.list_orders()).orders] == [running.order_id]
+    await client.cancel_order(running.order_id)
+    await wait_finished(client, running.order_id)
+    again = await client.create_order(first.subject_id, STYLE, 1)
+    await client.cancel_order(again.order_id)
+
+
+def blobs(stack: EmbeddedStack, tenant_id: str) -> set[str]:
+    return {str(path) for path in (stack.data_dir / "blobs").rglob("*") if tenant_id in str(path) and path.is_file()}
+
+
+async def wait_finished(client, order_id: str) -> None:
+    for _ in range(200):
+        order = await client.get_order(order_id)
+        if order.state in (common_pb2.ORDER_STATE_DONE, common_pb2.ORDER_STATE_FAILED):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"order {order_id} did not finish")
+
+
+async def test_listing_pages_and_filters(tenants: Tenants) -> None:  # noqa: F811
+    _, client = await tenants.new()
+    made = []
+    for index in range(5):
+        made.append(await client.create_subject(external_ref=f"ref-{index % 2}"))
+        await asyncio.sleep(0.002)  # distinct creation milliseconds
+    pages, token = [], ""
+    while True:
+        page = await client.list_subjects(page_size=2, page_token=token)
+        pages.append([subject.subject_id for subject in page.subjects])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [s for page in pages for s in page] == [subject.subject_id for subject in reversed(made)]
+    assert {s.subject_id for s in (await client.list_subjects(external_ref="ref-1")).subjects} == {
+        made[1].subject_id, made[3].subject_id}
+    cutoff = made[2].created_at.ToMilliseconds() / 1000
+    after = await client.list_subjects(created_after=cutoff)
+    assert [s.subject_id for s in after.subjects] == [made[4].subject_id, made[3].subject_id]
+    before = await client.list_subjects(created_before=cutoff)
+    assert [s.subject_id for s in before.subjects] == [made[1].subject_id, made[0].subject_id]
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, client.list_subjects(page_token="bm90LW1pbmU="))
+    assert list((await client.list_orders(states=[common_pb2.ORDER_STATE_DONE])).orders) == []
+
+
+async def test_a_client_certificate_authenticates_as_its_tenant(
+    stack: EmbeddedStack, tenants: Tenants, admin: AdminClient, tmp_path  # noqa: F811
+) -> None:
+    tenant_id, by_key = await tenants.new(cert_identities=["lab-printer-01"])
+    subject = await by_key.create_subject()
+    async with start_tls_ingest(stack, tmp_path, ["lab-printer-01", "stranger"]) as tls:
+        printer = tenants.client("", tls.endpoint, tls=tls.client("lab-printer-01"))
+        assert (await printer.get_subject(subject.subject_id)).subject_id == subject.subject_id
+        stranger = tenants.client("", tls.endpoint, tls=tls.client("stranger"))
+        await expect_code(grpc.StatusCode.UNAUTHENTICATED, stranger.get_subject(subject.subject_id))
+        no_certificate = tenants.client(by_key.metadata[0][1], tls.endpoint, tls=tls.client(None), retry=NO_RETRIES)
+        await expect_code(grpc.StatusCode.UNAVAILABLE, no_certificate.get_subject(subject.subject_id))
+        await admin.disable(tenant_id)
+        await expect_code(grpc.StatusCode.UNAUTHENTICATED, printer.get_subject(subject.subject_id))
+        await admin.disable(tenant_id, enable=True)
+        await admin.update(tenant_id, remove_cert_identities=["lab-printer-01"])
+        await expect_code(grpc.StatusCode.UNAUTHENTICATED, printer.get_subject(subject.subject_id))
