@@ -120,9 +120,8 @@ async def test_deletion_is_complete_and_certified(client: StudioClient, stack: E
     assert stored_traces(stack, subject_id) == []
     assert await nats_traces(stack, subject_id) == []
     # Nor of its order in ingest's state (orders, listing index, idempotency, the running-order quota),
-    # nor of its photos' client ids (upload progress). The trainer's done-once marker for the order's
-    # job (KV_studio_train_jobs, no subject data) is the trainer's to purge and is left out here.
-    assert [trace for trace in await nats_traces(stack, order_id) if not trace.startswith("KV_studio_train_jobs")] == []
+    # nor of its photos' client ids (upload progress), nor the trainer's done-once record of its job.
+    assert await nats_traces(stack, order_id) == []
     for client_photo_id in client_photo_ids:
         assert await nats_traces(stack, client_photo_id) == []
     # The same idempotency key now makes a new subject: the old entry is gone too.

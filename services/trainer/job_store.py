@@ -29,9 +29,11 @@ class JobStore:
     sealed: SealedStore
     base_model_id: str
 
-    async def record(self, job_id: str) -> trainer_pb2.TrainJobRecord:
-        found = await self.bus.kv_get(topology.TRAIN_JOBS_BUCKET, job_id, trainer_pb2.TrainJobRecord)
-        return found or trainer_pb2.TrainJobRecord(job_id=job_id)
+    async def record(self, job: events_pb2.TrainJob) -> trainer_pb2.TrainJobRecord:
+        found = await self.bus.kv_get(topology.TRAIN_JOBS_BUCKET, job.job_id, trainer_pb2.TrainJobRecord)
+        record = found or trainer_pb2.TrainJobRecord(job_id=job.job_id)
+        record.tenant_id, record.subject_id = job.tenant_id, job.subject_id  # what a deletion purges by
+        return record
 
     async def save_record(self, record: trainer_pb2.TrainJobRecord) -> None:
         await self.bus.kv_put(topology.TRAIN_JOBS_BUCKET, record.job_id, record)
@@ -55,7 +57,7 @@ class JobStore:
         key = checkpoint_key(job.tenant_id, job.subject_id, job.job_id)
         data = checkpoint_bytes(state, job.job_id, self.base_model_id)
         await self.sealed.put(job.tenant_id, job.subject_id, key, data, CHECKPOINT_PURPOSE)
-        record = await self.record(job.job_id)
+        record = await self.record(job)
         record.checkpoint_key, record.checkpoint_step = key, state.step
         await self.save_record(record)
 

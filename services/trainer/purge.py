@@ -27,12 +27,17 @@ def purge_handler(bus: Bus, sealed: SealedStore):
 
 
 async def _purge_job_records(bus: Bus, request: events_pb2.DeletionRequested) -> int:
-    """Job records that point at the subject's checkpoints (the bucket holds one small record per job)."""
+    """The subject's job records, finished ones included (the bucket holds one small record per job).
+    Records written before they named their subject are matched by their checkpoint's location."""
     prefix = subject_prefix(request.tenant_id, request.subject_id)
     purged = 0
     for job_id in await bus.kv_keys(topology.TRAIN_JOBS_BUCKET):
         record = await bus.kv_get(topology.TRAIN_JOBS_BUCKET, job_id, trainer_pb2.TrainJobRecord)
-        if record is not None and record.checkpoint_key.startswith(prefix):
+        if record is not None and (_names_subject(record, request) or record.checkpoint_key.startswith(prefix)):
             await bus.kv_purge(topology.TRAIN_JOBS_BUCKET, job_id)
             purged += 1
     return purged
+
+
+def _names_subject(record: trainer_pb2.TrainJobRecord, request: events_pb2.DeletionRequested) -> bool:
+    return record.subject_id == request.subject_id and record.tenant_id == request.tenant_id

@@ -87,7 +87,7 @@ class TrainerWorker:
 
     async def handle(self, payload: bytes) -> None:
         job = events_pb2.TrainJob.FromString(payload)
-        record = await self.jobs.record(job.job_id)
+        record = await self.jobs.record(job)
         if record.state == State.TRAIN_JOB_STATE_DONE:
             log.info("job %s already completed; acknowledging the redelivery", job.job_id)
             return
@@ -112,7 +112,7 @@ class TrainerWorker:
             step = record.checkpoint_step
             raise PermanentJobError(f"checkpoint of step {step} cannot be resumed: {error}") from error
         except TrainingCancelled:
-            await self._cancelled(job, await self.jobs.record(job.job_id))
+            await self._cancelled(job, await self.jobs.record(job))
             return
         except grpc.aio.AioRpcError as error:  # sealing a checkpoint: the subject may be deleted meanwhile
             raise vault_refusal(error) from error
@@ -123,7 +123,7 @@ class TrainerWorker:
 
     async def on_failure(self, payload: bytes, reason: str) -> None:
         job = events_pb2.TrainJob.FromString(payload)
-        record = await self.jobs.record(job.job_id)
+        record = await self.jobs.record(job)
         record.state, record.reason = State.TRAIN_JOB_STATE_FAILED, reason
         await self.jobs.save_record(record)
         await self.jobs.drop_checkpoint(job)
@@ -162,7 +162,7 @@ class TrainerWorker:
                                msg_id=f"{job.job_id}.trained")
         # The message id makes a redelivered training job's render job a duplicate NATS drops.
         await self.bus.publish(topology.RENDER_SUBJECT, job.render, msg_id=job.render.job_id)
-        record = await self.jobs.record(job.job_id)
+        record = await self.jobs.record(job)
         record.state = State.TRAIN_JOB_STATE_DONE
         await self.jobs.save_record(record)
         await self.jobs.drop_checkpoint(job)

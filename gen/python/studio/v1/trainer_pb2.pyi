@@ -33,7 +33,7 @@ class GetTrainerStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_common_pb2.WorkerStatus, _Mapping]] = ..., base_model_id: _Optional[str] = ...) -> None: ...
 
 class TrainJobRecord(_message.Message):
-    __slots__ = ("job_id", "state", "checkpoint_key", "checkpoint_step", "worker_id", "attempts", "reason")
+    __slots__ = ("job_id", "state", "checkpoint_key", "checkpoint_step", "worker_id", "attempts", "reason", "tenant_id", "subject_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,8 @@ class TrainJobRecord(_message.Message):
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: TrainJobState
     checkpoint_key: str
@@ -48,4 +50,6 @@ class TrainJobRecord(_message.Message):
     worker_id: str
     attempts: int
     reason: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[TrainJobState, str]] = ..., checkpoint_key: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., worker_id: _Optional[str] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    tenant_id: str
+    subject_id: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[TrainJobState, str]] = ..., checkpoint_key: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., worker_id: _Optional[str] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
