@@ -21,6 +21,8 @@ class ServicePolicy:
     may_manage_deletions: bool = False
     # Operator actions: rotate the master key, export the audit log.
     may_administer: bool = False
+    # Sign C2PA provenance manifests with the studio's key (and derive order references).
+    may_sign_provenance: bool = False
 
 
 # Each service may only read what it consumes and only seal what it produces.
@@ -35,7 +37,8 @@ POLICY: dict[str, ServicePolicy] = {
         Purpose.KEY_PURPOSE_DECRYPT_CROP, Purpose.KEY_PURPOSE_ENCRYPT_LORA, Purpose.KEY_PURPOSE_TRAINER_CHECKPOINT,
     })),
     "renderer": ServicePolicy(
-        frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT})
+        frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT}),
+        may_sign_provenance=True,
     ),
     # The operator's CLI: no data key, no consent, ever.
     "operator": ServicePolicy(frozenset(), may_read_consent=False, may_administer=True),
@@ -73,6 +76,10 @@ def may_manage_deletions(service: str) -> bool:
 
 def may_administer(service: str) -> bool:
     return _flag(service, "may_administer")
+
+
+def may_sign_provenance(service: str) -> bool:
+    return _flag(service, "may_sign_provenance")
 
 
 def purpose_name(purpose: int) -> str:

@@ -9,20 +9,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TenantRecord(_message.Message):
-    __slots__ = ("tenant_id", "name", "api_key_hash", "disabled", "min_accepted_photos", "default_retention_days")
+    __slots__ = ("tenant_id", "name", "api_key_hash", "disabled", "min_accepted_photos", "default_retention_days", "visible_label", "max_photo_age_days")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     API_KEY_HASH_FIELD_NUMBER: _ClassVar[int]
     DISABLED_FIELD_NUMBER: _ClassVar[int]
     MIN_ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_LABEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_PHOTO_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     api_key_hash: str
     disabled: bool
     min_accepted_photos: int
     default_retention_days: int
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., disabled: _Optional[bool] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ...) -> None: ...
+    visible_label: _common_pb2.VisibleLabel
+    max_photo_age_days: int
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., disabled: _Optional[bool] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ..., max_photo_age_days: _Optional[int] = ...) -> None: ...
 
 class SubjectRecord(_message.Message):
     __slots__ = ("tenant_id", "subject", "crop_keys", "lora_keys", "order_ids", "idempotency_entries")
