@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from services.cli.capacity import add_capacity_command
+from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
 from services.cli.train import add_parser as add_train_parser
 from services.common.styles import catalogue
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     styles_list.set_defaults(func=cmd_styles_list)
 
     add_capacity_command(commands)
+    register_provenance(commands)
 
     from services.cli.vault_commands import add_commands as add_vault_commands
 
