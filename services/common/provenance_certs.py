@@ -95,3 +95,11 @@ def _expired(chain: Path) -> bool:
     except ValueError:
         return True
     return certificate.not_valid_after_utc <= datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+
+
+if __name__ == "__main__":  # python -m services.common.provenance_certs DIR: a development chain in DIR
+    import sys
+
+    folder = Path(sys.argv[1])
+    write_dev_chain(DevChainFiles(folder / "provenance.key", folder / "provenance-chain.pem", folder / "provenance-root.pem"))
+    print(f"development C2PA chain written to {folder} (trust anchor: {folder / 'provenance-root.pem'})")
