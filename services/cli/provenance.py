@@ -105,8 +105,8 @@ def verify(path: Path, anchor: Path | None, trust_source: str) -> Verification:
     if read is None:
         if result.xmp_digital_source_type:
             result.outcome = NOT_MATCHING
-            result.summary = ("no C2PA manifest, but the XMP says this is an AI-generated studio portrait: the manifest "
-                              "was stripped or lost when the file was re-encoded")
+            result.summary = ("no C2PA manifest, but the XMP says this is an AI-generated studio portrait: "
+                              "the manifest was stripped or lost when the file was re-encoded")
         else:
             result.summary = "no C2PA manifest: this file carries no provenance label"
         return result

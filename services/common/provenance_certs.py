@@ -101,5 +101,6 @@ if __name__ == "__main__":  # python -m services.common.provenance_certs DIR: a 
     import sys
 
     folder = Path(sys.argv[1])
-    write_dev_chain(DevChainFiles(folder / "provenance.key", folder / "provenance-chain.pem", folder / "provenance-root.pem"))
-    print(f"development C2PA chain written to {folder} (trust anchor: {folder / 'provenance-root.pem'})")
+    root = folder / "provenance-root.pem"
+    write_dev_chain(DevChainFiles(folder / "provenance.key", folder / "provenance-chain.pem", root))
+    print(f"development C2PA chain written to {folder} (trust anchor: {root})")

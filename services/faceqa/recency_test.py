@@ -31,7 +31,8 @@ def jpeg(original: str | None = None, plain: str | None = None) -> bytes:
 def test_capture_time_prefers_date_time_original() -> None:
     taken = capture_time(jpeg(original="2015:07:04 10:30:00", plain="2020:01:01 00:00:00"))
     assert taken == datetime.datetime(2015, 7, 4, 10, 30, tzinfo=datetime.UTC).timestamp()
-    assert capture_time(jpeg(plain="2020:01:01 00:00:00")) == datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC).timestamp()
+    new_year = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC).timestamp()
+    assert capture_time(jpeg(plain="2020:01:01 00:00:00")) == new_year
 
 
 def test_no_date_placeholder_or_garbage_is_no_date() -> None:

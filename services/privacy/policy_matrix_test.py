@@ -128,6 +128,7 @@ async def test_only_the_renderer_may_sign_provenance(vault: Running, tmp_path) -
                                                   metadata=token("renderer"), timeout=10),
                         grpc.StatusCode.INVALID_ARGUMENT)
     vault.servicer.provenance = None
-    details = await expect_status(vault.stub.SignProvenance(privacy_pb2.SignProvenanceRequest(
-        tenant_id="tenant-a", payload=b"x"), metadata=token("renderer"), timeout=10), grpc.StatusCode.FAILED_PRECONDITION)
+    unconfigured = vault.stub.SignProvenance(privacy_pb2.SignProvenanceRequest(tenant_id="tenant-a", payload=b"x"),
+                                             metadata=token("renderer"), timeout=10)
+    details = await expect_status(unconfigured, grpc.StatusCode.FAILED_PRECONDITION)
     assert "STUDIO_PROVENANCE_KEY_FILE" in details
