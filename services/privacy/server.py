@@ -325,7 +325,7 @@ def build_servicer(
 ) -> PrivacyServicer:
     """Explicit arguments win; otherwise STUDIO_KEK_FILE (default DATA_DIR/privacy/kek.json),
     STUDIO_SIGNING_KEY_FILE (default DATA_DIR/privacy/signing-key.pem) and STUDIO_SERVICE_TOKENS_FILE
-    (required unless every caller uses mTLS)."""
+    (required unless every caller uses mTLS); the C2PA provenance key as _provenance_key says."""
     data_dir = Path(settings.require("data_dir"))
     if kek is None:
         kek = FileKek(kek_file or _path_from_env(KEK_FILE_ENV) or data_dir / "privacy" / "kek.json")
