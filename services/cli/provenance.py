@@ -3,8 +3,8 @@
 Outcomes: verified (signature valid, certificate chain trusted, pixels match the hard binding);
 not_matching (signature or hash binding fails, or the C2PA manifest is gone while the file's XMP
 still says it is a studio portrait: re-encoded or cropped); untrusted (intact, but signed under a
-certificate the chosen trust anchor does not vouch for); unlabelled (no manifest, no studio XMP).
-Every outcome but verified exits non-zero."""
+certificate the chosen trust anchor does not vouch for); unlabelled (no manifest, no studio XMP);
+unsupported (not an image format that can carry a manifest). Every outcome but verified exits non-zero."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from services.common.provenance import (
 )
 
 VERIFIED, NOT_MATCHING, UNTRUSTED, UNLABELLED = "verified", "not_matching", "untrusted", "unlabelled"
-EXIT_CODES = {VERIFIED: 0, NOT_MATCHING: 1, UNTRUSTED: 2, UNLABELLED: 3}
+UNSUPPORTED = "unsupported"
+EXIT_CODES = {VERIFIED: 0, NOT_MATCHING: 1, UNTRUSTED: 2, UNLABELLED: 3, UNSUPPORTED: 4}
 DEV_ROOT = "provenance-root.pem"
 # Failure codes that mean the bytes are not the ones signed (as opposed to a trust problem).
 _BINDING_FAILURE = re.compile(r"(dataHash|boxesHash|bmffHash|hashedURI)\.mismatch|claimSignature\.mismatch|"
@@ -79,6 +80,10 @@ def _assertions(manifest: dict) -> dict:
     }
 
 
+class UnsupportedFile(ValueError):
+    """Not an image format that can carry a C2PA manifest."""
+
+
 def _read_manifest(data: bytes, anchor: Path | None):
     """(manifest store as JSON, validation state) or None when the file carries no manifest."""
     import c2pa
@@ -92,6 +97,8 @@ def _read_manifest(data: bytes, anchor: Path | None):
                 return json.loads(reader.json()), reader.get_validation_state()
         except c2pa.C2paError.ManifestNotFound:
             return None
+        except c2pa.C2paError.NotSupported as error:
+            raise UnsupportedFile(str(error)) from None
         except c2pa.C2paError as error:  # a manifest so damaged it cannot be parsed
             return {"validation_status": [{"code": "manifest.unreadable", "explanation": str(error)}]}, "Invalid"
 
@@ -101,7 +108,11 @@ def verify(path: Path, anchor: Path | None, trust_source: str) -> Verification:
     result = Verification(str(path), UNLABELLED, "", str(anchor) if anchor else None, trust_source)
     xmp = _xmp_of(data)
     result.xmp_digital_source_type = xmp_digital_source_type(xmp) if xmp else None
-    read = _read_manifest(data, anchor)
+    try:
+        read = _read_manifest(data, anchor)
+    except UnsupportedFile:
+        result.outcome, result.summary = UNSUPPORTED, "not an image format that can carry a C2PA manifest"
+        return result
     if read is None:
         if result.xmp_digital_source_type:
             result.outcome = NOT_MATCHING
@@ -138,7 +149,8 @@ def _print_text(result: Verification) -> None:
     print(f"trust anchor: {result.trust_anchor or '-'} ({result.trust_source})")
     if result.signer:
         print(f"signed by: {result.signer.get('common_name')} ({result.signer.get('issuer')})")
-    for name, value in result.assertions.items():
+    shown = result.assertions if any(result.assertions.values()) else {}
+    for name, value in shown.items():
         print(f"  {name}: {json.dumps(value) if isinstance(value, dict | list) else value}")
     for problem in result.problems:
         print(f"  ! {problem['code']}: {problem['explanation']}")

@@ -127,6 +127,9 @@ async def test_only_the_renderer_may_sign_provenance(vault: Running, tmp_path) -
     await expect_status(vault.stub.SignProvenance(privacy_pb2.SignProvenanceRequest(tenant_id="tenant-a"),
                                                   metadata=token("renderer"), timeout=10),
                         grpc.StatusCode.INVALID_ARGUMENT)
+    no_order = vault.stub.PrepareProvenance(privacy_pb2.PrepareProvenanceRequest(tenant_id="tenant-a"),
+                                            metadata=token("renderer"), timeout=10)
+    assert "order_id" in await expect_status(no_order, grpc.StatusCode.INVALID_ARGUMENT)
     vault.servicer.provenance = None
     unconfigured = vault.stub.SignProvenance(privacy_pb2.SignProvenanceRequest(tenant_id="tenant-a", payload=b"x"),
                                              metadata=token("renderer"), timeout=10)

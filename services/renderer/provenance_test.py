@@ -16,7 +16,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from studio.v1 import common_pb2, events_pb2, privacy_pb2_grpc
 
-from services.cli.provenance import NOT_MATCHING, UNLABELLED, UNTRUSTED, VERIFIED, verify
+from services.cli.provenance import NOT_MATCHING, UNLABELLED, UNSUPPORTED, UNTRUSTED, VERIFIED, verify
 from services.common.provenance import TRAINED_ALGORITHMIC_MEDIA, TRAINING_MINING_USES, XMP_PNG_KEYWORD
 from services.common.provenance_certs import DevChainFiles, write_dev_chain
 from services.privacy.provenance_key import ProvenanceKey
@@ -179,3 +179,9 @@ async def test_visible_label_only_when_the_tenant_turns_it_on(signer: PortraitPr
     assert np.array_equal(decoded[0], pixels)
     changed = np.argwhere((decoded[0] != decoded[1]).any(axis=2))
     assert len(changed) > 20 and changed.max(axis=0).tolist() < [40, 40]  # top-left corner only
+
+
+async def test_a_file_that_is_no_image_is_unsupported(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a portrait")
+    assert verify(path, None, "none").outcome == UNSUPPORTED
