@@ -132,6 +132,22 @@ async def test_visible_label_when_the_tenant_turns_it_on(client: StudioClient, s
     assert box_share(labelled) > 0.3 and box_share(shared["png"]) < 0.05
 
 
+async def test_deletion_leaves_no_signed_portrait_and_no_signing_record(
+    client: StudioClient, stack: EmbeddedStack, shared: dict
+) -> None:
+    if not shared:
+        pytest.skip("needs the rendered portrait")
+    subject_id = shared["subject_id"]
+    deletion = await client.wait_for_certificate((await client.delete_subject(subject_id)).deletion_id, timeout_s=90)
+    renderer = next(c for c in deletion.confirmations if c.service == "renderer")
+    assert renderer.destroyed["portraits"] == 2  # the manifests lived inside them
+    assert not [p for p in (stack.data_dir / "blobs").rglob("*") if subject_id in str(p) and p.is_file()]
+    with sqlite3.connect(f"file:{stack.data_dir / 'privacy' / 'vault.sqlite3'}?mode=ro", uri=True) as db:
+        named = db.execute("SELECT action FROM audit WHERE subject_id = ? AND action LIKE '%Provenance'",
+                           (subject_id,)).fetchall()
+    assert named == []
+
+
 def with_exif_date(source: Path, target: Path, date: str | None) -> Path:
     image = Image.open(source)
     exif = Image.Exif()
