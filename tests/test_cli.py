@@ -100,8 +100,12 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
 
 
 async def _trainer_devices(data_dir: Path) -> list[str]:
-    devices = []
-    for address in json.loads((data_dir / "stack.json").read_text())["instances"]["trainer"]:
+    devices, stack_file = [], data_dir / "stack.json"
+    for _ in range(60):  # `studio up` writes it just after ingest (the endpoint waited for) turns healthy
+        if stack_file.exists():
+            break
+        await asyncio.sleep(0.5)
+    for address in json.loads(stack_file.read_text())["instances"]["trainer"]:
         async with grpc.aio.insecure_channel(address) as channel:
             status = await trainer_pb2_grpc.TrainerStub(channel).GetTrainerStatus(
                 trainer_pb2.GetTrainerStatusRequest(), timeout=10

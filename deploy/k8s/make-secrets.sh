@@ -5,17 +5,23 @@
 # A Secret that already holds data is left alone: replacing the KEK would make every stored byte
 # unreadable. Rotate keys with `studio keys rotate` (docs/operations.md), not with this script.
 #
-#   deploy/k8s/make-secrets.sh [--dev] [--namespace studio]
-#   --dev   also the dev overlay's bootstrap tenant key (read it back as docs/operations.md shows)
+#   deploy/k8s/make-secrets.sh [--dev] [--namespace studio] [--provenance-key FILE --provenance-chain FILE]
+#   --dev   also the dev overlay's bootstrap tenant key (read it back as docs/operations.md shows), and a
+#           self-signed development C2PA chain when no provenance key is given
+#   --provenance-key/--provenance-chain   the studio's C2PA signing key and certificate chain (production)
 set -euo pipefail
 
 namespace=studio
 dev=false
+provenance_key=""
+provenance_chain=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dev) dev=true ;;
     --namespace) namespace="$2"; shift ;;
-    *) echo "usage: $0 [--dev] [--namespace NAME]" >&2; exit 2 ;;
+    --provenance-key) provenance_key="$2"; shift ;;
+    --provenance-chain) provenance_chain="$2"; shift ;;
+    *) echo "usage: $0 [--dev] [--namespace NAME] [--provenance-key FILE --provenance-chain FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -48,6 +54,17 @@ apply_secret studio-kek --from-file=kek.json="$work/kek.json"
 
 openssl genpkey -algorithm ed25519 -out "$work/signing-key.pem" 2>/dev/null
 apply_secret studio-signing-key --from-file=signing-key.pem="$work/signing-key.pem"
+
+if [ -z "$provenance_key" ] && [ "$dev" = true ]; then
+  (cd "$(dirname "$0")/../.." && python -m services.common.provenance_certs "$work")  # dev chain: verifies only against its root
+  provenance_key="$work/provenance.key"; provenance_chain="$work/provenance-chain.pem"
+fi
+if [ -n "$provenance_key" ]; then
+  apply_secret studio-provenance --from-file=provenance.key="$provenance_key" \
+    --from-file=provenance-chain.pem="$provenance_chain"
+else
+  echo "secret/studio-provenance not written: pass --provenance-key and --provenance-chain (portraits cannot be signed)"
+fi
 
 for service in ingest faceqa trainer renderer; do random_token > "$work/$service"; done
 printf '{"ingest": "%s", "faceqa": "%s", "trainer": "%s", "renderer": "%s"}' \

@@ -11,7 +11,7 @@ from deploy.k8s.manifests import selector_matches as matches
 GPU_TAINT_KEY = GPU_RESOURCE
 # The vault's key store and keys: mounted by privacy and by no other pod.
 KEYSTORE_CLAIMS = frozenset({"studio-vault"})
-KEYSTORE_SECRETS = frozenset({"studio-kek", "studio-signing-key"})
+KEYSTORE_SECRETS = frozenset({"studio-kek", "studio-signing-key", "studio-provenance"})
 KEYSTORE_OWNER = "privacy"
 PUBLIC_SERVICES = frozenset({"ingest"})
 NAME_LABEL = "app.kubernetes.io/name"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from services.cli.api_commands import add_commands as add_order_commands
 from services.cli.capacity import add_capacity_command
+from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
 from services.cli.tenant_commands import add_commands as add_tenant_commands
 from services.cli.train import add_parser as add_train_parser
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     styles_list.set_defaults(func=cmd_styles_list)
 
     add_capacity_command(commands)
+    register_provenance(commands)
 
     from services.cli.vault_commands import add_commands as add_vault_commands
 

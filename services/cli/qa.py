@@ -21,6 +21,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     qa.add_argument("photos", nargs="*", help="reference photos")
     qa.add_argument("--min-accepted-photos", type=int, help="accepted photos a sufficient set needs (default 10)")
     qa.add_argument("--crop-size", type=int, default=512, help="training crop side in pixels")
+    qa.add_argument("--max-photo-age-days", type=int, default=0,
+                    help="photos taken longer ago get the OLD_PHOTO note (default 3 years)")
     qa.add_argument("--workers", type=int, help="processes (default: one per core)")
     qa.add_argument("--json", action="store_true", help="one JSON object per photo, then the set verdict")
     qa.set_defaults(func=cmd_qa)
@@ -29,6 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_qa(args) -> None:
     from services.faceqa.photoset import SetPhoto, judge_set
     from services.faceqa.pool import CheckPool
+    from services.faceqa.recency import with_recency_note
     from services.faceqa.thresholds import Thresholds
     from services.faceqa.verdicts import photo_dict, set_dict
 
@@ -43,6 +46,7 @@ def cmd_qa(args) -> None:
         tqdm(total=len(files), unit="photo", desc="checking", disable=args.json, file=sys.stderr) as bar,
     ):
         checks = pool.check_all(inputs, args.crop_size, on_done=lambda: bar.update(1))
+    checks = [with_recency_note(check, args.max_photo_age_days) for check in checks]
     photos = [SetPhoto(str(path), i == 0, check) for i, (path, check) in enumerate(zip(files, checks, strict=True))]
     summary = judge_set([], photos, thresholds, args.min_accepted_photos)
     if args.json:
@@ -74,7 +78,7 @@ def _print_set(summary: dict) -> None:
     headshot = "ok" if summary["headshot_accepted"] else "missing"
     print(f"\nset: {summary['accepted_photos']} accepted (need {summary['min_accepted_photos']}, "
           f"{summary['recommended_photos']} recommended), headshot {headshot}: {state}")
-    for message in summary["messages"]:
+    for message in summary["messages"] + [summary["old_photos_message"]] * bool(summary["old_photos"]):
         print(f"  - {message}")
     yaw, light = summary["yaw_range"], summary["luminance_range"]
     print(f"  pose: yaw {yaw[0]:+.0f}°..{yaw[1]:+.0f}°; light: {light[0]:.2f}..{light[1]:.2f}")

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.launchers.nats import NatsServer, start_nats
 from services.common.launchers.process import ManagedProcess, free_port_run
 from services.common.launchers.triton import TritonServer, start_triton
+from services.common.provenance_certs import DevChainFiles, ensure_dev_chain
 from services.common.secrets import ensure_secret_file, hash_api_key, new_token, write_secret_file
 from services.common.signatures import SigningKey
 from services.common.tinymodel import write_tiny_model
@@ -65,6 +66,12 @@ class StackPaths:
     def public_key_file(self) -> Path:
         """The vault's public key: what `studio certificate verify` checks certificates against."""
         return self.data_dir / "vault-signing.pub"
+
+    @property
+    def provenance(self) -> DevChainFiles:
+        """The development C2PA chain: key and chain for the vault, root for `studio provenance verify`."""
+        return DevChainFiles(key=self.secrets / "provenance-signing.key", chain=self.secrets / "provenance-chain.pem",
+                             root=self.data_dir / "provenance-root.pem")
 
 
 async def grpc_healthy(address: str, timeout_s: float = 1.0) -> bool:
@@ -141,6 +148,7 @@ class EmbeddedStack:
         operator_token = self.paths.token_file(OPERATOR).read_text().strip()
         self.paths.operator_token_hash_file.write_text(hash_api_key(operator_token))
         self.paths.public_key_file.write_text(SigningKey.from_file(self.paths.signing_key_file).public_pem)
+        ensure_dev_chain(self.paths.provenance)
 
     def _base_model(self, progress) -> Path:
         if self.base_model:
@@ -177,6 +185,8 @@ class EmbeddedStack:
                 "STUDIO_SERVICE_TOKENS_FILE": str(self.paths.tokens_file),
                 "STUDIO_KEK_FILE": str(self.paths.secrets / "master-key.json"),
                 "STUDIO_SIGNING_KEY_FILE": str(self.paths.signing_key_file),
+                "STUDIO_PROVENANCE_KEY_FILE": str(self.paths.provenance.key),
+                "STUDIO_PROVENANCE_CHAIN_FILE": str(self.paths.provenance.chain),
             }
         if service == "ingest":
             minimum = {"STUDIO_MIN_ACCEPTED_PHOTOS": str(self.min_accepted_photos)} if self.min_accepted_photos else {}

@@ -6,6 +6,7 @@ Pure function of the bytes (plus the dlib models); no I/O besides loading the mo
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from services.faceqa.decode import decode_upright
 from services.faceqa.measures import Exposure, Pose, exposure, face_region, head_pose, perceptual_hash, sharpness
 from services.faceqa.models import face_models
 from services.faceqa.reasons import message_for
+from services.faceqa.recency import capture_time
 from services.faceqa.thresholds import DEFAULTS, Thresholds
 
 # Kept for callers of the first version of this module.
@@ -51,6 +53,8 @@ class PhotoCheck:
     face_hash: int | None = None
     background_faces: int = 0
     notes: tuple[str, ...] = field(default=())
+    # EXIF capture time (seconds since the epoch), None when the file has no date.
+    captured_at: float | None = None
 
 
 def check_photo(
@@ -62,7 +66,8 @@ def check_photo(
     decoded = decode_upright(data, thresholds)
     if decoded.image is None:
         return rejected(decoded.reason)
-    return _check_faces(decoded.image, crop_size, headshot, thresholds)
+    checked = _check_faces(decoded.image, crop_size, headshot, thresholds)
+    return dataclasses.replace(checked, captured_at=capture_time(data))
 
 
 def _check_faces(upright: Image.Image, crop_size: int, headshot: bool, thresholds: Thresholds) -> PhotoCheck:

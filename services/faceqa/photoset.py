@@ -53,6 +53,9 @@ class SetSummary:
     pitch_range: tuple[float, float] = (0.0, 0.0)
     luminance_range: tuple[float, float] = (0.0, 0.0)
     advice: tuple[str, ...] = field(default=())
+    # Accepted photos with the OLD_PHOTO note: used, but counted apart (the customer may look different now).
+    old_photos: int = 0
+    old_photos_message: str = ""
 
 
 def consensus(embeddings: list[np.ndarray]) -> np.ndarray:
@@ -139,9 +142,15 @@ def summarise(
         advice.append(LOW_POSE_VARIETY)
     if len(accepted) >= 2 and max(lights) - min(lights) < thresholds.min_luminance_spread:
         advice.append(LOW_LIGHT_VARIETY)
+    old = sum(codes.OLD_PHOTO in p.check.notes for p in accepted)
+    old_message = (
+        f"{old} of your {len(accepted)} accepted photos were taken a long time ago; portraits look most like you "
+        "today when most photos are recent." if old else ""
+    )
     return SetSummary(
         sufficient=not problems, accepted_photos=len(accepted), min_accepted_photos=minimum,
         recommended_photos=thresholds.recommended_photos, headshot_accepted=headshot, problems=tuple(problems),
         messages=tuple(messages[p] for p in problems), yaw_range=(min(yaws), max(yaws)),
         pitch_range=(min(pitches), max(pitches)), luminance_range=(min(lights), max(lights)), advice=tuple(advice),
+        old_photos=old, old_photos_message=old_message,
     )

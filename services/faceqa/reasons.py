@@ -18,6 +18,7 @@ DUPLICATE = "DUPLICATE"
 
 # Notes on accepted photos.
 BACKGROUND_FACES = "BACKGROUND_FACES"
+OLD_PHOTO = "OLD_PHOTO"
 
 REASON_MESSAGES: dict[str, str] = {
     UNSUPPORTED_FORMAT: "This file type is not supported. Upload a JPEG, PNG, WebP or HEIC photo.",
@@ -42,6 +43,8 @@ REASON_MESSAGES: dict[str, str] = {
 
 NOTE_MESSAGES: dict[str, str] = {
     BACKGROUND_FACES: "Accepted: other people in the background were ignored; only the main face is used.",
+    OLD_PHOTO: "Accepted, but this photo was taken a long time ago. Portraits look most like you today "
+    "when your photos are recent: add some taken in the last few years.",
 }
 
 

@@ -17,6 +17,7 @@ from services.common.vault_client import SealedStore
 from services.faceqa.checks import PhotoCheck
 from services.faceqa.photoset import SetPhoto, consensus, judge_set
 from services.faceqa.pool import CheckPool
+from services.faceqa.recency import with_recency_note
 from services.faceqa.thresholds import DEFAULTS, Thresholds
 from services.faceqa.verdicts import set_verdict_of, verdict_of
 
@@ -103,6 +104,7 @@ class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
         [photo] = await self._read(request.tenant_id, request.subject_id, [stored], context)
         headshot = request.role == common_pb2.PHOTO_ROLE_HEADSHOT
         [result] = await self.pool.check_all_async([(photo, headshot)], request.crop_size)
+        result = with_recency_note(result, request.max_photo_age_days)
         crop_key = await self._store_crop(request.tenant_id, request.subject_id, stored, result)
         return faceqa_pb2.CheckPhotoResponse(verdict=verdict_of(result), crop_key=crop_key)
 
@@ -121,6 +123,8 @@ class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
             SetPhoto(p.photo_id, p.role == common_pb2.PHOTO_ROLE_HEADSHOT, check)
             for p, check in zip(request.photos, checks, strict=True)
         ]
+        for photo in [*earlier, *new]:  # the tenant's current limit decides, for earlier photos too
+            photo.check = with_recency_note(photo.check, request.max_photo_age_days)
         summary = judge_set(earlier, new, self.thresholds, request.min_accepted_photos or None)
         crop_keys = await asyncio.gather(
             *(self._store_crop(tenant_id, subject_id, p, s.check) for p, s in zip(request.photos, new, strict=True))

@@ -14,6 +14,8 @@ def verdict_of(result: PhotoCheck, photo: SetPhoto | None = None) -> common_pb2.
         accepted=result.accepted, reasons=result.reasons, messages=result.messages, notes=result.notes,
         note_messages=[message_for(note) for note in result.notes],
     )
+    if result.captured_at is not None:
+        verdict.captured_at.FromSeconds(int(result.captured_at))
     if result.face_box:
         left, top, right, bottom = result.face_box
         verdict.face_box.CopyFrom(common_pb2.FaceBox(left=left, top=top, right=right, bottom=bottom))
@@ -43,6 +45,7 @@ def set_verdict_of(summary: SetSummary) -> common_pb2.SetVerdict:
         sufficient=summary.sufficient, accepted_photos=summary.accepted_photos,
         min_accepted_photos=summary.min_accepted_photos, recommended_photos=summary.recommended_photos,
         headshot_accepted=summary.headshot_accepted, problems=summary.problems, messages=summary.messages,
+        old_photos=summary.old_photos, old_photos_message=summary.old_photos_message,
         diversity=common_pb2.SetDiversity(
             yaw_min_deg=summary.yaw_range[0], yaw_max_deg=summary.yaw_range[1],
             pitch_min_deg=summary.pitch_range[0], pitch_max_deg=summary.pitch_range[1],
@@ -64,7 +67,7 @@ def photo_dict(file: str, photo: SetPhoto) -> dict:
         "pitch": result.pose.pitch if result.pose else None, "sharpness": result.sharpness,
         "exposure": vars(result.exposure) if result.exposure else None,
         "identity_distance": photo.identity_distance, "consensus_distance": photo.consensus_distance,
-        "duplicate_of": photo.duplicate_of or None,
+        "duplicate_of": photo.duplicate_of or None, "captured_at": result.captured_at,
     }
 
 
@@ -76,4 +79,5 @@ def set_dict(summary: SetSummary) -> dict:
         "messages": list(summary.messages), "yaw_range": list(summary.yaw_range),
         "pitch_range": list(summary.pitch_range), "luminance_range": list(summary.luminance_range),
         "advice": list(summary.advice), "advice_messages": [ADVICE_MESSAGES[code] for code in summary.advice],
+        "old_photos": summary.old_photos, "old_photos_message": summary.old_photos_message,
     }

@@ -95,7 +95,7 @@ async def create_order(
     record = state_pb2.OrderRecord(tenant_id=tenant.tenant_id, order=order)
     await add_to_index(ctx.bus, order_index_key(tenant.tenant_id, claimed.created_ms, request.subject_id, order_id))
     await ctx.bus.kv_put(topology.ORDERS_BUCKET, order_id, record)
-    await _enqueue(ctx, tenant.tenant_id, subject, order)
+    await _enqueue(ctx, tenant, subject, order)
     return studio_pb2.CreateOrderResponse(order=order)
 
 
@@ -117,13 +117,13 @@ def _new_order(ctx: IngestContext, order_id: str, request: studio_pb2.CreateOrde
 
 
 async def _enqueue(
-    ctx: IngestContext, tenant_id: str, subject: state_pb2.SubjectRecord, order: common_pb2.Order
+    ctx: IngestContext, tenant: state_pb2.TenantRecord, subject: state_pb2.SubjectRecord, order: common_pb2.Order
 ) -> None:
-    subject_id = subject.subject.subject_id
+    tenant_id, subject_id = tenant.tenant_id, subject.subject.subject_id
     render = events_pb2.RenderJob(
         job_id=f"render-{order.order_id}", order_id=order.order_id, tenant_id=tenant_id, subject_id=subject_id,
         lora_key=lora_key(tenant_id, subject_id, ctx.base_model_id),
-        items=_render_items(ctx, tenant_id, order),
+        items=_render_items(ctx, tenant_id, order), visible_label=tenant.visible_label,
     )
     if ctx.base_model_id in subject.lora_keys:
         await ctx.bus.publish(topology.RENDER_SUBJECT, render, msg_id=render.job_id)

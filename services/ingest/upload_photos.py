@@ -178,6 +178,7 @@ async def _store_and_check(
             faceqa_pb2.CheckPhotoSetRequest(
                 tenant_id=tenant_id, subject_id=subject_id, photos=stored, accepted_photos=_accepted(record),
                 crop_size=ctx.base_resolution, min_accepted_photos=ctx.min_accepted_for(tenant),
+                max_photo_age_days=tenant.max_photo_age_days,
             ),
             timeout=60 + 5 * len(photos),
         )

@@ -23,6 +23,8 @@ class ServicePolicy:
     may_administer: bool = False
     # Read one subject's audit entries (for that subject's export, right of access).
     may_read_subject_audit: bool = False
+    # Sign C2PA provenance manifests with the studio's key (and derive order references).
+    may_sign_provenance: bool = False
 
 
 # Each service may only read what it consumes and only seal what it produces.
@@ -39,7 +41,8 @@ POLICY: dict[str, ServicePolicy] = {
         Purpose.KEY_PURPOSE_DECRYPT_CROP, Purpose.KEY_PURPOSE_ENCRYPT_LORA, Purpose.KEY_PURPOSE_TRAINER_CHECKPOINT,
     })),
     "renderer": ServicePolicy(
-        frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT})
+        frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT}),
+        may_sign_provenance=True,
     ),
     # The operator's CLI: no data key, no consent, ever.
     "operator": ServicePolicy(frozenset(), may_read_consent=False, may_administer=True),
@@ -81,6 +84,8 @@ def may_administer(service: str) -> bool:
 
 def may_read_subject_audit(service: str) -> bool:
     return _flag(service, "may_read_subject_audit")
+def may_sign_provenance(service: str) -> bool:
+    return _flag(service, "may_sign_provenance")
 
 
 def purpose_name(purpose: int) -> str:

@@ -9,6 +9,8 @@ import grpc
 from studio.v1 import privacy_pb2
 
 from services.common.audit_chain import ENTRY_FIELDS
+from services.common.provenance_certs import DevChainFiles, write_dev_chain
+from services.privacy.provenance_key import ProvenanceKey
 from services.privacy.server_test import (
     TOKENS,
     Running,
@@ -111,3 +113,39 @@ async def test_privileged_verbs(vault: Running) -> None:  # noqa: F811
 async def _drain(stream) -> None:
     async for _ in stream:
         pass
+
+
+PROVENANCE_SIGNERS = {"renderer"}
+
+
+async def test_only_the_renderer_may_sign_provenance(vault: Running, tmp_path) -> None:  # noqa: F811
+    files = DevChainFiles(tmp_path / "p.key", tmp_path / "chain.pem", tmp_path / "root.pem")
+    write_dev_chain(files)
+    vault.servicer.provenance = ProvenanceKey.from_files(files.key, files.chain)
+    for service in TOKENS:
+        sign = vault.stub.SignProvenance(privacy_pb2.SignProvenanceRequest(tenant_id="tenant-a", payload=b"claim"),
+                                         metadata=token(service), timeout=10)
+        prepare = vault.stub.PrepareProvenance(privacy_pb2.PrepareProvenanceRequest(
+            tenant_id="tenant-a", order_id="order-1"), metadata=token(service), timeout=10)
+        if service in PROVENANCE_SIGNERS:
+            assert len((await sign).signature) == 64
+            assert "BEGIN CERTIFICATE" in (await prepare).certificate_chain_pem
+        else:
+            for call in (sign, prepare):
+                assert "provenance" in await expect_status(call, grpc.StatusCode.PERMISSION_DENIED)
+    rows = [row for row in audit_rows(vault.data_dir) if row[3] in ("SignProvenance", "PrepareProvenance")]
+    assert {(row[2], row[7]) for row in rows if row[3] == "SignProvenance"} == {
+        (service, "ALLOWED" if service in PROVENANCE_SIGNERS else "DENIED_POLICY") for service in TOKENS
+    }
+    assert all(row[5] == "" for row in rows)  # no signing record names a subject: nothing for a deletion to purge
+    await expect_status(vault.stub.SignProvenance(privacy_pb2.SignProvenanceRequest(tenant_id="tenant-a"),
+                                                  metadata=token("renderer"), timeout=10),
+                        grpc.StatusCode.INVALID_ARGUMENT)
+    no_order = vault.stub.PrepareProvenance(privacy_pb2.PrepareProvenanceRequest(tenant_id="tenant-a"),
+                                            metadata=token("renderer"), timeout=10)
+    assert "order_id" in await expect_status(no_order, grpc.StatusCode.INVALID_ARGUMENT)
+    vault.servicer.provenance = None
+    unconfigured = vault.stub.SignProvenance(privacy_pb2.SignProvenanceRequest(tenant_id="tenant-a", payload=b"x"),
+                                             metadata=token("renderer"), timeout=10)
+    details = await expect_status(unconfigured, grpc.StatusCode.FAILED_PRECONDITION)
+    assert "STUDIO_PROVENANCE_KEY_FILE" in details

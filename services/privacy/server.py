@@ -22,6 +22,7 @@ from services.privacy.audit_log import AuditEntry
 from services.privacy.certificate import deletion_proto
 from services.privacy.deletion import DeletionCoordinator
 from services.privacy.kek import FileKek, KekError, KekProvider
+from services.privacy.provenance_key import MAX_PAYLOAD_BYTES, ProvenanceKey
 from services.privacy.vault import SubjectIdTaken, SubjectNotFound, Vault
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 KEK_FILE_ENV = "STUDIO_KEK_FILE"
 TOKENS_FILE_ENV = "STUDIO_SERVICE_TOKENS_FILE"
 SIGNING_KEY_ENV = "STUDIO_SIGNING_KEY_FILE"
+PROVENANCE_KEY_ENV = "STUDIO_PROVENANCE_KEY_FILE"
+PROVENANCE_CHAIN_ENV = "STUDIO_PROVENANCE_CHAIN_FILE"
 MAX_RETENTION_DAYS = 3650
 SERVICE_NAME = privacy_pb2.DESCRIPTOR.services_by_name["Privacy"].full_name
 UNAUTHENTICATED_CALLER = "-"
@@ -55,8 +58,12 @@ def load_service_tokens(path: Path) -> dict[str, str]:
 
 
 class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
-    def __init__(self, vault: Vault, service_tokens: dict[str, str], bus: Bus | None = None) -> None:
+    def __init__(
+        self, vault: Vault, service_tokens: dict[str, str], bus: Bus | None = None,
+        provenance: ProvenanceKey | None = None,
+    ) -> None:
         self.vault = vault
+        self.provenance = provenance
         self._tokens = dict(service_tokens)
         self.deletions = DeletionCoordinator(vault, bus)
 
@@ -196,6 +203,39 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             public_key_pem=self.vault.signer.public_pem, key_id=self.vault.signer.key_id
         )
 
+    async def PrepareProvenance(self, request, context) -> privacy_pb2.PrepareProvenanceResponse:
+        async def decide(caller: str) -> privacy_pb2.PrepareProvenanceResponse:
+            key = self._provenance_key(caller)
+            if not request.tenant_id or not request.order_id:
+                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id and order_id are required",
+                              "INVALID_ARGUMENT")
+            return privacy_pb2.PrepareProvenanceResponse(
+                certificate_chain_pem=key.chain_pem, algorithm=key.algorithm,
+                order_reference=key.order_reference(request.tenant_id, request.order_id),
+            )
+
+        return await self._decide(context, "PrepareProvenance", request, "", decide)
+
+    async def SignProvenance(self, request, context) -> privacy_pb2.SignProvenanceResponse:
+        async def decide(caller: str) -> privacy_pb2.SignProvenanceResponse:
+            key = self._provenance_key(caller)
+            if not request.tenant_id or not 1 <= len(request.payload) <= MAX_PAYLOAD_BYTES:
+                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"tenant_id and a payload of 1..{MAX_PAYLOAD_BYTES} bytes are required",
+                              "INVALID_ARGUMENT")
+            return privacy_pb2.SignProvenanceResponse(signature=key.sign(request.payload))
+
+        # Audited by tenant only: no signing record names a subject, so a deletion has none to purge.
+        return await self._decide(context, "SignProvenance", request, "", decide)
+
+    def _provenance_key(self, caller: str) -> ProvenanceKey:
+        self._require(policy.may_sign_provenance(caller), caller, "sign provenance manifests")
+        if self.provenance is None:
+            raise _Denied(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"no provenance signing key is configured ({PROVENANCE_KEY_ENV}, {PROVENANCE_CHAIN_ENV})",
+                          "ERROR")
+        return self.provenance
+
     async def _start_deletion(self, tenant_id: str, subject_id: str, reason: int, caller: str, extra=()):
         try:
             return await self.deletions.start(tenant_id, subject_id, reason, caller, extra)
@@ -294,7 +334,7 @@ def build_servicer(
 ) -> PrivacyServicer:
     """Explicit arguments win; otherwise STUDIO_KEK_FILE (default DATA_DIR/privacy/kek.json),
     STUDIO_SIGNING_KEY_FILE (default DATA_DIR/privacy/signing-key.pem) and STUDIO_SERVICE_TOKENS_FILE
-    (required unless every caller uses mTLS)."""
+    (required unless every caller uses mTLS); the C2PA provenance key as _provenance_key says."""
     data_dir = Path(settings.require("data_dir"))
     if kek is None:
         kek = FileKek(kek_file or _path_from_env(KEK_FILE_ENV) or data_dir / "privacy" / "kek.json")
@@ -303,7 +343,21 @@ def build_servicer(
     )
     tokens_path = tokens_file or _path_from_env(TOKENS_FILE_ENV)
     tokens = load_service_tokens(tokens_path) if tokens_path else {}
-    return PrivacyServicer(Vault.open(data_dir, kek, signer, clock=clock), tokens)
+    return PrivacyServicer(
+        Vault.open(data_dir, kek, signer, clock=clock), tokens, provenance=_provenance_key(data_dir)
+    )
+
+
+def _provenance_key(data_dir: Path) -> ProvenanceKey | None:
+    """STUDIO_PROVENANCE_KEY_FILE + STUDIO_PROVENANCE_CHAIN_FILE (default DATA_DIR/privacy/provenance.key
+    and provenance-chain.pem); None (signing refused) when neither is configured nor present."""
+    key_file = _path_from_env(PROVENANCE_KEY_ENV) or data_dir / "privacy" / "provenance.key"
+    chain_file = _path_from_env(PROVENANCE_CHAIN_ENV) or data_dir / "privacy" / "provenance-chain.pem"
+    configured = os.environ.get(PROVENANCE_KEY_ENV) or os.environ.get(PROVENANCE_CHAIN_ENV)
+    if not configured and not key_file.exists():
+        log.warning("no provenance signing key configured: portraits cannot be signed")
+        return None
+    return ProvenanceKey.from_files(key_file, chain_file)
 
 
 def add_to_server(servicer: PrivacyServicer, server: grpc.aio.Server) -> list[str]:

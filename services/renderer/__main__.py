@@ -15,6 +15,7 @@ from services.common.purge import PurgeListener
 from services.common.runtime import Runtime
 from services.common.tls import internal_server_credentials
 from services.common.workqueue import WorkerState, run_worker
+from services.renderer.provenance import PortraitProvenance
 from services.renderer.purge import purge_handler
 from services.renderer.triton_client import triton_ready
 from services.renderer.worker import RenderWorker
@@ -36,10 +37,11 @@ async def main() -> None:
     configure_logging(settings.service_name)
     runtime = await Runtime.open(settings)
     bus = runtime.bus
+    model_id = base_model_id(settings.base_model) if settings.base_model else ""
     worker = RenderWorker(
         bus=bus, sealed=runtime.sealed,
         triton_url=settings.require("triton_url"), state=WorkerState(),
-        base_model_id=base_model_id(settings.base_model) if settings.base_model else "",
+        provenance=PortraitProvenance(runtime.sealed.vault, model_id), base_model_id=model_id,
     )
 
     def register(server: grpc.aio.Server) -> list[str]:

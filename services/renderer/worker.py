@@ -20,6 +20,7 @@ from services.common.order_events import publish_order_event
 from services.common.styles import catalogue
 from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, WorkerState
+from services.renderer.provenance import PortraitProvenance
 from services.renderer.triton_client import RenderRejected, RenderRequest, TritonUnavailable, render_via_triton
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class RenderWorker:
     sealed: SealedStore
     triton_url: str
     state: WorkerState
+    provenance: PortraitProvenance  # issue 9: every delivered portrait labelled and signed
     base_model_id: str = ""  # when set, LoRAs trained on another base model are refused
 
     async def handle(self, payload: bytes) -> None:
@@ -86,9 +88,9 @@ class RenderWorker:
             guidance=item.guidance or preset.guidance, width=item.width, height=item.height,
         )
         pixels = await self._render_when_triton_is_up(request)
+        portrait_png = await self.provenance.portrait_png(pixels, job, item)  # label + XMP + C2PA (issue 9)
         await self.sealed.put(
-            job.tenant_id, job.subject_id, item.portrait_key, encode_png(pixels),
-            privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT,
+            job.tenant_id, job.subject_id, item.portrait_key, portrait_png, privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT,
         )
         return common_pb2.Portrait(
             portrait_id=item.portrait_id, style=item.style, seed=item.seed,

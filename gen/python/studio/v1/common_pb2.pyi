@@ -29,6 +29,14 @@ class OrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATE_RENDERING: _ClassVar[OrderState]
     ORDER_STATE_DONE: _ClassVar[OrderState]
     ORDER_STATE_FAILED: _ClassVar[OrderState]
+
+class LabelCorner(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LABEL_CORNER_UNSPECIFIED: _ClassVar[LabelCorner]
+    LABEL_CORNER_BOTTOM_RIGHT: _ClassVar[LabelCorner]
+    LABEL_CORNER_BOTTOM_LEFT: _ClassVar[LabelCorner]
+    LABEL_CORNER_TOP_RIGHT: _ClassVar[LabelCorner]
+    LABEL_CORNER_TOP_LEFT: _ClassVar[LabelCorner]
 PHOTO_ROLE_UNSPECIFIED: PhotoRole
 PHOTO_ROLE_HEADSHOT: PhotoRole
 PHOTO_ROLE_REFERENCE: PhotoRole
@@ -40,6 +48,11 @@ ORDER_STATE_TRAINING: OrderState
 ORDER_STATE_RENDERING: OrderState
 ORDER_STATE_DONE: OrderState
 ORDER_STATE_FAILED: OrderState
+LABEL_CORNER_UNSPECIFIED: LabelCorner
+LABEL_CORNER_BOTTOM_RIGHT: LabelCorner
+LABEL_CORNER_BOTTOM_LEFT: LabelCorner
+LABEL_CORNER_TOP_RIGHT: LabelCorner
+LABEL_CORNER_TOP_LEFT: LabelCorner
 
 class ConsentRecord(_message.Message):
     __slots__ = ("agreement_version", "scopes", "retention_days", "granted_at")
@@ -66,7 +79,7 @@ class FaceBox(_message.Message):
     def __init__(self, left: _Optional[int] = ..., top: _Optional[int] = ..., right: _Optional[int] = ..., bottom: _Optional[int] = ...) -> None: ...
 
 class PhotoVerdict(_message.Message):
-    __slots__ = ("accepted", "reasons", "messages", "face_box", "measurements", "notes", "note_messages")
+    __slots__ = ("accepted", "reasons", "messages", "face_box", "measurements", "notes", "note_messages", "captured_at")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +87,7 @@ class PhotoVerdict(_message.Message):
     MEASUREMENTS_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     NOTE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    CAPTURED_AT_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
     messages: _containers.RepeatedScalarFieldContainer[str]
@@ -81,7 +95,8 @@ class PhotoVerdict(_message.Message):
     measurements: FaceMeasurements
     notes: _containers.RepeatedScalarFieldContainer[str]
     note_messages: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, accepted: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., measurements: _Optional[_Union[FaceMeasurements, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ..., note_messages: _Optional[_Iterable[str]] = ...) -> None: ...
+    captured_at: _timestamp_pb2.Timestamp
+    def __init__(self, accepted: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., measurements: _Optional[_Union[FaceMeasurements, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ..., note_messages: _Optional[_Iterable[str]] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class FaceMeasurements(_message.Message):
     __slots__ = ("yaw_deg", "roll_deg", "pitch_deg", "sharpness", "luminance", "clipped_highlights", "crushed_shadows", "identity_distance", "consensus_distance", "background_faces", "duplicate_of")
@@ -130,7 +145,7 @@ class SetDiversity(_message.Message):
     def __init__(self, yaw_min_deg: _Optional[float] = ..., yaw_max_deg: _Optional[float] = ..., pitch_min_deg: _Optional[float] = ..., pitch_max_deg: _Optional[float] = ..., luminance_min: _Optional[float] = ..., luminance_max: _Optional[float] = ..., advice: _Optional[_Iterable[str]] = ..., advice_messages: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SetVerdict(_message.Message):
-    __slots__ = ("sufficient", "accepted_photos", "min_accepted_photos", "recommended_photos", "headshot_accepted", "problems", "messages", "diversity")
+    __slots__ = ("sufficient", "accepted_photos", "min_accepted_photos", "recommended_photos", "headshot_accepted", "problems", "messages", "diversity", "old_photos", "old_photos_message")
     SUFFICIENT_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
     MIN_ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +154,8 @@ class SetVerdict(_message.Message):
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    OLD_PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    OLD_PHOTOS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     sufficient: bool
     accepted_photos: int
     min_accepted_photos: int
@@ -147,7 +164,9 @@ class SetVerdict(_message.Message):
     problems: _containers.RepeatedScalarFieldContainer[str]
     messages: _containers.RepeatedScalarFieldContainer[str]
     diversity: SetDiversity
-    def __init__(self, sufficient: _Optional[bool] = ..., accepted_photos: _Optional[int] = ..., min_accepted_photos: _Optional[int] = ..., recommended_photos: _Optional[int] = ..., headshot_accepted: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[SetDiversity, _Mapping]] = ...) -> None: ...
+    old_photos: int
+    old_photos_message: str
+    def __init__(self, sufficient: _Optional[bool] = ..., accepted_photos: _Optional[int] = ..., min_accepted_photos: _Optional[int] = ..., recommended_photos: _Optional[int] = ..., headshot_accepted: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[SetDiversity, _Mapping]] = ..., old_photos: _Optional[int] = ..., old_photos_message: _Optional[str] = ...) -> None: ...
 
 class Portrait(_message.Message):
     __slots__ = ("portrait_id", "style", "seed", "width", "height")
@@ -208,3 +227,13 @@ class WorkerStatus(_message.Message):
     jobs_failed: int
     device: str
     def __init__(self, worker_id: _Optional[str] = ..., busy: _Optional[bool] = ..., current_job_id: _Optional[str] = ..., jobs_completed: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+
+class VisibleLabel(_message.Message):
+    __slots__ = ("enabled", "text", "corner")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CORNER_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    text: str
+    corner: LabelCorner
+    def __init__(self, enabled: _Optional[bool] = ..., text: _Optional[str] = ..., corner: _Optional[_Union[LabelCorner, str]] = ...) -> None: ...

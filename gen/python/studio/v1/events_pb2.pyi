@@ -59,20 +59,22 @@ class RenderItem(_message.Message):
     def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., portrait_key: _Optional[str] = ...) -> None: ...
 
 class RenderJob(_message.Message):
-    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "lora_key", "items")
+    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "lora_key", "items", "visible_label")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     LORA_KEY_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_LABEL_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     order_id: str
     tenant_id: str
     subject_id: str
     lora_key: str
     items: _containers.RepeatedCompositeFieldContainer[RenderItem]
-    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RenderItem, _Mapping]]] = ...) -> None: ...
+    visible_label: _common_pb2.VisibleLabel
+    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RenderItem, _Mapping]]] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ...) -> None: ...
 
 class OrderQueued(_message.Message):
     __slots__ = ("position", "eta_seconds")

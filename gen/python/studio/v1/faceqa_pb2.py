@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from studio.v1 import common_pb2 as studio_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/faceqa.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\"\xa9\x01\n\x11\x43heckPhotoRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x10\n\x08photo_id\x18\x03 \x01(\t\x12\x12\n\nobject_key\x18\x04 \x01(\t\x12\"\n\x04role\x18\x05 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12\x10\n\x08\x63rop_key\x18\x06 \x01(\t\x12\x11\n\tcrop_size\x18\x07 \x01(\r\"P\n\x12\x43heckPhotoResponse\x12(\n\x07verdict\x18\x01 \x01(\x0b\x32\x17.studio.v1.PhotoVerdict\x12\x10\n\x08\x63rop_key\x18\x02 \x01(\t\"i\n\x0bStoredPhoto\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x12\n\nobject_key\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12\x10\n\x08\x63rop_key\x18\x04 \x01(\t\"\xc6\x01\n\x14\x43heckPhotoSetRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12&\n\x06photos\x18\x03 \x03(\x0b\x32\x16.studio.v1.StoredPhoto\x12/\n\x0f\x61\x63\x63\x65pted_photos\x18\x04 \x03(\x0b\x32\x16.studio.v1.StoredPhoto\x12\x11\n\tcrop_size\x18\x05 \x01(\r\x12\x1b\n\x13min_accepted_photos\x18\x06 \x01(\r\"\\\n\x0c\x43heckedPhoto\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12(\n\x07verdict\x18\x02 \x01(\x0b\x32\x17.studio.v1.PhotoVerdict\x12\x10\n\x08\x63rop_key\x18\x03 \x01(\t\"l\n\x15\x43heckPhotoSetResponse\x12\'\n\x06photos\x18\x01 \x03(\x0b\x32\x17.studio.v1.CheckedPhoto\x12*\n\x0bset_verdict\x18\x02 \x01(\x0b\x32\x15.studio.v1.SetVerdict\"\x1f\n\rFaceEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"x\n\x14ScoreIdentityRequest\x12\x18\n\x10reference_images\x18\x01 \x03(\x0c\x12\x36\n\x14reference_embeddings\x18\x02 \x03(\x0b\x32\x18.studio.v1.FaceEmbedding\x12\x0e\n\x06images\x18\x03 \x03(\x0c\"p\n\rIdentityScore\x12\x12\n\nface_found\x18\x01 \x01(\x08\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\x12\x13\n\x0bsame_person\x18\x03 \x01(\x08\x12$\n\x08\x66\x61\x63\x65_box\x18\x04 \x01(\x0b\x32\x12.studio.v1.FaceBox\"\x81\x01\n\x15ScoreIdentityResponse\x12(\n\x06scores\x18\x01 \x03(\x0b\x32\x18.studio.v1.IdentityScore\x12+\n\treference\x18\x02 \x01(\x0b\x32\x18.studio.v1.FaceEmbedding\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x32\xfb\x01\n\x06\x46\x61\x63\x65QA\x12I\n\nCheckPhoto\x12\x1c.studio.v1.CheckPhotoRequest\x1a\x1d.studio.v1.CheckPhotoResponse\x12R\n\rCheckPhotoSet\x12\x1f.studio.v1.CheckPhotoSetRequest\x1a .studio.v1.CheckPhotoSetResponse\x12R\n\rScoreIdentity\x12\x1f.studio.v1.ScoreIdentityRequest\x1a .studio.v1.ScoreIdentityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/faceqa.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\"\xc5\x01\n\x11\x43heckPhotoRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x10\n\x08photo_id\x18\x03 \x01(\t\x12\x12\n\nobject_key\x18\x04 \x01(\t\x12\"\n\x04role\x18\x05 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12\x10\n\x08\x63rop_key\x18\x06 \x01(\t\x12\x11\n\tcrop_size\x18\x07 \x01(\r\x12\x1a\n\x12max_photo_age_days\x18\x08 \x01(\r\"P\n\x12\x43heckPhotoResponse\x12(\n\x07verdict\x18\x01 \x01(\x0b\x32\x17.studio.v1.PhotoVerdict\x12\x10\n\x08\x63rop_key\x18\x02 \x01(\t\"i\n\x0bStoredPhoto\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x12\n\nobject_key\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12\x10\n\x08\x63rop_key\x18\x04 \x01(\t\"\xe2\x01\n\x14\x43heckPhotoSetRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12&\n\x06photos\x18\x03 \x03(\x0b\x32\x16.studio.v1.StoredPhoto\x12/\n\x0f\x61\x63\x63\x65pted_photos\x18\x04 \x03(\x0b\x32\x16.studio.v1.StoredPhoto\x12\x11\n\tcrop_size\x18\x05 \x01(\r\x12\x1b\n\x13min_accepted_photos\x18\x06 \x01(\r\x12\x1a\n\x12max_photo_age_days\x18\x07 \x01(\r\"\\\n\x0c\x43heckedPhoto\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12(\n\x07verdict\x18\x02 \x01(\x0b\x32\x17.studio.v1.PhotoVerdict\x12\x10\n\x08\x63rop_key\x18\x03 \x01(\t\"l\n\x15\x43heckPhotoSetResponse\x12\'\n\x06photos\x18\x01 \x03(\x0b\x32\x17.studio.v1.CheckedPhoto\x12*\n\x0bset_verdict\x18\x02 \x01(\x0b\x32\x15.studio.v1.SetVerdict\"\x1f\n\rFaceEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"x\n\x14ScoreIdentityRequest\x12\x18\n\x10reference_images\x18\x01 \x03(\x0c\x12\x36\n\x14reference_embeddings\x18\x02 \x03(\x0b\x32\x18.studio.v1.FaceEmbedding\x12\x0e\n\x06images\x18\x03 \x03(\x0c\"p\n\rIdentityScore\x12\x12\n\nface_found\x18\x01 \x01(\x08\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\x12\x13\n\x0bsame_person\x18\x03 \x01(\x08\x12$\n\x08\x66\x61\x63\x65_box\x18\x04 \x01(\x0b\x32\x12.studio.v1.FaceBox\"\x81\x01\n\x15ScoreIdentityResponse\x12(\n\x06scores\x18\x01 \x03(\x0b\x32\x18.studio.v1.IdentityScore\x12+\n\treference\x18\x02 \x01(\x0b\x32\x18.studio.v1.FaceEmbedding\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x32\xfb\x01\n\x06\x46\x61\x63\x65QA\x12I\n\nCheckPhoto\x12\x1c.studio.v1.CheckPhotoRequest\x1a\x1d.studio.v1.CheckPhotoResponse\x12R\n\rCheckPhotoSet\x12\x1f.studio.v1.CheckPhotoSetRequest\x1a .studio.v1.CheckPhotoSetResponse\x12R\n\rScoreIdentity\x12\x1f.studio.v1.ScoreIdentityRequest\x1a .studio.v1.ScoreIdentityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,25 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'studio.v1.faceqa_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHECKPHOTOREQUEST']._serialized_start=62
-  _globals['_CHECKPHOTOREQUEST']._serialized_end=231
-  _globals['_CHECKPHOTORESPONSE']._serialized_start=233
-  _globals['_CHECKPHOTORESPONSE']._serialized_end=313
-  _globals['_STOREDPHOTO']._serialized_start=315
-  _globals['_STOREDPHOTO']._serialized_end=420
-  _globals['_CHECKPHOTOSETREQUEST']._serialized_start=423
-  _globals['_CHECKPHOTOSETREQUEST']._serialized_end=621
-  _globals['_CHECKEDPHOTO']._serialized_start=623
-  _globals['_CHECKEDPHOTO']._serialized_end=715
-  _globals['_CHECKPHOTOSETRESPONSE']._serialized_start=717
-  _globals['_CHECKPHOTOSETRESPONSE']._serialized_end=825
-  _globals['_FACEEMBEDDING']._serialized_start=827
-  _globals['_FACEEMBEDDING']._serialized_end=858
-  _globals['_SCOREIDENTITYREQUEST']._serialized_start=860
-  _globals['_SCOREIDENTITYREQUEST']._serialized_end=980
-  _globals['_IDENTITYSCORE']._serialized_start=982
-  _globals['_IDENTITYSCORE']._serialized_end=1094
-  _globals['_SCOREIDENTITYRESPONSE']._serialized_start=1097
-  _globals['_SCOREIDENTITYRESPONSE']._serialized_end=1226
-  _globals['_FACEQA']._serialized_start=1229
-  _globals['_FACEQA']._serialized_end=1480
+  _globals['_CHECKPHOTOREQUEST']._serialized_end=259
+  _globals['_CHECKPHOTORESPONSE']._serialized_start=261
+  _globals['_CHECKPHOTORESPONSE']._serialized_end=341
+  _globals['_STOREDPHOTO']._serialized_start=343
+  _globals['_STOREDPHOTO']._serialized_end=448
+  _globals['_CHECKPHOTOSETREQUEST']._serialized_start=451
+  _globals['_CHECKPHOTOSETREQUEST']._serialized_end=677
+  _globals['_CHECKEDPHOTO']._serialized_start=679
+  _globals['_CHECKEDPHOTO']._serialized_end=771
+  _globals['_CHECKPHOTOSETRESPONSE']._serialized_start=773
+  _globals['_CHECKPHOTOSETRESPONSE']._serialized_end=881
+  _globals['_FACEEMBEDDING']._serialized_start=883
+  _globals['_FACEEMBEDDING']._serialized_end=914
+  _globals['_SCOREIDENTITYREQUEST']._serialized_start=916
+  _globals['_SCOREIDENTITYREQUEST']._serialized_end=1036
+  _globals['_IDENTITYSCORE']._serialized_start=1038
+  _globals['_IDENTITYSCORE']._serialized_end=1150
+  _globals['_SCOREIDENTITYRESPONSE']._serialized_start=1153
+  _globals['_SCOREIDENTITYRESPONSE']._serialized_end=1282
+  _globals['_FACEQA']._serialized_start=1285
+  _globals['_FACEQA']._serialized_end=1536
 # @@protoc_insertion_point(module_scope)

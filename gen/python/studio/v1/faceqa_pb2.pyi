@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CheckPhotoRequest(_message.Message):
-    __slots__ = ("tenant_id", "subject_id", "photo_id", "object_key", "role", "crop_key", "crop_size")
+    __slots__ = ("tenant_id", "subject_id", "photo_id", "object_key", "role", "crop_key", "crop_size", "max_photo_age_days")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class CheckPhotoRequest(_message.Message):
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CROP_KEY_FIELD_NUMBER: _ClassVar[int]
     CROP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PHOTO_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     subject_id: str
     photo_id: str
@@ -23,7 +24,8 @@ class CheckPhotoRequest(_message.Message):
     role: _common_pb2.PhotoRole
     crop_key: str
     crop_size: int
-    def __init__(self, tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., photo_id: _Optional[str] = ..., object_key: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., crop_key: _Optional[str] = ..., crop_size: _Optional[int] = ...) -> None: ...
+    max_photo_age_days: int
+    def __init__(self, tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., photo_id: _Optional[str] = ..., object_key: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., crop_key: _Optional[str] = ..., crop_size: _Optional[int] = ..., max_photo_age_days: _Optional[int] = ...) -> None: ...
 
 class CheckPhotoResponse(_message.Message):
     __slots__ = ("verdict", "crop_key")
@@ -46,20 +48,22 @@ class StoredPhoto(_message.Message):
     def __init__(self, photo_id: _Optional[str] = ..., object_key: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PhotoRole, str]] = ..., crop_key: _Optional[str] = ...) -> None: ...
 
 class CheckPhotoSetRequest(_message.Message):
-    __slots__ = ("tenant_id", "subject_id", "photos", "accepted_photos", "crop_size", "min_accepted_photos")
+    __slots__ = ("tenant_id", "subject_id", "photos", "accepted_photos", "crop_size", "min_accepted_photos", "max_photo_age_days")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     PHOTOS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
     CROP_SIZE_FIELD_NUMBER: _ClassVar[int]
     MIN_ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PHOTO_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     subject_id: str
     photos: _containers.RepeatedCompositeFieldContainer[StoredPhoto]
     accepted_photos: _containers.RepeatedCompositeFieldContainer[StoredPhoto]
     crop_size: int
     min_accepted_photos: int
-    def __init__(self, tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., photos: _Optional[_Iterable[_Union[StoredPhoto, _Mapping]]] = ..., accepted_photos: _Optional[_Iterable[_Union[StoredPhoto, _Mapping]]] = ..., crop_size: _Optional[int] = ..., min_accepted_photos: _Optional[int] = ...) -> None: ...
+    max_photo_age_days: int
+    def __init__(self, tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., photos: _Optional[_Iterable[_Union[StoredPhoto, _Mapping]]] = ..., accepted_photos: _Optional[_Iterable[_Union[StoredPhoto, _Mapping]]] = ..., crop_size: _Optional[int] = ..., min_accepted_photos: _Optional[int] = ..., max_photo_age_days: _Optional[int] = ...) -> None: ...
 
 class CheckedPhoto(_message.Message):
     __slots__ = ("photo_id", "verdict", "crop_key")

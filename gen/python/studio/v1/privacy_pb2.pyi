@@ -246,3 +246,35 @@ class ExportSubjectAuditResponse(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str
     def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class PrepareProvenanceRequest(_message.Message):
+    __slots__ = ("tenant_id", "order_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    order_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
+
+class PrepareProvenanceResponse(_message.Message):
+    __slots__ = ("certificate_chain_pem", "algorithm", "order_reference")
+    CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    ORDER_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    certificate_chain_pem: str
+    algorithm: str
+    order_reference: str
+    def __init__(self, certificate_chain_pem: _Optional[str] = ..., algorithm: _Optional[str] = ..., order_reference: _Optional[str] = ...) -> None: ...
+
+class SignProvenanceRequest(_message.Message):
+    __slots__ = ("tenant_id", "payload")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    payload: bytes
+    def __init__(self, tenant_id: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class SignProvenanceResponse(_message.Message):
+    __slots__ = ("signature",)
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    signature: bytes
+    def __init__(self, signature: _Optional[bytes] = ...) -> None: ...

@@ -86,6 +86,16 @@ class PrivacyStub:
                 request_serializer=studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditResponse.FromString,
                 _registered_method=True)
+        self.PrepareProvenance = channel.unary_unary(
+                '/studio.v1.Privacy/PrepareProvenance',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.PrepareProvenanceRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.PrepareProvenanceResponse.FromString,
+                _registered_method=True)
+        self.SignProvenance = channel.unary_unary(
+                '/studio.v1.Privacy/SignProvenance',
+                request_serializer=studio_dot_v1_dot_privacy__pb2.SignProvenanceRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_privacy__pb2.SignProvenanceResponse.FromString,
+                _registered_method=True)
 
 
 class PrivacyServicer:
@@ -164,6 +174,21 @@ class PrivacyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareProvenance(self, request, context):
+        """Renderer only: what a portrait's C2PA manifest needs before signing: the studio's provenance
+        certificate chain and the order's pseudonymous reference (an HMAC only the vault can compute).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignProvenance(self, request, context):
+        """Renderer only: signs a C2PA claim with the studio's provenance key, which never leaves the vault.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrivacyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +241,16 @@ def add_PrivacyServicer_to_server(servicer, server):
                     servicer.ExportSubjectAudit,
                     request_deserializer=studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditRequest.FromString,
                     response_serializer=studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditResponse.SerializeToString,
+            ),
+            'PrepareProvenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareProvenance,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.PrepareProvenanceRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.PrepareProvenanceResponse.SerializeToString,
+            ),
+            'SignProvenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignProvenance,
+                    request_deserializer=studio_dot_v1_dot_privacy__pb2.SignProvenanceRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_privacy__pb2.SignProvenanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +525,60 @@ class Privacy:
             '/studio.v1.Privacy/ExportSubjectAudit',
             studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditRequest.SerializeToString,
             studio_dot_v1_dot_privacy__pb2.ExportSubjectAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareProvenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Privacy/PrepareProvenance',
+            studio_dot_v1_dot_privacy__pb2.PrepareProvenanceRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.PrepareProvenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignProvenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Privacy/SignProvenance',
+            studio_dot_v1_dot_privacy__pb2.SignProvenanceRequest.SerializeToString,
+            studio_dot_v1_dot_privacy__pb2.SignProvenanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

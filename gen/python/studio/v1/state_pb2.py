@@ -29,7 +29,7 @@ from studio.v1 import events_pb2 as studio_dot_v1_dot_events__pb2
 from studio.v1 import studio_pb2 as studio_dot_v1_dot_studio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15studio/v1/state.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15studio/v1/admin.proto\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/events.proto\x1a\x16studio/v1/studio.proto\"\x86\x02\n\x0cTenantRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_key_hash\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x1b\n\x13min_accepted_photos\x18\x05 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_retention_days\x18\x06 \x01(\r\x12\'\n\x06quotas\x18\x07 \x01(\x0b\x32\x17.studio.v1.TenantQuotas\x12\x17\n\x0f\x63\x65rt_identities\x18\x08 \x03(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcf\x02\n\rSubjectRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12#\n\x07subject\x18\x02 \x01(\x0b\x32\x12.studio.v1.Subject\x12\x39\n\tcrop_keys\x18\x03 \x03(\x0b\x32&.studio.v1.SubjectRecord.CropKeysEntry\x12\x39\n\tlora_keys\x18\x04 \x03(\x0b\x32&.studio.v1.SubjectRecord.LoraKeysEntry\x12\x11\n\torder_ids\x18\x05 \x03(\t\x12\x1b\n\x13idempotency_entries\x18\x06 \x03(\t\x1a/\n\rCropKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rLoraKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x0bOrderRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1f\n\x05order\x18\x02 \x01(\x0b\x32\x10.studio.v1.Order\x12&\n\x07history\x18\x03 \x03(\x0b\x32\x15.studio.v1.OrderEvent\"\x1d\n\x0cUsageCounter\x12\r\n\x05value\x18\x01 \x01(\x04\"\x7f\n\x0c\x41\x63tiveOrders\x12<\n\x0b\x61\x64mitted_ms\x18\x01 \x03(\x0b\x32\'.studio.v1.ActiveOrders.AdmittedMsEntry\x1a\x31\n\x0f\x41\x64mittedMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"S\n\x10IdempotencyEntry\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x16\n\x0erequest_sha256\x18\x02 \x01(\t\x12\x12\n\ncreated_ms\x18\x03 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15studio/v1/state.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15studio/v1/admin.proto\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/events.proto\x1a\x16studio/v1/studio.proto\"\xd2\x02\n\x0cTenantRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_key_hash\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x1b\n\x13min_accepted_photos\x18\x05 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_retention_days\x18\x06 \x01(\r\x12\'\n\x06quotas\x18\x07 \x01(\x0b\x32\x17.studio.v1.TenantQuotas\x12\x17\n\x0f\x63\x65rt_identities\x18\x08 \x03(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\rvisible_label\x18\x14 \x01(\x0b\x32\x17.studio.v1.VisibleLabel\x12\x1a\n\x12max_photo_age_days\x18\x15 \x01(\r\"\xcf\x02\n\rSubjectRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12#\n\x07subject\x18\x02 \x01(\x0b\x32\x12.studio.v1.Subject\x12\x39\n\tcrop_keys\x18\x03 \x03(\x0b\x32&.studio.v1.SubjectRecord.CropKeysEntry\x12\x39\n\tlora_keys\x18\x04 \x03(\x0b\x32&.studio.v1.SubjectRecord.LoraKeysEntry\x12\x11\n\torder_ids\x18\x05 \x03(\t\x12\x1b\n\x13idempotency_entries\x18\x06 \x03(\t\x1a/\n\rCropKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rLoraKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x0bOrderRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1f\n\x05order\x18\x02 \x01(\x0b\x32\x10.studio.v1.Order\x12&\n\x07history\x18\x03 \x03(\x0b\x32\x15.studio.v1.OrderEvent\"\x1d\n\x0cUsageCounter\x12\r\n\x05value\x18\x01 \x01(\x04\"\x7f\n\x0c\x41\x63tiveOrders\x12<\n\x0b\x61\x64mitted_ms\x18\x01 \x03(\x0b\x32\'.studio.v1.ActiveOrders.AdmittedMsEntry\x1a\x31\n\x0f\x41\x64mittedMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"S\n\x10IdempotencyEntry\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x16\n\x0erequest_sha256\x18\x02 \x01(\t\x12\x12\n\ncreated_ms\x18\x03 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,21 +43,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVEORDERS_ADMITTEDMSENTRY']._loaded_options = None
   _globals['_ACTIVEORDERS_ADMITTEDMSENTRY']._serialized_options = b'8\001'
   _globals['_TENANTRECORD']._serialized_start=165
-  _globals['_TENANTRECORD']._serialized_end=427
-  _globals['_SUBJECTRECORD']._serialized_start=430
-  _globals['_SUBJECTRECORD']._serialized_end=765
-  _globals['_SUBJECTRECORD_CROPKEYSENTRY']._serialized_start=669
-  _globals['_SUBJECTRECORD_CROPKEYSENTRY']._serialized_end=716
-  _globals['_SUBJECTRECORD_LORAKEYSENTRY']._serialized_start=718
-  _globals['_SUBJECTRECORD_LORAKEYSENTRY']._serialized_end=765
-  _globals['_ORDERRECORD']._serialized_start=767
-  _globals['_ORDERRECORD']._serialized_end=872
-  _globals['_USAGECOUNTER']._serialized_start=874
-  _globals['_USAGECOUNTER']._serialized_end=903
-  _globals['_ACTIVEORDERS']._serialized_start=905
-  _globals['_ACTIVEORDERS']._serialized_end=1032
-  _globals['_ACTIVEORDERS_ADMITTEDMSENTRY']._serialized_start=983
-  _globals['_ACTIVEORDERS_ADMITTEDMSENTRY']._serialized_end=1032
-  _globals['_IDEMPOTENCYENTRY']._serialized_start=1034
-  _globals['_IDEMPOTENCYENTRY']._serialized_end=1117
+  _globals['_TENANTRECORD']._serialized_end=503
+  _globals['_SUBJECTRECORD']._serialized_start=506
+  _globals['_SUBJECTRECORD']._serialized_end=841
+  _globals['_SUBJECTRECORD_CROPKEYSENTRY']._serialized_start=745
+  _globals['_SUBJECTRECORD_CROPKEYSENTRY']._serialized_end=792
+  _globals['_SUBJECTRECORD_LORAKEYSENTRY']._serialized_start=794
+  _globals['_SUBJECTRECORD_LORAKEYSENTRY']._serialized_end=841
+  _globals['_ORDERRECORD']._serialized_start=843
+  _globals['_ORDERRECORD']._serialized_end=948
+  _globals['_USAGECOUNTER']._serialized_start=950
+  _globals['_USAGECOUNTER']._serialized_end=979
+  _globals['_ACTIVEORDERS']._serialized_start=981
+  _globals['_ACTIVEORDERS']._serialized_end=1108
+  _globals['_ACTIVEORDERS_ADMITTEDMSENTRY']._serialized_start=1059
+  _globals['_ACTIVEORDERS_ADMITTEDMSENTRY']._serialized_end=1108
+  _globals['_IDEMPOTENCYENTRY']._serialized_start=1110
+  _globals['_IDEMPOTENCYENTRY']._serialized_end=1193
 # @@protoc_insertion_point(module_scope)

@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TenantRecord(_message.Message):
-    __slots__ = ("tenant_id", "name", "api_key_hash", "disabled", "min_accepted_photos", "default_retention_days", "quotas", "cert_identities", "created_at")
+    __slots__ = ("tenant_id", "name", "api_key_hash", "disabled", "min_accepted_photos", "default_retention_days", "quotas", "cert_identities", "created_at", "visible_label", "max_photo_age_days")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     API_KEY_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,8 @@ class TenantRecord(_message.Message):
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     CERT_IDENTITIES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_LABEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_PHOTO_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     api_key_hash: str
@@ -33,7 +35,9 @@ class TenantRecord(_message.Message):
     quotas: _admin_pb2.TenantQuotas
     cert_identities: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., disabled: _Optional[bool] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., quotas: _Optional[_Union[_admin_pb2.TenantQuotas, _Mapping]] = ..., cert_identities: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    visible_label: _common_pb2.VisibleLabel
+    max_photo_age_days: int
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., api_key_hash: _Optional[str] = ..., disabled: _Optional[bool] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., quotas: _Optional[_Union[_admin_pb2.TenantQuotas, _Mapping]] = ..., cert_identities: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ..., max_photo_age_days: _Optional[int] = ...) -> None: ...
 
 class SubjectRecord(_message.Message):
     __slots__ = ("tenant_id", "subject", "crop_keys", "lora_keys", "order_ids", "idempotency_entries")
