@@ -26,7 +26,7 @@ from studio.v1 import common_pb2 as studio_dot_v1_dot_common__pb2
 from studio.v1 import studio_pb2 as studio_dot_v1_dot_studio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15studio/v1/state.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/studio.proto\"\x94\x01\n\x0cTenantRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_key_hash\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x1b\n\x13min_accepted_photos\x18\x05 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_retention_days\x18\x06 \x01(\r\"\xcf\x02\n\rSubjectRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12#\n\x07subject\x18\x02 \x01(\x0b\x32\x12.studio.v1.Subject\x12\x39\n\tcrop_keys\x18\x03 \x03(\x0b\x32&.studio.v1.SubjectRecord.CropKeysEntry\x12\x39\n\tlora_keys\x18\x04 \x03(\x0b\x32&.studio.v1.SubjectRecord.LoraKeysEntry\x12\x11\n\torder_ids\x18\x05 \x03(\t\x12\x1b\n\x13idempotency_entries\x18\x06 \x03(\t\x1a/\n\rCropKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rLoraKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0bOrderRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1f\n\x05order\x18\x02 \x01(\x0b\x32\x10.studio.v1.Orderb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15studio/v1/state.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/studio.proto\"\x94\x01\n\x0cTenantRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_key_hash\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x1b\n\x13min_accepted_photos\x18\x05 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_retention_days\x18\x06 \x01(\r\"\xcf\x02\n\rSubjectRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12#\n\x07subject\x18\x02 \x01(\x0b\x32\x12.studio.v1.Subject\x12\x39\n\tcrop_keys\x18\x03 \x03(\x0b\x32&.studio.v1.SubjectRecord.CropKeysEntry\x12\x39\n\tlora_keys\x18\x04 \x03(\x0b\x32&.studio.v1.SubjectRecord.LoraKeysEntry\x12\x11\n\torder_ids\x18\x05 \x03(\t\x12\x1b\n\x13idempotency_entries\x18\x06 \x03(\t\x1a/\n\rCropKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rLoraKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0bOrderRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1f\n\x05order\x18\x02 \x01(\x0b\x32\x10.studio.v1.Order\"7\n\x0eSchedulerLease\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\"C\n\x0bServiceTime\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x14\n\x0cmean_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,4 +47,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBJECTRECORD_LORAKEYSENTRY']._serialized_end=571
   _globals['_ORDERRECORD']._serialized_start=573
   _globals['_ORDERRECORD']._serialized_end=638
+  _globals['_SCHEDULERLEASE']._serialized_start=640
+  _globals['_SCHEDULERLEASE']._serialized_end=695
+  _globals['_SERVICETIME']._serialized_start=697
+  _globals['_SERVICETIME']._serialized_end=764
 # @@protoc_insertion_point(module_scope)

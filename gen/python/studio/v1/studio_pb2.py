@@ -28,7 +28,7 @@ from studio.v1 import events_pb2 as studio_dot_v1_dot_events__pb2
 from studio.v1 import privacy_pb2 as studio_dot_v1_dot_privacy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/studio.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/events.proto\x1a\x17studio/v1/privacy.proto\"p\n\x14\x43reateSubjectRequest\x12\x14\n\x0c\x65xternal_ref\x18\x01 \x01(\t\x12)\n\x07\x63onsent\x18\x02 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"\x94\x01\n\x0cPhotoSummary\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12(\n\x07verdict\x18\x04 \x01(\x0b\x32\x17.studio.v1.PhotoVerdict\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\"\xe3\x01\n\x07Subject\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x02 \x01(\t\x12)\n\x07\x63onsent\x18\x03 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06photos\x18\x05 \x03(\x0b\x32\x17.studio.v1.PhotoSummary\x12*\n\x0bset_verdict\x18\x06 \x01(\x0b\x32\x15.studio.v1.SetVerdict\"<\n\x15\x43reateSubjectResponse\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.studio.v1.Subject\"\'\n\x11GetSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"9\n\x12GetSubjectResponse\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.studio.v1.Subject\"W\n\x0bPhotoHeader\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"X\n\x13UploadPhotosRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.studio.v1.PhotoHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"k\n\x14UploadPhotosResponse\x12\'\n\x06photos\x18\x01 \x03(\x0b\x32\x17.studio.v1.PhotoSummary\x12*\n\x0bset_verdict\x18\x02 \x01(\x0b\x32\x15.studio.v1.SetVerdict\"`\n\x12\x43reateOrderRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0e\n\x06styles\x18\x02 \x03(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"6\n\x13\x43reateOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"3\n\x10GetOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x12WatchOrderResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.studio.v1.OrderEvent\"@\n\x17\x44ownloadPortraitRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0bportrait_id\x18\x02 \x01(\t\"_\n\x0cPortraitInfo\x12%\n\x08portrait\x18\x01 \x01(\x0b\x32\x13.studio.v1.Portrait\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\\\n\x18\x44ownloadPortraitResponse\x12\'\n\x04info\x18\x01 \x01(\x0b\x32\x17.studio.v1.PortraitInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"*\n\x14RevokeConsentRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"=\n\x12GetDeletionRequest\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\">\n\x15\x44\x65leteSubjectResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\">\n\x15RevokeConsentResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\"<\n\x13GetDeletionResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x13\x43\x61ncelOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order2\xfd\x06\n\x06Studio\x12R\n\rCreateSubject\x12\x1f.studio.v1.CreateSubjectRequest\x1a .studio.v1.CreateSubjectResponse\x12I\n\nGetSubject\x12\x1c.studio.v1.GetSubjectRequest\x1a\x1d.studio.v1.GetSubjectResponse\x12Q\n\x0cUploadPhotos\x12\x1e.studio.v1.UploadPhotosRequest\x1a\x1f.studio.v1.UploadPhotosResponse(\x01\x12L\n\x0b\x43reateOrder\x12\x1d.studio.v1.CreateOrderRequest\x1a\x1e.studio.v1.CreateOrderResponse\x12\x43\n\x08GetOrder\x12\x1a.studio.v1.GetOrderRequest\x1a\x1b.studio.v1.GetOrderResponse\x12K\n\nWatchOrder\x12\x1c.studio.v1.WatchOrderRequest\x1a\x1d.studio.v1.WatchOrderResponse0\x01\x12]\n\x10\x44ownloadPortrait\x12\".studio.v1.DownloadPortraitRequest\x1a#.studio.v1.DownloadPortraitResponse0\x01\x12R\n\rDeleteSubject\x12\x1f.studio.v1.DeleteSubjectRequest\x1a .studio.v1.DeleteSubjectResponse\x12R\n\rRevokeConsent\x12\x1f.studio.v1.RevokeConsentRequest\x1a .studio.v1.RevokeConsentResponse\x12L\n\x0bGetDeletion\x12\x1d.studio.v1.GetDeletionRequest\x1a\x1e.studio.v1.GetDeletionResponse\x12L\n\x0b\x43\x61ncelOrder\x12\x1d.studio.v1.CancelOrderRequest\x1a\x1e.studio.v1.CancelOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/studio.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/events.proto\x1a\x17studio/v1/privacy.proto\"p\n\x14\x43reateSubjectRequest\x12\x14\n\x0c\x65xternal_ref\x18\x01 \x01(\t\x12)\n\x07\x63onsent\x18\x02 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"\x94\x01\n\x0cPhotoSummary\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12(\n\x07verdict\x18\x04 \x01(\x0b\x32\x17.studio.v1.PhotoVerdict\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\"\xe3\x01\n\x07Subject\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x02 \x01(\t\x12)\n\x07\x63onsent\x18\x03 \x01(\x0b\x32\x18.studio.v1.ConsentRecord\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06photos\x18\x05 \x03(\x0b\x32\x17.studio.v1.PhotoSummary\x12*\n\x0bset_verdict\x18\x06 \x01(\x0b\x32\x15.studio.v1.SetVerdict\"<\n\x15\x43reateSubjectResponse\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.studio.v1.Subject\"\'\n\x11GetSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"9\n\x12GetSubjectResponse\x12#\n\x07subject\x18\x01 \x01(\x0b\x32\x12.studio.v1.Subject\"W\n\x0bPhotoHeader\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.studio.v1.PhotoRole\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"X\n\x13UploadPhotosRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.studio.v1.PhotoHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"k\n\x14UploadPhotosResponse\x12\'\n\x06photos\x18\x01 \x03(\x0b\x32\x17.studio.v1.PhotoSummary\x12*\n\x0bset_verdict\x18\x02 \x01(\x0b\x32\x15.studio.v1.SetVerdict\"\x87\x01\n\x12\x43reateOrderRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0e\n\x06styles\x18\x02 \x03(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12%\n\x04tier\x18\x05 \x01(\x0e\x32\x17.studio.v1.PriorityTier\"6\n\x13\x43reateOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"3\n\x10GetOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x12WatchOrderResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.studio.v1.OrderEvent\"@\n\x17\x44ownloadPortraitRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0bportrait_id\x18\x02 \x01(\t\"_\n\x0cPortraitInfo\x12%\n\x08portrait\x18\x01 \x01(\x0b\x32\x13.studio.v1.Portrait\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\\\n\x18\x44ownloadPortraitResponse\x12\'\n\x04info\x18\x01 \x01(\x0b\x32\x17.studio.v1.PortraitInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"*\n\x14RevokeConsentRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\"=\n\x12GetDeletionRequest\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\">\n\x15\x44\x65leteSubjectResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\">\n\x15RevokeConsentResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\"<\n\x13GetDeletionResponse\x12%\n\x08\x64\x65letion\x18\x01 \x01(\x0b\x32\x13.studio.v1.Deletion\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x13\x43\x61ncelOrderResponse\x12\x1f\n\x05order\x18\x01 \x01(\x0b\x32\x10.studio.v1.Order2\xfd\x06\n\x06Studio\x12R\n\rCreateSubject\x12\x1f.studio.v1.CreateSubjectRequest\x1a .studio.v1.CreateSubjectResponse\x12I\n\nGetSubject\x12\x1c.studio.v1.GetSubjectRequest\x1a\x1d.studio.v1.GetSubjectResponse\x12Q\n\x0cUploadPhotos\x12\x1e.studio.v1.UploadPhotosRequest\x1a\x1f.studio.v1.UploadPhotosResponse(\x01\x12L\n\x0b\x43reateOrder\x12\x1d.studio.v1.CreateOrderRequest\x1a\x1e.studio.v1.CreateOrderResponse\x12\x43\n\x08GetOrder\x12\x1a.studio.v1.GetOrderRequest\x1a\x1b.studio.v1.GetOrderResponse\x12K\n\nWatchOrder\x12\x1c.studio.v1.WatchOrderRequest\x1a\x1d.studio.v1.WatchOrderResponse0\x01\x12]\n\x10\x44ownloadPortrait\x12\".studio.v1.DownloadPortraitRequest\x1a#.studio.v1.DownloadPortraitResponse0\x01\x12R\n\rDeleteSubject\x12\x1f.studio.v1.DeleteSubjectRequest\x1a .studio.v1.DeleteSubjectResponse\x12R\n\rRevokeConsent\x12\x1f.studio.v1.RevokeConsentRequest\x1a .studio.v1.RevokeConsentResponse\x12L\n\x0bGetDeletion\x12\x1d.studio.v1.GetDeletionRequest\x1a\x1e.studio.v1.GetDeletionResponse\x12L\n\x0b\x43\x61ncelOrder\x12\x1d.studio.v1.CancelOrderRequest\x1a\x1e.studio.v1.CancelOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,40 +53,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADPHOTOSREQUEST']._serialized_end=977
   _globals['_UPLOADPHOTOSRESPONSE']._serialized_start=979
   _globals['_UPLOADPHOTOSRESPONSE']._serialized_end=1086
-  _globals['_CREATEORDERREQUEST']._serialized_start=1088
-  _globals['_CREATEORDERREQUEST']._serialized_end=1184
-  _globals['_CREATEORDERRESPONSE']._serialized_start=1186
-  _globals['_CREATEORDERRESPONSE']._serialized_end=1240
-  _globals['_GETORDERREQUEST']._serialized_start=1242
-  _globals['_GETORDERREQUEST']._serialized_end=1277
-  _globals['_GETORDERRESPONSE']._serialized_start=1279
-  _globals['_GETORDERRESPONSE']._serialized_end=1330
-  _globals['_WATCHORDERREQUEST']._serialized_start=1332
-  _globals['_WATCHORDERREQUEST']._serialized_end=1369
-  _globals['_WATCHORDERRESPONSE']._serialized_start=1371
-  _globals['_WATCHORDERRESPONSE']._serialized_end=1429
-  _globals['_DOWNLOADPORTRAITREQUEST']._serialized_start=1431
-  _globals['_DOWNLOADPORTRAITREQUEST']._serialized_end=1495
-  _globals['_PORTRAITINFO']._serialized_start=1497
-  _globals['_PORTRAITINFO']._serialized_end=1592
-  _globals['_DOWNLOADPORTRAITRESPONSE']._serialized_start=1594
-  _globals['_DOWNLOADPORTRAITRESPONSE']._serialized_end=1686
-  _globals['_DELETESUBJECTREQUEST']._serialized_start=1688
-  _globals['_DELETESUBJECTREQUEST']._serialized_end=1730
-  _globals['_REVOKECONSENTREQUEST']._serialized_start=1732
-  _globals['_REVOKECONSENTREQUEST']._serialized_end=1774
-  _globals['_GETDELETIONREQUEST']._serialized_start=1776
-  _globals['_GETDELETIONREQUEST']._serialized_end=1837
-  _globals['_DELETESUBJECTRESPONSE']._serialized_start=1839
-  _globals['_DELETESUBJECTRESPONSE']._serialized_end=1901
-  _globals['_REVOKECONSENTRESPONSE']._serialized_start=1903
-  _globals['_REVOKECONSENTRESPONSE']._serialized_end=1965
-  _globals['_GETDELETIONRESPONSE']._serialized_start=1967
-  _globals['_GETDELETIONRESPONSE']._serialized_end=2027
-  _globals['_CANCELORDERREQUEST']._serialized_start=2029
-  _globals['_CANCELORDERREQUEST']._serialized_end=2083
-  _globals['_CANCELORDERRESPONSE']._serialized_start=2085
-  _globals['_CANCELORDERRESPONSE']._serialized_end=2139
-  _globals['_STUDIO']._serialized_start=2142
-  _globals['_STUDIO']._serialized_end=3035
+  _globals['_CREATEORDERREQUEST']._serialized_start=1089
+  _globals['_CREATEORDERREQUEST']._serialized_end=1224
+  _globals['_CREATEORDERRESPONSE']._serialized_start=1226
+  _globals['_CREATEORDERRESPONSE']._serialized_end=1280
+  _globals['_GETORDERREQUEST']._serialized_start=1282
+  _globals['_GETORDERREQUEST']._serialized_end=1317
+  _globals['_GETORDERRESPONSE']._serialized_start=1319
+  _globals['_GETORDERRESPONSE']._serialized_end=1370
+  _globals['_WATCHORDERREQUEST']._serialized_start=1372
+  _globals['_WATCHORDERREQUEST']._serialized_end=1409
+  _globals['_WATCHORDERRESPONSE']._serialized_start=1411
+  _globals['_WATCHORDERRESPONSE']._serialized_end=1469
+  _globals['_DOWNLOADPORTRAITREQUEST']._serialized_start=1471
+  _globals['_DOWNLOADPORTRAITREQUEST']._serialized_end=1535
+  _globals['_PORTRAITINFO']._serialized_start=1537
+  _globals['_PORTRAITINFO']._serialized_end=1632
+  _globals['_DOWNLOADPORTRAITRESPONSE']._serialized_start=1634
+  _globals['_DOWNLOADPORTRAITRESPONSE']._serialized_end=1726
+  _globals['_DELETESUBJECTREQUEST']._serialized_start=1728
+  _globals['_DELETESUBJECTREQUEST']._serialized_end=1770
+  _globals['_REVOKECONSENTREQUEST']._serialized_start=1772
+  _globals['_REVOKECONSENTREQUEST']._serialized_end=1814
+  _globals['_GETDELETIONREQUEST']._serialized_start=1816
+  _globals['_GETDELETIONREQUEST']._serialized_end=1877
+  _globals['_DELETESUBJECTRESPONSE']._serialized_start=1879
+  _globals['_DELETESUBJECTRESPONSE']._serialized_end=1941
+  _globals['_REVOKECONSENTRESPONSE']._serialized_start=1943
+  _globals['_REVOKECONSENTRESPONSE']._serialized_end=2005
+  _globals['_GETDELETIONRESPONSE']._serialized_start=2007
+  _globals['_GETDELETIONRESPONSE']._serialized_end=2067
+  _globals['_CANCELORDERREQUEST']._serialized_start=2069
+  _globals['_CANCELORDERREQUEST']._serialized_end=2123
+  _globals['_CANCELORDERRESPONSE']._serialized_start=2125
+  _globals['_CANCELORDERRESPONSE']._serialized_end=2179
+  _globals['_STUDIO']._serialized_start=2182
+  _globals['_STUDIO']._serialized_end=3075
 # @@protoc_insertion_point(module_scope)
