@@ -19,6 +19,7 @@ from services.common.tls import internal_channel
 from services.ingest.context import IngestContext, ensure_tenant
 from services.ingest.order_view import project_order_events
 from services.ingest.purge import purge_handler
+from services.ingest.scheduling.dispatcher import Dispatcher
 from services.ingest.server import StudioServicer
 
 
@@ -44,6 +45,7 @@ async def main() -> None:
     try:
         await serve("ingest", settings.listen, settings.metrics_port, register, background=[
             lambda: project_order_events(bus),
+            Dispatcher(bus).run,
             PurgeListener(bus, "ingest", runtime.sealed, purge_handler(bus, runtime.sealed)).run,
         ])
     finally:

@@ -1,5 +1,5 @@
 """ingest's part of a deletion: the subject's photos, its order records and their event history,
-its KV views and idempotency entries."""
+its KV views and idempotency entries, and its jobs held for the scheduler (PENDING)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def purge_handler(bus: Bus, sealed: SealedStore):
             record = None  # never touch another tenant's record, whatever the id
         order_ids = list(record.order_ids) if record else []
         entries = list(record.idempotency_entries) if record else []
+        held_jobs = await bus.purge_subject(topology.PENDING_STREAM.name, topology.pending_of_subject(subject_id))
         events = 0
         for order_id in order_ids:
             events += await bus.purge_subject(topology.EVENTS_STREAM.name, topology.order_events_subject(order_id))
@@ -32,7 +33,8 @@ def purge_handler(bus: Bus, sealed: SealedStore):
         # destroyed what; ingest wrote the photos.
         photos = await sealed.blobs.delete_prefix(subject_area(tenant_id, subject_id, "photos"))
         return {"photos": photos, "orders": len(order_ids), "order_events": events,
-                "idempotency_entries": len(entries), "subject_records": int(record is not None)}
+                "idempotency_entries": len(entries), "subject_records": int(record is not None),
+                "held_jobs": held_jobs}
 
     return purge
 

@@ -79,20 +79,24 @@ class RenderJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RenderItem, _Mapping]]] = ..., tier: _Optional[_Union[_common_pb2.PriorityTier, str]] = ...) -> None: ...
 
 class OrderQueued(_message.Message):
-    __slots__ = ("position", "eta_seconds", "stage", "starts_in_seconds", "workers", "service_seconds")
+    __slots__ = ("position", "eta_seconds", "stage", "starts_in_seconds", "workers", "service_seconds", "expected_start_at", "expected_done_at")
     POSITION_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     STARTS_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_START_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DONE_AT_FIELD_NUMBER: _ClassVar[int]
     position: int
     eta_seconds: int
     stage: str
     starts_in_seconds: int
     workers: int
     service_seconds: float
-    def __init__(self, position: _Optional[int] = ..., eta_seconds: _Optional[int] = ..., stage: _Optional[str] = ..., starts_in_seconds: _Optional[int] = ..., workers: _Optional[int] = ..., service_seconds: _Optional[float] = ...) -> None: ...
+    expected_start_at: _timestamp_pb2.Timestamp
+    expected_done_at: _timestamp_pb2.Timestamp
+    def __init__(self, position: _Optional[int] = ..., eta_seconds: _Optional[int] = ..., stage: _Optional[str] = ..., starts_in_seconds: _Optional[int] = ..., workers: _Optional[int] = ..., service_seconds: _Optional[float] = ..., expected_start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_done_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TrainingProgress(_message.Message):
     __slots__ = ("step", "total_steps", "loss", "eta_seconds", "validation", "best_step", "resumed_from_step")
