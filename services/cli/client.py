@@ -53,10 +53,12 @@ class StudioClient:
         response = await self.stub.UploadPhotos(requests(), metadata=self.metadata, timeout=600)
         return list(response.photos)
 
-    async def create_order(self, subject_id: str, styles: Sequence[str], count: int, idempotency_key: str = ""):
+    async def create_order(
+        self, subject_id: str, styles: Sequence[str], count: int, idempotency_key: str = "", tier: int = 0
+    ):
         response = await self.stub.CreateOrder(
             studio_pb2.CreateOrderRequest(
-                subject_id=subject_id, styles=styles, count=count, idempotency_key=idempotency_key
+                subject_id=subject_id, styles=styles, count=count, idempotency_key=idempotency_key, tier=tier
             ),
             metadata=self.metadata, timeout=30,
         )

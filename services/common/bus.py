@@ -314,6 +314,8 @@ class Bus:
         """Erase queued (or in-flight) jobs whose payload `matches`; a work queue holds few messages."""
         info = await self.js.stream_info(queue.stream)
         deleted = 0
+        if not info.state.messages:  # an empty stream reports sequence 0, which get_msg refuses
+            return 0
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             try:
                 message = await self.js.get_msg(queue.stream, seq)
