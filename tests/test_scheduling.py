@@ -9,7 +9,6 @@ for training and rendering, so that service times are known exactly and 500 orde
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -100,17 +99,17 @@ async def harness(tmp_path) -> AsyncIterator[Harness]:
     finally:
         for task in harness.tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait({task}, timeout=10)
+        assert all(task.done() for task in harness.tasks), "a dispatcher or worker ignored its cancellation"
         await events.unsubscribe()
         await bus.close()
         server.stop()
 
 
 async def test_one_order_is_not_held_back_by_another_tenants_500(harness: Harness) -> None:
-    service_s = 0.2
+    service_s, workers = 0.2, 2
     harness.dispatch()
-    for _ in range(2):
+    for _ in range(workers):
         harness.worker(topology.TRAIN_QUEUE, service_s)
     await harness.hold_orders("tenant-a", 500)
     await harness.until(lambda: len(harness.started) >= 4)
@@ -119,9 +118,11 @@ async def test_one_order_is_not_held_back_by_another_tenants_500(harness: Harnes
     await harness.until(lambda: any(job_id == f"train-{single}" for job_id, _ in harness.started))
     position = harness.start_index(single)
     waited = harness.started[position][1] - held_at
-    # Within one job slot: at most the one job already released into a free slot starts before it.
-    assert position - started_before <= 1, (position, started_before)
-    assert waited < 2 * service_s + 1.0, waited
+    # Within one job slot: it takes the next slot that frees up. Only jobs already released into free
+    # slots when it arrived (at most one per worker) start before it, and it waits at most one job's
+    # time (plus dispatch latency on a loaded machine), not tenant a's 500 jobs.
+    assert position - started_before <= workers, (position, started_before)
+    assert waited < service_s + 1.0, waited
     assert len(harness.started) < 20  # tenant a's backlog (500 × 0.1 s per slot) is nowhere near done
     backlog = (await harness.bus.js.consumer_info(topology.PENDING_STREAM.name, "trainer-backlog")).num_pending
     assert 450 < backlog < 500  # what KEDA scales the trainers on

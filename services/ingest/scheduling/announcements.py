@@ -5,6 +5,7 @@ put 500 events on the stream per dispatch."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -56,7 +57,8 @@ class Announcer:
     async def announce_queue(self, queue: topology.WorkQueue, fair: FairQueue, workers: list[_Worker],
                              released_waiting: int, service: ServiceTimes, now: float) -> None:
         service_s = service.mean(queue.stream)
-        order = fair.dispatch_order(now, service_s / max(1, len(workers)))
+        # CPU-bound for long queues (bench/scheduling.py): off the event loop, which serves the API.
+        order = await asyncio.to_thread(fair.dispatch_order, now, service_s / max(1, len(workers)))
         starts = start_times(workers, released_waiting, len(order), service_s)
         for position, (job, starts_in) in enumerate(zip(order, starts, strict=True)):
             await self.announce(job, estimate(queue, position, starts_in, len(workers), service))

@@ -81,6 +81,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._released_waiting: dict[str, int] = {}
         self._announced_at = 0.0
+        self._announce_interval_s = self.config.announce_every_s
 
     async def run(self) -> None:
         subscriptions = [
@@ -90,8 +91,13 @@ class Dispatcher:
         try:
             while True:
                 await self._lead_or_follow()
+                # Python 3.11's wait_for (inside every nats-py request) drops a cancellation that
+                # arrives as its reply does; the task still counts it, so stop here when asked.
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.tick_s)
+                    async with asyncio.timeout(self.config.tick_s):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             for subscription in subscriptions:
@@ -122,13 +128,16 @@ class Dispatcher:
         await self._sync()
         for queue in topology.WORK_QUEUES:
             await self._release(queue)
-        now = time.monotonic()
-        if now - self._announced_at >= self.config.announce_every_s:
-            self._announced_at = now
-            for queue in topology.WORK_QUEUES:
-                await self.announcer.announce_queue(
-                    queue, self.queues[queue.stream], self.workers.live(queue.stream),
-                    self._released_waiting.get(queue.stream, 0), self.service, time.time())
+        started = time.monotonic()
+        if started - self._announced_at < self._announce_interval_s:
+            return
+        for queue in topology.WORK_QUEUES:
+            await self.announcer.announce_queue(
+                queue, self.queues[queue.stream], self.workers.live(queue.stream),
+                self._released_waiting.get(queue.stream, 0), self.service, time.time())
+        self._announced_at = time.monotonic()
+        # A long queue's rehearsal takes a while: announce less often rather than dispatch late.
+        self._announce_interval_s = max(self.config.announce_every_s, 4 * (self._announced_at - started))
 
     async def _sync(self) -> None:
         """Mirror PENDING: held jobs join their queue; jobs purged (deletion, cancellation) leave it."""

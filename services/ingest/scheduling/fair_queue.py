@@ -25,11 +25,13 @@ class _TenantBacklog:
 
     def head(self, now: float, standard_max_wait_s: float) -> tuple[HeldJob | None, bool]:
         """The tenant's next job and whether it is urgent (express, or standard aged past the bound)."""
-        aged = self.standard[0] if self.standard and now - self.standard[0].held_at >= standard_max_wait_s else None
-        urgent = [job for job in (self.express[:1] + [aged]) if job is not None]
-        if urgent:
-            return min(urgent, key=lambda job: job.seq), True
-        return (self.standard[0] if self.standard else None), False
+        express = self.express[0] if self.express else None
+        standard = self.standard[0] if self.standard else None
+        if standard is not None and now - standard.held_at >= standard_max_wait_s:
+            return (standard if express is None or standard.seq < express.seq else express), True
+        if express is not None:
+            return express, True
+        return standard, False
 
     def remove(self, job: HeldJob) -> None:
         (self.express if job.express else self.standard).remove(job)
@@ -96,14 +98,18 @@ class FairQueue:
         return order
 
     def _choose(self, now: float) -> tuple[HeldJob, float] | None:
-        heads = [(tenant, *backlog.head(now, self.standard_max_wait_s)) for tenant, backlog in self._backlogs.items()]
-        if not heads:
-            return None
-        any_urgent = any(urgent for _, _, urgent in heads)
-        candidates = [(max(self._virtual_time, self._finish.get(tenant, 0.0)), job.seq, job)
-                      for tenant, job, urgent in heads if urgent or not any_urgent]
-        start, _, job = min(candidates, key=lambda candidate: candidate[:2])
-        return job, start
+        """Among tenants' next jobs (only urgent ones while any is urgent): the earliest virtual start,
+        then the earliest arrival. One pass: this runs once per job in every rehearsal."""
+        best: tuple[float, int, HeldJob] | None = None
+        best_urgent = False
+        for tenant, backlog in self._backlogs.items():
+            job, urgent = backlog.head(now, self.standard_max_wait_s)
+            if best_urgent and not urgent:
+                continue
+            candidate = (max(self._virtual_time, self._finish.get(tenant, 0.0)), job.seq, job)
+            if best is None or (urgent and not best_urgent) or candidate[:2] < best[:2]:
+                best, best_urgent = candidate, urgent
+        return None if best is None else (best[2], best[0])
 
     def _weight(self, tenant_id: str) -> float:
         return max(self.weights.get(tenant_id, self.default_weight), 1e-6)
