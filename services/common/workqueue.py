@@ -80,7 +80,8 @@ async def _process(
 ) -> None:
     state.busy, state.current_job_id = True, message.header.get("Nats-Msg-Id", "") if message.header else ""
     state.job_started = time.monotonic()
-    await send_heartbeat(bus, queue, state)
+    with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
+        await send_heartbeat(bus, queue, state)
     heartbeat = asyncio.create_task(_heartbeat(message, queue.ack_wait_s / 3))
     completed = ""
     try:
