@@ -21,6 +21,8 @@ from services.ingest.scheduling.fair_queue import FairQueue
 ALWAYS_ANNOUNCED_POSITIONS = 10
 SIGNIFICANT_CHANGE = 0.1
 MIN_ETA_CHANGE_S = 5
+# Below this many held jobs a rehearsal takes a few milliseconds: not worth a thread.
+REHEARSE_INLINE_BELOW = 2000
 
 
 def estimate(queue: topology.WorkQueue, position: int, starts_in: float, workers: int,
@@ -57,8 +59,11 @@ class Announcer:
     async def announce_queue(self, queue: topology.WorkQueue, fair: FairQueue, workers: list[_Worker],
                              released_waiting: int, service: ServiceTimes, now: float) -> None:
         service_s = service.mean(queue.stream)
-        # CPU-bound for long queues (bench/scheduling.py): off the event loop, which serves the API.
-        order = await asyncio.to_thread(fair.dispatch_order, now, service_s / max(1, len(workers)))
+        seconds_per_dispatch = service_s / max(1, len(workers))
+        if len(fair) < REHEARSE_INLINE_BELOW:
+            order = fair.dispatch_order(now, seconds_per_dispatch)
+        else:  # CPU-bound for long queues (bench/scheduling.py): off the event loop, which serves the API
+            order = await asyncio.to_thread(fair.dispatch_order, now, seconds_per_dispatch)
         starts = start_times(workers, released_waiting, len(order), service_s)
         for position, (job, starts_in) in enumerate(zip(order, starts, strict=True)):
             await self.announce(job, estimate(queue, position, starts_in, len(workers), service))

@@ -90,7 +90,11 @@ class Dispatcher:
         ]
         try:
             while True:
-                await self._lead_or_follow()
+                try:
+                    await self._lead_or_follow()
+                except Exception:  # NATS hiccup or a race with a purge: never take the API down, retry
+                    log.exception("dispatcher tick failed; retrying")
+                    await asyncio.sleep(self.config.tick_s)
                 # Python 3.11's wait_for (inside every nats-py request) drops a cancellation that
                 # arrives as its reply does; the task still counts it, so stop here when asked.
                 if asyncio.current_task().cancelling():
@@ -178,7 +182,8 @@ class Dispatcher:
             await self.announcer.announce(job, estimate(queue, 0, 0.0, workers, self.service))
         job_id = job_type(queue).FromString(raw.data).job_id
         await self.bus.js.publish(queue.subject, raw.data, headers={"Nats-Msg-Id": job_id})
-        await self.bus.js.delete_msg(topology.PENDING_STREAM.name, raw.seq)
+        with contextlib.suppress(NotFoundError):  # a deletion or cancellation purged it meanwhile
+            await self.bus.js.delete_msg(topology.PENDING_STREAM.name, raw.seq)
         self.announcer.forget(job.order_id)
         log.info("released %s of tenant %s to %s", job_id, job.tenant_id, queue.stream)
         return True
