@@ -222,9 +222,12 @@ class StudioClient:
 
     async def create_order(
         self, subject_id: str, styles: Sequence[str], count: int, idempotency_key: str = "", timeout: float = 30,
+        tier: common_pb2.PriorityTier = common_pb2.PRIORITY_TIER_STANDARD,
     ) -> common_pb2.Order:
+        """tier: PRIORITY_TIER_EXPRESS is dispatched ahead of standard orders (docs/scheduling.md)."""
         request = studio_pb2.CreateOrderRequest(
-            subject_id=subject_id, styles=styles, count=count, idempotency_key=idempotency_key or f"auto-{uuid.uuid4()}"
+            subject_id=subject_id, styles=styles, count=count, tier=tier,
+            idempotency_key=idempotency_key or f"auto-{uuid.uuid4()}",
         )
         return (await self._unary(self.stub.CreateOrder, request, timeout)).order
 

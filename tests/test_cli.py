@@ -138,7 +138,7 @@ def test_demo_against_a_running_stack(stack: EmbeddedStack, tmp_path: Path) -> N
         (photos / photo.name).symlink_to(photo)
     run = subprocess.run(
         [*STUDIO, "demo", "--photos", str(photos), "--endpoint", stack.public_endpoint,
-         "--api-key-file", str(stack.paths.api_key_file), "--out", str(tmp_path / "out"), "--json"],
+         "--api-key-file", str(stack.paths.api_key_file), "--out", str(tmp_path / "out"), "--json", "--express"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "STUDIO_FACES_DIR": str(FACES_DIR)},
     )
     assert run.returncode == 0, run.stderr[-2000:]
@@ -150,3 +150,6 @@ def test_demo_against_a_running_stack(stack: EmbeddedStack, tmp_path: Path) -> N
     training = result["training"]
     assert training["final_loss"] > 0 and training["best_step"] >= 1
     assert all(point["step"] >= 1 for point in training["validation"])
+    # Position and ETA while queued: on stderr beside --json, and in the result.
+    assert "queued: position " in run.stderr and " ETA " in run.stderr
+    assert result["queued"][0]["stage"] == "training" and result["queued"][0]["eta_seconds"] > 0

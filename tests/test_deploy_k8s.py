@@ -146,6 +146,8 @@ PLANTED: dict[str, tuple[str, str, Plant]] = {
                        .update(consumer="trainers")),
     "wrong stream": ("custom-resources", "prod", lambda m: _trigger(m, "tritonserver")["metadata"]
                      .update(stream="TRAIN")),
+    "no trigger on the held backlog": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "trainer")
+                                      ["spec"]["triggers"].pop()),
     "renderer scaled to zero": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "renderer")["spec"]
                                 .update(minReplicaCount=0)),
     "min above max": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "trainer")["spec"]

@@ -11,7 +11,7 @@ from studio.v1 import common_pb2, studio_pb2
 
 from services.cli.client import PORTRAIT_CONSENT, StudioClient
 from services.cli.stack import EmbeddedStack
-from services.common.bus import TRAIN_QUEUE, Bus
+from services.common.bus import PENDING_STREAM, Bus
 from services.ingest.context import ensure_tenant
 from tests.fixtures_stack import faces
 
@@ -128,12 +128,12 @@ async def test_order_without_accepted_photos_queues_nothing(client: StudioClient
     await client.upload(subject.subject_id, [(faces("no_face")[0], REFERENCE)])
     bus = await Bus.connect(stack.nats.url, name="test")
     try:
-        queued_before = (await bus.js.stream_info(TRAIN_QUEUE.stream)).state.messages
+        queued_before = (await bus.js.stream_info(PENDING_STREAM.name)).state.messages
         details = await expect_status(
             grpc.StatusCode.FAILED_PRECONDITION, client.create_order(subject.subject_id, ["studio-frontal-soft"], 1)
         )
         assert "accepted photo" in details
-        assert (await bus.js.stream_info(TRAIN_QUEUE.stream)).state.messages == queued_before
+        assert (await bus.js.stream_info(PENDING_STREAM.name)).state.messages == queued_before
     finally:
         await bus.close()
 

@@ -4,7 +4,7 @@ them ship offline, so each field the cluster needs is checked here, with its cro
 from __future__ import annotations
 
 from deploy.k8s.manifests import Manifest, Problem, named, of_kind, ref, selector_matches
-from services.common.bus import RENDER_QUEUE, TRAIN_QUEUE, WorkQueue
+from services.common.bus import PENDING_STREAM, RENDER_QUEUE, TRAIN_QUEUE, WorkQueue, backlog_consumer
 
 # Which work queue scales which Deployment: the names must be bus.py's, or KEDA reads a lag of zero.
 SCALED_QUEUES: dict[str, WorkQueue] = {"trainer": TRAIN_QUEUE, "renderer": RENDER_QUEUE, "tritonserver": RENDER_QUEUE}
@@ -36,7 +36,27 @@ def scaled_object_problems(manifests: list[Manifest]) -> list[Problem]:
             problems.append(_problem(scaled, "no triggers"))
         for trigger in triggers:
             problems += _trigger_problems(manifests, scaled, target, trigger)
+        problems += _backlog_problems(scaled, target, triggers)
     return problems
+
+
+def _scaling_sources(queue: WorkQueue) -> set[tuple[str, str]]:
+    """The work queue itself (jobs waiting or running) and its held backlog in PENDING."""
+    return {(queue.stream, queue.durable), (PENDING_STREAM.name, backlog_consumer(queue).durable_name)}
+
+
+def _backlog_problems(scaled: Manifest, target: str | None, triggers: list) -> list[Problem]:
+    """The dispatcher keeps a work queue about as deep as its live workers, so its lag alone never
+    asks for more workers: the held backlog must be a trigger too."""
+    queue = SCALED_QUEUES.get(target or "")
+    if queue is None:
+        return []
+    backlog = (PENDING_STREAM.name, backlog_consumer(queue).durable_name)
+    sources = {((t.get("metadata") or {}).get("stream"), (t.get("metadata") or {}).get("consumer")) for t in triggers}
+    if backlog in sources:
+        return []
+    return [_problem(scaled, f"no trigger on the held backlog {backlog[0]}/{backlog[1]}: the work queue alone "
+                             "never grows past the live workers (services/ingest/scheduling/dispatcher.py)")]
 
 
 def _trigger_problems(manifests: list[Manifest], scaled: Manifest, target: str | None, trigger: Manifest) -> list:
@@ -45,7 +65,7 @@ def _trigger_problems(manifests: list[Manifest], scaled: Manifest, target: str |
     problems = []
     metadata = trigger.get("metadata") or {}
     queue = SCALED_QUEUES.get(target or "")
-    if queue and (metadata.get("stream"), metadata.get("consumer")) != (queue.stream, queue.durable):
+    if queue and (metadata.get("stream"), metadata.get("consumer")) not in _scaling_sources(queue):
         problems.append(_problem(scaled, f"scales on {metadata.get('stream')}/{metadata.get('consumer')}, but "
                                  f"{target} consumes {queue.stream}/{queue.durable} (services/common/bus.py)"))
     threshold = str(metadata.get("lagThreshold", ""))

@@ -33,6 +33,8 @@ class DemoResult:
     photo_set: dict = field(default_factory=dict)
     # The training run: final loss, best step and the validation curve (identity score per step).
     training: dict = field(default_factory=dict)
+    # Every position/ETA announcement while the order waited: position, eta_seconds, stage, workers.
+    queued: list[dict] = field(default_factory=list)
 
 
 def pick_photos(photos_dir: Path, headshot: Path | None) -> list[tuple[Path, int]]:
@@ -104,9 +106,10 @@ async def _job(client: StudioClient, args) -> DemoResult:
         "headshot_accepted": verdict.headshot_accepted, "problems": list(verdict.messages),
     }
     clock.lap("upload_and_check")
-    order = await client.create_order(subject.subject_id, args.styles, args.count)
+    tier = common_pb2.PRIORITY_TIER_EXPRESS if getattr(args, "express", False) else common_pb2.PRIORITY_TIER_STANDARD
+    order = await client.create_order(subject.subject_id, args.styles, args.count, tier=tier)
     result.order_id = order.order_id
-    result.training = await _watch(client, order.order_id, args, clock)
+    await _watch(client, order.order_id, args, clock, result)
     order = await client.get_order(order.order_id)
     result.state = common_pb2.OrderState.Name(order.state)
     out_dir = Path(args.out)
@@ -119,18 +122,23 @@ async def _job(client: StudioClient, args) -> DemoResult:
     return result
 
 
-async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch) -> dict:
+async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch, result: DemoResult) -> None:
     bar = tqdm(total=0, desc="queued", disable=args.json)
-    stage, training = "queue", {}
+    stage = "queue"
     async for response in client.watch(order_id):
         event = response.event
         kind = event.WhichOneof("kind")
-        if kind == "training":
+        if kind == "queued":
+            bar.set_postfix_str(queued_status(event.queued), refresh=False)
+            _note_queued(args, event.queued)
+            result.queued.append({"position": event.queued.position, "eta_seconds": event.queued.eta_seconds,
+                                  "stage": event.queued.stage, "workers": event.queued.workers})
+        elif kind == "training":
             stage = _switch(bar, clock, stage, "training", event.training.total_steps)
             bar.n = event.training.step
             bar.set_postfix_str(training_postfix(event.training), refresh=False)
         elif kind == "trained":
-            training = training_summary(event.trained)
+            result.training = training_summary(event.trained)
         elif kind == "rendering":
             stage = _switch(bar, clock, stage, "rendering", event.rendering.total)
             bar.n = event.rendering.rendered
@@ -140,7 +148,6 @@ async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch) ->
         bar.refresh()
     clock.lap(stage)
     bar.close()
-    return training
 
 
 def training_postfix(progress: events_pb2.TrainingProgress) -> str:
@@ -167,11 +174,29 @@ def _score(point: events_pb2.ValidationPoint) -> str:
     return f"{point.step}:" + ("unscored" if point.identity_score < 0 else f"{point.identity_score:.2f}")
 
 
+def queued_status(queued) -> str:
+    """'position 3, ETA 4m05s (training starts in 2m30s; 2 workers, 75.0 s per job)'."""
+    workers = f"{queued.workers} worker{'s' if queued.workers != 1 else ''}" if queued.workers else "no live worker yet"
+    return (f"position {queued.position}, ETA {_duration(queued.eta_seconds)} ({queued.stage or 'work'} starts in "
+            f"{_duration(queued.starts_in_seconds)}; {workers}, {queued.service_seconds:.1f} s per job)")
+
+
+def _duration(seconds: int) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _note_queued(args, queued) -> None:
+    if args.json:  # the bar is off: say it on stderr, where --json keeps notes
+        _note(args, "queued: " + queued_status(queued))
+
+
 def _switch(bar: tqdm, clock: Stopwatch, stage: str, new_stage: str, total: int) -> str:
     if stage != new_stage:
         clock.lap(stage)
         bar.reset(total=total)
         bar.set_description(new_stage)
+        bar.set_postfix_str("", refresh=False)
     return new_stage
 
 

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--base-model", help="base model for an embedded stack")
     demo.add_argument("--styles", nargs="+", default=["studio-frontal-soft"])
     demo.add_argument("--count", type=int, default=2, help="portraits per style")
+    demo.add_argument("--express", action="store_true", help="order in the express tier (scheduled first)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

@@ -74,7 +74,17 @@ DELETIONS_STREAM = StreamConfig(
     storage=StorageType.FILE,
     duplicate_window=600.0,
 )
-STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM, DELETIONS_STREAM)
+# Scheduling: jobs wait here, one message per job on pending_subject(...), until ingest's dispatcher
+# releases them into TRAIN/RENDER by weighted fair queuing as worker slots free up.
+PENDING_PREFIX = "studio.pending"
+PENDING_STREAM = StreamConfig(
+    name="PENDING",
+    subjects=[f"{PENDING_PREFIX}.>"],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    duplicate_window=600.0,
+)
+STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM, DELETIONS_STREAM, PENDING_STREAM)
 # Every service that holds subject data; the vault certifies a deletion once each has confirmed.
 PURGING_SERVICES = ("ingest", "faceqa", "trainer", "renderer")
 
@@ -104,6 +114,43 @@ class WorkQueue:
 TRAIN_QUEUE = WorkQueue("TRAIN", TRAIN_SUBJECT, "trainer",
                         ack_wait_s=float(os.environ.get("STUDIO_TRAIN_ACK_WAIT_S", "60")), max_deliver=5)
 RENDER_QUEUE = WorkQueue("RENDER", RENDER_SUBJECT, "renderer", ack_wait_s=60.0, max_deliver=5)
+WORK_QUEUES = (TRAIN_QUEUE, RENDER_QUEUE)
+
+
+def pending_subject(queue: WorkQueue, tier: str, tenant_id: str, subject_id: str, order_id: str) -> str:
+    """One job's place in PENDING: studio.pending.<queue>.<tier>.<tenant>.<subject>.<order>."""
+    tokens = (queue.stream, tier, tenant_id, subject_id, order_id)
+    if any(not token or any(c in token for c in ".*> \t") for token in tokens):
+        raise ValueError(f"cannot hold a job under {tokens}: ids must be non-empty NATS subject tokens")
+    return ".".join((PENDING_PREFIX, *tokens))
+
+
+def pending_of_subject(subject_id: str) -> str:
+    return f"{PENDING_PREFIX}.*.*.*.{subject_id}.*"
+
+
+def pending_of_order(order_id: str) -> str:
+    return f"{PENDING_PREFIX}.*.*.*.*.{order_id}"
+
+
+def backlog_consumer(queue: WorkQueue) -> ConsumerConfig:
+    """Never pulled: its lag is the queue's held backlog, which KEDA scales the workers on."""
+    return ConsumerConfig(
+        durable_name=f"{queue.durable}-backlog",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subject=f"{PENDING_PREFIX}.{queue.stream}.>",
+    )
+
+
+# Workers' WorkerHeartbeat messages, core NATS only (nothing stored): studio.workers.<queue stream>.
+WORKER_HEARTBEAT_PREFIX = "studio.workers"
+
+
+def worker_heartbeat_subject(queue: WorkQueue) -> str:
+    return f"{WORKER_HEARTBEAT_PREFIX}.{queue.stream}"
+
+
 # ingest keeps the order view (KV) up to date from the event stream.
 ORDER_VIEW_CONSUMER = ConsumerConfig(
     durable_name="ingest-order-view",
@@ -162,8 +209,11 @@ TENANT_USAGE_BUCKET = "studio_tenant_usage"
 # Listing index, newest first by key: `<tenant>.s.<created ms>.<subject>` and
 # `<tenant>.o.<created ms>.<subject>.<order>` (empty values). Purged with the subject.
 TENANT_INDEX_BUCKET = "studio_tenant_index"
+# The dispatcher's lease (one active instance) and measured service times per work queue.
+SCHEDULER_BUCKET = "studio_scheduler"
 BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
-           CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET)
+           CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET,
+           SCHEDULER_BUCKET)
 
 
 def order_events_subject(order_id: str) -> str:
@@ -192,8 +242,9 @@ class Bus:
         replicas = int(os.environ.get(REPLICAS_ENV, "1") or 1)
         for config in STREAMS:
             await self.js.add_stream(dataclasses.replace(config, num_replicas=replicas))
-        for queue in (TRAIN_QUEUE, RENDER_QUEUE):
+        for queue in WORK_QUEUES:
             await self.js.add_consumer(queue.stream, queue.consumer_config())
+            await self.js.add_consumer(PENDING_STREAM.name, backlog_consumer(queue))
         for service in PURGING_SERVICES:
             await self.js.add_consumer(DELETIONS_STREAM.name, purge_consumer(service))
         await self.js.add_consumer(DELETIONS_STREAM.name, VAULT_CONFIRMATIONS_CONSUMER)
@@ -301,6 +352,8 @@ class Bus:
         """Erase queued (or in-flight) jobs whose payload `matches`; a work queue holds few messages."""
         info = await self.js.stream_info(queue.stream)
         deleted = 0
+        if not info.state.messages:  # an empty stream reports sequence 0, which get_msg refuses
+            return 0
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             try:
                 message = await self.js.get_msg(queue.stream, seq)

@@ -2,25 +2,34 @@
 
 One job at a time per worker; in_progress heartbeats keep a live job from being redelivered; a job
 that raises is redelivered (a crashed or killed worker's job too, after ack_wait) until max_deliver,
-and then given up with a failure the caller publishes."""
+and then given up with a failure the caller publishes.
+
+Every worker also sends a WorkerHeartbeat (core NATS) every HEARTBEAT_S and when a job starts or
+ends: the scheduler counts live workers and measures service times from them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
-from studio.v1 import common_pb2
+from studio.v1 import common_pb2, events_pb2
 
-from services.common.bus import Bus, WorkQueue
+from services.common.bus import Bus, WorkQueue, worker_heartbeat_subject
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 5.0
+HEARTBEAT_S = float(os.environ.get("STUDIO_WORKER_HEARTBEAT_S", "2"))
+# Missing this many heartbeats in a row, a worker counts as gone.
+HEARTBEATS_MISSED_BEFORE_GONE = 3
 
 
 class PermanentJobError(Exception):
@@ -34,6 +43,9 @@ class WorkerState:
     current_job_id: str = ""
     jobs_completed: int = 0
     jobs_failed: int = 0
+    # Tells apart workers that share a host name (several in one pod or test process).
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    job_started: float = 0.0  # time.monotonic() when the current job started
 
     def as_status(self, device: str) -> common_pb2.WorkerStatus:
         return common_pb2.WorkerStatus(
@@ -50,20 +62,28 @@ async def run_worker(
     bus: Bus, queue: WorkQueue, handle: JobHandler, on_failure: FailureHandler, state: WorkerState
 ) -> None:
     subscription = await bus.pull(queue)
-    while True:
-        try:
-            messages = await subscription.fetch(1, timeout=5)
-        except TimeoutError:
-            continue
-        for message in messages:
-            await _process(message, queue, handle, on_failure, state)
+    presence = asyncio.create_task(_announce_presence(bus, queue, state))
+    try:
+        while True:
+            try:
+                messages = await subscription.fetch(1, timeout=5)
+            except TimeoutError:
+                continue
+            for message in messages:
+                await _process(bus, message, queue, handle, on_failure, state)
+    finally:
+        presence.cancel()
 
 
 async def _process(
-    message: Msg, queue: WorkQueue, handle: JobHandler, on_failure: FailureHandler, state: WorkerState
+    bus: Bus, message: Msg, queue: WorkQueue, handle: JobHandler, on_failure: FailureHandler, state: WorkerState
 ) -> None:
     state.busy, state.current_job_id = True, message.header.get("Nats-Msg-Id", "") if message.header else ""
+    state.job_started = time.monotonic()
+    with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
+        await send_heartbeat(bus, queue, state)
     heartbeat = asyncio.create_task(_heartbeat(message, queue.ack_wait_s / 3))
+    completed = ""
     try:
         await handle(message.data)
     except PermanentJobError as error:
@@ -80,11 +100,15 @@ async def _process(
     else:
         await message.ack_sync()
         state.jobs_completed += 1
+        completed = state.current_job_id
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
+        seconds = time.monotonic() - state.job_started
         state.busy, state.current_job_id = False, ""
+        with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
+            await send_heartbeat(bus, queue, state, completed_job_id=completed, completed_seconds=seconds)
 
 
 async def _give_up(message: Msg, on_failure: FailureHandler, state: WorkerState, reason: str) -> None:
@@ -97,3 +121,22 @@ async def _heartbeat(message: Msg, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         await message.in_progress()
+
+
+async def send_heartbeat(
+    bus: Bus, queue: WorkQueue, state: WorkerState, completed_job_id: str = "", completed_seconds: float = 0.0
+) -> None:
+    running = time.monotonic() - state.job_started if state.busy else 0.0
+    beat = events_pb2.WorkerHeartbeat(
+        worker_id=f"{state.worker_id}/{state.instance_id}", queue=queue.stream, busy=state.busy,
+        job_id=state.current_job_id, job_seconds=completed_seconds if completed_job_id else running,
+        completed_job_id=completed_job_id, expires_in_seconds=HEARTBEAT_S * HEARTBEATS_MISSED_BEFORE_GONE,
+    )
+    await bus.client.publish(worker_heartbeat_subject(queue), beat.SerializeToString())
+
+
+async def _announce_presence(bus: Bus, queue: WorkQueue, state: WorkerState) -> None:
+    while True:
+        with contextlib.suppress(Exception):  # NATS reconnecting: the next beat goes out when it is back
+            await send_heartbeat(bus, queue, state)
+        await asyncio.sleep(HEARTBEAT_S)

@@ -20,6 +20,7 @@ from services.ingest.context import IngestContext, ensure_tenant
 from services.ingest.order_view import project_order_events
 from services.ingest.public_tls import add_public_mtls_port
 from services.ingest.purge import purge_handler
+from services.ingest.scheduling.dispatcher import Dispatcher
 from services.ingest.server import StudioServicer
 from services.ingest.tenant_admin import TenantAdminServicer, operator_token_hash_from_env
 
@@ -50,6 +51,7 @@ async def main() -> None:
     try:
         await serve("ingest", settings.listen, settings.metrics_port, register, background=[
             lambda: project_order_events(bus),
+            Dispatcher(bus).run,
             PurgeListener(bus, "ingest", runtime.sealed, purge_handler(bus, runtime.sealed)).run,
         ])
     finally:

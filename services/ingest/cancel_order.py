@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 from studio.v1 import common_pb2, events_pb2, studio_pb2
 
+from services.common import bus as topology
 from services.common.cancellation import mark_cancelled
 from services.common.order_events import publish_order_event
 from services.ingest.context import IngestContext
@@ -30,6 +31,8 @@ async def cancel_order(
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"order already finished ({state})")
     reason = request.reason or "cancelled by the tenant"
     await mark_cancelled(ctx.bus, order.order_id, reason)
+    # A job still held for the scheduler goes now; a released one is dropped by its worker.
+    await ctx.bus.purge_subject(topology.PENDING_STREAM.name, topology.pending_of_order(order.order_id))
     await publish_order_event(
         ctx.bus, order.order_id, tenant.tenant_id, order.subject_id,
         failed=events_pb2.OrderFailed(stage=CANCELLED_STAGE, reason=reason),

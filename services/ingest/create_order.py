@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from studio.v1 import common_pb2, events_pb2, state_pb2, studio_pb2
 
 from services.common import bus as topology
+from services.common.holding import hold
 from services.common.objects import lora_key, new_id, portrait_key
 from services.common.styles import catalogue, unknown_styles
 from services.ingest import idempotency, quotas
@@ -30,6 +31,9 @@ def _order_problem(request: studio_pb2.CreateOrderRequest) -> str | None:
         return f"unknown style(s): {', '.join(unknown)}; known: {', '.join(sorted(catalogue()))}"
     if not 1 <= request.count <= MAX_PORTRAITS_PER_STYLE:
         return f"count must be 1..{MAX_PORTRAITS_PER_STYLE} portraits per style"
+    if request.tier not in common_pb2.PriorityTier.values():
+        known = ", ".join(common_pb2.PriorityTier.keys())
+        return f"unknown priority tier {request.tier}; known: {known}"
     return None
 
 
@@ -113,37 +117,26 @@ def _new_order(ctx: IngestContext, order_id: str, request: studio_pb2.CreateOrde
         order_id=order_id, subject_id=request.subject_id, styles=request.styles, count=request.count,
         state=common_pb2.ORDER_STATE_QUEUED, created_at=now, updated_at=now, base_model_id=ctx.base_model_id,
         progress_total=len(request.styles) * request.count,
+        tier=request.tier or common_pb2.PRIORITY_TIER_STANDARD,
     )
 
 
 async def _enqueue(
     ctx: IngestContext, tenant: state_pb2.TenantRecord, subject: state_pb2.SubjectRecord, order: common_pb2.Order
 ) -> None:
+    """Held for the scheduler, which announces the order's position and ETA (services/ingest/scheduling)."""
     tenant_id, subject_id = tenant.tenant_id, subject.subject.subject_id
     render = events_pb2.RenderJob(
         job_id=f"render-{order.order_id}", order_id=order.order_id, tenant_id=tenant_id, subject_id=subject_id,
         lora_key=lora_key(tenant_id, subject_id, ctx.base_model_id),
-        items=_render_items(ctx, tenant_id, order), visible_label=tenant.visible_label,
+        items=_render_items(ctx, tenant_id, order), visible_label=tenant.visible_label, tier=order.tier,
     )
     if ctx.base_model_id in subject.lora_keys:
-        await ctx.bus.publish(topology.RENDER_SUBJECT, render, msg_id=render.job_id)
-        position = await _pending(ctx, topology.RENDER_QUEUE)
-    else:
-        train = events_pb2.TrainJob(
-            job_id=f"train-{order.order_id}", order_id=order.order_id, tenant_id=tenant_id, subject_id=subject_id,
-            base_model_id=ctx.base_model_id, crop_keys=sorted(subject.crop_keys.values()),
-            steps=ctx.train_steps, seed=secrets.randbelow(2**31), lora_key=render.lora_key, render=render,
-        )
-        await ctx.bus.publish(topology.TRAIN_SUBJECT, train, msg_id=train.job_id)
-        position = await _pending(ctx, topology.TRAIN_QUEUE)
-    event = events_pb2.OrderEvent(
-        order_id=order.order_id, tenant_id=tenant_id, subject_id=subject_id,
-        queued=events_pb2.OrderQueued(position=position),
+        await hold(ctx.bus, topology.RENDER_QUEUE, render)
+        return
+    train = events_pb2.TrainJob(
+        job_id=f"train-{order.order_id}", order_id=order.order_id, tenant_id=tenant_id, subject_id=subject_id,
+        base_model_id=ctx.base_model_id, crop_keys=sorted(subject.crop_keys.values()),
+        steps=ctx.train_steps, seed=secrets.randbelow(2**31), lora_key=render.lora_key, render=render, tier=order.tier,
     )
-    event.at.GetCurrentTime()
-    await ctx.bus.publish(topology.order_events_subject(order.order_id), event)
-
-
-async def _pending(ctx: IngestContext, queue: topology.WorkQueue) -> int:
-    info = await ctx.bus.js.consumer_info(queue.stream, queue.durable)
-    return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+    await hold(ctx.bus, topology.TRAIN_QUEUE, train)

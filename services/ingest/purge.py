@@ -1,6 +1,7 @@
 """ingest's part of a deletion: the subject's photos, its order records and their event history,
 its KV views (upload progress, by client photo id, lives in the subject record), idempotency entries,
-listing-index entries, and its orders in the tenant's running-order quota. Exports keep no data."""
+listing-index entries, its orders in the tenant's running-order quota, and its jobs held for the scheduler
+(PENDING). Exports keep no data."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def purge_handler(bus: Bus, sealed: SealedStore):
             record = None  # never touch another tenant's record, whatever the id
         order_ids = list(record.order_ids) if record else []
         entries = list(record.idempotency_entries) if record else []
+        held_jobs = await bus.purge_subject(topology.PENDING_STREAM.name, topology.pending_of_subject(subject_id))
         events = 0
         for order_id in order_ids:
             events += await bus.purge_subject(topology.EVENTS_STREAM.name, topology.order_events_subject(order_id))
@@ -42,7 +44,7 @@ def purge_handler(bus: Bus, sealed: SealedStore):
         photos = await sealed.blobs.delete_prefix(subject_area(tenant_id, subject_id, "photos"))
         return {"photos": photos, "orders": len(order_ids), "order_events": events,
                 "idempotency_entries": len(entries), "subject_records": int(record is not None),
-                "index_entries": index_entries, "running_order_slots": running}
+                "index_entries": index_entries, "running_order_slots": running, "held_jobs": held_jobs}
 
     return purge
 

@@ -1,5 +1,5 @@
 """Trainer worker: TRAIN jobs → a LoRA trained on the subject's sealed crops → sealed LoRA →
-the order's render job on the RENDER queue.
+the order's render job, held for the scheduler (services/common/holding.py).
 
 Crash safety: every `checkpoint_every` steps the run's state is sealed to the object store and
 recorded in the job's TrainJobRecord; a redelivered job (its worker was killed) resumes from there.
@@ -27,6 +27,7 @@ from studio.v1 import events_pb2, faceqa_pb2_grpc, privacy_pb2, trainer_pb2
 from services.common import bus as topology
 from services.common.bus import Bus
 from services.common.cancellation import CancelWatch, order_cancelled
+from services.common.holding import hold
 from services.common.order_events import publish_order_event
 from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, WorkerState
@@ -160,8 +161,8 @@ class TrainerWorker:
         )
         await self.bus.publish(topology.order_events_subject(job.order_id), _event(job, trained=done),
                                msg_id=f"{job.job_id}.trained")
-        # The message id makes a redelivered training job's render job a duplicate NATS drops.
-        await self.bus.publish(topology.RENDER_SUBJECT, job.render, msg_id=job.render.job_id)
+        # Held for the scheduler; the job id makes a redelivered training job's render job a duplicate.
+        await hold(self.bus, topology.RENDER_QUEUE, _render_job_of(job))
         record = await self.jobs.record(job)
         record.state = State.TRAIN_JOB_STATE_DONE
         await self.jobs.save_record(record)
@@ -203,6 +204,17 @@ def compile_mode_from_env(value: str) -> str:
     if mode not in COMPILE_MODES:
         raise SystemExit(f"STUDIO_TRAIN_COMPILE={value!r}: use one of {', '.join(COMPILE_MODES)}")
     return mode
+
+
+def _render_job_of(job: events_pb2.TrainJob) -> events_pb2.RenderJob:
+    """The order's render job; ids and tier it leaves out are the training job's (same order)."""
+    render = events_pb2.RenderJob()
+    render.CopyFrom(job.render)
+    render.order_id = render.order_id or job.order_id
+    render.tenant_id = render.tenant_id or job.tenant_id
+    render.subject_id = render.subject_id or job.subject_id
+    render.tier = render.tier or job.tier
+    return render
 
 
 def _point(point) -> events_pb2.ValidationPoint:

@@ -37,6 +37,12 @@ class LabelCorner(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LABEL_CORNER_BOTTOM_LEFT: _ClassVar[LabelCorner]
     LABEL_CORNER_TOP_RIGHT: _ClassVar[LabelCorner]
     LABEL_CORNER_TOP_LEFT: _ClassVar[LabelCorner]
+
+class PriorityTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_TIER_UNSPECIFIED: _ClassVar[PriorityTier]
+    PRIORITY_TIER_STANDARD: _ClassVar[PriorityTier]
+    PRIORITY_TIER_EXPRESS: _ClassVar[PriorityTier]
 PHOTO_ROLE_UNSPECIFIED: PhotoRole
 PHOTO_ROLE_HEADSHOT: PhotoRole
 PHOTO_ROLE_REFERENCE: PhotoRole
@@ -53,6 +59,9 @@ LABEL_CORNER_BOTTOM_RIGHT: LabelCorner
 LABEL_CORNER_BOTTOM_LEFT: LabelCorner
 LABEL_CORNER_TOP_RIGHT: LabelCorner
 LABEL_CORNER_TOP_LEFT: LabelCorner
+PRIORITY_TIER_UNSPECIFIED: PriorityTier
+PRIORITY_TIER_STANDARD: PriorityTier
+PRIORITY_TIER_EXPRESS: PriorityTier
 
 class ConsentRecord(_message.Message):
     __slots__ = ("agreement_version", "scopes", "retention_days", "granted_at")
@@ -183,7 +192,7 @@ class Portrait(_message.Message):
     def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("order_id", "subject_id", "styles", "count", "state", "portraits", "failure_stage", "failure_reason", "created_at", "updated_at", "base_model_id", "progress_done", "progress_total")
+    __slots__ = ("order_id", "subject_id", "styles", "count", "state", "portraits", "failure_stage", "failure_reason", "created_at", "updated_at", "base_model_id", "progress_done", "progress_total", "tier")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     STYLES_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +206,7 @@ class Order(_message.Message):
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_DONE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     subject_id: str
     styles: _containers.RepeatedScalarFieldContainer[str]
@@ -210,7 +220,8 @@ class Order(_message.Message):
     base_model_id: str
     progress_done: int
     progress_total: int
-    def __init__(self, order_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., styles: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., state: _Optional[_Union[OrderState, str]] = ..., portraits: _Optional[_Iterable[_Union[Portrait, _Mapping]]] = ..., failure_stage: _Optional[str] = ..., failure_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., base_model_id: _Optional[str] = ..., progress_done: _Optional[int] = ..., progress_total: _Optional[int] = ...) -> None: ...
+    tier: PriorityTier
+    def __init__(self, order_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., styles: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., state: _Optional[_Union[OrderState, str]] = ..., portraits: _Optional[_Iterable[_Union[Portrait, _Mapping]]] = ..., failure_stage: _Optional[str] = ..., failure_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., base_model_id: _Optional[str] = ..., progress_done: _Optional[int] = ..., progress_total: _Optional[int] = ..., tier: _Optional[_Union[PriorityTier, str]] = ...) -> None: ...
 
 class WorkerStatus(_message.Message):
     __slots__ = ("worker_id", "busy", "current_job_id", "jobs_completed", "jobs_failed", "device")

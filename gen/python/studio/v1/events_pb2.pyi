@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainJob(_message.Message):
-    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "base_model_id", "crop_keys", "steps", "seed", "lora_key", "render")
+    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "base_model_id", "crop_keys", "steps", "seed", "lora_key", "render", "tier")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class TrainJob(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     LORA_KEY_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     order_id: str
     tenant_id: str
@@ -32,7 +33,8 @@ class TrainJob(_message.Message):
     seed: int
     lora_key: str
     render: RenderJob
-    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., crop_keys: _Optional[_Iterable[str]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., lora_key: _Optional[str] = ..., render: _Optional[_Union[RenderJob, _Mapping]] = ...) -> None: ...
+    tier: _common_pb2.PriorityTier
+    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., crop_keys: _Optional[_Iterable[str]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., lora_key: _Optional[str] = ..., render: _Optional[_Union[RenderJob, _Mapping]] = ..., tier: _Optional[_Union[_common_pb2.PriorityTier, str]] = ...) -> None: ...
 
 class RenderItem(_message.Message):
     __slots__ = ("portrait_id", "style", "prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "portrait_key")
@@ -59,7 +61,7 @@ class RenderItem(_message.Message):
     def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., portrait_key: _Optional[str] = ...) -> None: ...
 
 class RenderJob(_message.Message):
-    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "lora_key", "items", "visible_label")
+    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "lora_key", "items", "visible_label", "tier")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +69,7 @@ class RenderJob(_message.Message):
     LORA_KEY_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     VISIBLE_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     order_id: str
     tenant_id: str
@@ -74,15 +77,28 @@ class RenderJob(_message.Message):
     lora_key: str
     items: _containers.RepeatedCompositeFieldContainer[RenderItem]
     visible_label: _common_pb2.VisibleLabel
-    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RenderItem, _Mapping]]] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ...) -> None: ...
+    tier: _common_pb2.PriorityTier
+    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RenderItem, _Mapping]]] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ..., tier: _Optional[_Union[_common_pb2.PriorityTier, str]] = ...) -> None: ...
 
 class OrderQueued(_message.Message):
-    __slots__ = ("position", "eta_seconds")
+    __slots__ = ("position", "eta_seconds", "stage", "starts_in_seconds", "workers", "service_seconds", "expected_start_at", "expected_done_at")
     POSITION_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTS_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_START_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DONE_AT_FIELD_NUMBER: _ClassVar[int]
     position: int
     eta_seconds: int
-    def __init__(self, position: _Optional[int] = ..., eta_seconds: _Optional[int] = ...) -> None: ...
+    stage: str
+    starts_in_seconds: int
+    workers: int
+    service_seconds: float
+    expected_start_at: _timestamp_pb2.Timestamp
+    expected_done_at: _timestamp_pb2.Timestamp
+    def __init__(self, position: _Optional[int] = ..., eta_seconds: _Optional[int] = ..., stage: _Optional[str] = ..., starts_in_seconds: _Optional[int] = ..., workers: _Optional[int] = ..., service_seconds: _Optional[float] = ..., expected_start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_done_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TrainingProgress(_message.Message):
     __slots__ = ("step", "total_steps", "loss", "eta_seconds", "validation", "best_step", "resumed_from_step")
@@ -208,3 +224,21 @@ class DeletionConfirmed(_message.Message):
     destroyed: _containers.ScalarMap[str, int]
     confirmed_at: _timestamp_pb2.Timestamp
     def __init__(self, deletion_id: _Optional[str] = ..., service: _Optional[str] = ..., destroyed: _Optional[_Mapping[str, int]] = ..., confirmed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WorkerHeartbeat(_message.Message):
+    __slots__ = ("worker_id", "queue", "busy", "job_id", "job_seconds", "completed_job_id", "expires_in_seconds")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    queue: str
+    busy: bool
+    job_id: str
+    job_seconds: float
+    completed_job_id: str
+    expires_in_seconds: float
+    def __init__(self, worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., busy: _Optional[bool] = ..., job_id: _Optional[str] = ..., job_seconds: _Optional[float] = ..., completed_job_id: _Optional[str] = ..., expires_in_seconds: _Optional[float] = ...) -> None: ...

@@ -107,3 +107,21 @@ class IdempotencyEntry(_message.Message):
     request_sha256: str
     created_ms: int
     def __init__(self, resource_id: _Optional[str] = ..., request_sha256: _Optional[str] = ..., created_ms: _Optional[int] = ...) -> None: ...
+
+class SchedulerLease(_message.Message):
+    __slots__ = ("holder", "expires_at_ms")
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    holder: str
+    expires_at_ms: int
+    def __init__(self, holder: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class ServiceTime(_message.Message):
+    __slots__ = ("queue", "mean_seconds", "samples")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    mean_seconds: float
+    samples: int
+    def __init__(self, queue: _Optional[str] = ..., mean_seconds: _Optional[float] = ..., samples: _Optional[int] = ...) -> None: ...

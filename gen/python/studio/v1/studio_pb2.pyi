@@ -103,16 +103,18 @@ class UploadPhotosResponse(_message.Message):
     def __init__(self, photos: _Optional[_Iterable[_Union[PhotoSummary, _Mapping]]] = ..., set_verdict: _Optional[_Union[_common_pb2.SetVerdict, _Mapping]] = ...) -> None: ...
 
 class CreateOrderRequest(_message.Message):
-    __slots__ = ("subject_id", "styles", "count", "idempotency_key")
+    __slots__ = ("subject_id", "styles", "count", "idempotency_key", "tier")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     STYLES_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     styles: _containers.RepeatedScalarFieldContainer[str]
     count: int
     idempotency_key: str
-    def __init__(self, subject_id: _Optional[str] = ..., styles: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    tier: _common_pb2.PriorityTier
+    def __init__(self, subject_id: _Optional[str] = ..., styles: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.PriorityTier, str]] = ...) -> None: ...
 
 class CreateOrderResponse(_message.Message):
     __slots__ = ("order",)
