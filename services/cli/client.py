@@ -118,3 +118,7 @@ class StudioClient:
             if loop.time() > deadline:
                 raise TimeoutError(f"deletion {deletion_id} still waits for: {', '.join(deletion.waiting_for)}")
             await asyncio.sleep(poll_s)
+
+    async def list_styles(self, timeout_s: float = 10) -> list[studio_pb2.StylePreset]:
+        response = await self.stub.ListStyles(studio_pb2.ListStylesRequest(), metadata=self.metadata, timeout=timeout_s)
+        return list(response.styles)

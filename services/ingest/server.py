@@ -11,6 +11,7 @@ from services.ingest.create_subject import create_subject, get_subject
 from services.ingest.delete_subject import delete_subject, get_deletion, revoke_consent
 from services.ingest.download_portrait import download_portrait
 from services.ingest.get_order import get_order, watch_order
+from services.ingest.list_styles import list_styles
 from services.ingest.upload_photos import upload_photos
 
 
@@ -52,3 +53,6 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def CancelOrder(self, request, context):
         return await cancel_order(self.ctx, request, context)
+
+    async def ListStyles(self, request, context):
+        return await list_styles(self.ctx, request, context)

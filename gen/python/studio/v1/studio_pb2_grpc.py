@@ -91,6 +91,11 @@ class StudioStub:
                 request_serializer=studio_dot_v1_dot_studio__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_studio__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
+        self.ListStyles = channel.unary_unary(
+                '/studio.v1.Studio/ListStyles',
+                request_serializer=studio_dot_v1_dot_studio__pb2.ListStylesRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.ListStylesResponse.FromString,
+                _registered_method=True)
 
 
 class StudioServicer:
@@ -174,6 +179,13 @@ class StudioServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStyles(self, request, context):
+        """The style catalogue: every preset an order may name, with what it renders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudioServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +243,11 @@ def add_StudioServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=studio_dot_v1_dot_studio__pb2.CancelOrderRequest.FromString,
                     response_serializer=studio_dot_v1_dot_studio__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'ListStyles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStyles,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.ListStylesRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.ListStylesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -532,6 +549,33 @@ class Studio:
             '/studio.v1.Studio/CancelOrder',
             studio_dot_v1_dot_studio__pb2.CancelOrderRequest.SerializeToString,
             studio_dot_v1_dot_studio__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStyles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Studio/ListStyles',
+            studio_dot_v1_dot_studio__pb2.ListStylesRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.ListStylesResponse.FromString,
             options,
             channel_credentials,
             insecure,
