@@ -105,7 +105,7 @@ async def _enqueue(
     render = events_pb2.RenderJob(
         job_id=f"render-{order.order_id}", order_id=order.order_id, tenant_id=tenant_id, subject_id=subject_id,
         lora_key=lora_key(tenant_id, subject_id, ctx.base_model_id),
-        items=_render_items(ctx, tenant_id, order),
+        items=_render_items(ctx, tenant_id, order), crop_keys=sorted(subject.crop_keys.values()),
     )
     if ctx.base_model_id in subject.lora_keys:
         await ctx.bus.publish(topology.RENDER_SUBJECT, render, msg_id=render.job_id)

@@ -34,9 +34,10 @@ POLICY: dict[str, ServicePolicy] = {
     "trainer": ServicePolicy(frozenset({
         Purpose.KEY_PURPOSE_DECRYPT_CROP, Purpose.KEY_PURPOSE_ENCRYPT_LORA, Purpose.KEY_PURPOSE_TRAINER_CHECKPOINT,
     })),
-    "renderer": ServicePolicy(
-        frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT})
-    ),
+    # Crops: the reference identity the renderer ranks its candidates against.
+    "renderer": ServicePolicy(frozenset({
+        Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT, Purpose.KEY_PURPOSE_DECRYPT_CROP,
+    })),
     # The operator's CLI: no data key, no consent, ever.
     "operator": ServicePolicy(frozenset(), may_read_consent=False, may_administer=True),
 }
