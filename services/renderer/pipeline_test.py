@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from services.common.styles import SCHEDULERS
 from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
 from services.renderer.pipeline import (
+    SCHEDULER_CLASSES,
+    BatchItem,
     PortraitRenderer,
     RenderInputError,
     RenderParams,
@@ -97,7 +101,7 @@ def test_adapter_from_bytes_matches_diffusers_file_loading(
     (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(lora)
     reference = PortraitRenderer(load_pipeline(base_model))
     reference.pipe.load_lora_weights(tmp_path, adapter_name="reference")
-    expected = reference._run_pipeline(TINY_PARAMS)
+    [expected] = reference._run_pipeline([TINY_PARAMS])
 
     with_adapter = renderer.render(TINY_PARAMS, "subject-1", lora)
     assert np.array_equal(with_adapter, expected)
@@ -144,3 +148,30 @@ def test_adapter_for_another_model_is_rejected(renderer: PortraitRenderer, lora:
     with pytest.raises(RenderInputError, match="adapter"):
         renderer.render(TINY_PARAMS, "wrong-shapes", save(wrong_shapes))
     assert "wrong-shapes" not in renderer.loaded_adapter_ids
+
+
+def test_a_mixed_batch_gives_each_item_its_own_adapter_and_refuses_bad_items_alone(
+    renderer: PortraitRenderer, base_model: Path, lora: bytes
+) -> None:
+    other = make_lora(base_model, seed=31)
+    second = RenderParams(prompt="another portrait", seed=8, steps=2, guidance=5.0, width=64, height=64)
+    items = [BatchItem(TINY_PARAMS, "a", lora), BatchItem(TINY_PARAMS, "b", other), BatchItem(second, "a", lora),
+             BatchItem(RenderParams(prompt="x", width=60), "a", lora), BatchItem(TINY_PARAMS, "c", b"junk")]
+    first_a, first_b, second_a, too_narrow, junk = renderer.render_batch(items)
+    assert isinstance(too_narrow, RenderInputError) and "width must be a multiple of 8" in str(too_narrow)
+    assert isinstance(junk, RenderInputError) and "not a safetensors file" in str(junk)
+    # Batched with others, an image may differ from its solo render by float rounding, no more.
+    solo = [(TINY_PARAMS, "a", lora), (TINY_PARAMS, "b", other), (second, "a", lora)]
+    for image, (params, adapter_id, adapter) in zip((first_a, first_b, second_a), solo, strict=True):
+        alone = renderer.render(params, adapter_id, adapter)
+        assert np.abs(image.astype(int) - alone.astype(int)).max() <= 8
+    assert np.abs(first_a.astype(int) - first_b.astype(int)).mean() > 5
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpmpp-2m", "euler", "euler-a", "unipc"])
+def test_every_catalogue_scheduler_renders_and_changes_the_image(renderer: PortraitRenderer, scheduler: str) -> None:
+    image = renderer.render(dataclasses.replace(TINY_PARAMS, scheduler=scheduler))
+    assert image.shape == (64, 64, 3)
+    assert set(SCHEDULER_CLASSES) == set(SCHEDULERS)
+    with pytest.raises(RenderInputError, match="unknown scheduler 'warp'"):
+        renderer.render(dataclasses.replace(TINY_PARAMS, scheduler="warp"))
