@@ -10,9 +10,11 @@ from services.common.objects import subject_area
 from services.common.vault_client import SealedStore
 from services.renderer.triton_client import RenderRequest
 
+RECORDS_FILE = "render-records.pb"
+
 
 def records_key(tenant_id: str, subject_id: str, order_id: str) -> str:
-    return f"{subject_area(tenant_id, subject_id, 'orders')}{order_id}/render-records.pb"
+    return f"{subject_area(tenant_id, subject_id, 'orders')}{order_id}/{RECORDS_FILE}"
 
 
 def request_for(record: events_pb2.RenderRecord, adapter: bytes) -> RenderRequest:
