@@ -22,6 +22,8 @@ import numpy as np
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
 ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
+COMPILE_ENV = "STUDIO_RENDER_COMPILE"
+COMPILE_MODES = {"": None, "compile": "max-autotune-no-cudagraphs", "cuda-graphs": "reduce-overhead"}
 DEFAULT_ADAPTER_CACHE_SIZE = 8
 MAX_STEPS = 100
 MAX_SIDE = 2048
@@ -88,11 +90,14 @@ def pick_device_and_dtype():
     return torch.device("cpu"), torch.float32
 
 
-def load_pipeline(base_model: Path):
-    from diffusers import StableDiffusionPipeline
+def load_pipeline(base_model: Path, compile_mode: str | None = None):
+    """The base model's pipeline (SD1.5 or SDXL family, by its model_index.json) on the best device.
+    compile_mode (default: env STUDIO_RENDER_COMPILE): "" eager, "compile" torch.compile of the UNet,
+    "cuda-graphs" the same with CUDA graphs (torch.compile mode reduce-overhead)."""
+    from diffusers import DiffusionPipeline
 
     device, dtype = pick_device_and_dtype()
-    pipe = StableDiffusionPipeline.from_pretrained(
+    pipe = DiffusionPipeline.from_pretrained(
         str(base_model),
         dtype=dtype,
         safety_checker=None,
@@ -100,7 +105,18 @@ def load_pipeline(base_model: Path):
         local_files_only=True,
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    compile_unet(pipe, os.environ.get(COMPILE_ENV, "") if compile_mode is None else compile_mode)
+    return pipe
+
+
+def compile_unet(pipe, mode: str) -> None:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
+    if mode:
+        import torch
+
+        pipe.unet = torch.compile(pipe.unet, mode=COMPILE_MODES[mode])
 
 
 def adapter_metadata(adapter: bytes) -> dict | None:

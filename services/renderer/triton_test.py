@@ -16,7 +16,7 @@ from services.common.launchers.process import ProcessStartError, free_port
 from services.common.launchers.triton import TritonServer, start_triton
 from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
 from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
-from services.renderer.pipeline_test import make_lora
+from services.renderer.random_lora import make_lora
 from services.renderer.triton_client import (
     RenderRejected,
     RenderRequest,
