@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.train_real_size import peak_for, unet_config
+from bench.train_real_size import peak_for, run_child, unet_config
 from services.common.machine import describe_machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -137,19 +135,6 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     return {"images_per_s": batch / seconds, "flops_per_image": flops, "warmup_s": warmup_s}
 
 
-def run_child(args: list[str], timeout_s: float) -> dict:
-    command = [sys.executable, str(REPO_ROOT / "bench" / "render.py"), "--child", *args]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=max(timeout_s, 1), cwd=REPO_ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"time box of {timeout_s:.0f} s reached"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return {"error": f"exit {done.returncode}: {' | '.join(tail)}"}
-    return json.loads(lines[-1])
-
-
 def child(argv: list[str]) -> None:
     folder, model, mode, batch, steps, device, lora = argv[:7]
     result = measure_in_process(Path(folder), model, mode, int(batch), int(steps), device, "--tiny-shapes" in argv,
@@ -216,7 +201,7 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
                 continue
             if path == "in-process":
                 child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
-                row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * 0.4)
+                row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * 0.4, "render.py")
                 flops = row.get("flops_per_image") or flops
             else:
                 row = asyncio.run(measure_triton(folder, work, model, mode, batch, steps, args.tiny_shapes,
