@@ -57,7 +57,8 @@ def build_random_pipeline(model: str, tiny: bool, device: str):
     torch.manual_seed(0)
     tokenizer = CLIPTokenizer(vocab=tiny_vocabulary(), merges=[], model_max_length=77)
     channels = VAE_CHANNELS[tiny]
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1)
     with torch.device(device):
         unet = UNet2DConditionModel(**unet_config(model, tiny))
         vae = AutoencoderKL(block_out_channels=channels, latent_channels=4, layers_per_block=2,

@@ -12,7 +12,13 @@ from PIL import Image
 from studio.v1 import faceqa_pb2, faceqa_pb2_grpc
 
 from services.cli.stack import EmbeddedStack
-from services.common.identity_scoring import IMAGE_SIDE, IdentityClient, encode_for_scoring, score_from_distance
+from services.common.identity_scoring import (
+    IMAGE_SIDE,
+    IdentityClient,
+    IdentityRefused,
+    encode_for_scoring,
+    score_from_distance,
+)
 from services.renderer.ranking import Candidate, rank
 from tests.fixtures_stack import faces
 
@@ -55,3 +61,11 @@ async def test_ranking_keeps_at_most_the_ordered_count(stack: EmbeddedStack) -> 
     async with grpc.aio.insecure_channel(stack.addresses["faceqa"]) as channel:
         kept = await rank(IdentityClient(faceqa_pb2_grpc.FaceQAStub(channel), [Image.open(lisa[0])]), candidates, 1)
     assert len(kept) == 1 and kept[0].score == max(c.score for c in candidates)
+
+
+async def test_a_reference_without_a_face_is_refused_not_waited_on(stack: EmbeddedStack) -> None:
+    nobody = Image.open(faces("no_face")[1]).convert("RGB")
+    candidates = [Candidate(seed=1, image=photo(faces("lisa")[0]))]
+    async with grpc.aio.insecure_channel(stack.addresses["faceqa"]) as channel:
+        with pytest.raises(IdentityRefused, match="INVALID_ARGUMENT: no face found in any reference"):
+            await rank(IdentityClient(faceqa_pb2_grpc.FaceQAStub(channel), [nobody]), candidates, 1)

@@ -7,7 +7,7 @@ instead (no re-detection). The consensus is kept in memory only, never written a
 
 faceqa unreachable (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED): up to `attempts` tries with a
 growing pause, then None (the caller decides: the trainer leaves a point unscored, the renderer
-waits and tries again); any other refusal is not retried.
+waits and tries again); any other refusal (e.g. no face in any reference) raises IdentityRefused.
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ def reference_images(crops: Sequence[Image.Image]) -> list[bytes]:
     return [encode_for_scoring(crop, REFERENCE_SIDE) for crop in list(crops)[::stride][:MAX_REFERENCES]]
 
 
+class IdentityRefused(RuntimeError):
+    """faceqa refused the request (not a transient fault): asking again will not help."""
+
+
 class IdentityClient:
     """Scores images against one subject's reference (their crops, then faceqa's consensus)."""
 
@@ -67,7 +71,8 @@ class IdentityClient:
         self._reference: faceqa_pb2.FaceEmbedding | None = None
 
     async def score_encoded(self, images: list[bytes]) -> faceqa_pb2.ScoreIdentityResponse | None:
-        """faceqa's answer for the encoded images, or None when it could not be reached."""
+        """faceqa's answer for the encoded images, or None when it could not be reached;
+        IdentityRefused when it refused them."""
         response = await self._call(images)
         if response is not None:
             self._reference = response.reference
@@ -84,7 +89,10 @@ class IdentityClient:
             try:
                 return await self.stub.ScoreIdentity(request, timeout=CALL_TIMEOUT_S)
             except grpc.aio.AioRpcError as error:
-                retry = error.code() in RETRYABLE and attempt < self.attempts
+                if error.code() not in RETRYABLE:
+                    raise IdentityRefused(f"faceqa refused ScoreIdentity: {error.code().name}: "
+                                          f"{error.details()}") from error
+                retry = attempt < self.attempts
                 log.warning("faceqa ScoreIdentity failed (%s, try %d of %d)%s", error.code().name, attempt,
                             self.attempts, "; retrying" if retry else "; giving up for now")
                 if not retry:

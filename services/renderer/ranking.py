@@ -22,10 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from prometheus_client import Counter
 
 from services.common.identity_scoring import IMAGE_SIDE, IdentityClient, encode_for_scoring, score_from_distance
 
 log = logging.getLogger(__name__)
+CANDIDATES = Counter("studio_renderer_candidates_total", "Ranked render candidates by outcome", ["outcome"])
 
 RANKING_ENV = "STUDIO_RENDER_RANKING"
 CANDIDATE_FACTOR_ENV = "STUDIO_RENDER_CANDIDATE_FACTOR"
@@ -122,4 +124,8 @@ async def rank(identity: IdentityClient, candidates: list[Candidate], keep: int)
     dropped = len(candidates) - len(likenesses)
     if dropped:
         log.info("ranking dropped %d of %d candidates (no face or not the subject)", dropped, len(candidates))
-    return sorted(likenesses, key=lambda c: c.score, reverse=True)[:keep]
+    kept = sorted(likenesses, key=lambda c: c.score, reverse=True)[:keep]
+    CANDIDATES.labels("dropped").inc(dropped)
+    CANDIDATES.labels("delivered").inc(len(kept))
+    CANDIDATES.labels("outranked").inc(len(likenesses) - len(kept))
+    return kept

@@ -19,7 +19,7 @@ from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2
 from services.common.blobstore import BlobNotFound
 from services.common.bus import Bus
 from services.common.cancellation import order_cancelled
-from services.common.identity_scoring import IdentityClient
+from services.common.identity_scoring import IdentityClient, IdentityRefused
 from services.common.lora_file import require_base_model
 from services.common.order_events import publish_order_event
 from services.common.styles import StylePreset, catalogue
@@ -133,7 +133,10 @@ class RenderWorker:
         seeds = candidate_seeds([item.seed for item in items], self.ranking.candidates_for(len(items)))
         requests = {seed: self._request(ctx, preset, items[0], seed) for seed in seeds}
         candidates = await self._render_all(list(requests.values()))
-        chosen = await rank(ctx.identity, candidates, len(items)) if ctx.identity else candidates[: len(items)]
+        try:
+            chosen = await rank(ctx.identity, candidates, len(items)) if ctx.identity else candidates[: len(items)]
+        except IdentityRefused as error:  # e.g. no face in any of the subject's crops
+            raise PermanentJobError(f"candidates cannot be ranked: {error}") from error
         for item, candidate in zip(items, chosen, strict=False):
             await self._deliver(ctx, item, candidate, requests[candidate.seed])
 

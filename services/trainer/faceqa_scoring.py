@@ -8,6 +8,7 @@ Validation must never fail a training job.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from PIL import Image
@@ -18,11 +19,13 @@ from services.common.identity_scoring import (
     FIRST_PAUSE_S,
     IMAGE_SIDE,
     IdentityClient,
+    IdentityRefused,
     encode_for_scoring,
     reference_images,
     score_from_distance,
 )
 
+log = logging.getLogger(__name__)
 __all__ = ["IMAGE_SIDE", "FaceQAScorer", "encode_for_scoring", "reference_images"]
 VALIDATIONS = Counter("studio_trainer_validation_scores_total", "Validation points by outcome", ["outcome"])
 
@@ -42,7 +45,11 @@ class FaceQAScorer:
         return scores
 
     async def score_encoded(self, images: list[bytes]) -> list[float] | None:
-        response = await self.client.score_encoded(images)
+        try:
+            response = await self.client.score_encoded(images)
+        except IdentityRefused as error:
+            log.warning("%s; this validation point stays unscored", error)
+            return None
         if response is None:
             return None
         return [score_from_distance(s.distance) if s.face_found else 0.0 for s in response.scores]
