@@ -221,7 +221,7 @@ def _row_line(row: dict) -> str:
     if "error" in row:
         return f"{head}  {row['error']}"
     utilisation = f" = {row['utilisation']:6.1%} of bf16 peak" if row.get("utilisation") else ""
-    tflops = f" {row['tflops']:7.1f} TFLOP/s{utilisation}" if "tflops" in row else ""
+    tflops = f" {row['tflops']:8.3g} TFLOP/s{utilisation}" if "tflops" in row else ""
     return f"{head}  {row['images_per_s']:7.2f} img/s{tflops} (warm-up {row['warmup_s']:.0f} s)"
 
 

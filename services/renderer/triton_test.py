@@ -90,6 +90,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
 
 async def test_render_without_adapter_is_a_uint8_image(triton: TritonServer) -> None:
     assert await triton_ready(triton.grpc_url)
+    assert "adapter cache 8" in triton.process.log_tail(400)  # config.pbtxt's adapter_cache_size
     image = await render_via_triton(triton.grpc_url, BASE_REQUEST)
     assert image.dtype == np.uint8
     assert image.shape == (TINY_RESOLUTION, TINY_RESOLUTION, 3)
