@@ -30,13 +30,14 @@ VAE_CHANNELS = {False: [128, 256, 512, 512], True: [16, 16, 32, 32]}
 PROMPT = "half-body portrait photo of sks person, soft studio lighting"
 
 
-def _text_encoder(kind: str, vocab: int, with_projection: bool, projection_dim: int):
+def _text_encoder(kind: str, tokenizer, with_projection: bool, projection_dim: int):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     hidden, intermediate, layers, heads = TEXT_SIZES[kind]
-    config = CLIPTextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
                             num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
-                            projection_dim=projection_dim)
+                            projection_dim=projection_dim, bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
@@ -64,12 +65,12 @@ def build_random_pipeline(model: str, tiny: bool, device: str):
         vae = AutoencoderKL(block_out_channels=channels, latent_channels=4, layers_per_block=2,
                             norm_num_groups=min(32, channels[0]),
                             down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
-        first = _text_encoder("tiny-1" if tiny else "clip-l", len(tokenizer), False, 32 if tiny else 768)
+        first = _text_encoder("tiny-1" if tiny else "clip-l", tokenizer, False, 32 if tiny else 768)
         if model == "sd15":
             return StableDiffusionPipeline(vae=vae, text_encoder=first, tokenizer=tokenizer, unet=unet,
                                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                            requires_safety_checker=False)
-        second = _text_encoder("tiny-2" if tiny else "clip-g", len(tokenizer), True, 32 if tiny else 1280)
+        second = _text_encoder("tiny-2" if tiny else "clip-g", tokenizer, True, 32 if tiny else 1280)
     return StableDiffusionXLPipeline(vae=vae, text_encoder=first, text_encoder_2=second, tokenizer=tokenizer,
                                      tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
 

@@ -9,13 +9,19 @@ root comes from STUDIO_REPO_ROOT (set by services.common.launchers.triton).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import locale
 import os
 import sys
 import traceback
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+# The stub's interpreter starts in the C locale (ASCII): torch.compile then fails to read its UTF-8 files.
+with contextlib.suppress(locale.Error):
+    locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
 
 _REPO_ROOT = os.environ.get("STUDIO_REPO_ROOT")
 if _REPO_ROOT and _REPO_ROOT not in sys.path:
