@@ -15,17 +15,20 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
-from studio.v1 import common_pb2, privacy_pb2
+from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2, state_pb2
 
 from services.cli.client import StudioClient
 from services.cli.stack import REPO_ROOT, EmbeddedStack
 from services.common.blobstore import open_blob_store
+from services.common.bus import SUBJECTS_BUCKET, Bus
 from services.common.styles import catalogue
 from services.common.vault_client import SealedStore, VaultClient
+from services.common.workqueue import PermanentJobError, WorkerState
 from services.ingest.create_order import MAX_PORTRAITS_PER_STYLE
-from services.renderer.ranking import UNSCORED
+from services.renderer.ranking import CANDIDATES, UNSCORED, RankingSettings
 from services.renderer.records import load_records, request_for
 from services.renderer.triton_client import render_via_triton, triton_ready
+from services.renderer.worker import RenderWorker
 from tests.fixtures_stack import faces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -137,25 +140,54 @@ async def test_triton_killed_mid_job_the_job_completes_after_restart(
         pytest.skip("needs a subject with a LoRA")
     styles, count = list(catalogue())[:2], 4
     order = await client.create_order(shared["subject"], styles, count)
-    kinds, killed_at_progress = [], None
-    triton = stack.triton.process
+    triton, killed_at_progress = stack.triton.process, None
     try:
         async for response in client.watch(order.order_id, timeout_s=600):
-            kind = response.event.WhichOneof("kind")
-            kinds.append(kind)
-            if kind == "rendering" and killed_at_progress is None:
+            if response.event.WhichOneof("kind") == "rendering":
                 triton.kill()
                 killed_at_progress = response.event.rendering.rendered
-                await asyncio.sleep(3)  # the job is stuck now: Triton is gone
-                assert (await client.get_order(order.order_id)).state == common_pb2.ORDER_STATE_RENDERING
-                triton.restart()
-                await triton.wait_ready(lambda: triton_ready(stack.triton.grpc_url), timeout=300)
+                break
+        # Restarted once no stream is open: forking a child while a gRPC stream is active can crash it.
+        await asyncio.sleep(3)  # the job is stuck now: Triton is gone
+        assert (await client.get_order(order.order_id)).state == common_pb2.ORDER_STATE_RENDERING
     finally:
-        if not triton.is_running():
-            triton.restart()
-            await triton.wait_ready(lambda: triton_ready(stack.triton.grpc_url), timeout=300)
+        triton.restart()
+        await triton.wait_ready(lambda: triton_ready(stack.triton.grpc_url), timeout=300)
+    kinds = await event_kinds(client, order.order_id)
     assert killed_at_progress is not None and killed_at_progress < len(styles) * count
     assert kinds[-1] == "done" and "failed" not in kinds
     done = await client.get_order(order.order_id)
     assert done.state == common_pb2.ORDER_STATE_DONE and len(done.portraits) == len(styles) * count
     await check_own_adapter(client, stack, shared["subject"], order.order_id)
+
+
+async def test_identity_ranking_renders_extra_candidates_and_drops_faceless_ones(
+    stack: EmbeddedStack, shared: dict
+) -> None:
+    """The worker in identity mode against the stack's Triton, vault and faceqa: the tiny model draws
+    no face, so every candidate (factor x N of them) is dropped and the job fails for good."""
+    if "subject" not in shared:
+        pytest.skip("needs a subject with a LoRA")
+    bus = await Bus.connect(stack.nats.url, name="identity-ranking-test")
+    sealed = await sealed_as(stack, "renderer")
+    channel = grpc.aio.insecure_channel(stack.addresses["faceqa"])
+    try:
+        subject = await bus.kv_get(SUBJECTS_BUCKET, shared["subject"], state_pb2.SubjectRecord)
+        [lora_key] = subject.lora_keys.values()
+        items = [events_pb2.RenderItem(portrait_id=f"p{i}", style="studio-frontal-soft", seed=i, steps=2, width=64,
+                                       height=80, portrait_key=f"x/identity-test/p{i}.png") for i in range(2)]
+        job = events_pb2.RenderJob(job_id="render-identity-test", order_id="order_identity_test", tenant_id="default",
+                                   subject_id=shared["subject"], lora_key=lora_key, items=items,
+                                   crop_keys=sorted(subject.crop_keys.values()))
+        worker = RenderWorker(bus=bus, sealed=sealed, triton_url=stack.triton.grpc_url, state=WorkerState(),
+                              ranking=RankingSettings(candidate_factor=2.0),
+                              faceqa=faceqa_pb2_grpc.FaceQAStub(channel))
+        dropped_before = CANDIDATES.labels("dropped")._value.get()
+        with pytest.raises(PermanentJobError, match="no rendered candidate showed the subject's face"):
+            await asyncio.wait_for(worker.handle(job.SerializeToString()), timeout=300)
+        assert CANDIDATES.labels("dropped")._value.get() - dropped_before == 4  # 2 ordered x factor 2
+        assert not (stack.data_dir / "blobs" / "x" / "identity-test").exists()  # nothing delivered
+    finally:
+        await channel.close()
+        await sealed.vault.close()
+        await bus.close()

@@ -45,7 +45,7 @@ async def test_every_service_and_purpose(vault: Running) -> None:  # noqa: F811
                 assert service in details and P.Name(purpose) in details
                 denied += 1
     rows = [row for row in audit_rows(vault.data_dir) if row[3] == "GetDataKey"]
-    assert sum(1 for row in rows if row[7] == "DENIED_POLICY") == denied == 9 * 5 - 9
+    assert sum(1 for row in rows if row[7] == "DENIED_POLICY") == denied == 9 * 5 - 10
     assert {(row[2], row[6]) for row in rows if row[7] == "ALLOWED"} == {
         (service, P.Name(purpose)) for service, purposes in EXPECTED_PURPOSES.items() for purpose in purposes
     }
