@@ -80,7 +80,7 @@ def write_random_model(model: str, tiny: bool, device: str, out_dir: Path) -> Pa
 
     pipe = build_random_pipeline(model, tiny, device)
     if device == "cuda":
-        pipe = pipe.to(torch.bfloat16)
+        pipe = pipe.to(torch.bfloat16)  # half the bytes to write; loaded in the run's dtype
     pipe.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
@@ -170,12 +170,18 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
 
 
 def real_size(args) -> list[dict]:
+    import os
+
     import torch
+
+    dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
+    os.environ["STUDIO_RENDER_DTYPE"] = dtype  # the children and Triton inherit it
 
     deadline = time.monotonic() + args.budget_s
     steps = args.steps or 25
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else ""
-    print(f"# {describe_machine(with_torch=True)}; {steps} steps; bf16 peak {peak_for(gpu) or 'unknown'} TFLOP/s")
+    peak = peak_for(gpu) or "unknown"
+    print(f"# {describe_machine(with_torch=True)}; {dtype}, {steps} steps; bf16 dense peak {peak} TFLOP/s")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)

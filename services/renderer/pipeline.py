@@ -23,6 +23,8 @@ import numpy as np
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
 ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
 COMPILE_ENV = "STUDIO_RENDER_COMPILE"
+DTYPE_ENV = "STUDIO_RENDER_DTYPE"
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 COMPILE_MODES = {"": None, "compile": "max-autotune-no-cudagraphs", "cuda-graphs": "reduce-overhead"}
 DEFAULT_ADAPTER_CACHE_SIZE = 8
 MAX_STEPS = 100
@@ -82,12 +84,16 @@ class BatchItem:
 
 
 def pick_device_and_dtype():
+    """CUDA in bf16 (fp16 where bf16 is missing), else the CPU in fp32; STUDIO_RENDER_DTYPE overrides."""
     import torch
 
+    chosen = os.environ.get(DTYPE_ENV, "")
+    if chosen and chosen not in DTYPES:
+        raise ValueError(f"{DTYPE_ENV} must be one of {', '.join(DTYPES)}, got '{chosen}'")
     if torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.device("cuda"), dtype
-    return torch.device("cpu"), torch.float32
+        default = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.device("cuda"), getattr(torch, DTYPES[chosen]) if chosen else default
+    return torch.device("cpu"), getattr(torch, DTYPES[chosen]) if chosen else torch.float32
 
 
 def load_pipeline(base_model: Path, compile_mode: str | None = None):
