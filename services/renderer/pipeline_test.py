@@ -18,7 +18,9 @@ from services.renderer.pipeline import (
     RenderInputError,
     RenderParams,
     adapter_metadata,
+    compile_unet,
     load_pipeline,
+    pick_device_and_dtype,
 )
 from services.renderer.random_lora import make_lora
 
@@ -144,3 +146,15 @@ def test_every_catalogue_scheduler_renders_and_changes_the_image(renderer: Portr
     assert set(SCHEDULER_CLASSES) == set(SCHEDULERS)
     with pytest.raises(RenderInputError, match="unknown scheduler 'warp'"):
         renderer.render(dataclasses.replace(TINY_PARAMS, scheduler="warp"))
+
+
+def test_dtype_and_compile_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setenv("STUDIO_RENDER_DTYPE", "bf16")
+    assert pick_device_and_dtype()[1] == torch.bfloat16
+    monkeypatch.setenv("STUDIO_RENDER_DTYPE", "fp64")
+    with pytest.raises(ValueError, match="STUDIO_RENDER_DTYPE must be one of bf16, fp16, fp32"):
+        pick_device_and_dtype()
+    with pytest.raises(ValueError, match="STUDIO_RENDER_COMPILE must be one of"):
+        compile_unet(object(), "turbo")
