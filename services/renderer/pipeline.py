@@ -120,9 +120,8 @@ def compile_unet(pipe, mode: str) -> None:
     if mode not in COMPILE_MODES:
         raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
     if mode:
-        import torch
-
-        pipe.unet = torch.compile(pipe.unet, mode=COMPILE_MODES[mode])
+        # In place (Module.compile), not a wrapper: LoRA adapters must still load into pipe.unet.
+        pipe.unet.compile(mode=COMPILE_MODES[mode])
 
 
 def adapter_metadata(adapter: bytes) -> dict | None:
