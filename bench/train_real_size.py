@@ -165,9 +165,9 @@ def matmul_tflops() -> dict:
             "gpu": torch.cuda.get_device_name(0)}
 
 
-def run_child(args: list[str], timeout_s: float) -> dict:
-    """Run `python bench/train.py --child ...` and return its last JSON line (or why it has none)."""
-    command = [sys.executable, str(REPO_ROOT / "bench" / "train.py"), "--child", *args]
+def run_child(args: list[str], timeout_s: float, script: str = "train.py") -> dict:
+    """Run `python bench/<script> --child ...` and return its last JSON line (or why it has none)."""
+    command = [sys.executable, str(REPO_ROOT / "bench" / script), "--child", *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=max(timeout_s, 1), cwd=REPO_ROOT)
     except subprocess.TimeoutExpired:

@@ -231,6 +231,10 @@ class StudioClient:
         )
         return (await self._unary(self.stub.CreateOrder, request, timeout)).order
 
+    async def list_styles(self, timeout: float = 10) -> list[studio_pb2.StylePreset]:
+        """The style catalogue: every preset an order may name."""
+        return list((await self._unary(self.stub.ListStyles, studio_pb2.ListStylesRequest(), timeout)).styles)
+
     async def get_order_with_history(self, order_id: str, timeout: float = 30) -> studio_pb2.GetOrderResponse:
         return await self._unary(self.stub.GetOrder, studio_pb2.GetOrderRequest(order_id=order_id), timeout)
 

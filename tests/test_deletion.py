@@ -21,6 +21,7 @@ from services.common.bus import Bus
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import load_public_key, verify_document
 from services.ingest.context import ensure_tenant
+from services.renderer.records import RECORDS_FILE
 from tests.fixtures_stack import faces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -87,6 +88,7 @@ async def expect_not_found(call) -> None:
 async def test_deletion_is_complete_and_certified(client: StudioClient, stack: EmbeddedStack) -> None:
     subject_id, order_id = await subject_with_portraits(client)
     assert stored_traces(stack, subject_id) and await nats_traces(stack, subject_id)
+    assert [p.name for p in stored_traces(stack, subject_id) if p.name == RECORDS_FILE]  # seeds, settings, scores
     assert await vault_key_status(stack, subject_id) == grpc.StatusCode.OK
     client_photo_ids = [photo.client_photo_id for photo in (await client.get_subject(subject_id)).photos]
     assert len(client_photo_ids) == 3 and all(client_photo_ids)
@@ -106,7 +108,7 @@ async def test_deletion_is_complete_and_certified(client: StudioClient, stack: E
     assert destroyed["ingest"]["index_entries"] == 2  # the subject's and its order's listing entries
     assert destroyed["faceqa"]["crops"] == 3
     assert destroyed["trainer"]["loras"] == 1
-    assert destroyed["renderer"]["portraits"] == 1, destroyed
+    assert destroyed["renderer"]["portraits"] == 1 and destroyed["renderer"]["render_records"] == 1, destroyed
     assert destroyed["renderer"]["triton_adapters"] == 1, destroyed
 
     certificate = json.loads(deletion.certificate)

@@ -14,9 +14,9 @@ from services.cli.api_commands import add_commands as add_order_commands
 from services.cli.capacity import add_capacity_command
 from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
+from services.cli.styles import add_styles_command
 from services.cli.tenant_commands import add_commands as add_tenant_commands
 from services.cli.train import add_parser as add_train_parser
-from services.common.styles import catalogue
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 # transformers warns about optional image backends we never use; keep the CLI's output readable.
@@ -68,15 +68,6 @@ def cmd_demo(args) -> None:
     print_result(asyncio.run(run_demo(args)), args.json)
 
 
-def cmd_styles_list(args) -> None:
-    presets = catalogue()
-    if args.json:
-        print(json.dumps([{"name": p.name, "title": p.title} for p in presets.values()]))
-        return
-    for preset in presets.values():
-        print(f"{preset.name:28} {preset.title}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="studio", description="Portrait Studio")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,10 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_qa(commands)
     add_train_parser(commands)
 
-    styles = commands.add_parser("styles").add_subparsers(dest="styles_command", required=True)
-    styles_list = styles.add_parser("list", help="the style catalogue")
-    styles_list.add_argument("--json", action="store_true")
-    styles_list.set_defaults(func=cmd_styles_list)
+    add_styles_command(commands)
 
     add_capacity_command(commands)
     register_provenance(commands)

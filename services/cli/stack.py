@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.basemodel import read_resolution
 from services.common.launchers.nats import NatsServer, start_nats
 from services.common.launchers.process import ManagedProcess, free_port_run
 from services.common.launchers.triton import TritonServer, start_triton
@@ -29,6 +30,7 @@ SERVICES = ("privacy", "faceqa", "trainer", "renderer", "ingest")  # start order
 DEFAULT_TENANT = "default"
 OPERATOR = "operator"  # the identity `studio keys rotate` and `studio audit` use with the vault
 SERVICE_READY_TIMEOUT_S = 120.0
+MIN_FACE_RESOLUTION = 256  # px; below it a base model cannot render a face faceqa would find
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class EmbeddedStack:
             "STUDIO_SERVICE_TOKEN_FILE": str(self.paths.token_file(service)),
             **{f"STUDIO_{name.upper()}_ADDR": address for name, address in self.addresses.items()},
             **self._secrets_only_for(service),
+            **self._ranking_for(service, base_model),
             **self.extra_env,
         }
         return env
@@ -194,6 +197,13 @@ class EmbeddedStack:
                     "STUDIO_BOOTSTRAP_TENANT": DEFAULT_TENANT,
                     "STUDIO_OPERATOR_TOKEN_HASH_FILE": str(self.paths.operator_token_hash_file), **minimum}
         return {}
+
+    def _ranking_for(self, service: str, base_model: Path) -> dict[str, str]:
+        """A base model too small to draw a face (the tiny model) cannot be ranked by identity: its
+        portraits are delivered unscored (services/renderer/ranking.py)."""
+        if service != "renderer" or read_resolution(base_model) >= MIN_FACE_RESOLUTION:
+            return {}
+        return {"STUDIO_RENDER_RANKING": "unscored"}
 
     async def _start_service(self, service: str, base_model: Path) -> None:
         module, instances = f"services.{service}", 1

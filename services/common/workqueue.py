@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import grpc
 from nats.aio.msg import Msg
 from studio.v1 import common_pb2, events_pb2
 
@@ -34,6 +35,15 @@ HEARTBEATS_MISSED_BEFORE_GONE = 3
 
 class PermanentJobError(Exception):
     """The job can never succeed (bad input, wrong base model): fail it now, do not redeliver."""
+
+
+def vault_refusal(error: grpc.aio.AioRpcError) -> Exception:
+    """What a vault error means for the job: final when the subject or its consent is gone."""
+    if error.code() == grpc.StatusCode.NOT_FOUND:
+        return PermanentJobError("the subject's data key is gone (subject deleted)")
+    if error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION):
+        return PermanentJobError(f"the vault refused the subject's key: {error.details()}")
+    return error  # UNAVAILABLE and the like: retry the job later
 
 
 @dataclass

@@ -130,6 +130,7 @@ async def _enqueue(
         job_id=f"render-{order.order_id}", order_id=order.order_id, tenant_id=tenant_id, subject_id=subject_id,
         lora_key=lora_key(tenant_id, subject_id, ctx.base_model_id),
         items=_render_items(ctx, tenant_id, order), visible_label=tenant.visible_label, tier=order.tier,
+        crop_keys=sorted(subject.crop_keys.values()),
     )
     if ctx.base_model_id in subject.lora_keys:
         await hold(ctx.bus, topology.RENDER_QUEUE, render)

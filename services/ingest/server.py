@@ -12,6 +12,7 @@ from services.ingest.delete_subject import delete_subject, get_deletion, revoke_
 from services.ingest.download_portrait import download_portrait
 from services.ingest.export_subject import export_subject
 from services.ingest.get_order import get_order, watch_order
+from services.ingest.list_styles import list_styles
 from services.ingest.listing import list_orders, list_subjects
 from services.ingest.upload_photos import upload_photos
 
@@ -64,3 +65,6 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def ListOrders(self, request, context):
         return await list_orders(self.ctx, request, context)
+
+    async def ListStyles(self, request, context):
+        return await list_styles(self.ctx, request, context)

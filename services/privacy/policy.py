@@ -40,8 +40,11 @@ POLICY: dict[str, ServicePolicy] = {
     "trainer": ServicePolicy(frozenset({
         Purpose.KEY_PURPOSE_DECRYPT_CROP, Purpose.KEY_PURPOSE_ENCRYPT_LORA, Purpose.KEY_PURPOSE_TRAINER_CHECKPOINT,
     })),
+    # Crops: the reference identity the renderer ranks its candidates against.
     "renderer": ServicePolicy(
-        frozenset({Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT}),
+        frozenset({
+            Purpose.KEY_PURPOSE_DECRYPT_LORA, Purpose.KEY_PURPOSE_ENCRYPT_PORTRAIT, Purpose.KEY_PURPOSE_DECRYPT_CROP,
+        }),
         may_sign_provenance=True,
     ),
     # The operator's CLI: no data key, no consent, ever.

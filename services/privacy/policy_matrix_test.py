@@ -28,7 +28,7 @@ EXPECTED_PURPOSES = {
     "ingest": {P.KEY_PURPOSE_ENCRYPT_UPLOAD, P.KEY_PURPOSE_DECRYPT_PORTRAIT, P.KEY_PURPOSE_EXPORT_SUBJECT},
     "faceqa": {P.KEY_PURPOSE_DECRYPT_PHOTO, P.KEY_PURPOSE_ENCRYPT_CROP},
     "trainer": {P.KEY_PURPOSE_DECRYPT_CROP, P.KEY_PURPOSE_ENCRYPT_LORA, P.KEY_PURPOSE_TRAINER_CHECKPOINT},
-    "renderer": {P.KEY_PURPOSE_DECRYPT_LORA, P.KEY_PURPOSE_ENCRYPT_PORTRAIT},
+    "renderer": {P.KEY_PURPOSE_DECRYPT_LORA, P.KEY_PURPOSE_ENCRYPT_PORTRAIT, P.KEY_PURPOSE_DECRYPT_CROP},
     "operator": set(),
 }
 DELETION_VERBS = {"ingest"}
@@ -51,7 +51,7 @@ async def test_every_service_and_purpose(vault: Running) -> None:  # noqa: F811
                 assert service in details and P.Name(purpose) in details
                 denied += 1
     rows = [row for row in audit_rows(vault.data_dir) if row[3] == "GetDataKey"]
-    assert sum(1 for row in rows if row[7] == "DENIED_POLICY") == denied == 10 * 5 - 10
+    assert sum(1 for row in rows if row[7] == "DENIED_POLICY") == denied == 10 * 5 - 11
     assert {(row[2], row[6]) for row in rows if row[7] == "ALLOWED"} == {
         (service, P.Name(purpose)) for service, purposes in EXPECTED_PURPOSES.items() for purpose in purposes
     }

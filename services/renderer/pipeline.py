@@ -14,6 +14,7 @@ import math
 import os
 import struct
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,24 @@ import numpy as np
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
 ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
+COMPILE_ENV = "STUDIO_RENDER_COMPILE"
+DTYPE_ENV = "STUDIO_RENDER_DTYPE"
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+COMPILE_MODES = {"": None, "compile": "max-autotune-no-cudagraphs", "cuda-graphs": "reduce-overhead"}
 DEFAULT_ADAPTER_CACHE_SIZE = 8
 MAX_STEPS = 100
 MAX_SIDE = 2048
 MAX_GUIDANCE = 50.0
 _SAFETENSORS_HEADER_LENGTH = struct.Struct("<Q")
 _LORA_METADATA_KEY = "lora_adapter_metadata"
+# Catalogue scheduler names (services/common/styles.py SCHEDULERS) -> diffusers scheduler classes.
+SCHEDULER_CLASSES = {
+    "ddim": ("DDIMScheduler", {}),
+    "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
 
 
 class RenderInputError(ValueError):
@@ -42,6 +55,12 @@ class RenderParams:
     guidance: float = 7.0
     width: int = 512
     height: int = 512
+    scheduler: str = ""  # a SCHEDULER_CLASSES name; empty = the base model's own
+
+    @property
+    def batch_key(self) -> tuple:
+        """Requests with equal keys (and the same adapter) can share one pipeline call."""
+        return (self.scheduler, self.steps, self.guidance, self.width, self.height)
 
     def validate(self) -> None:
         for name, side in (("width", self.width), ("height", self.height)):
@@ -51,22 +70,40 @@ class RenderParams:
             raise RenderInputError(f"steps must be in 1..{MAX_STEPS}, got {self.steps}")
         if not math.isfinite(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE:
             raise RenderInputError(f"guidance must be in 0..{MAX_GUIDANCE}, got {self.guidance}")
+        if self.scheduler and self.scheduler not in SCHEDULER_CLASSES:
+            raise RenderInputError(f"unknown scheduler '{self.scheduler}' (known: {', '.join(SCHEDULER_CLASSES)})")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request of a batch: what to render and with which adapter (empty = the base model)."""
+
+    params: RenderParams
+    adapter_id: str = ""
+    adapter: bytes = b""
 
 
 def pick_device_and_dtype():
+    """CUDA in bf16 (fp16 where bf16 is missing), else the CPU in fp32; STUDIO_RENDER_DTYPE overrides."""
     import torch
 
+    chosen = os.environ.get(DTYPE_ENV, "")
+    if chosen and chosen not in DTYPES:
+        raise ValueError(f"{DTYPE_ENV} must be one of {', '.join(DTYPES)}, got '{chosen}'")
     if torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.device("cuda"), dtype
-    return torch.device("cpu"), torch.float32
+        default = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.device("cuda"), getattr(torch, DTYPES[chosen]) if chosen else default
+    return torch.device("cpu"), getattr(torch, DTYPES[chosen]) if chosen else torch.float32
 
 
-def load_pipeline(base_model: Path):
-    from diffusers import StableDiffusionPipeline
+def load_pipeline(base_model: Path, compile_mode: str | None = None):
+    """The base model's pipeline (SD1.5 or SDXL family, by its model_index.json) on the best device.
+    compile_mode (default: env STUDIO_RENDER_COMPILE): "" eager, "compile" torch.compile of the UNet,
+    "cuda-graphs" the same with CUDA graphs (torch.compile mode reduce-overhead)."""
+    from diffusers import DiffusionPipeline
 
     device, dtype = pick_device_and_dtype()
-    pipe = StableDiffusionPipeline.from_pretrained(
+    pipe = DiffusionPipeline.from_pretrained(
         str(base_model),
         dtype=dtype,
         safety_checker=None,
@@ -74,7 +111,17 @@ def load_pipeline(base_model: Path):
         local_files_only=True,
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    compile_unet(pipe, os.environ.get(COMPILE_ENV, "") if compile_mode is None else compile_mode)
+    return pipe
+
+
+def compile_unet(pipe, mode: str) -> None:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
+    if mode:
+        # In place (Module.compile), not a wrapper: LoRA adapters must still load into pipe.unet.
+        pipe.unet.compile(mode=COMPILE_MODES[mode])
 
 
 def adapter_metadata(adapter: bytes) -> dict | None:
@@ -113,8 +160,15 @@ def adapter_name(adapter_id: str) -> str:
     return "a_" + hashlib.sha256(adapter_id.encode()).hexdigest()[:24]
 
 
+def build_scheduler(pipe, name: str, default):
+    import diffusers
+
+    class_name, options = SCHEDULER_CLASSES[name]
+    return getattr(diffusers, class_name).from_config(default.config, **options)
+
+
 class PortraitRenderer:
-    """One pipeline, its LoRA adapters cached by id (LRU), one image per call."""
+    """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter."""
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> None:
         if adapter_cache_size < 1:
@@ -123,13 +177,16 @@ class PortraitRenderer:
         self.adapter_cache_size = adapter_cache_size
         # adapter id -> sha256 of the bytes it was loaded from, least recently used first
         self._adapters: OrderedDict[str, str] = OrderedDict()
+        self._default_scheduler = pipe.scheduler
+        self._schedulers: dict[str, object] = {}
 
     @classmethod
-    def from_env(cls) -> PortraitRenderer:
+    def from_env(cls, default_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> PortraitRenderer:
+        """STUDIO_BASE_MODEL's pipeline; STUDIO_ADAPTER_CACHE, when set, overrides the cache size."""
         base_model = os.environ.get(BASE_MODEL_ENV)
         if not base_model:
             raise RuntimeError(f"{BASE_MODEL_ENV} must name a diffusers model folder")
-        cache_size = int(os.environ.get(ADAPTER_CACHE_ENV, DEFAULT_ADAPTER_CACHE_SIZE))
+        cache_size = int(os.environ.get(ADAPTER_CACHE_ENV) or default_cache_size)
         return cls(load_pipeline(Path(base_model)), cache_size)
 
     @property
@@ -138,9 +195,34 @@ class PortraitRenderer:
 
     def render(self, params: RenderParams, adapter_id: str = "", adapter: bytes = b"") -> np.ndarray:
         """Render one image as uint8 HxWx3. Empty `adapter` means the base model alone."""
-        params.validate()
-        self._activate_adapter(adapter_id, adapter)
-        return self._run_pipeline(params)
+        result = self.render_batch([BatchItem(params, adapter_id, adapter)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def render_batch(self, items: Sequence[BatchItem]) -> list[np.ndarray | Exception]:
+        """Each item's image (uint8 HxWx3) or the error that refused it, in order. Items with the same
+        adapter and batch key share one pipeline call; each item gets its own adapter's result."""
+        results: list[np.ndarray | Exception | None] = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for index, item in enumerate(items):
+            try:
+                item.params.validate()
+            except RenderInputError as error:
+                results[index] = error
+                continue
+            digest = hashlib.sha256(item.adapter).hexdigest() if item.adapter else ""
+            groups.setdefault((item.adapter_id, digest, item.params.batch_key), []).append(index)
+        for indices in groups.values():
+            group = [items[index] for index in indices]
+            try:
+                self._activate_adapter(group[0].adapter_id, group[0].adapter)
+                images = self._run_pipeline([item.params for item in group])
+            except RenderInputError as error:
+                images = [error] * len(group)
+            for index, image in zip(indices, images, strict=True):
+                results[index] = image
+        return results  # type: ignore[return-value]
 
     def _activate_adapter(self, adapter_id: str, adapter: bytes) -> None:
         if not adapter:
@@ -210,21 +292,33 @@ class PortraitRenderer:
         with contextlib.suppress(ValueError, KeyError, AttributeError):  # half-loaded or never registered
             self.pipe.delete_adapters([name])
 
-    def _run_pipeline(self, params: RenderParams) -> np.ndarray:
+    def _use_scheduler(self, name: str) -> None:
+        if not name:
+            self.pipe.scheduler = self._default_scheduler
+            return
+        if name not in self._schedulers:
+            self._schedulers[name] = build_scheduler(self.pipe, name, self._default_scheduler)
+        self.pipe.scheduler = self._schedulers[name]
+
+    def _run_pipeline(self, batch: Sequence[RenderParams]) -> list[np.ndarray]:
+        """One pipeline call for params sharing a batch key; one image per params, in order."""
         import torch
 
-        # A CPU generator gives the same starting noise on every device.
-        generator = torch.Generator("cpu").manual_seed(params.seed)
+        first = batch[0]
+        self._use_scheduler(first.scheduler)
+        # CPU generators give the same starting noise on every device, one per image: an image does
+        # not depend on what it was batched with.
+        generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
         with torch.inference_mode():
             result = self.pipe(
-                prompt=params.prompt,
-                negative_prompt=params.negative_prompt or None,
-                num_inference_steps=params.steps,
-                guidance_scale=params.guidance,
-                width=params.width,
-                height=params.height,
-                generator=generator,
+                prompt=[params.prompt for params in batch],
+                negative_prompt=[params.negative_prompt for params in batch],
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                width=first.width,
+                height=first.height,
+                generator=generators,
                 output_type="np",
             )
-        image = np.asarray(result.images[0], dtype=np.float32)
-        return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        images = np.asarray(result.images, dtype=np.float32)
+        return list((np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8))

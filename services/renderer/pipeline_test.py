@@ -2,54 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from services.common.styles import SCHEDULERS
 from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
 from services.renderer.pipeline import (
+    SCHEDULER_CLASSES,
+    BatchItem,
     PortraitRenderer,
     RenderInputError,
     RenderParams,
     adapter_metadata,
+    compile_unet,
     load_pipeline,
+    pick_device_and_dtype,
 )
+from services.renderer.random_lora import make_lora
 
-LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TINY_PARAMS = RenderParams(prompt="a portrait", seed=7, steps=2, guidance=5.0, width=64, height=64)
-
-
-def make_lora(base_model: Path, seed: int, rank: int = 4, alpha: int = 8) -> bytes:
-    """A diffusers LoRA for the base model's UNet, serialised as save_lora_weights would write it.
-
-    lora_B starts at zero with gaussian init; random B weights make the adapter's effect visible.
-    """
-    import torch
-    from diffusers import UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import save
-
-    unet = UNet2DConditionModel.from_pretrained(base_model / "unet")
-    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
-    unet.add_adapter(config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in unet.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    tensors = {f"unet.{key}": value.contiguous() for key, value in layers.items()}
-    lora_metadata = {f"unet.{key}": value for key, value in _json_ready(config.to_dict()).items()}
-    header = {"format": "pt", "lora_adapter_metadata": json.dumps(lora_metadata, indent=2, sort_keys=True)}
-    return save(tensors, metadata=header)
-
-
-def _json_ready(config: dict) -> dict:
-    return {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +72,7 @@ def test_adapter_from_bytes_matches_diffusers_file_loading(
     (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(lora)
     reference = PortraitRenderer(load_pipeline(base_model))
     reference.pipe.load_lora_weights(tmp_path, adapter_name="reference")
-    expected = reference._run_pipeline(TINY_PARAMS)
+    [expected] = reference._run_pipeline([TINY_PARAMS])
 
     with_adapter = renderer.render(TINY_PARAMS, "subject-1", lora)
     assert np.array_equal(with_adapter, expected)
@@ -144,3 +119,42 @@ def test_adapter_for_another_model_is_rejected(renderer: PortraitRenderer, lora:
     with pytest.raises(RenderInputError, match="adapter"):
         renderer.render(TINY_PARAMS, "wrong-shapes", save(wrong_shapes))
     assert "wrong-shapes" not in renderer.loaded_adapter_ids
+
+
+def test_a_mixed_batch_gives_each_item_its_own_adapter_and_refuses_bad_items_alone(
+    renderer: PortraitRenderer, base_model: Path, lora: bytes
+) -> None:
+    other = make_lora(base_model, seed=31)
+    second = RenderParams(prompt="another portrait", seed=8, steps=2, guidance=5.0, width=64, height=64)
+    items = [BatchItem(TINY_PARAMS, "a", lora), BatchItem(TINY_PARAMS, "b", other), BatchItem(second, "a", lora),
+             BatchItem(RenderParams(prompt="x", width=60), "a", lora), BatchItem(TINY_PARAMS, "c", b"junk")]
+    first_a, first_b, second_a, too_narrow, junk = renderer.render_batch(items)
+    assert isinstance(too_narrow, RenderInputError) and "width must be a multiple of 8" in str(too_narrow)
+    assert isinstance(junk, RenderInputError) and "not a safetensors file" in str(junk)
+    # Batched with others, an image may differ from its solo render by float rounding, no more.
+    solo = [(TINY_PARAMS, "a", lora), (TINY_PARAMS, "b", other), (second, "a", lora)]
+    for image, (params, adapter_id, adapter) in zip((first_a, first_b, second_a), solo, strict=True):
+        alone = renderer.render(params, adapter_id, adapter)
+        assert np.abs(image.astype(int) - alone.astype(int)).max() <= 8
+    assert np.abs(first_a.astype(int) - first_b.astype(int)).mean() > 5
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpmpp-2m", "euler", "euler-a", "unipc"])
+def test_every_catalogue_scheduler_renders_and_changes_the_image(renderer: PortraitRenderer, scheduler: str) -> None:
+    image = renderer.render(dataclasses.replace(TINY_PARAMS, scheduler=scheduler))
+    assert image.shape == (64, 64, 3)
+    assert set(SCHEDULER_CLASSES) == set(SCHEDULERS)
+    with pytest.raises(RenderInputError, match="unknown scheduler 'warp'"):
+        renderer.render(dataclasses.replace(TINY_PARAMS, scheduler="warp"))
+
+
+def test_dtype_and_compile_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setenv("STUDIO_RENDER_DTYPE", "bf16")
+    assert pick_device_and_dtype()[1] == torch.bfloat16
+    monkeypatch.setenv("STUDIO_RENDER_DTYPE", "fp64")
+    with pytest.raises(ValueError, match="STUDIO_RENDER_DTYPE must be one of bf16, fp16, fp32"):
+        pick_device_and_dtype()
+    with pytest.raises(ValueError, match="STUDIO_RENDER_COMPILE must be one of"):
+        compile_unet(object(), "turbo")

@@ -1,5 +1,6 @@
-"""The renderer's part of a deletion: queued render jobs, portraits, and the subject's LoRA adapters
-held decrypted in Triton's memory."""
+"""The renderer's part of a deletion: queued render jobs, portraits, their render records (seeds,
+settings, identity scores), and the subject's LoRA adapters held decrypted in Triton's memory.
+Candidates and the subject's reference embedding live only in a job's memory."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from services.common import bus as topology
 from services.common.bus import Bus
 from services.common.objects import subject_area
 from services.common.vault_client import SealedStore
+from services.renderer.records import RECORDS_FILE
 from services.renderer.triton_client import evict_adapters
 
 
@@ -23,7 +25,12 @@ def purge_handler(bus: Bus, sealed: SealedStore, triton_url: str):
 
         jobs = await bus.delete_queued_jobs(topology.RENDER_QUEUE, of_subject)
         evicted = await evict_adapters(triton_url, adapter_prefix(request.subject_id))
-        portraits = await sealed.blobs.delete_prefix(subject_area(request.tenant_id, request.subject_id, "orders"))
-        return {"queued_render_jobs": jobs, "triton_adapters": evicted, "portraits": portraits}
+        orders = subject_area(request.tenant_id, request.subject_id, "orders")
+        records = [key for key in await sealed.blobs.list(orders) if key.endswith(RECORDS_FILE)]
+        for key in records:
+            await sealed.blobs.delete(key)
+        portraits = await sealed.blobs.delete_prefix(orders)
+        return {"queued_render_jobs": jobs, "triton_adapters": evicted, "portraits": portraits,
+                "render_records": len(records)}
 
     return purge

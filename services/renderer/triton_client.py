@@ -45,17 +45,18 @@ class RenderRequest:
     guidance: float
     width: int
     height: int
+    scheduler: str = ""  # empty: the base model's own scheduler
 
     def __repr__(self) -> str:  # keep adapter bytes out of logs
         return (
             f"RenderRequest(adapter_id={self.adapter_id!r}, adapter=<{len(self.adapter)} bytes>, "
             f"seed={self.seed}, steps={self.steps}, guidance={self.guidance}, "
-            f"size={self.width}x{self.height})"
+            f"size={self.width}x{self.height}, scheduler={self.scheduler!r})"
         )
 
 
 def _tensor(name: str, value: object, datatype: str, dtype: type) -> triton_grpc.InferInput:
-    array = np.array([value], dtype=dtype)
+    array = np.array([[value]], dtype=dtype)  # [batch of 1, one element]: the model batches requests
     tensor = triton_grpc.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     return tensor
@@ -72,6 +73,7 @@ def build_inputs(request: RenderRequest) -> list[triton_grpc.InferInput]:
         _tensor("GUIDANCE", request.guidance, "FP32", np.float32),
         _tensor("WIDTH", request.width, "INT32", np.int32),
         _tensor("HEIGHT", request.height, "INT32", np.int32),
+        _tensor("SCHEDULER", request.scheduler.encode("utf-8"), "BYTES", np.object_),
     ]
 
 
@@ -97,6 +99,7 @@ async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: floa
     finally:
         await client.close()
     image = result.as_numpy(IMAGE_OUTPUT)
+    image = image[0] if image is not None and image.ndim == 4 and image.shape[0] == 1 else image
     if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         shape = None if image is None else image.shape
         raise RenderRejected(f"Triton returned no usable image (shape {shape})")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import subprocess
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from services.common.launchers.process import ProcessStartError, free_port
 from services.common.launchers.triton import TritonServer, start_triton
 from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
 from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
-from services.renderer.pipeline_test import make_lora
+from services.renderer.random_lora import make_lora
 from services.renderer.triton_client import (
     RenderRejected,
     RenderRequest,
@@ -88,6 +90,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
 
 async def test_render_without_adapter_is_a_uint8_image(triton: TritonServer) -> None:
     assert await triton_ready(triton.grpc_url)
+    assert "adapter cache 8" in triton.process.log_tail(400)  # config.pbtxt's adapter_cache_size
     image = await render_via_triton(triton.grpc_url, BASE_REQUEST)
     assert image.dtype == np.uint8
     assert image.shape == (TINY_RESOLUTION, TINY_RESOLUTION, 3)
@@ -170,3 +173,38 @@ async def test_model_that_cannot_load_fails_start_with_log(tmp_path: Path) -> No
             ready_timeout=120,
         )
     assert processes_mentioning(str(tmp_path / "work")) == ""
+
+
+def triton_metric(server: TritonServer, name: str) -> float:
+    """Sum of a Prometheus counter over portrait_diffusion's series, read from Triton's metrics port."""
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith(name + "{") and 'model="portrait_diffusion"' in line)
+
+
+async def test_two_subjects_in_flight_are_batched_and_each_gets_its_own_adapter(
+    triton: TritonServer, adapters: dict[str, bytes], in_process: PortraitRenderer
+) -> None:
+    executions_before = await asyncio.to_thread(triton_metric, triton, "nv_inference_exec_count")
+    requests_before = await asyncio.to_thread(triton_metric, triton, "nv_inference_request_success")
+    subjects = ["subject-a", "subject-b"] * 4  # interleaved: a, b, a, b...
+    requests = [with_adapter(s, adapters[s], seed=index // 2) for index, s in enumerate(subjects)]
+    images = await asyncio.gather(*(render_via_triton(triton.grpc_url, request) for request in requests))
+    served = await asyncio.to_thread(triton_metric, triton, "nv_inference_request_success") - requests_before
+    executions = await asyncio.to_thread(triton_metric, triton, "nv_inference_exec_count") - executions_before
+    assert served == len(requests) and executions < len(requests), (served, executions)  # the batcher batched
+    for request, image in zip(requests, images, strict=True):
+        alone = render_in_process(in_process, request)  # batched: equal up to float rounding
+        assert np.abs(image.astype(int) - alone.astype(int)).max() <= 8, request
+    for a, b in zip(images[::2], images[1::2], strict=True):  # same seed, other subject's adapter
+        assert np.abs(a.astype(int) - b.astype(int)).mean() > 5
+
+
+async def test_scheduler_reaches_the_model(triton: TritonServer) -> None:
+    euler = await render_via_triton(triton.grpc_url, dataclasses.replace(BASE_REQUEST, scheduler="euler"))
+    ddim = await render_via_triton(triton.grpc_url, dataclasses.replace(BASE_REQUEST, scheduler="ddim"))
+    assert not np.array_equal(euler, ddim)
+    with pytest.raises(RenderRejected, match="unknown scheduler"):
+        await render_via_triton(triton.grpc_url, dataclasses.replace(BASE_REQUEST, scheduler="warp"))

@@ -1,5 +1,7 @@
-"""Renderer worker: RENDER jobs → the subject's LoRA (decrypted in memory only) → Triton renders
-each portrait → sealed portraits, progress n of m, then done. Triton down: the job waits."""
+"""Renderer worker: RENDER jobs → the subject's LoRA (decrypted in memory only) → candidates rendered
+by Triton, several requests in flight so its dynamic batcher batches them → ranked for identity by
+faceqa (services/renderer/ranking.py) → sealed portraits and their render records, progress n of m,
+then done. Triton or faceqa down: the job waits and tries again; it does not fail."""
 
 from __future__ import annotations
 
@@ -7,20 +9,25 @@ import asyncio
 import hashlib
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
-from PIL import Image
-from studio.v1 import common_pb2, events_pb2, privacy_pb2
+from PIL import Image, UnidentifiedImageError
+from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2
 
+from services.common.blobstore import BlobNotFound
 from services.common.bus import Bus
 from services.common.cancellation import order_cancelled
+from services.common.identity_scoring import IdentityClient, IdentityRefused
 from services.common.lora_file import require_base_model
 from services.common.order_events import publish_order_event
-from services.common.styles import catalogue
+from services.common.styles import StylePreset, catalogue
 from services.common.vault_client import SealedStore
-from services.common.workqueue import PermanentJobError, WorkerState
+from services.common.workqueue import PermanentJobError, WorkerState, vault_refusal
 from services.renderer.provenance import PortraitProvenance
+from services.renderer.ranking import UNSCORED, Candidate, RankingSettings, candidate_seeds, rank
+from services.renderer.records import record_of, save_records
 from services.renderer.triton_client import RenderRejected, RenderRequest, TritonUnavailable, render_via_triton
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,28 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def adapter_id_of(subject_id: str, adapter: bytes) -> str:
+    """Triton's cache key: the subject (so a deletion can evict by prefix) and the bytes' digest."""
+    return f"{subject_id}/{hashlib.sha256(adapter).hexdigest()[:24]}"
+
+
+def items_by_style(items) -> dict[str, list[events_pb2.RenderItem]]:
+    groups: dict[str, list[events_pb2.RenderItem]] = {}
+    for item in items:
+        groups.setdefault(item.style, []).append(item)
+    return groups
+
+
+@dataclass
+class JobContext:
+    job: events_pb2.RenderJob
+    adapter: bytes
+    adapter_id: str
+    identity: IdentityClient | None
+    delivered: list[common_pb2.Portrait] = field(default_factory=list)
+    records: list[events_pb2.RenderRecord] = field(default_factory=list)
+
+
 @dataclass
 class RenderWorker:
     bus: Bus
@@ -42,31 +71,28 @@ class RenderWorker:
     state: WorkerState
     provenance: PortraitProvenance  # issue 9: every delivered portrait labelled and signed
     base_model_id: str = ""  # when set, LoRAs trained on another base model are refused
+    ranking: RankingSettings = field(default_factory=RankingSettings)
+    faceqa: faceqa_pb2_grpc.FaceQAStub | None = None  # required when ranking.scored
 
     async def handle(self, payload: bytes) -> None:
         job = events_pb2.RenderJob.FromString(payload)
-        adapter = await self.sealed.get(
-            job.tenant_id, job.subject_id, job.lora_key, privacy_pb2.KEY_PURPOSE_DECRYPT_LORA
-        )
+        adapter = await self._read(job, job.lora_key, privacy_pb2.KEY_PURPOSE_DECRYPT_LORA, "LoRA")
         if self.base_model_id:
             try:
                 require_base_model(adapter, self.base_model_id)
             except ValueError as error:  # WrongBaseModel, or not a LoRA file at all
                 raise PermanentJobError(str(error)) from error
-        adapter_id = f"{job.subject_id}/{hashlib.sha256(adapter).hexdigest()[:24]}"
-        portraits = []
-        for index, item in enumerate(job.items, start=1):
+        ctx = JobContext(job, adapter, adapter_id_of(job.subject_id, adapter), await self._identity(job))
+        for style, items in items_by_style(job.items).items():
             if await order_cancelled(self.bus, job.order_id):
                 log.info("order %s was cancelled; dropping its render job", job.order_id)
                 return
-            portrait = await self._render_item(job, item, adapter_id, adapter)
-            portraits.append(portrait)
-            await publish_order_event(
-                self.bus, job.order_id, job.tenant_id, job.subject_id,
-                rendering=events_pb2.RenderingProgress(rendered=index, total=len(job.items), portrait=portrait),
-            )
+            await self._deliver_style(ctx, style, items)
+        if not ctx.delivered:
+            raise PermanentJobError("no rendered candidate showed the subject's face; nothing to deliver")
+        await save_records(self.sealed, job, ctx.records)
         await publish_order_event(
-            self.bus, job.order_id, job.tenant_id, job.subject_id, done=events_pb2.OrderDone(portraits=portraits)
+            self.bus, job.order_id, job.tenant_id, job.subject_id, done=events_pb2.OrderDone(portraits=ctx.delivered)
         )
 
     async def on_failure(self, payload: bytes, reason: str) -> None:
@@ -76,25 +102,82 @@ class RenderWorker:
             failed=events_pb2.OrderFailed(stage="rendering", reason=reason),
         )
 
-    async def _render_item(
-        self, job: events_pb2.RenderJob, item: events_pb2.RenderItem, adapter_id: str, adapter: bytes
-    ) -> common_pb2.Portrait:
-        preset = catalogue().get(item.style)
+    async def _read(self, job: events_pb2.RenderJob, key: str, purpose: int, what: str) -> bytes:
+        try:
+            return await self.sealed.get(job.tenant_id, job.subject_id, key, purpose)
+        except BlobNotFound as error:
+            raise PermanentJobError(f"the subject's {what} is gone") from error
+        except grpc.aio.AioRpcError as error:
+            raise vault_refusal(error) from error
+
+    async def _identity(self, job: events_pb2.RenderJob) -> IdentityClient | None:
+        """The subject's reference for ranking (their training crops), in identity mode."""
+        if not self.ranking.scored:
+            return None
+        if self.faceqa is None:
+            raise RuntimeError("identity ranking needs faceqa (STUDIO_FACEQA_ADDR)")
+        if not job.crop_keys:
+            raise PermanentJobError("the render job names no photos of the subject to rank candidates against")
+        crops = []
+        for key in job.crop_keys:
+            data = await self._read(job, key, privacy_pb2.KEY_PURPOSE_DECRYPT_CROP, "training photos")
+            try:
+                crops.append(Image.open(io.BytesIO(data)).convert("RGB"))
+            except (UnidentifiedImageError, OSError) as error:
+                name = key.rsplit("/", 1)[-1]
+                raise PermanentJobError(f"a training crop is not a readable image ({name})") from error
+        return IdentityClient(self.faceqa, crops)
+
+    async def _deliver_style(self, ctx: JobContext, style: str, items: list[events_pb2.RenderItem]) -> None:
+        preset = catalogue().get(style)
         if preset is None:
-            raise PermanentJobError(f"unknown style '{item.style}'")
-        request = RenderRequest(
+            raise PermanentJobError(f"unknown style '{style}'")
+        seeds = candidate_seeds([item.seed for item in items], self.ranking.candidates_for(len(items)))
+        requests = {seed: self._request(ctx, preset, items[0], seed) for seed in seeds}
+        candidates = await self._render_all(list(requests.values()))
+        try:
+            chosen = await rank(ctx.identity, candidates, len(items)) if ctx.identity else candidates[: len(items)]
+        except IdentityRefused as error:  # e.g. no face in any of the subject's crops
+            raise PermanentJobError(f"candidates cannot be ranked: {error}") from error
+        for item, candidate in zip(items, chosen, strict=False):
+            await self._deliver(ctx, item, candidate, requests[candidate.seed])
+
+    def _request(self, ctx: JobContext, preset: StylePreset, item: events_pb2.RenderItem, seed: int) -> RenderRequest:
+        return RenderRequest(
             prompt=item.prompt or preset.prompt_for(), negative_prompt=item.negative_prompt or preset.negative_prompt,
-            adapter_id=adapter_id, adapter=adapter, seed=item.seed, steps=item.steps or preset.steps,
-            guidance=item.guidance or preset.guidance, width=item.width, height=item.height,
+            adapter_id=ctx.adapter_id, adapter=ctx.adapter, seed=seed, steps=item.steps or preset.steps,
+            guidance=item.guidance or preset.guidance, width=item.width or preset.width,
+            height=item.height or preset.height, scheduler=item.scheduler or preset.scheduler,
         )
-        pixels = await self._render_when_triton_is_up(request)
-        portrait_png = await self.provenance.portrait_png(pixels, job, item)  # label + XMP + C2PA (issue 9)
-        await self.sealed.put(
-            job.tenant_id, job.subject_id, item.portrait_key, portrait_png, privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT,
+
+    async def _render_all(self, requests: list[RenderRequest]) -> list[Candidate]:
+        """Every request rendered, at most `concurrency` in flight: Triton batches what is in flight."""
+        slots = asyncio.Semaphore(self.ranking.concurrency)
+
+        async def one(request: RenderRequest) -> Candidate:
+            async with slots:
+                return Candidate(seed=request.seed, image=await self._render_when_triton_is_up(request))
+
+        return list(await asyncio.gather(*(one(request) for request in requests)))
+
+    async def _deliver(self, ctx: JobContext, item: events_pb2.RenderItem, candidate: Candidate,
+                       request: RenderRequest) -> None:
+        job = ctx.job
+        # The winner only, after ranking: visible label, XMP and the C2PA manifest signed by the vault (issue 9).
+        portrait_png = await self.provenance.portrait_png(candidate.image, job, item)
+        await self.sealed.put(job.tenant_id, job.subject_id, item.portrait_key, portrait_png,
+                              privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
+        portrait = common_pb2.Portrait(
+            portrait_id=item.portrait_id, style=item.style, seed=candidate.seed,
+            width=int(candidate.image.shape[1]), height=int(candidate.image.shape[0]),
+            identity_score=candidate.score if ctx.identity else UNSCORED,
         )
-        return common_pb2.Portrait(
-            portrait_id=item.portrait_id, style=item.style, seed=item.seed,
-            width=int(pixels.shape[1]), height=int(pixels.shape[0]),
+        ctx.delivered.append(portrait)
+        ctx.records.append(record_of(request, item.portrait_id, item.style, job.lora_key, portrait.identity_score))
+        await publish_order_event(
+            self.bus, job.order_id, job.tenant_id, job.subject_id,
+            rendering=events_pb2.RenderingProgress(rendered=len(ctx.delivered), total=len(job.items),
+                                                   portrait=portrait),
         )
 
     async def _render_when_triton_is_up(self, request: RenderRequest) -> np.ndarray:

@@ -15,7 +15,7 @@ from services.common.blobstore import BlobNotFound
 from services.common.bus import Bus
 from services.common.envelope import EnvelopeError
 from services.common.vault_client import SealedStore
-from services.common.workqueue import PermanentJobError
+from services.common.workqueue import PermanentJobError, vault_refusal
 from services.trainer.checkpoint import CheckpointUnreadable, checkpoint_bytes, checkpoint_key, read_checkpoint
 from services.trainer.training import RunState
 
@@ -78,12 +78,3 @@ class JobStore:
 
     async def drop_checkpoint(self, job: events_pb2.TrainJob) -> None:
         await self.sealed.blobs.delete(checkpoint_key(job.tenant_id, job.subject_id, job.job_id))
-
-
-def vault_refusal(error: grpc.aio.AioRpcError) -> Exception:
-    """What a vault error means for the job: final when the subject or its consent is gone."""
-    if error.code() == grpc.StatusCode.NOT_FOUND:
-        return PermanentJobError("the subject's data key is gone (subject deleted)")
-    if error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION):
-        return PermanentJobError(f"the vault refused the subject's key: {error.details()}")
-    return error  # UNAVAILABLE and the like: retry the job later

@@ -25,10 +25,6 @@ class IdentityScorer(Protocol):
         Called on the training thread, never on an event loop."""
 
 
-def score_from_distance(distance: float) -> float:
-    return float(np.clip(1.0 - distance, 0.0, 1.0))
-
-
 class InProcessScorer:
     """dlib in this process, against the training crops' embeddings (services/trainer/identity.py)."""
 

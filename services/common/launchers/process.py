@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,6 +65,16 @@ _PR_SET_PDEATHSIG = 1
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
+# util-linux's setpriv sets the parent-death signal and execs the server. Preferred over a preexec_fn:
+# with one, Python runs its at-fork handlers in the child of a multi-threaded parent (grpc, torch),
+# which was seen to crash the child before exec (a segfault in logging's at-fork lock reinit).
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv] if _SETPRIV else argv
+
+
 def _terminate_with_parent() -> None:
     """Runs in the child before exec: on Linux, SIGTERM it if its parent dies (even by SIGKILL),
     so a killed `studio up` or test run leaves no servers behind."""
@@ -101,14 +112,14 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._popen = subprocess.Popen(
-                self.argv,
+                _with_parent_death_signal(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self._env,
                 cwd=self._cwd,
                 start_new_session=True,
-                preexec_fn=_terminate_with_parent,
+                preexec_fn=None if _SETPRIV else _terminate_with_parent,
             )
 
     def is_running(self) -> bool:

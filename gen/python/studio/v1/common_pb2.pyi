@@ -178,18 +178,20 @@ class SetVerdict(_message.Message):
     def __init__(self, sufficient: _Optional[bool] = ..., accepted_photos: _Optional[int] = ..., min_accepted_photos: _Optional[int] = ..., recommended_photos: _Optional[int] = ..., headshot_accepted: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[SetDiversity, _Mapping]] = ..., old_photos: _Optional[int] = ..., old_photos_message: _Optional[str] = ...) -> None: ...
 
 class Portrait(_message.Message):
-    __slots__ = ("portrait_id", "style", "seed", "width", "height")
+    __slots__ = ("portrait_id", "style", "seed", "width", "height", "identity_score")
     PORTRAIT_ID_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_SCORE_FIELD_NUMBER: _ClassVar[int]
     portrait_id: str
     style: str
     seed: int
     width: int
     height: int
-    def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    identity_score: float
+    def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., identity_score: _Optional[float] = ...) -> None: ...
 
 class Order(_message.Message):
     __slots__ = ("order_id", "subject_id", "styles", "count", "state", "portraits", "failure_stage", "failure_reason", "created_at", "updated_at", "base_model_id", "progress_done", "progress_total", "tier")

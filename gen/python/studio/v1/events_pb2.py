@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from studio.v1 import common_pb2 as studio_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/events.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\"\xf9\x01\n\x08TrainJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12\x15\n\rbase_model_id\x18\x05 \x01(\t\x12\x11\n\tcrop_keys\x18\x06 \x03(\t\x12\r\n\x05steps\x18\x07 \x01(\r\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x10\n\x08lora_key\x18\t \x01(\t\x12$\n\x06render\x18\n \x01(\x0b\x32\x14.studio.v1.RenderJob\x12%\n\x04tier\x18\x0b \x01(\x0e\x32\x17.studio.v1.PriorityTier\"\xbd\x01\n\nRenderItem\x12\x13\n\x0bportrait_id\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x04 \x01(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\r\n\x05steps\x18\x06 \x01(\r\x12\x10\n\x08guidance\x18\x07 \x01(\x02\x12\r\n\x05width\x18\x08 \x01(\r\x12\x0e\n\x06height\x18\t \x01(\r\x12\x14\n\x0cportrait_key\x18\n \x01(\t\"\xe3\x01\n\tRenderJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12\x10\n\x08lora_key\x18\x05 \x01(\t\x12$\n\x05items\x18\x06 \x03(\x0b\x32\x15.studio.v1.RenderItem\x12.\n\rvisible_label\x18\x07 \x01(\x0b\x32\x17.studio.v1.VisibleLabel\x12%\n\x04tier\x18\x08 \x01(\x0e\x32\x17.studio.v1.PriorityTier\"\xf5\x01\n\x0bOrderQueued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x13\n\x0b\x65ta_seconds\x18\x02 \x01(\r\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x19\n\x11starts_in_seconds\x18\x04 \x01(\r\x12\x0f\n\x07workers\x18\x05 \x01(\r\x12\x17\n\x0fservice_seconds\x18\x06 \x01(\x02\x12\x35\n\x11\x65xpected_start_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x65xpected_done_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x10TrainingProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x13\n\x0btotal_steps\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x02\x12\x13\n\x0b\x65ta_seconds\x18\x04 \x01(\r\x12.\n\nvalidation\x18\x05 \x03(\x0b\x32\x1a.studio.v1.ValidationPoint\x12\x11\n\tbest_step\x18\x06 \x01(\r\x12\x19\n\x11resumed_from_step\x18\x07 \x01(\r\"E\n\x0fValidationPoint\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x16\n\x0eidentity_score\x18\x02 \x01(\x02\x12\x0c\n\x04loss\x18\x03 \x01(\x02\"\xbc\x01\n\x0cTrainingDone\x12\x15\n\rbase_model_id\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x02\x12\x12\n\nfinal_loss\x18\x03 \x01(\x02\x12\x10\n\x08lora_key\x18\x04 \x01(\t\x12\x11\n\tbest_step\x18\x05 \x01(\r\x12\x1b\n\x13\x62\x65st_identity_score\x18\x06 \x01(\x02\x12.\n\nvalidation\x18\x07 \x03(\x0b\x32\x1a.studio.v1.ValidationPoint\"[\n\x11RenderingProgress\x12\x10\n\x08rendered\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\x12%\n\x08portrait\x18\x03 \x01(\x0b\x32\x13.studio.v1.Portrait\"3\n\tOrderDone\x12&\n\tportraits\x18\x01 \x03(\x0b\x32\x13.studio.v1.Portrait\",\n\x0bOrderFailed\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xff\x02\n\nOrderEvent\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06queued\x18\n \x01(\x0b\x32\x16.studio.v1.OrderQueuedH\x00\x12/\n\x08training\x18\x0b \x01(\x0b\x32\x1b.studio.v1.TrainingProgressH\x00\x12*\n\x07trained\x18\x0c \x01(\x0b\x32\x17.studio.v1.TrainingDoneH\x00\x12\x31\n\trendering\x18\r \x01(\x0b\x32\x1c.studio.v1.RenderingProgressH\x00\x12$\n\x04\x64one\x18\x0e \x01(\x0b\x32\x14.studio.v1.OrderDoneH\x00\x12(\n\x06\x66\x61iled\x18\x0f \x01(\x0b\x32\x16.studio.v1.OrderFailedH\x00\x42\x06\n\x04kind\"\x81\x01\n\x11\x44\x65letionRequested\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x11\x44\x65letionConfirmed\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12>\n\tdestroyed\x18\x03 \x03(\x0b\x32+.studio.v1.DeletionConfirmed.DestroyedEntry\x12\x30\n\x0c\x63onfirmed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x30\n\x0e\x44\x65stroyedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x9c\x01\n\x0fWorkerHeartbeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0c\n\x04\x62usy\x18\x03 \x01(\x08\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x13\n\x0bjob_seconds\x18\x05 \x01(\x02\x12\x18\n\x10\x63ompleted_job_id\x18\x06 \x01(\t\x12\x1a\n\x12\x65xpires_in_seconds\x18\x07 \x01(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16studio/v1/events.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\"\xf9\x01\n\x08TrainJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12\x15\n\rbase_model_id\x18\x05 \x01(\t\x12\x11\n\tcrop_keys\x18\x06 \x03(\t\x12\r\n\x05steps\x18\x07 \x01(\r\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x10\n\x08lora_key\x18\t \x01(\t\x12$\n\x06render\x18\n \x01(\x0b\x32\x14.studio.v1.RenderJob\x12%\n\x04tier\x18\x0b \x01(\x0e\x32\x17.studio.v1.PriorityTier\"\xd0\x01\n\nRenderItem\x12\x13\n\x0bportrait_id\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x04 \x01(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\r\n\x05steps\x18\x06 \x01(\r\x12\x10\n\x08guidance\x18\x07 \x01(\x02\x12\r\n\x05width\x18\x08 \x01(\r\x12\x0e\n\x06height\x18\t \x01(\r\x12\x14\n\x0cportrait_key\x18\n \x01(\t\x12\x11\n\tscheduler\x18\x0b \x01(\t\"\xf6\x01\n\tRenderJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\x12\x10\n\x08lora_key\x18\x05 \x01(\t\x12$\n\x05items\x18\x06 \x03(\x0b\x32\x15.studio.v1.RenderItem\x12.\n\rvisible_label\x18\x07 \x01(\x0b\x32\x17.studio.v1.VisibleLabel\x12%\n\x04tier\x18\x08 \x01(\x0e\x32\x17.studio.v1.PriorityTier\x12\x11\n\tcrop_keys\x18\t \x03(\t\"\xf5\x01\n\x0bOrderQueued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x13\n\x0b\x65ta_seconds\x18\x02 \x01(\r\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x19\n\x11starts_in_seconds\x18\x04 \x01(\r\x12\x0f\n\x07workers\x18\x05 \x01(\r\x12\x17\n\x0fservice_seconds\x18\x06 \x01(\x02\x12\x35\n\x11\x65xpected_start_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x65xpected_done_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x10TrainingProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x13\n\x0btotal_steps\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x02\x12\x13\n\x0b\x65ta_seconds\x18\x04 \x01(\r\x12.\n\nvalidation\x18\x05 \x03(\x0b\x32\x1a.studio.v1.ValidationPoint\x12\x11\n\tbest_step\x18\x06 \x01(\r\x12\x19\n\x11resumed_from_step\x18\x07 \x01(\r\"E\n\x0fValidationPoint\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x16\n\x0eidentity_score\x18\x02 \x01(\x02\x12\x0c\n\x04loss\x18\x03 \x01(\x02\"\xbc\x01\n\x0cTrainingDone\x12\x15\n\rbase_model_id\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x02\x12\x12\n\nfinal_loss\x18\x03 \x01(\x02\x12\x10\n\x08lora_key\x18\x04 \x01(\t\x12\x11\n\tbest_step\x18\x05 \x01(\r\x12\x1b\n\x13\x62\x65st_identity_score\x18\x06 \x01(\x02\x12.\n\nvalidation\x18\x07 \x03(\x0b\x32\x1a.studio.v1.ValidationPoint\"[\n\x11RenderingProgress\x12\x10\n\x08rendered\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\x12%\n\x08portrait\x18\x03 \x01(\x0b\x32\x13.studio.v1.Portrait\"3\n\tOrderDone\x12&\n\tportraits\x18\x01 \x03(\x0b\x32\x13.studio.v1.Portrait\",\n\x0bOrderFailed\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xff\x02\n\nOrderEvent\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06queued\x18\n \x01(\x0b\x32\x16.studio.v1.OrderQueuedH\x00\x12/\n\x08training\x18\x0b \x01(\x0b\x32\x1b.studio.v1.TrainingProgressH\x00\x12*\n\x07trained\x18\x0c \x01(\x0b\x32\x17.studio.v1.TrainingDoneH\x00\x12\x31\n\trendering\x18\r \x01(\x0b\x32\x1c.studio.v1.RenderingProgressH\x00\x12$\n\x04\x64one\x18\x0e \x01(\x0b\x32\x14.studio.v1.OrderDoneH\x00\x12(\n\x06\x66\x61iled\x18\x0f \x01(\x0b\x32\x16.studio.v1.OrderFailedH\x00\x42\x06\n\x04kind\"\x81\x01\n\x11\x44\x65letionRequested\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x11\x44\x65letionConfirmed\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12>\n\tdestroyed\x18\x03 \x03(\x0b\x32+.studio.v1.DeletionConfirmed.DestroyedEntry\x12\x30\n\x0c\x63onfirmed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x30\n\x0e\x44\x65stroyedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x9c\x01\n\x0fWorkerHeartbeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0c\n\x04\x62usy\x18\x03 \x01(\x08\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x13\n\x0bjob_seconds\x18\x05 \x01(\x02\x12\x18\n\x10\x63ompleted_job_id\x18\x06 \x01(\t\x12\x1a\n\x12\x65xpires_in_seconds\x18\x07 \x01(\x02\"\xfa\x01\n\x0cRenderRecord\x12\x13\n\x0bportrait_id\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x04 \x01(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\r\n\x05steps\x18\x06 \x01(\r\x12\x10\n\x08guidance\x18\x07 \x01(\x02\x12\r\n\x05width\x18\x08 \x01(\r\x12\x0e\n\x06height\x18\t \x01(\r\x12\x11\n\tscheduler\x18\n \x01(\t\x12\x12\n\nadapter_id\x18\x0b \x01(\t\x12\x10\n\x08lora_key\x18\x0c \x01(\t\x12\x16\n\x0eidentity_score\x18\r \x01(\x02\"K\n\rRenderRecords\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12(\n\x07records\x18\x02 \x03(\x0b\x32\x17.studio.v1.RenderRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINJOB']._serialized_start=95
   _globals['_TRAINJOB']._serialized_end=344
   _globals['_RENDERITEM']._serialized_start=347
-  _globals['_RENDERITEM']._serialized_end=536
-  _globals['_RENDERJOB']._serialized_start=539
-  _globals['_RENDERJOB']._serialized_end=766
-  _globals['_ORDERQUEUED']._serialized_start=769
-  _globals['_ORDERQUEUED']._serialized_end=1014
-  _globals['_TRAININGPROGRESS']._serialized_start=1017
-  _globals['_TRAININGPROGRESS']._serialized_end=1199
-  _globals['_VALIDATIONPOINT']._serialized_start=1201
-  _globals['_VALIDATIONPOINT']._serialized_end=1270
-  _globals['_TRAININGDONE']._serialized_start=1273
-  _globals['_TRAININGDONE']._serialized_end=1461
-  _globals['_RENDERINGPROGRESS']._serialized_start=1463
-  _globals['_RENDERINGPROGRESS']._serialized_end=1554
-  _globals['_ORDERDONE']._serialized_start=1556
-  _globals['_ORDERDONE']._serialized_end=1607
-  _globals['_ORDERFAILED']._serialized_start=1609
-  _globals['_ORDERFAILED']._serialized_end=1653
-  _globals['_ORDEREVENT']._serialized_start=1656
-  _globals['_ORDEREVENT']._serialized_end=2039
-  _globals['_DELETIONREQUESTED']._serialized_start=2042
-  _globals['_DELETIONREQUESTED']._serialized_end=2171
-  _globals['_DELETIONCONFIRMED']._serialized_start=2174
-  _globals['_DELETIONCONFIRMED']._serialized_end=2395
-  _globals['_DELETIONCONFIRMED_DESTROYEDENTRY']._serialized_start=2347
-  _globals['_DELETIONCONFIRMED_DESTROYEDENTRY']._serialized_end=2395
-  _globals['_WORKERHEARTBEAT']._serialized_start=2398
-  _globals['_WORKERHEARTBEAT']._serialized_end=2554
+  _globals['_RENDERITEM']._serialized_end=555
+  _globals['_RENDERJOB']._serialized_start=558
+  _globals['_RENDERJOB']._serialized_end=804
+  _globals['_ORDERQUEUED']._serialized_start=807
+  _globals['_ORDERQUEUED']._serialized_end=1052
+  _globals['_TRAININGPROGRESS']._serialized_start=1055
+  _globals['_TRAININGPROGRESS']._serialized_end=1237
+  _globals['_VALIDATIONPOINT']._serialized_start=1239
+  _globals['_VALIDATIONPOINT']._serialized_end=1308
+  _globals['_TRAININGDONE']._serialized_start=1311
+  _globals['_TRAININGDONE']._serialized_end=1499
+  _globals['_RENDERINGPROGRESS']._serialized_start=1501
+  _globals['_RENDERINGPROGRESS']._serialized_end=1592
+  _globals['_ORDERDONE']._serialized_start=1594
+  _globals['_ORDERDONE']._serialized_end=1645
+  _globals['_ORDERFAILED']._serialized_start=1647
+  _globals['_ORDERFAILED']._serialized_end=1691
+  _globals['_ORDEREVENT']._serialized_start=1694
+  _globals['_ORDEREVENT']._serialized_end=2077
+  _globals['_DELETIONREQUESTED']._serialized_start=2080
+  _globals['_DELETIONREQUESTED']._serialized_end=2209
+  _globals['_DELETIONCONFIRMED']._serialized_start=2212
+  _globals['_DELETIONCONFIRMED']._serialized_end=2433
+  _globals['_DELETIONCONFIRMED_DESTROYEDENTRY']._serialized_start=2385
+  _globals['_DELETIONCONFIRMED_DESTROYEDENTRY']._serialized_end=2433
+  _globals['_WORKERHEARTBEAT']._serialized_start=2436
+  _globals['_WORKERHEARTBEAT']._serialized_end=2592
+  _globals['_RENDERRECORD']._serialized_start=2595
+  _globals['_RENDERRECORD']._serialized_end=2845
+  _globals['_RENDERRECORDS']._serialized_start=2847
+  _globals['_RENDERRECORDS']._serialized_end=2922
 # @@protoc_insertion_point(module_scope)

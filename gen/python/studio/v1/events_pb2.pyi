@@ -37,7 +37,7 @@ class TrainJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., base_model_id: _Optional[str] = ..., crop_keys: _Optional[_Iterable[str]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., lora_key: _Optional[str] = ..., render: _Optional[_Union[RenderJob, _Mapping]] = ..., tier: _Optional[_Union[_common_pb2.PriorityTier, str]] = ...) -> None: ...
 
 class RenderItem(_message.Message):
-    __slots__ = ("portrait_id", "style", "prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "portrait_key")
+    __slots__ = ("portrait_id", "style", "prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "portrait_key", "scheduler")
     PORTRAIT_ID_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class RenderItem(_message.Message):
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     PORTRAIT_KEY_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     portrait_id: str
     style: str
     prompt: str
@@ -58,10 +59,11 @@ class RenderItem(_message.Message):
     width: int
     height: int
     portrait_key: str
-    def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., portrait_key: _Optional[str] = ...) -> None: ...
+    scheduler: str
+    def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., portrait_key: _Optional[str] = ..., scheduler: _Optional[str] = ...) -> None: ...
 
 class RenderJob(_message.Message):
-    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "lora_key", "items", "visible_label", "tier")
+    __slots__ = ("job_id", "order_id", "tenant_id", "subject_id", "lora_key", "items", "visible_label", "tier", "crop_keys")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +72,7 @@ class RenderJob(_message.Message):
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     VISIBLE_LABEL_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    CROP_KEYS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     order_id: str
     tenant_id: str
@@ -78,7 +81,8 @@ class RenderJob(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[RenderItem]
     visible_label: _common_pb2.VisibleLabel
     tier: _common_pb2.PriorityTier
-    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RenderItem, _Mapping]]] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ..., tier: _Optional[_Union[_common_pb2.PriorityTier, str]] = ...) -> None: ...
+    crop_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., order_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RenderItem, _Mapping]]] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ..., tier: _Optional[_Union[_common_pb2.PriorityTier, str]] = ..., crop_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OrderQueued(_message.Message):
     __slots__ = ("position", "eta_seconds", "stage", "starts_in_seconds", "workers", "service_seconds", "expected_start_at", "expected_done_at")
@@ -242,3 +246,41 @@ class WorkerHeartbeat(_message.Message):
     completed_job_id: str
     expires_in_seconds: float
     def __init__(self, worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., busy: _Optional[bool] = ..., job_id: _Optional[str] = ..., job_seconds: _Optional[float] = ..., completed_job_id: _Optional[str] = ..., expires_in_seconds: _Optional[float] = ...) -> None: ...
+
+class RenderRecord(_message.Message):
+    __slots__ = ("portrait_id", "style", "prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "scheduler", "adapter_id", "lora_key", "identity_score")
+    PORTRAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    STYLE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LORA_KEY_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    portrait_id: str
+    style: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    scheduler: str
+    adapter_id: str
+    lora_key: str
+    identity_score: float
+    def __init__(self, portrait_id: _Optional[str] = ..., style: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., adapter_id: _Optional[str] = ..., lora_key: _Optional[str] = ..., identity_score: _Optional[float] = ...) -> None: ...
+
+class RenderRecords(_message.Message):
+    __slots__ = ("order_id", "records")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    records: _containers.RepeatedCompositeFieldContainer[RenderRecord]
+    def __init__(self, order_id: _Optional[str] = ..., records: _Optional[_Iterable[_Union[RenderRecord, _Mapping]]] = ...) -> None: ...

@@ -295,3 +295,45 @@ class ListOrdersResponse(_message.Message):
     orders: _containers.RepeatedCompositeFieldContainer[_common_pb2.Order]
     next_page_token: str
     def __init__(self, orders: _Optional[_Iterable[_Union[_common_pb2.Order, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListStylesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StylePreset(_message.Message):
+    __slots__ = ("name", "title", "prompt", "negative_prompt", "width", "height", "steps", "guidance", "scheduler", "angle", "lighting", "expression", "outfit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    ANGLE_FIELD_NUMBER: _ClassVar[int]
+    LIGHTING_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    OUTFIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    title: str
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str
+    angle: str
+    lighting: str
+    expression: str
+    outfit: str
+    def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., scheduler: _Optional[str] = ..., angle: _Optional[str] = ..., lighting: _Optional[str] = ..., expression: _Optional[str] = ..., outfit: _Optional[str] = ...) -> None: ...
+
+class ListStylesResponse(_message.Message):
+    __slots__ = ("styles", "max_count_per_style")
+    STYLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_COUNT_PER_STYLE_FIELD_NUMBER: _ClassVar[int]
+    styles: _containers.RepeatedCompositeFieldContainer[StylePreset]
+    max_count_per_style: int
+    def __init__(self, styles: _Optional[_Iterable[_Union[StylePreset, _Mapping]]] = ..., max_count_per_style: _Optional[int] = ...) -> None: ...

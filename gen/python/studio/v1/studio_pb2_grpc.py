@@ -106,6 +106,11 @@ class StudioStub:
                 request_serializer=studio_dot_v1_dot_studio__pb2.ListOrdersRequest.SerializeToString,
                 response_deserializer=studio_dot_v1_dot_studio__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
+        self.ListStyles = channel.unary_unary(
+                '/studio.v1.Studio/ListStyles',
+                request_serializer=studio_dot_v1_dot_studio__pb2.ListStylesRequest.SerializeToString,
+                response_deserializer=studio_dot_v1_dot_studio__pb2.ListStylesResponse.FromString,
+                _registered_method=True)
 
 
 class StudioServicer:
@@ -212,6 +217,13 @@ class StudioServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStyles(self, request, context):
+        """The style catalogue: every preset an order may name, with what it renders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudioServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +296,11 @@ def add_StudioServicer_to_server(servicer, server):
                     servicer.ListOrders,
                     request_deserializer=studio_dot_v1_dot_studio__pb2.ListOrdersRequest.FromString,
                     response_serializer=studio_dot_v1_dot_studio__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'ListStyles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStyles,
+                    request_deserializer=studio_dot_v1_dot_studio__pb2.ListStylesRequest.FromString,
+                    response_serializer=studio_dot_v1_dot_studio__pb2.ListStylesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -666,6 +683,33 @@ class Studio:
             '/studio.v1.Studio/ListOrders',
             studio_dot_v1_dot_studio__pb2.ListOrdersRequest.SerializeToString,
             studio_dot_v1_dot_studio__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStyles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/studio.v1.Studio/ListStyles',
+            studio_dot_v1_dot_studio__pb2.ListStylesRequest.SerializeToString,
+            studio_dot_v1_dot_studio__pb2.ListStylesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,7 @@
-"""Triton python-backend model: renders one portrait per request with an optional LoRA adapter.
+"""Triton python-backend model: renders portraits with per-request LoRA adapters.
+
+Dynamic batching hands execute() several requests at once; PortraitRenderer.render_batch groups them
+by adapter and settings, so one batch may serve several subjects, each with its own adapter.
 
 The stub runs the project's Python, but the project may not be pip-installed, so the repository
 root comes from STUDIO_REPO_ROOT (set by services.common.launchers.triton).
@@ -6,6 +9,9 @@ root comes from STUDIO_REPO_ROOT (set by services.common.launchers.triton).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import locale
 import os
 import sys
 import traceback
@@ -13,11 +19,21 @@ import traceback
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+# The stub's interpreter starts in the C locale (ASCII): torch.compile then fails to read its UTF-8 files.
+with contextlib.suppress(locale.Error):
+    locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+
 _REPO_ROOT = os.environ.get("STUDIO_REPO_ROOT")
 if _REPO_ROOT and _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from services.renderer.pipeline import PortraitRenderer, RenderInputError, RenderParams  # noqa: E402
+from services.renderer.pipeline import (  # noqa: E402
+    DEFAULT_ADAPTER_CACHE_SIZE,
+    BatchItem,
+    PortraitRenderer,
+    RenderInputError,
+    RenderParams,
+)
 
 
 def _first(request, name: str):
@@ -37,7 +53,11 @@ def _text(request, name: str) -> str:
         raise RenderInputError(f"input {name} is not UTF-8 text") from error
 
 
-def _parse(request) -> tuple[RenderParams, str, bytes]:
+def _optional_text(request, name: str) -> str:
+    return _text(request, name) if pb_utils.get_input_tensor_by_name(request, name) is not None else ""
+
+
+def _parse(request) -> BatchItem:
     params = RenderParams(
         prompt=_text(request, "PROMPT"),
         negative_prompt=_text(request, "NEGATIVE_PROMPT"),
@@ -46,8 +66,9 @@ def _parse(request) -> tuple[RenderParams, str, bytes]:
         guidance=float(_first(request, "GUIDANCE")),
         width=int(_first(request, "WIDTH")),
         height=int(_first(request, "HEIGHT")),
+        scheduler=_optional_text(request, "SCHEDULER"),
     )
-    return params, _text(request, "ADAPTER_ID"), bytes(_first(request, "ADAPTER"))
+    return BatchItem(params, _text(request, "ADAPTER_ID"), bytes(_first(request, "ADAPTER")))
 
 
 def _error_response(message: str, code_name: str) -> pb_utils.InferenceResponse:
@@ -56,28 +77,49 @@ def _error_response(message: str, code_name: str) -> pb_utils.InferenceResponse:
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
 
+def _cache_size(model_config: dict) -> int:
+    value = model_config.get("parameters", {}).get("adapter_cache_size", {}).get("string_value", "")
+    return int(value) if value else DEFAULT_ADAPTER_CACHE_SIZE
+
+
+def _image_response(result) -> pb_utils.InferenceResponse:
+    if isinstance(result, RenderInputError):
+        return _error_response(str(result), "INVALID_ARG")
+    if isinstance(result, Exception):
+        return _error_response(f"render failed: {type(result).__name__}: {result}", "INTERNAL")
+    image = np.ascontiguousarray(result[np.newaxis])  # the batch dimension: one image per request
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("IMAGE", image)])
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        self.renderer = PortraitRenderer.from_env()
+        model_config = json.loads(args["model_config"])
+        self.renderer = PortraitRenderer.from_env(default_cache_size=_cache_size(model_config))
         pb_utils.Logger.log_info(
-            f"portrait_diffusion loaded on {self.renderer.pipe.device} ({self.renderer.pipe.dtype})"
+            f"portrait_diffusion loaded on {self.renderer.pipe.device} ({self.renderer.pipe.dtype}), "
+            f"adapter cache {self.renderer.adapter_cache_size}"
         )
 
     def execute(self, requests: list) -> list:
-        return [self._render(request) for request in requests]
-
-    def _render(self, request) -> pb_utils.InferenceResponse:
-        if pb_utils.get_input_tensor_by_name(request, "EVICT_PREFIX") is not None:
-            return self._evict(request)
-        try:
-            params, adapter_id, adapter = _parse(request)
-            image = self.renderer.render(params, adapter_id, adapter)
-        except RenderInputError as error:
-            return _error_response(str(error), "INVALID_ARG")
-        except Exception as error:  # a failed render must not take the model instance down
-            pb_utils.Logger.log_error(traceback.format_exc())
-            return _error_response(f"render failed: {type(error).__name__}: {error}", "INTERNAL")
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("IMAGE", np.ascontiguousarray(image))])
+        responses: list = [None] * len(requests)
+        renders: list[tuple[int, BatchItem]] = []
+        for index, request in enumerate(requests):
+            if pb_utils.get_input_tensor_by_name(request, "EVICT_PREFIX") is not None:
+                responses[index] = self._evict(request)
+                continue
+            try:
+                renders.append((index, _parse(request)))
+            except RenderInputError as error:
+                responses[index] = _error_response(str(error), "INVALID_ARG")
+        if renders:
+            try:
+                results = self.renderer.render_batch([item for _, item in renders])
+            except Exception as error:  # a failed render must not take the model instance down
+                pb_utils.Logger.log_error(traceback.format_exc())
+                results = [error] * len(renders)
+            for (index, _), result in zip(renders, results, strict=True):
+                responses[index] = _image_response(result)
+        return responses
 
     def _evict(self, request) -> pb_utils.InferenceResponse:
         try:
@@ -87,7 +129,7 @@ class TritonPythonModel:
         except RenderInputError as error:
             return _error_response(str(error), "INVALID_ARG")
         evicted = self.renderer.evict_prefix(prefix)
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EVICTED", np.array([evicted], np.int32))])
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EVICTED", np.array([[evicted]], np.int32))])
 
     def finalize(self) -> None:
         self.renderer = None

@@ -1,0 +1,243 @@
+"""Real-size rendering (bench/render.py --real-size): random-weight SD1.5- and SDXL-size pipelines,
+built from config dicts (the UNets are bench/train_real_size.py's, the trainer bench's), saved once
+as diffusers folders, then rendered in-process and through a real tritonserver.
+
+Each in-process measurement runs in its own child process (a slow torch.compile can be cut off at
+its time box, memory starts clean). FLOPs of one image (text encoders, every UNet step with
+classifier-free guidance, VAE decode) are counted once per model with torch.utils.flop_counter on an
+eager batch-of-one render; utilisation = FLOPs × images/s against the GPU's bf16 dense peak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench.train_real_size import peak_for, run_child, unet_config
+from services.common.machine import describe_machine
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
+# model -> (batch, reference images/s on one H200, eager bf16, 25 steps)
+PLAN = {"sd15": (8, 8.2), "sdxl": (4, 1.9)}
+TEXT_SIZES = {  # (hidden, intermediate, layers, heads)
+    "clip-l": (768, 3072, 12, 12), "clip-g": (1280, 5120, 32, 20), "tiny-1": (32, 37, 2, 4), "tiny-2": (32, 37, 2, 4),
+}
+VAE_CHANNELS = {False: [128, 256, 512, 512], True: [16, 16, 32, 32]}
+PROMPT = "half-body portrait photo of sks person, soft studio lighting"
+
+
+def _text_encoder(kind: str, tokenizer, with_projection: bool, projection_dim: int):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    hidden, intermediate, layers, heads = TEXT_SIZES[kind]
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
+                            num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
+                            projection_dim=projection_dim, bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
+
+
+def build_random_pipeline(model: str, tiny: bool, device: str):
+    """A random-weight pipeline of the real model's shapes (or toy widths), on `device`."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTokenizer
+
+    from services.common.tinymodel import tiny_vocabulary
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer(vocab=tiny_vocabulary(), merges=[], model_max_length=77)
+    channels = VAE_CHANNELS[tiny]
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**unet_config(model, tiny))
+        vae = AutoencoderKL(block_out_channels=channels, latent_channels=4, layers_per_block=2,
+                            norm_num_groups=min(32, channels[0]),
+                            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
+        first = _text_encoder("tiny-1" if tiny else "clip-l", tokenizer, False, 32 if tiny else 768)
+        if model == "sd15":
+            return StableDiffusionPipeline(vae=vae, text_encoder=first, tokenizer=tokenizer, unet=unet,
+                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False)
+        second = _text_encoder("tiny-2" if tiny else "clip-g", tokenizer, True, 32 if tiny else 1280)
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=first, text_encoder_2=second, tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+
+
+def write_random_model(model: str, tiny: bool, device: str, out_dir: Path) -> Path:
+    import torch
+
+    pipe = build_random_pipeline(model, tiny, device)
+    if device == "cuda":
+        pipe = pipe.to(torch.bfloat16)  # half the bytes to write; loaded in the run's dtype
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def image_side(model: str, tiny: bool) -> int:
+    return unet_config(model, tiny)["sample_size"] * 8
+
+
+def count_image_flops(pipe, side: int, steps: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        _render(pipe, 1, side, steps)
+    return counter.get_total_flops()
+
+
+def _render(pipe, batch: int, side: int, steps: int, seed: int = 0):
+    import torch
+
+    generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)]
+    with torch.inference_mode():
+        return pipe(prompt=[PROMPT] * batch, negative_prompt=["blurry"] * batch, num_inference_steps=steps,
+                    guidance_scale=6.0, width=side, height=side, generator=generators, output_type="np").images
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: int, device: str, tiny: bool,
+                       lora: Path) -> dict:
+    """One child's work: load the saved model with its LoRA, compile as `mode` says, time renders."""
+    from services.renderer.pipeline import PortraitRenderer, compile_unet, load_pipeline
+
+    pipe = load_pipeline(folder, compile_mode="")
+    renderer = PortraitRenderer(pipe)
+    renderer._activate_adapter("bench", lora.read_bytes())  # before compiling: the compiled graph holds it
+    side = image_side(model, tiny)
+    flops = count_image_flops(pipe, side, steps) if mode == "eager" else 0
+    compile_unet(pipe, "" if mode == "eager" else mode)
+    started = time.perf_counter()
+    for _ in range(2):  # warm-up (and compilation, CUDA graph capture)
+        _render(pipe, batch, side, steps)
+    _sync(device)
+    warmup_s = time.perf_counter() - started
+    started, repeats = time.perf_counter(), 3
+    for repeat in range(repeats):
+        _render(pipe, batch, side, steps, seed=repeat)
+    _sync(device)
+    seconds = (time.perf_counter() - started) / repeats
+    return {"images_per_s": batch / seconds, "flops_per_image": flops, "warmup_s": warmup_s}
+
+
+def child(argv: list[str]) -> None:
+    folder, model, mode, batch, steps, device, lora = argv[:7]
+    result = measure_in_process(Path(folder), model, mode, int(batch), int(steps), device, "--tiny-shapes" in argv,
+                                Path(lora))
+    print(json.dumps(result), flush=True)
+
+
+async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch: int, steps: int, tiny: bool,
+                         lora: bytes, timeout_s: float) -> dict:
+    """The same renders through tritonserver: 2 × batch requests in flight, batched by Triton."""
+    import os
+
+    from services.common.launchers.triton import start_triton
+    from services.renderer.triton_client import RenderRequest, render_via_triton
+
+    os.environ["STUDIO_RENDER_COMPILE"] = "" if mode == "eager" else mode
+    server = await start_triton(MODEL_REPOSITORY, work / f"triton-{model}-{mode}", work / "logs", base_model=folder,
+                                ready_timeout=timeout_s)
+    side = image_side(model, tiny)
+    requests = [RenderRequest(prompt=PROMPT, negative_prompt="blurry", adapter_id="bench", adapter=lora, seed=index,
+                              steps=steps, guidance=6.0, width=side, height=side) for index in range(batch * 3)]
+    try:
+        warm_started = time.perf_counter()
+        await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s) for r in requests[:batch]))
+        warmup_s = time.perf_counter() - warm_started
+        started = time.perf_counter()
+        await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s) for r in requests))
+        return {"images_per_s": len(requests) / (time.perf_counter() - started), "warmup_s": warmup_s}
+    finally:
+        server.stop()
+
+
+def real_size(args) -> list[dict]:
+    import os
+
+    import torch
+
+    dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
+    os.environ["STUDIO_RENDER_DTYPE"] = dtype  # the children and Triton inherit it
+
+    deadline = time.monotonic() + args.budget_s
+    steps = args.steps or 25
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else ""
+    peak = peak_for(gpu) or "unknown"
+    print(f"# {describe_machine(with_torch=True)}; {dtype}, {steps} steps; bf16 dense peak {peak} TFLOP/s")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        for model in args.only or list(PLAN):
+            rows += _model_rows(args, model, steps, work, deadline, gpu)
+    _print_summary(rows)
+    return rows
+
+
+def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: str) -> list[dict]:
+    from services.renderer.random_lora import make_lora
+
+    batch, reference = PLAN[model]
+    folder = write_random_model(model, args.tiny_shapes, args.device, work / model)
+    lora = work / f"{model}-lora.safetensors"
+    lora.write_bytes(make_lora(folder, seed=1))
+    rows, flops = [], 0
+    for mode in args.modes:
+        for path in ("in-process", "triton"):
+            left = deadline - time.monotonic()
+            if path == "triton" and args.no_triton:
+                continue
+            if left < 30:
+                rows.append({"model": model, "mode": mode, "path": path, "error": "skipped: bench budget spent"})
+                continue
+            if path == "in-process":
+                child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
+                row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * 0.4, "render.py")
+                flops = row.get("flops_per_image") or flops
+            else:
+                row = asyncio.run(measure_triton(folder, work, model, mode, batch, steps, args.tiny_shapes,
+                                                 lora.read_bytes(), left * 0.4))
+            row = {"model": model, "mode": mode, "path": path, "batch": batch, "reference": reference, **row}
+            if "images_per_s" in row and flops:
+                row["tflops"] = flops * row["images_per_s"] / 1e12
+                row["utilisation"] = row["tflops"] / peak_for(gpu) if peak_for(gpu) else None
+            rows.append(row)
+            print(_row_line(row), flush=True)
+    return rows
+
+
+def _row_line(row: dict) -> str:
+    head = f"{row['model']:5} {row['mode']:11} {row['path']:10} batch {row.get('batch', '?'):>2}"
+    if "error" in row:
+        return f"{head}  {row['error']}"
+    utilisation = f" = {row['utilisation']:6.1%} of bf16 peak" if row.get("utilisation") else ""
+    tflops = f" {row['tflops']:8.3g} TFLOP/s{utilisation}" if "tflops" in row else ""
+    return f"{head}  {row['images_per_s']:7.2f} img/s{tflops} (warm-up {row['warmup_s']:.0f} s)"
+
+
+def _print_summary(rows: list[dict]) -> None:
+    print("\n# against in-process eager (same run, same device) and the H200 eager reference:")
+    for model in PLAN:
+        measured = [r for r in rows if r["model"] == model and "images_per_s" in r]
+        eager = next((r for r in measured if r["mode"] == "eager" and r["path"] == "in-process"), None)
+        for row in measured:
+            versus_eager = f"x{row['images_per_s'] / eager['images_per_s']:.2f} vs in-process eager" if eager else ""
+            print(f"{model:5} {row['mode']:11} {row['path']:10}: {versus_eager}, "
+                  f"x{row['images_per_s'] / row['reference']:.2f} vs reference {row['reference']} img/s")
