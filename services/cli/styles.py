@@ -26,7 +26,7 @@ async def styles_from_stack(endpoint: str, api_key_file: Path) -> list[studio_pb
         return None
     client = StudioClient(endpoint, api_key_file.read_text().strip())
     try:
-        return await client.list_styles(timeout_s=STACK_TIMEOUT_S)
+        return await client.list_styles(timeout=STACK_TIMEOUT_S)
     except grpc.aio.AioRpcError as error:
         if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return None
