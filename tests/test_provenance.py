@@ -15,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from studio.v1 import common_pb2, state_pb2, studio_pb2
+from studio.v1 import common_pb2, studio_pb2
 
 from services.cli.client import StudioClient
-from services.cli.stack import REPO_ROOT, EmbeddedStack
-from services.common import bus as topology
-from services.common.bus import Bus
+from services.cli.stack import DEFAULT_TENANT, OPERATOR, REPO_ROOT, EmbeddedStack
 from services.common.provenance import TRAINED_ALGORITHMIC_MEDIA
-from services.common.secrets import hash_api_key
 from services.renderer.provenance_test import with_one_pixel_changed
+from studio_client.admin import AdminClient
 from tests.fixtures_stack import faces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -43,23 +41,17 @@ def verify_cli(path: Path, stack: EmbeddedStack) -> tuple[int, dict]:
 
 @asynccontextmanager
 async def tenant_settings(stack: EmbeddedStack, **fields):
-    """The default tenant's record with `fields` set for the duration (the stack is shared)."""
-    bus = await Bus.connect(stack.nats.url, name="tenant-settings")
-    key = hash_api_key(stack.paths.api_key_file.read_text().strip())
-    original = await bus.kv_get(topology.TENANTS_BUCKET, key, state_pb2.TenantRecord)
-    changed = state_pb2.TenantRecord()
-    changed.CopyFrom(original)
-    for name, value in fields.items():
-        if isinstance(value, int):
-            setattr(changed, name, value)
-        else:
-            getattr(changed, name).CopyFrom(value)
-    await bus.kv_put(topology.TENANTS_BUCKET, key, changed)
+    """The default tenant's settings changed for the duration, the way an operator changes them
+    (`studio tenants set` → TenantAdmin.UpdateTenant); the stack is shared, so they are put back."""
+    admin = AdminClient(stack.public_endpoint, stack.paths.token_file(OPERATOR).read_text().strip())
+    original = next(tenant for tenant in await admin.list() if tenant.tenant_id == DEFAULT_TENANT)
+    await admin.update(DEFAULT_TENANT, **fields)
     try:
         yield
     finally:
-        await bus.kv_put(topology.TENANTS_BUCKET, key, original)
-        await bus.close()
+        await admin.update(DEFAULT_TENANT, visible_label=original.visible_label,
+                           max_photo_age_days=original.max_photo_age_days)
+        await admin.close()
 
 
 async def portrait(client: StudioClient, subject_id: str) -> tuple[str, str, bytes]:

@@ -25,6 +25,7 @@ from services.common.styles import catalogue
 from services.common.vault_client import SealedStore, VaultClient
 from services.common.workqueue import PermanentJobError, WorkerState
 from services.ingest.create_order import MAX_PORTRAITS_PER_STYLE
+from services.renderer.provenance import PortraitProvenance
 from services.renderer.ranking import CANDIDATES, UNSCORED, RankingSettings
 from services.renderer.records import load_records, request_for
 from services.renderer.triton_client import render_via_triton, triton_ready
@@ -180,8 +181,8 @@ async def test_identity_ranking_renders_extra_candidates_and_drops_faceless_ones
                                    subject_id=shared["subject"], lora_key=lora_key, items=items,
                                    crop_keys=sorted(subject.crop_keys.values()))
         worker = RenderWorker(bus=bus, sealed=sealed, triton_url=stack.triton.grpc_url, state=WorkerState(),
-                              ranking=RankingSettings(candidate_factor=2.0),
-                              faceqa=faceqa_pb2_grpc.FaceQAStub(channel))
+                              provenance=PortraitProvenance(sealed.vault),
+                              ranking=RankingSettings(candidate_factor=2.0), faceqa=faceqa_pb2_grpc.FaceQAStub(channel))
         dropped_before = CANDIDATES.labels("dropped")._value.get()
         with pytest.raises(PermanentJobError, match="no rendered candidate showed the subject's face"):
             await asyncio.wait_for(worker.handle(job.SerializeToString()), timeout=300)

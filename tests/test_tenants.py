@@ -79,6 +79,14 @@ async def test_tenant_lifecycle_through_the_cli(stack: EmbeddedStack, tenants: T
     await tenant_cli(stack, "enable", tenant_id)
     assert len((await second.list_subjects()).subjects) == 2
 
+    # Provenance settings (issue 9): the visible label and the OLD_PHOTO age limit.
+    labelled = (await tenant_cli(stack, "set", tenant_id, "--visible-label", "AI portrait", "--label-corner",
+                                 "top-left", "--max-photo-age-days", "400"))["tenant"]
+    assert labelled["visible_label"] == {"enabled": True, "text": "AI portrait", "corner": "LABEL_CORNER_TOP_LEFT"}
+    assert labelled["max_photo_age_days"] == 400
+    unlabelled = (await tenant_cli(stack, "set", tenant_id, "--no-visible-label"))["tenant"]
+    assert not unlabelled["visible_label"]["enabled"] and unlabelled["max_photo_age_days"] == 400
+
 
 async def test_tenant_admin_needs_the_operator(stack: EmbeddedStack) -> None:
     for token in ("not-the-operator", stack.paths.api_key_file.read_text().strip()):
@@ -99,6 +107,10 @@ async def test_settings_are_validated(admin: AdminClient) -> None:  # noqa: F811
     await expect_code(grpc.StatusCode.ALREADY_EXISTS, admin.create("settings-check"))
     await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.update(created.tenant.tenant_id,
                                                                     default_retention_days=5000))
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.update(created.tenant.tenant_id,
+                                                                    max_photo_age_days=40000))
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.update(
+        created.tenant.tenant_id, visible_label=common_pb2.VisibleLabel(enabled=True, text="x" * 65)))
     await expect_code(grpc.StatusCode.NOT_FOUND, admin.update("tenant_missing", max_subjects_per_day=1))
     tenant = await admin.update(created.tenant.tenant_id, max_subjects_per_day=3, default_retention_days=14)
     assert tenant.quotas.max_subjects_per_day == 3 and tenant.default_retention_days == 14

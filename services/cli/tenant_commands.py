@@ -14,13 +14,14 @@ from pathlib import Path
 
 import grpc
 from google.protobuf.json_format import MessageToDict
-from studio.v1 import admin_pb2
+from studio.v1 import admin_pb2, common_pb2
 
 from studio_client.admin import AdminClient
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 QUOTA_OPTIONS = ("max_concurrent_orders", "max_subjects_per_day", "max_photos_per_subject", "max_upload_bytes_per_day")
-SETTING_OPTIONS = ("min_accepted_photos", "default_retention_days", *QUOTA_OPTIONS)
+SETTING_OPTIONS = ("min_accepted_photos", "default_retention_days", "max_photo_age_days", *QUOTA_OPTIONS)
+LABEL_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
 
 
 def _tenant_dict(tenant: admin_pb2.Tenant) -> dict:
@@ -83,11 +84,20 @@ async def _disable(admin: AdminClient, args) -> dict:
 
 async def _set(admin: AdminClient, args) -> dict:
     settings = {name: getattr(args, name) for name in SETTING_OPTIONS if getattr(args, name) is not None}
+    if args.visible_label is not None or args.no_visible_label:
+        settings["visible_label"] = _visible_label(args)
     tenant = await admin.update(
         await _tenant_id(admin, args.tenant), add_cert_identities=args.add_cert_identity or [],
         remove_cert_identities=args.remove_cert_identity or [], **settings,
     )
     return {"tenant": _tenant_dict(tenant)}
+
+
+def _visible_label(args) -> common_pb2.VisibleLabel:
+    if args.no_visible_label:
+        return common_pb2.VisibleLabel(enabled=False)
+    corner = common_pb2.LabelCorner.Value(f"LABEL_CORNER_{args.label_corner.upper().replace('-', '_')}")
+    return common_pb2.VisibleLabel(enabled=True, text=args.visible_label, corner=corner)
 
 
 COMMANDS = {"create": _create, "list": _list, "rotate-key": _rotate, "disable": _disable, "enable": _disable,
@@ -131,6 +141,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     update.add_argument("tenant", help="tenant id or name")
     update.add_argument("--add-cert-identity", action="append")
     update.add_argument("--remove-cert-identity", action="append")
+    update.add_argument("--visible-label", metavar="TEXT",
+                        help='draw TEXT on delivered portraits ("" = "AI-generated"); off by default')
+    update.add_argument("--label-corner", choices=LABEL_CORNERS, default="bottom-right")
+    update.add_argument("--no-visible-label", action="store_true", help="stop drawing the visible label")
     _settings(update)
     for parser in parsers:
         parser.add_argument("--endpoint", help="ingest's public endpoint (default: from DATA/stack.json)")

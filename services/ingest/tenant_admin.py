@@ -20,6 +20,9 @@ from services.ingest import tenants
 from services.ingest.create_subject import MAX_RETENTION_DAYS
 from services.ingest.quotas import effective_quotas
 
+MAX_PHOTO_AGE_DAYS = 36500
+MAX_LABEL_CHARS = 64
+
 OPERATOR_TOKEN_METADATA = "x-operator-token"
 OPERATOR_TOKEN_HASH_ENV = "STUDIO_OPERATOR_TOKEN_HASH_FILE"
 QUOTA_FIELDS = [field.name for field in admin_pb2.TenantQuotas.DESCRIPTOR.fields]
@@ -35,6 +38,7 @@ def public_tenant(account: state_pb2.TenantRecord) -> admin_pb2.Tenant:
         tenant_id=account.tenant_id, name=account.name, disabled=account.disabled,
         min_accepted_photos=account.min_accepted_photos, default_retention_days=account.default_retention_days,
         quotas=effective_quotas(account), cert_identities=account.cert_identities, created_at=account.created_at,
+        max_photo_age_days=account.max_photo_age_days, visible_label=account.visible_label,
     )
 
 
@@ -105,7 +109,9 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
         previous = await self._account(request.tenant_id, context)
         account = state_pb2.TenantRecord()
         account.CopyFrom(previous)
-        for name in ("min_accepted_photos", "default_retention_days"):
+        if request.HasField("visible_label"):
+            account.visible_label.CopyFrom(request.visible_label)
+        for name in ("min_accepted_photos", "default_retention_days", "max_photo_age_days"):
             if request.HasField(name):
                 setattr(account, name, getattr(request, name))
         for name in QUOTA_FIELDS:
@@ -120,6 +126,12 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
         return admin_pb2.UpdateTenantResponse(tenant=public_tenant(account))
 
     async def _check_settings(self, account: state_pb2.TenantRecord, context) -> None:
+        if account.max_photo_age_days > MAX_PHOTO_AGE_DAYS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"max_photo_age_days must be 0..{MAX_PHOTO_AGE_DAYS} (0: the default of 3 years)")
+        if len(account.visible_label.text) > MAX_LABEL_CHARS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"visible label text is longer than {MAX_LABEL_CHARS} characters")
         if account.default_retention_days > MAX_RETENTION_DAYS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"default_retention_days must be 0..{MAX_RETENTION_DAYS} (0: the studio's default)")

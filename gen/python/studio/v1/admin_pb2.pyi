@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from studio.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -22,7 +23,7 @@ class TenantQuotas(_message.Message):
     def __init__(self, max_concurrent_orders: _Optional[int] = ..., max_subjects_per_day: _Optional[int] = ..., max_photos_per_subject: _Optional[int] = ..., max_upload_bytes_per_day: _Optional[int] = ...) -> None: ...
 
 class Tenant(_message.Message):
-    __slots__ = ("tenant_id", "name", "disabled", "min_accepted_photos", "default_retention_days", "quotas", "cert_identities", "created_at")
+    __slots__ = ("tenant_id", "name", "disabled", "min_accepted_photos", "default_retention_days", "quotas", "cert_identities", "created_at", "max_photo_age_days", "visible_label")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISABLED_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +32,8 @@ class Tenant(_message.Message):
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     CERT_IDENTITIES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PHOTO_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_LABEL_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     disabled: bool
@@ -39,7 +42,9 @@ class Tenant(_message.Message):
     quotas: TenantQuotas
     cert_identities: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., disabled: _Optional[bool] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., quotas: _Optional[_Union[TenantQuotas, _Mapping]] = ..., cert_identities: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    max_photo_age_days: int
+    visible_label: _common_pb2.VisibleLabel
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., disabled: _Optional[bool] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., quotas: _Optional[_Union[TenantQuotas, _Mapping]] = ..., cert_identities: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_photo_age_days: _Optional[int] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
     __slots__ = ("name", "min_accepted_photos", "default_retention_days", "quotas", "cert_identities")
@@ -102,7 +107,7 @@ class DisableTenantResponse(_message.Message):
     def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
 
 class UpdateTenantRequest(_message.Message):
-    __slots__ = ("tenant_id", "min_accepted_photos", "default_retention_days", "max_concurrent_orders", "max_subjects_per_day", "max_photos_per_subject", "max_upload_bytes_per_day", "add_cert_identities", "remove_cert_identities")
+    __slots__ = ("tenant_id", "min_accepted_photos", "default_retention_days", "max_concurrent_orders", "max_subjects_per_day", "max_photos_per_subject", "max_upload_bytes_per_day", "add_cert_identities", "remove_cert_identities", "max_photo_age_days", "visible_label")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     MIN_ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +117,8 @@ class UpdateTenantRequest(_message.Message):
     MAX_UPLOAD_BYTES_PER_DAY_FIELD_NUMBER: _ClassVar[int]
     ADD_CERT_IDENTITIES_FIELD_NUMBER: _ClassVar[int]
     REMOVE_CERT_IDENTITIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PHOTO_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_LABEL_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     min_accepted_photos: int
     default_retention_days: int
@@ -121,7 +128,9 @@ class UpdateTenantRequest(_message.Message):
     max_upload_bytes_per_day: int
     add_cert_identities: _containers.RepeatedScalarFieldContainer[str]
     remove_cert_identities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tenant_id: _Optional[str] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., max_concurrent_orders: _Optional[int] = ..., max_subjects_per_day: _Optional[int] = ..., max_photos_per_subject: _Optional[int] = ..., max_upload_bytes_per_day: _Optional[int] = ..., add_cert_identities: _Optional[_Iterable[str]] = ..., remove_cert_identities: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_photo_age_days: int
+    visible_label: _common_pb2.VisibleLabel
+    def __init__(self, tenant_id: _Optional[str] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., max_concurrent_orders: _Optional[int] = ..., max_subjects_per_day: _Optional[int] = ..., max_photos_per_subject: _Optional[int] = ..., max_upload_bytes_per_day: _Optional[int] = ..., add_cert_identities: _Optional[_Iterable[str]] = ..., remove_cert_identities: _Optional[_Iterable[str]] = ..., max_photo_age_days: _Optional[int] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ...) -> None: ...
 
 class UpdateTenantResponse(_message.Message):
     __slots__ = ("tenant",)
