@@ -34,12 +34,13 @@ def free_port_run(count: int, attempts: int = 50) -> int:
     """The first of `count` consecutive free ports (a fleet's workers listen on port, port+1, ...)."""
     for _ in range(attempts):
         first = free_port()
-        if all(_port_free(first + offset) for offset in range(1, count)):
+        if all(port_is_free(first + offset) for offset in range(1, count)):
             return first
     raise RuntimeError(f"no run of {count} free ports found")
 
 
-def _port_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Whether nothing is bound to 127.0.0.1:port right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("127.0.0.1", port))

@@ -15,7 +15,7 @@ import urllib3
 from minio import Minio
 
 from services.common.launchers.binaries import find_binary
-from services.common.launchers.process import ManagedProcess
+from services.common.launchers.process import ManagedProcess, port_is_free
 
 READY_TIMEOUT = 60.0
 # The filer waits up to 15 s (hard-coded) for its gRPC streams before exiting on SIGTERM.
@@ -74,26 +74,17 @@ class SeaweedS3:
         return f"SeaweedS3(endpoint={self.endpoint!r}, access_key={self.access_key!r})"
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port_pair() -> int:
     """A free port p with p + GRPC_OFFSET also free."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port + GRPC_OFFSET <= 65535 and _port_is_free(port + GRPC_OFFSET):
+        if port + GRPC_OFFSET <= 65535 and port_is_free(port + GRPC_OFFSET):
             return port
         # Kernel-chosen ports are often too high to add 10000; try a random lower one.
         port = 20000 + secrets.randbelow(25000)
-        if _port_is_free(port) and _port_is_free(port + GRPC_OFFSET):
+        if port_is_free(port) and port_is_free(port + GRPC_OFFSET):
             return port
 
 
