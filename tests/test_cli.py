@@ -153,3 +153,12 @@ def test_demo_against_a_running_stack(stack: EmbeddedStack, tmp_path: Path) -> N
     # Position and ETA while queued: on stderr beside --json, and in the result.
     assert "queued: position " in run.stderr and " ETA " in run.stderr
     assert result["queued"][0]["stage"] == "training" and result["queued"][0]["eta_seconds"] > 0
+
+
+def test_a_relative_data_dir_reaches_the_services_as_an_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    # Services run with the repository as their working directory, so `studio up --data data` run from
+    # anywhere else must hand them absolute paths (the vault's token file above all).
+    monkeypatch.chdir(tmp_path)
+    stack = EmbeddedStack(data_dir=Path("relative-data"))
+    assert stack.data_dir == tmp_path / "relative-data"
+    assert stack.paths.tokens_file.is_absolute()

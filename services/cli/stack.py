@@ -110,6 +110,10 @@ class EmbeddedStack:
     # Every instance's address: one per service, one per GPU for the trainer fleet.
     instances: dict[str, list[str]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Services run with the repository as their working directory: every path they get is absolute.
+        self.data_dir = Path(self.data_dir).resolve()
+
     @property
     def paths(self) -> StackPaths:
         return StackPaths(self.data_dir)
