@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import statistics
@@ -18,17 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from studio.v1 import common_pb2, privacy_pb2, privacy_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common.config import Settings  # noqa: E402
+from bench.local_vault import local_vault  # noqa: E402
 from services.common.envelope import object_aad, open_sealed, seal  # noqa: E402
 from services.common.machine import describe_machine  # noqa: E402
-from services.common.secrets import SERVICE_TOKEN_METADATA, write_secret_file  # noqa: E402
-from services.privacy.server import add_to_server, build_servicer  # noqa: E402
+from services.common.secrets import SERVICE_TOKEN_METADATA  # noqa: E402
 
 TOKENS = {"ingest": "bench-ingest-token-0123456789", "faceqa": "bench-faceqa-token-0123456789"}
 CONSENT = common_pb2.ConsentRecord(agreement_version="bench", scopes=[1], retention_days=30)
@@ -42,39 +39,26 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
 
 async def key_latencies(subjects: int) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        tokens = root / "tokens.json"
-        write_secret_file(tokens, json.dumps(TOKENS).encode())
-        settings = dataclasses.replace(Settings.from_env("privacy"), data_dir=root / "data")
-        servicer = build_servicer(settings, kek_file=root / "kek.json", tokens_file=tokens)
-        server = grpc.aio.server()
-        add_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = privacy_pb2_grpc.PrivacyStub(channel)
-                issue, unwrap = [], []
-                for index in range(subjects):
-                    started = time.perf_counter()
-                    await stub.RegisterSubject(privacy_pb2.RegisterSubjectRequest(
-                        tenant_id="t", subject_id=f"s{index}", consent=CONSENT),
-                        metadata=((SERVICE_TOKEN_METADATA, TOKENS["ingest"]),))
-                    issue.append(time.perf_counter() - started)
-                for index in range(subjects):
-                    started = time.perf_counter()
-                    await stub.GetDataKey(privacy_pb2.GetDataKeyRequest(
-                        tenant_id="t", subject_id=f"s{index}", purpose=privacy_pb2.KEY_PURPOSE_DECRYPT_PHOTO),
-                        metadata=((SERVICE_TOKEN_METADATA, TOKENS["faceqa"]),))
-                    unwrap.append(time.perf_counter() - started)
+        async with local_vault(Path(scratch), TOKENS) as (servicer, channel):
+            stub = privacy_pb2_grpc.PrivacyStub(channel)
+            issue, unwrap = [], []
+            for index in range(subjects):
+                started = time.perf_counter()
+                await stub.RegisterSubject(privacy_pb2.RegisterSubjectRequest(
+                    tenant_id="t", subject_id=f"s{index}", consent=CONSENT),
+                    metadata=((SERVICE_TOKEN_METADATA, TOKENS["ingest"]),))
+                issue.append(time.perf_counter() - started)
+            for index in range(subjects):
+                started = time.perf_counter()
+                await stub.GetDataKey(privacy_pb2.GetDataKeyRequest(
+                    tenant_id="t", subject_id=f"s{index}", purpose=privacy_pb2.KEY_PURPOSE_DECRYPT_PHOTO),
+                    metadata=((SERVICE_TOKEN_METADATA, TOKENS["faceqa"]),))
+                unwrap.append(time.perf_counter() - started)
             in_process = []
             for index in range(subjects):
                 started = time.perf_counter()
                 await servicer.vault.data_key("t", f"s{index}")
                 in_process.append(time.perf_counter() - started)
-        finally:
-            await server.stop(grace=None)
-            servicer.close()
     return {"issue_grpc": percentiles(issue), "unwrap_grpc": percentiles(unwrap),
             "unwrap_in_process": percentiles(in_process)}
 

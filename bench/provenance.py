@@ -17,19 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 from studio.v1 import common_pb2, events_pb2, privacy_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.local_vault import local_vault  # noqa: E402
 from services.cli.provenance import VERIFIED, verify  # noqa: E402
-from services.common.config import Settings  # noqa: E402
 from services.common.machine import describe_machine  # noqa: E402
 from services.common.provenance_certs import DevChainFiles, write_dev_chain  # noqa: E402
-from services.common.secrets import SERVICE_TOKEN_METADATA, write_secret_file  # noqa: E402
+from services.common.secrets import SERVICE_TOKEN_METADATA  # noqa: E402
 from services.privacy.provenance_key import ProvenanceKey  # noqa: E402
-from services.privacy.server import add_to_server, build_servicer  # noqa: E402
 from services.renderer.provenance import PortraitProvenance  # noqa: E402
 from services.renderer.worker import encode_png  # noqa: E402
 
@@ -45,25 +43,13 @@ class RendererVault:
 async def measure(sizes: list[int], rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        tokens = root / "tokens.json"
-        write_secret_file(tokens, json.dumps({"renderer": TOKEN}).encode())
         chain = DevChainFiles(root / "p.key", root / "chain.pem", root / "root.pem")
         write_dev_chain(chain)
-        servicer = build_servicer(dataclasses.replace(Settings.from_env("privacy"), data_dir=root / "data"),
-                                  kek_file=root / "kek.json", tokens_file=tokens)
-        servicer.provenance = ProvenanceKey.from_files(chain.key, chain.chain)
-        server = grpc.aio.server()
-        add_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                vault = RendererVault(privacy_pb2_grpc.PrivacyStub(channel), ((SERVICE_TOKEN_METADATA, TOKEN),))
-                return {str(size): await _one_size(PortraitProvenance(vault, "bench"), size, rounds, chain.root, root)
-                        for size in sizes}
-        finally:
-            await server.stop(grace=None)
-            servicer.close()
+        async with local_vault(root, {"renderer": TOKEN}) as (servicer, channel):
+            servicer.provenance = ProvenanceKey.from_files(chain.key, chain.chain)
+            vault = RendererVault(privacy_pb2_grpc.PrivacyStub(channel), ((SERVICE_TOKEN_METADATA, TOKEN),))
+            return {str(size): await _one_size(PortraitProvenance(vault, "bench"), size, rounds, chain.root, root)
+                    for size in sizes}
 
 
 async def _one_size(provenance: PortraitProvenance, size: int, rounds: int, anchor: Path, scratch: Path) -> dict:
