@@ -205,8 +205,11 @@ async def test_bad_jobs_fail_once_with_a_clear_reason(
     def job(name: str, **fields) -> events_pb2.TrainJob:
         values = dict(job_id=f"train-{name}", order_id=f"order_{name}", tenant_id=subject.tenant_id,
                       subject_id=subject_id, base_model_id=base, crop_keys=crops, steps=6, seed=1,
-                      lora_key=f"tenants/x/{name}.safetensors", render=events_pb2.RenderJob(job_id=f"render-{name}"))
-        return events_pb2.TrainJob(**{**values, **fields})
+                      lora_key=f"tenants/x/{name}.safetensors")
+        values.update(fields)
+        render = events_pb2.RenderJob(job_id=f"render-{name}", order_id=values["order_id"],
+                                      tenant_id=values["tenant_id"], subject_id=values["subject_id"])
+        return events_pb2.TrainJob(**values, render=render)
 
     corrupt = job("corrupt-checkpoint", subject_id=shared["done_subject"],
                   crop_keys=sorted(trained_subject.crop_keys.values()))
@@ -373,7 +376,8 @@ async def train_directly(stack: EmbeddedStack, raw_nats: nats.NATS, subject_id: 
         job_id=f"train-{name}", order_id=f"order_{name}", tenant_id=subject.tenant_id, subject_id=subject_id,
         base_model_id=base_model_id(stack.data_dir / "models" / "tiny"), crop_keys=sorted(subject.crop_keys.values()),
         steps=steps, seed=1, lora_key=f"tenants/{subject.tenant_id}/subjects/{subject_id}/loras/{name}.safetensors",
-        render=events_pb2.RenderJob(job_id=f"render-{name}"))
+        render=events_pb2.RenderJob(job_id=f"render-{name}", order_id=f"order_{name}", tenant_id=subject.tenant_id,
+                                    subject_id=subject_id))
     js = raw_nats.jetstream()
     subscription = await js.subscribe(topology.order_events_subject(job.order_id), ordered_consumer=True)
     await js.publish(topology.TRAIN_SUBJECT, job.SerializeToString(), headers={"Nats-Msg-Id": job.job_id})

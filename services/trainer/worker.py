@@ -162,7 +162,7 @@ class TrainerWorker:
         await self.bus.publish(topology.order_events_subject(job.order_id), _event(job, trained=done),
                                msg_id=f"{job.job_id}.trained")
         # Held for the scheduler; the job id makes a redelivered training job's render job a duplicate.
-        await hold(self.bus, topology.RENDER_QUEUE, _render_job_of(job))
+        await hold(self.bus, topology.RENDER_QUEUE, job.render)
         record = await self.jobs.record(job)
         record.state = State.TRAIN_JOB_STATE_DONE
         await self.jobs.save_record(record)
@@ -204,17 +204,6 @@ def compile_mode_from_env(value: str) -> str:
     if mode not in COMPILE_MODES:
         raise SystemExit(f"STUDIO_TRAIN_COMPILE={value!r}: use one of {', '.join(COMPILE_MODES)}")
     return mode
-
-
-def _render_job_of(job: events_pb2.TrainJob) -> events_pb2.RenderJob:
-    """The order's render job; ids and tier it leaves out are the training job's (same order)."""
-    render = events_pb2.RenderJob()
-    render.CopyFrom(job.render)
-    render.order_id = render.order_id or job.order_id
-    render.tenant_id = render.tenant_id or job.tenant_id
-    render.subject_id = render.subject_id or job.subject_id
-    render.tier = render.tier or job.tier
-    return render
 
 
 def _point(point) -> events_pb2.ValidationPoint:
