@@ -25,7 +25,8 @@ ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
 COMPILE_ENV = "STUDIO_RENDER_COMPILE"
 DTYPE_ENV = "STUDIO_RENDER_DTYPE"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-COMPILE_MODES = {"": None, "compile": "max-autotune-no-cudagraphs", "cuda-graphs": "reduce-overhead"}
+# "compile" is inductor's default mode: max-autotune would add a GEMM search to every cold start of an instance.
+COMPILE_MODES = {"": None, "compile": "default", "cuda-graphs": "reduce-overhead"}
 DEFAULT_ADAPTER_CACHE_SIZE = 8
 MAX_STEPS = 100
 MAX_SIDE = 2048

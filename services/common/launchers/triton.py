@@ -7,6 +7,7 @@ directory assembled here, as described in DESIGN.md (Models → Triton).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -40,9 +41,12 @@ class TritonServer:
 
 
 def pytriton_dir() -> Path:
-    import pytriton
-
-    return Path(pytriton.__file__).resolve().parent
+    """Where the nvidia-pytriton wheel put its files; found without importing PyTriton's Python API,
+    which we do not use (and whose dependencies a bare GPU host may lack)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("nvidia-pytriton is not installed: it carries the tritonserver binary")
+    return Path(spec.origin).resolve().parent
 
 
 def tritonserver_binary() -> Path:

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# On a GPU host that has PyTorch, transformers and peft but no network: install the bundle that
+# bench/gpu_host/pack.sh made, check the host, then run the named steps, each in its own time box.
+# Logs and JSON results go to $OUT (default ./gpu-results); a summary is printed last.
+#
+#   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
+#
+# Steps (default: render-sd15:270 render-sdxl:250, issue 6's measurement in one ~9-minute call):
+#   check          only the host checks below (always run first)
+#   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
+#   render-sd15    bench/render.py --real-size --only sd15 (eager and cuda-graphs; in-process and Triton)
+#   render-sdxl    the same for SDXL
+#   train-sdxl     bench/train.py --real-size --only sdxl --modes bf16 regional
+#   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 compiled
+#   trainer-path   bench/gpu_host/trainer_check.py: bf16 frozen weights, validation, checkpoint, resume
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bundle=${STUDIO_GPU_BUNDLE:-.gpu_bundle}
+out=${OUT:-gpu-results}
+venv=${STUDIO_GPU_VENV:-/tmp/studio-venv}
+base_python=${PYTHON:-python3}
+python=$venv/bin/python
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+# One inductor cache for every step and for Triton's stub: a later compile of the same graph is warm.
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/studio-inductor}
+version=$("$base_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+# A venv of our own that sees the host's packages after its own (a .pth file): its numpy<2 and
+# diffusers come first. Triton's python backend stub ignores PYTHONPATH; it takes its packages from
+# the `python` on PATH, which the launcher sets to this venv's.
+install_bundle() {
+  local archive="$bundle/tritonserver-py$version.tar.xz" site
+  [ -f "$archive" ] || { echo "no $archive: run bench/gpu_host/pack.sh --python $version here first" >&2; return 1; }
+  "$base_python" -m venv --without-pip --clear "$venv" || return 1
+  site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  "$base_python" -c 'import site; print("\n".join(site.getsitepackages()))' > "$site/host-packages.pth"
+  "$base_python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+    "$bundle"/wheels/*.whl && tar -C "$site" -xJf "$archive"
+}
+
+check_host() {
+  nvidia-smi -L 2>&1 | head -4
+  "$python" - <<'EOF'
+import sys, sysconfig
+from pathlib import Path
+import numpy, torch, diffusers, tritonclient.grpc.aio  # noqa: F401 - each must import
+libpython = Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("LDLIBRARY") or "")
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, cuda {torch.cuda.is_available()}"
+      f" {torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''}, numpy {numpy.__version__},"
+      f" diffusers {diffusers.__version__}; libpython {libpython} exists: {libpython.is_file()}")
+if numpy.__version__ >= "2":
+    sys.exit("numpy 2 is first on the path: Triton's python backend would return empty outputs")
+EOF
+  local stub libdir
+  stub=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pytriton/tritonserver/python_backend_stubs/$version/triton_python_backend_stub
+  libdir=$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+  if LD_LIBRARY_PATH="$libdir" ldd "$stub" | grep "not found"; then
+    echo "the python backend stub misses the libraries above: Triton rows will fail" >&2
+  fi
+}
+
+run_step() {
+  local step=$1 seconds=$2 budget=$(( $2 - 25 ))
+  local -a command
+  case "$step" in
+    render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
+    render-sd15) command=(bench/render.py --real-size --only sd15 --modes eager cuda-graphs --budget-s "$budget") ;;
+    render-sdxl) command=(bench/render.py --real-size --only sdxl --modes eager cuda-graphs --budget-s "$budget") ;;
+    train-sdxl) command=(bench/train.py --real-size --only sdxl --modes bf16 regional --budget-s "$budget") ;;
+    train-sd15) command=(bench/train.py --real-size --only sd15 --modes eager bf16 compiled --budget-s "$budget") ;;
+    trainer-path) command=(bench/gpu_host/trainer_check.py) ;;
+    *) echo "unknown step $step" >&2; return 2 ;;
+  esac
+  # STUDIO_GPU_CPU_SMOKE=1: the same steps on the CPU at toy widths, to try a bundle on a machine without a GPU.
+  if [ "${STUDIO_GPU_CPU_SMOKE:-}" = 1 ]; then
+    command+=(--device cpu)
+    [ "$step" = trainer-path ] || command+=(--tiny-shapes --steps 2)
+  fi
+  echo "## $step (time box $seconds s): python ${command[*]}"
+  timeout --kill-after=15 "$seconds" "$python" "${command[@]}" --json > "$out/$step.log" 2>&1
+  local status=$?
+  grep -v '^\[' "$out/$step.log" | grep -vE 'it/s\]|Loading|Writing|warn|Warn' | tail -40
+  echo "## $step: exit $status"
+}
+
+started=$(date +%s)
+install_bundle || exit 1
+check_host 2>&1 | tee "$out/check.log" || exit 1
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(render-sd15:270 render-sdxl:250)
+for entry in "${steps[@]}"; do
+  name=${entry%%:*}
+  [ "$name" = check ] && continue
+  seconds=${entry#*:}
+  [ "$seconds" = "$entry" ] && seconds=240
+  run_step "$name" "$seconds"
+done
+echo "# all steps done in $(( $(date +%s) - started )) s; logs in $out"
