@@ -116,14 +116,13 @@ def _sync(device: str) -> None:
 def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: int, device: str, tiny: bool,
                        lora: Path) -> dict:
     """One child's work: load the saved model with its LoRA, compile as `mode` says, time renders."""
-    from services.renderer.pipeline import PortraitRenderer, compile_unet, load_pipeline
+    from services.renderer.pipeline import PortraitRenderer, load_pipeline
 
-    pipe = load_pipeline(folder, compile_mode="")
-    renderer = PortraitRenderer(pipe)
-    renderer._activate_adapter("bench", lora.read_bytes())  # before compiling: the compiled graph holds it
+    pipe = load_pipeline(folder)
+    renderer = PortraitRenderer(pipe, compile_mode="" if mode == "eager" else mode)  # as Triton's instance does
+    renderer.adapters.activate("bench", lora.read_bytes())
     side = image_side(model, tiny)
-    flops = count_image_flops(pipe, side, steps) if mode == "eager" else 0
-    compile_unet(pipe, "" if mode == "eager" else mode)
+    flops = count_image_flops(pipe, side, steps) if mode == "eager" else 0  # the counter cannot see into graphs
     started = time.perf_counter()
     for _ in range(2):  # warm-up (and compilation, CUDA graph capture)
         _render(pipe, batch, side, steps)

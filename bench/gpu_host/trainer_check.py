@@ -91,7 +91,7 @@ def _renders_with(folder: Path, lora: bytes, side: int) -> bool:
 
     from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
 
-    renderer = PortraitRenderer(load_pipeline(folder, compile_mode=""))
+    renderer = PortraitRenderer(load_pipeline(folder))
     params = RenderParams(prompt="a portrait photo of sks person", steps=4, width=side, height=side, seed=3)
     plain, adapted = renderer.render(params), renderer.render(params, "check", lora)
     return bool(np.abs(plain.astype(int) - adapted.astype(int)).max() > 0)

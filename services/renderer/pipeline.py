@@ -7,22 +7,28 @@ memory only: a subject's adapter is never written to disk in clear.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import math
 import os
-import struct
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from services.renderer.adapters import (  # noqa: F401 - adapter_metadata and parse_adapter: part of this API
+    DEFAULT_MAX_RANK,
+    NamedAdapters,
+    SwappedAdapter,
+    adapter_metadata,
+    parse_adapter,
+)
+from services.renderer.errors import RenderInputError
+
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
 ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
 COMPILE_ENV = "STUDIO_RENDER_COMPILE"
+MAX_RANK_ENV = "STUDIO_RENDER_MAX_LORA_RANK"
 DTYPE_ENV = "STUDIO_RENDER_DTYPE"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # "compile" is inductor's default mode: max-autotune would add a GEMM search to every cold start of an instance.
@@ -31,8 +37,6 @@ DEFAULT_ADAPTER_CACHE_SIZE = 8
 MAX_STEPS = 100
 MAX_SIDE = 2048
 MAX_GUIDANCE = 50.0
-_SAFETENSORS_HEADER_LENGTH = struct.Struct("<Q")
-_LORA_METADATA_KEY = "lora_adapter_metadata"
 # Catalogue scheduler names (services/common/styles.py SCHEDULERS) -> diffusers scheduler classes.
 SCHEDULER_CLASSES = {
     "ddim": ("DDIMScheduler", {}),
@@ -41,10 +45,6 @@ SCHEDULER_CLASSES = {
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
 }
-
-
-class RenderInputError(ValueError):
-    """The request cannot be rendered as given (bad sizes, steps, adapter bytes...)."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,8 @@ def pick_device_and_dtype():
     return torch.device("cpu"), getattr(torch, DTYPES[chosen]) if chosen else torch.float32
 
 
-def load_pipeline(base_model: Path, compile_mode: str | None = None):
-    """The base model's pipeline (SD1.5 or SDXL family, by its model_index.json) on the best device.
-    compile_mode (default: env STUDIO_RENDER_COMPILE): "" eager, "compile" torch.compile of the UNet,
-    "cuda-graphs" the same with CUDA graphs (torch.compile mode reduce-overhead)."""
+def load_pipeline(base_model: Path):
+    """The base model's pipeline (SD1.5 or SDXL family, by its model_index.json) on the best device."""
     from diffusers import DiffusionPipeline
 
     device, dtype = pick_device_and_dtype()
@@ -112,53 +110,19 @@ def load_pipeline(base_model: Path, compile_mode: str | None = None):
         local_files_only=True,
     )
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)
-    compile_unet(pipe, os.environ.get(COMPILE_ENV, "") if compile_mode is None else compile_mode)
-    return pipe
+    return pipe.to(device)
+
+
+def check_compile_mode(mode: str) -> None:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
 
 
 def compile_unet(pipe, mode: str) -> None:
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
+    check_compile_mode(mode)
     if mode:
         # In place (Module.compile), not a wrapper: LoRA adapters must still load into pipe.unet.
         pipe.unet.compile(mode=COMPILE_MODES[mode])
-
-
-def adapter_metadata(adapter: bytes) -> dict | None:
-    """diffusers' LoRA metadata (rank, alpha...) from the safetensors header, if it was saved.
-
-    safetensors.torch.load(bytes) drops the header, and without it diffusers assumes alpha == rank.
-    """
-    if len(adapter) < _SAFETENSORS_HEADER_LENGTH.size:
-        return None
-    (header_length,) = _SAFETENSORS_HEADER_LENGTH.unpack_from(adapter)
-    header_end = _SAFETENSORS_HEADER_LENGTH.size + header_length
-    try:
-        header = json.loads(adapter[_SAFETENSORS_HEADER_LENGTH.size : header_end])
-        raw = header.get("__metadata__", {}).get(_LORA_METADATA_KEY)
-        return json.loads(raw) if raw else None
-    except (ValueError, AttributeError) as error:
-        raise RenderInputError(f"adapter metadata is not valid JSON: {error}") from error
-
-
-def parse_adapter(adapter: bytes) -> tuple[dict, dict | None]:
-    """The adapter's tensors and metadata; RenderInputError when the bytes are not a LoRA."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    try:
-        state_dict = load(adapter)
-    except (SafetensorError, ValueError, OSError) as error:
-        raise RenderInputError(f"adapter is not a safetensors file: {error}") from error
-    if not state_dict or not all("lora" in key for key in state_dict):
-        raise RenderInputError("adapter holds no LoRA weights (every key must contain 'lora')")
-    return state_dict, adapter_metadata(adapter)
-
-
-def adapter_name(adapter_id: str) -> str:
-    """A PEFT-safe module name for a caller's adapter id (ids may hold '.', '/', ...)."""
-    return "a_" + hashlib.sha256(adapter_id.encode()).hexdigest()[:24]
 
 
 def build_scheduler(pipe, name: str, default):
@@ -169,30 +133,39 @@ def build_scheduler(pipe, name: str, default):
 
 
 class PortraitRenderer:
-    """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter."""
+    """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter.
 
-    def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> None:
-        if adapter_cache_size < 1:
-            raise ValueError("adapter_cache_size must be at least 1")
+    compile_mode ("" eager, "compile", "cuda-graphs": COMPILE_MODES) compiles the UNet; adapters are
+    then swapped into one slot in place (services/renderer/adapters.py) so the graph is compiled once."""
+
+    def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "",
+                 max_rank: int = DEFAULT_MAX_RANK) -> None:
+        check_compile_mode(compile_mode)
         self.pipe = pipe
         self.adapter_cache_size = adapter_cache_size
-        # adapter id -> sha256 of the bytes it was loaded from, least recently used first
-        self._adapters: OrderedDict[str, str] = OrderedDict()
+        self.compile_mode = compile_mode
+        if compile_mode:
+            self.adapters: NamedAdapters | SwappedAdapter = SwappedAdapter(pipe, adapter_cache_size, max_rank)
+        else:
+            self.adapters = NamedAdapters(pipe, adapter_cache_size)
+        compile_unet(pipe, compile_mode)
         self._default_scheduler = pipe.scheduler
         self._schedulers: dict[str, object] = {}
 
     @classmethod
     def from_env(cls, default_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> PortraitRenderer:
-        """STUDIO_BASE_MODEL's pipeline; STUDIO_ADAPTER_CACHE, when set, overrides the cache size."""
+        """STUDIO_BASE_MODEL's pipeline; STUDIO_ADAPTER_CACHE overrides the cache size, STUDIO_RENDER_COMPILE
+        compiles the UNet, STUDIO_RENDER_MAX_LORA_RANK bounds the adapters a compiled UNet serves."""
         base_model = os.environ.get(BASE_MODEL_ENV)
         if not base_model:
             raise RuntimeError(f"{BASE_MODEL_ENV} must name a diffusers model folder")
         cache_size = int(os.environ.get(ADAPTER_CACHE_ENV) or default_cache_size)
-        return cls(load_pipeline(Path(base_model)), cache_size)
+        max_rank = int(os.environ.get(MAX_RANK_ENV) or DEFAULT_MAX_RANK)
+        return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""), max_rank)
 
     @property
     def loaded_adapter_ids(self) -> list[str]:
-        return list(self._adapters)
+        return self.adapters.loaded_ids
 
     def render(self, params: RenderParams, adapter_id: str = "", adapter: bytes = b"") -> np.ndarray:
         """Render one image as uint8 HxWx3. Empty `adapter` means the base model alone."""
@@ -217,7 +190,7 @@ class PortraitRenderer:
         for indices in groups.values():
             group = [items[index] for index in indices]
             try:
-                self._activate_adapter(group[0].adapter_id, group[0].adapter)
+                self.adapters.activate(group[0].adapter_id, group[0].adapter)
                 images = self._run_pipeline([item.params for item in group])
             except RenderInputError as error:
                 images = [error] * len(group)
@@ -225,73 +198,9 @@ class PortraitRenderer:
                 results[index] = image
         return results  # type: ignore[return-value]
 
-    def _activate_adapter(self, adapter_id: str, adapter: bytes) -> None:
-        if not adapter:
-            if self._adapters:
-                self.pipe.disable_lora()
-            return
-        digest = hashlib.sha256(adapter).hexdigest()
-        adapter_id = adapter_id or digest
-        if self._adapters.get(adapter_id) != digest:
-            self._load_adapter(adapter_id, adapter, digest)
-        self._adapters.move_to_end(adapter_id)
-        self.pipe.enable_lora()
-        self.pipe.set_adapters([adapter_name(adapter_id)])
-
-    def _load_adapter(self, adapter_id: str, adapter: bytes, digest: str) -> None:
-        state_dict, metadata = parse_adapter(adapter)
-        if adapter_id in self._adapters:  # same id, other bytes: the newest bytes win
-            self._evict(adapter_id)
-        while len(self._adapters) >= self.adapter_cache_size:
-            self._evict(next(iter(self._adapters)))
-        name = adapter_name(adapter_id)
-        try:
-            self._load_into_pipeline(state_dict, metadata, name)
-        except Exception as error:
-            self._delete_quietly(name)
-            raise RenderInputError(f"adapter does not fit the base model: {error}") from error
-        self._adapters[adapter_id] = digest
-
-    def _load_into_pipeline(self, state_dict: dict, metadata: dict | None, name: str) -> None:
-        pipe = self.pipe
-        if metadata is None:
-            pipe.load_lora_weights(state_dict, adapter_name=name)
-            return
-        # load_lora_weights drops metadata for in-memory dicts, so hand it to each component.
-        state_dict, network_alphas = pipe.lora_state_dict(state_dict)
-        metadata = None if network_alphas else metadata
-        pipe.load_lora_into_unet(
-            state_dict,
-            network_alphas=network_alphas,
-            unet=pipe.unet,
-            adapter_name=name,
-            metadata=metadata,
-            _pipeline=pipe,
-        )
-        pipe.load_lora_into_text_encoder(
-            state_dict,
-            network_alphas=network_alphas,
-            text_encoder=pipe.text_encoder,
-            lora_scale=pipe.lora_scale,
-            adapter_name=name,
-            metadata=metadata,
-            _pipeline=pipe,
-        )
-
     def evict_prefix(self, prefix: str) -> int:
         """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""
-        doomed = [adapter_id for adapter_id in self._adapters if adapter_id.startswith(prefix)]
-        for adapter_id in doomed:
-            self._evict(adapter_id)
-        return len(doomed)
-
-    def _evict(self, adapter_id: str) -> None:
-        self._adapters.pop(adapter_id, None)
-        self._delete_quietly(adapter_name(adapter_id))
-
-    def _delete_quietly(self, name: str) -> None:
-        with contextlib.suppress(ValueError, KeyError, AttributeError):  # half-loaded or never registered
-            self.pipe.delete_adapters([name])
+        return self.adapters.evict_prefix(prefix)
 
     def _use_scheduler(self, name: str) -> None:
         if not name:
