@@ -10,7 +10,7 @@ import pytest
 
 from services.common.tinymodel import write_tiny_model
 from services.renderer.adapters import SLOT, SwappedAdapter
-from services.renderer.pipeline import PortraitRenderer, RenderInputError, RenderParams, load_pipeline
+from services.renderer.pipeline import BatchItem, PortraitRenderer, RenderInputError, RenderParams, load_pipeline
 from services.renderer.random_lora import make_lora
 
 PARAMS = RenderParams(prompt="a portrait", seed=5, steps=2, guidance=5.0, width=64, height=64)
@@ -67,6 +67,9 @@ def test_compiled_unet_swaps_subjects_without_recompiling(
     for adapter_id, image in images.items():
         assert _differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
     assert _differs(images["subject-a"], images["subject-b"]) > 20
+    mixed = renderer.render_batch([BatchItem(PARAMS, adapter_id, loras[adapter_id]) for adapter_id in order])
+    for adapter_id, image in zip(order, mixed, strict=True):  # one batch, each group swapped in turn
+        assert _differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
     assert _differs(renderer.render(PARAMS), eager_images["base"]) <= COMPILED_TOLERANCE
 
 
