@@ -16,6 +16,7 @@ SDXL 1024 px batch 4 = 1.9 images/s. Target: at least 2x eager, through Triton.
     python bench/render.py [--images 16] [--steps 4] [--repeats 2] [--json]
     python bench/render.py --real-size [--modes eager compile cuda-graphs] [--dtype bf16] [--budget-s 480]
     python bench/render.py --real-size --device cpu --tiny-shapes     # CPU smoke run of that path
+    python bench/render.py --real-size --device cpu --flops-only      # FLOPs per image, on any machine
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ def main() -> None:
                         choices=("eager", "compile", "cuda-graphs"), help="real-size: how the UNet runs")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="real-size: default bf16 on cuda")
     parser.add_argument("--no-triton", action="store_true", help="real-size: in-process only")
+    parser.add_argument("--flops-only", action="store_true", help="real-size: count FLOPs per image (meta tensors, "
+                        "any machine) and what the reference's images/s mean, then stop")
     parser.add_argument("--budget-s", type=float, default=480.0, help="real-size time box for the whole run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

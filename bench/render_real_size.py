@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.train_real_size import peak_for, run_child, unet_config
+from bench.train_real_size import BF16_DENSE_PEAK_TFLOPS, peak_for, run_child, unet_config
 from services.common.machine import describe_machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,11 +41,20 @@ def _text_encoder(kind: str, tokenizer, with_projection: bool, projection_dim: i
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
+def build_vae(tiny: bool):
+    """The SD VAE's shape (4 levels, 4 latent channels), or toy widths."""
+    from diffusers import AutoencoderKL
+
+    channels = VAE_CHANNELS[tiny]
+    return AutoencoderKL(block_out_channels=channels, latent_channels=4, layers_per_block=2,
+                         norm_num_groups=min(32, channels[0]), down_block_types=["DownEncoderBlock2D"] * 4,
+                         up_block_types=["UpDecoderBlock2D"] * 4)
+
+
 def build_random_pipeline(model: str, tiny: bool, device: str):
     """A random-weight pipeline of the real model's shapes (or toy widths), on `device`."""
     import torch
     from diffusers import (
-        AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
@@ -57,14 +66,11 @@ def build_random_pipeline(model: str, tiny: bool, device: str):
 
     torch.manual_seed(0)
     tokenizer = CLIPTokenizer(vocab=tiny_vocabulary(), merges=[], model_max_length=77)
-    channels = VAE_CHANNELS[tiny]
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        steps_offset=1)
     with torch.device(device):
         unet = UNet2DConditionModel(**unet_config(model, tiny))
-        vae = AutoencoderKL(block_out_channels=channels, latent_channels=4, layers_per_block=2,
-                            norm_num_groups=min(32, channels[0]),
-                            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
+        vae = build_vae(tiny)
         first = _text_encoder("tiny-1" if tiny else "clip-l", tokenizer, False, 32 if tiny else 768)
         if model == "sd15":
             return StableDiffusionPipeline(vae=vae, text_encoder=first, tokenizer=tokenizer, unet=unet,
@@ -95,6 +101,38 @@ def count_image_flops(pipe, side: int, steps: int) -> int:
     with FlopCounterMode(display=False) as counter:
         _render(pipe, 1, side, steps)
     return counter.get_total_flops()
+
+
+def meta_image_flops(model: str, steps: int) -> tuple[int, int]:
+    """(FLOPs of one image: every UNet step with classifier-free guidance + the VAE decode, of which the
+    VAE), counted on meta tensors from the real-size configs: no weights, no device, seconds."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = unet_config(model, tiny=False)
+    side = config["sample_size"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+        vae = build_vae(tiny=False)
+        added = {"text_embeds": torch.randn(2, 1280), "time_ids": torch.randn(2, 6)} if model == "sdxl" else None
+        latents, text = torch.randn(2, 4, side, side), torch.randn(2, 77, config["cross_attention_dim"])
+        with FlopCounterMode(display=False) as unet_counter:
+            unet(latents, torch.tensor([10, 10]), text, added_cond_kwargs=added)
+        with FlopCounterMode(display=False) as vae_counter:
+            vae.decode(torch.randn(1, 4, side, side))
+    vae_flops = vae_counter.get_total_flops()
+    return steps * unet_counter.get_total_flops() + vae_flops, vae_flops
+
+
+def print_reference_flops(models: list[str], steps: int) -> None:
+    """What the H200 reference's images/s mean in TFLOP/s, against the chip's bf16 peak."""
+    for model in models:
+        flops, vae = meta_image_flops(model, steps)
+        reference = PLAN[model][1]
+        print(f"# {model}: {flops / 1e12:.1f} TFLOP per image ({steps} steps with guidance, VAE {vae / flops:.1%}); "
+              f"the reference's {reference} img/s = {flops * reference / 1e12:.0f} TFLOP/s = "
+              f"{flops * reference / 1e12 / BF16_DENSE_PEAK_TFLOPS['H200']:.0%} of the H200's bf16 dense peak")
 
 
 def _render(pipe, batch: int, side: int, steps: int, seed: int = 0):
@@ -194,6 +232,9 @@ def real_size(args) -> list[dict]:
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else ""
     peak = peak_for(gpu) or "unknown"
     print(f"# {describe_machine(with_torch=True)}; {dtype}, {steps} steps; bf16 dense peak {peak} TFLOP/s")
+    print_reference_flops(args.only or list(PLAN), steps)
+    if args.flops_only:
+        return []
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
