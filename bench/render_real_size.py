@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
 # model -> (batch, reference images/s on one H200, eager bf16, 25 steps)
 PLAN = {"sd15": (8, 8.2), "sdxl": (4, 1.9)}
+REFERENCE_STEPS = 25
 TEXT_SIZES = {  # (hidden, intermediate, layers, heads)
     "clip-l": (768, 3072, 12, 12), "clip-g": (1280, 5120, 32, 20), "tiny-1": (32, 37, 2, 4), "tiny-2": (32, 37, 2, 4),
 }
@@ -228,11 +229,11 @@ def real_size(args) -> list[dict]:
     os.environ["STUDIO_RENDER_DTYPE"] = dtype  # the children and Triton inherit it
 
     deadline = time.monotonic() + args.budget_s
-    steps = args.steps or 25
+    steps = args.steps or REFERENCE_STEPS
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else ""
     peak = peak_for(gpu) or "unknown"
     print(f"# {describe_machine(with_torch=True)}; {dtype}, {steps} steps; bf16 dense peak {peak} TFLOP/s")
-    print_reference_flops(args.only or list(PLAN), steps)
+    print_reference_flops(args.only or list(PLAN), REFERENCE_STEPS)
     if args.flops_only:
         return []
     rows: list[dict] = []
