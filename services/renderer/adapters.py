@@ -4,12 +4,11 @@ hand least recently used first, and switched per batch group.
 Two stores, one interface (activate, evict_prefix, loaded_ids):
 - NamedAdapters, for an eager UNet: each subject's LoRA is its own PEFT adapter; switching is
   `set_adapters`.
-- SwappedAdapter, for a compiled UNet: one adapter slot, padded to the largest rank served, whose
-  weights and scale are overwritten in place for each subject (diffusers' LoRA hotswap); the cache
-  keeps parsed weights in memory. A compiled graph guards on adapter names and module structure, so
-  named adapters would recompile the UNet for every new subject and, past dynamo's recompile limit,
-  silently run eager; in-place weights keep one graph, and CUDA graphs captured over those tensors
-  stay valid.
+- FusedAdapter, for a compiled UNet: no adapter modules; the subject's LoRA is merged into the base
+  weights it targets, from a pristine copy of each. A compiled graph guards on adapter names and
+  module structure, so named adapters would recompile the UNet for every new subject and, past
+  dynamo's recompile limit, silently run eager; fused weights keep one graph with no LoRA work in it,
+  and CUDA graphs captured over those weights stay valid.
 """
 
 from __future__ import annotations
@@ -19,13 +18,12 @@ import hashlib
 import json
 import struct
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from services.renderer.errors import RenderInputError
 
 _SAFETENSORS_HEADER_LENGTH = struct.Struct("<Q")
 _LORA_METADATA_KEY = "lora_adapter_metadata"
-SLOT = "subject_slot"
-DEFAULT_MAX_RANK = 64  # the trainer's family defaults go up to 32 (services/trainer/families.py)
 
 
 def adapter_metadata(adapter: bytes) -> dict | None:
@@ -149,85 +147,130 @@ class NamedAdapters(_LeastRecentlyUsed):
             self.pipe.delete_adapters([name])
 
 
-class SwappedAdapter(_LeastRecentlyUsed):
-    """One adapter slot in a compiled UNet; each subject's weights are copied into it in place.
-    Must be created before the UNet is compiled or any LoRA is loaded."""
+@dataclass(frozen=True)
+class LayerDelta:
+    """One targeted Linear layer of the UNet: its weight becomes W0 + scale * (up @ down)."""
 
-    def __init__(self, pipe, size: int, max_rank: int = DEFAULT_MAX_RANK) -> None:
+    path: str
+    down: object  # torch.Tensor [rank, in]
+    up: object  # torch.Tensor [out, rank]
+    scale: float
+
+
+class FusedAdapter(_LeastRecentlyUsed):
+    """A compiled UNet with no adapter modules at all: the subject's LoRA is merged into the weights it
+    targets, W = W0 + scale * (up @ down), each time from a pristine copy W0 of that layer. The compiled
+    graph never changes and does no LoRA work; switching subjects is one in-place copy per targeted
+    layer (CUDA graphs captured over those weights stay valid); restoring from W0 leaves no rounding
+    drift however many subjects pass, and no subject's weights behind once it is deleted."""
+
+    def __init__(self, pipe, size: int) -> None:
         super().__init__(pipe, size)
-        self.max_rank = max_rank
-        # The UNet may be compiled before the slot exists: its first load then recompiles once.
-        pipe.unet.enable_lora_hotswap(target_rank=max_rank, check_compiled="ignore")
-        self._parsed: dict[str, tuple[dict, dict | None, dict | None]] = {}  # to_diffusers_format's
-        self._slot_holds: str | None = None  # the digest of the weights in the slot, None: empty
-        self._slot_exists = False
+        self._parsed: dict[str, list[LayerDelta]] = {}
+        self._pristine: dict[str, object] = {}  # layer path -> W0, on the UNet's device
+        self._fused: str | None = ""  # digest of the fused adapter; "" the base model; None unknown
 
     def activate(self, adapter_id: str, adapter: bytes) -> None:
         if not adapter:
-            if self._slot_exists:
-                self.pipe.disable_lora()
+            self._fuse([], "")
             return
         digest = hashlib.sha256(adapter).hexdigest()
         adapter_id = adapter_id or digest
         if self._digests.get(adapter_id) != digest:
             self._remember(adapter_id, adapter, digest)
         self._digests.move_to_end(adapter_id)
-        if self._slot_holds != digest:
-            try:
-                self._swap_in(self._parsed[adapter_id], digest)
-            except RenderInputError:
-                self._digests.pop(adapter_id)  # refused: not kept, like an adapter that failed to parse
-                self._parsed.pop(adapter_id)
-                raise
-        self.pipe.enable_lora()
+        self._fuse(self._parsed[adapter_id], digest)
 
     def _remember(self, adapter_id: str, adapter: bytes, digest: str) -> None:
         state_dict, metadata = parse_adapter(adapter)
         try:
-            converted = to_diffusers_format(self.pipe, state_dict, metadata)
+            state_dict, network_alphas, metadata = to_diffusers_format(self.pipe, state_dict, metadata)
         except Exception as error:
             raise RenderInputError(f"adapter does not fit the base model: {error}") from error
-        if any(not key.startswith("unet.") for key in converted[0]):
-            raise RenderInputError("adapter has text-encoder weights, which a compiled renderer does not serve "
-                                   "(STUDIO_RENDER_COMPILE off serves them)")
-        rank = max((tensor.shape[0] for key, tensor in converted[0].items() if _is_down_projection(key)), default=0)
-        if rank > self.max_rank:
-            raise RenderInputError(f"adapter rank {rank} is above this renderer's {self.max_rank} "
-                                   "(STUDIO_RENDER_MAX_LORA_RANK)")
+        if network_alphas:
+            raise RenderInputError("adapter is in an older format with per-layer alphas, which a compiled renderer "
+                                   "does not fuse (STUDIO_RENDER_COMPILE off serves it)")
+        deltas = [self._checked(delta) for delta in _layer_deltas(state_dict, _scale(metadata))]
         self._make_room(adapter_id)
-        self._parsed[adapter_id] = converted
+        self._parsed[adapter_id] = deltas
         self._digests[adapter_id] = digest
 
-    def _swap_in(self, converted: tuple[dict, dict | None, dict | None], digest: str) -> None:
-        state_dict, network_alphas, metadata = converted
-        self._slot_holds = None  # until the copy has finished: a failed swap leaves no half-known state
+    def _checked(self, delta: LayerDelta) -> LayerDelta:
+        import torch
+
         try:
-            self.pipe.load_lora_into_unet(dict(state_dict), network_alphas=network_alphas, unet=self.pipe.unet,
-                                          adapter_name=SLOT, metadata=metadata, _pipeline=self.pipe,
-                                          hotswap=self._slot_exists)
-        except Exception as error:
-            if not self._slot_exists:
-                with contextlib.suppress(ValueError, KeyError, AttributeError):
-                    self.pipe.delete_adapters([SLOT])
-            raise RenderInputError(f"adapter does not fit the base model: {error}") from error
-        self._slot_exists = True
-        self._slot_holds = digest
+            layer = self.pipe.unet.get_submodule(delta.path)
+        except AttributeError as error:
+            raise RenderInputError(f"adapter does not fit the base model: no layer {delta.path}") from error
+        out_features, in_features = tuple(getattr(layer, "weight", torch.empty(0)).shape) or (0, 0)
+        fits = isinstance(layer, torch.nn.Linear) and delta.up.shape[0] == out_features \
+            and delta.down.shape[1] == in_features and delta.up.shape[1] == delta.down.shape[0]
+        if not fits:
+            raise RenderInputError(f"adapter does not fit the base model: {delta.path} is not a "
+                                   f"{delta.up.shape[0]}x{delta.down.shape[1]} linear layer")
+        return delta
+
+    def _fuse(self, deltas: list[LayerDelta], digest: str) -> None:
+        import torch
+
+        if self._fused == digest:
+            return
+        self._fused = None  # until every layer is written
+        targeted = {delta.path for delta in deltas}
+        with torch.no_grad():
+            for path, pristine in self._pristine.items():
+                if path not in targeted:
+                    self.pipe.unet.get_submodule(path).weight.copy_(pristine)
+            for delta in deltas:
+                weight = self.pipe.unet.get_submodule(delta.path).weight
+                pristine = self._pristine.setdefault(delta.path, weight.detach().clone())
+                update = delta.up.to(weight.device, torch.float32) @ delta.down.to(weight.device, torch.float32)
+                weight.copy_((pristine.float() + delta.scale * update).to(weight.dtype))
+        self._fused = digest
 
     def _evict(self, adapter_id: str) -> None:
         digest = self._digests.pop(adapter_id, None)
         self._parsed.pop(adapter_id, None)
-        if digest is not None and digest == self._slot_holds and digest not in self._digests.values():
-            self._clear_slot()  # a deleted subject's weights must not stay in GPU memory
-
-    def _clear_slot(self) -> None:
-        import torch
-
-        with torch.no_grad():
-            for name, parameter in self.pipe.unet.named_parameters():
-                if f".{SLOT}." in name:
-                    parameter.zero_()
-        self._slot_holds = None
+        if digest is not None and digest == self._fused and digest not in self._digests.values():
+            self._fuse([], "")  # a deleted subject's weights must not stay in GPU memory
 
 
-def _is_down_projection(key: str) -> bool:
-    return "lora_A" in key or "lora.down" in key
+def _scale(metadata: dict | None) -> float:
+    """alpha / rank from diffusers' LoRA metadata; without metadata alpha == rank (what our trainer
+    writes: it folds alpha / rank into the up weights)."""
+    if not metadata:
+        return 1.0
+    unsupported = [name for name in ("use_dora", "use_rslora", "lora_bias", "fan_in_fan_out", "alpha_pattern",
+                                     "rank_pattern") if metadata.get(f"unet.{name}")]
+    if unsupported:
+        raise RenderInputError(f"adapter uses {', '.join(unsupported)}, which a compiled renderer does not fuse "
+                               "(STUDIO_RENDER_COMPILE off serves it)")
+    rank, alpha = metadata.get("unet.r"), metadata.get("unet.lora_alpha")
+    return float(alpha) / float(rank) if rank and alpha else 1.0
+
+
+_DOWN_UP = {"lora.down.weight": "lora.up.weight", "lora_A.weight": "lora_B.weight"}
+
+
+def _layer_deltas(state_dict: dict, scale: float) -> list[LayerDelta]:
+    """The UNet layers a LoRA targets; RenderInputError for weights a fused Linear LoRA cannot express."""
+    if any(not key.startswith("unet.") for key in state_dict):
+        raise RenderInputError("adapter has text-encoder weights, which a compiled renderer does not serve "
+                               "(STUDIO_RENDER_COMPILE off serves them)")
+    deltas, used = [], set()
+    for key in state_dict:
+        for down_suffix, up_suffix in _DOWN_UP.items():
+            if key.endswith("." + down_suffix):
+                path = key.removeprefix("unet.").removesuffix("." + down_suffix)
+                up_key = key.removesuffix(down_suffix) + up_suffix
+                if up_key not in state_dict:
+                    raise RenderInputError(f"adapter has no up weights for {path}")
+                down, up = state_dict[key], state_dict[up_key]
+                if down.dim() != 2 or up.dim() != 2:
+                    raise RenderInputError(f"adapter layer {path} is not a linear LoRA")
+                deltas.append(LayerDelta(path, down, up, scale))
+                used |= {key, up_key}
+    leftover = sorted(set(state_dict) - used)
+    if leftover:
+        raise RenderInputError(f"adapter holds weights a compiled renderer does not fuse, e.g. {leftover[0]}")
+    return deltas

@@ -1,15 +1,16 @@
 """Adapter stores (services/renderer/adapters.py) on the tiny random-weight model: a compiled UNet
-serves many subjects from one in-place slot without recompiling, each with its own adapter's image."""
+serves many subjects, fused into its weights, without recompiling, each with its own adapter's image."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.common.tinymodel import write_tiny_model
-from services.renderer.adapters import SLOT, SwappedAdapter
+from services.renderer.adapters import FusedAdapter
 from services.renderer.pipeline import BatchItem, PortraitRenderer, RenderInputError, RenderParams, load_pipeline
 from services.renderer.random_lora import make_lora
 
@@ -25,7 +26,7 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def loras(base_model: Path) -> dict[str, bytes]:
-    # Other alphas too: the slot's scale must follow each adapter's own.
+    # Other alphas and ranks too: each adapter's own scale must be fused.
     return {
         "subject-a": make_lora(base_model, seed=1),
         "subject-b": make_lora(base_model, seed=2, alpha=4),
@@ -41,77 +42,107 @@ def eager_images(base_model: Path, loras: dict[str, bytes]) -> dict[str, np.ndar
     return images
 
 
-def _slot_parameters(renderer: PortraitRenderer) -> list:
-    return [parameter for name, parameter in renderer.pipe.unet.named_parameters() if f".{SLOT}." in name]
-
-
 def _differs(first: np.ndarray, second: np.ndarray) -> int:
     return int(np.abs(first.astype(int) - second.astype(int)).max())
 
 
-def test_compiled_unet_swaps_subjects_without_recompiling(
+def _targeted_weights(renderer: PortraitRenderer) -> dict:
+    return {name: parameter.detach().clone() for name, parameter in renderer.pipe.unet.named_parameters()
+            if "attn" in name and name.endswith("weight")}
+
+
+def test_compiled_unet_serves_every_subject_from_one_graph(
     base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
 ) -> None:
     from torch._dynamo.utils import counters
 
     renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode="compile")
-    assert isinstance(renderer.adapters, SwappedAdapter)
+    assert isinstance(renderer.adapters, FusedAdapter)
     first = renderer.render(PARAMS, "subject-a", loras["subject-a"])
     graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1, "the UNet was not compiled"
     order = ["subject-b", "subject-c", "subject-a", "subject-b"]  # cache of 2: a is parsed again
     images = {adapter_id: renderer.render(PARAMS, adapter_id, loras[adapter_id]) for adapter_id in order}
-    assert counters["stats"]["unique_graphs"] == graphs, "a new subject recompiled the UNet"
+    base = renderer.render(PARAMS)
+    assert counters["stats"]["unique_graphs"] == graphs, "a subject or the base model recompiled the UNet"
     assert renderer.loaded_adapter_ids == ["subject-a", "subject-b"]
     assert _differs(first, eager_images["subject-a"]) <= COMPILED_TOLERANCE
     for adapter_id, image in images.items():
         assert _differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
+    assert _differs(base, eager_images["base"]) <= COMPILED_TOLERANCE
     assert _differs(images["subject-a"], images["subject-b"]) > 20
     mixed = renderer.render_batch([BatchItem(PARAMS, adapter_id, loras[adapter_id]) for adapter_id in order])
-    for adapter_id, image in zip(order, mixed, strict=True):  # one batch, each group swapped in turn
+    for adapter_id, image in zip(order, mixed, strict=True):  # one batch, each group fused in turn
         assert _differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
-    assert _differs(renderer.render(PARAMS), eager_images["base"]) <= COMPILED_TOLERANCE
 
 
-def test_deleting_the_subject_in_the_slot_clears_its_weights(base_model: Path, loras: dict[str, bytes],
-                                                             eager_images: dict[str, np.ndarray]) -> None:
-    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2)
-    renderer.adapters = SwappedAdapter(renderer.pipe, 2)
-    renderer.render(PARAMS, "tenant-1/subject-b", loras["subject-b"])
-    renderer.render(PARAMS, "tenant-2/subject-a", loras["subject-a"])
-    assert renderer.evict_prefix("tenant-2/") == 1
-    assert all(float(parameter.abs().sum()) == 0.0 for parameter in _slot_parameters(renderer))
-    assert renderer.loaded_adapter_ids == ["tenant-1/subject-b"]
-    assert _differs(renderer.render(PARAMS, "tenant-1/subject-b", loras["subject-b"]), eager_images["subject-b"]) <= 1
-
-
-def test_slot_refuses_what_it_cannot_serve_and_keeps_serving(base_model: Path, loras: dict[str, bytes],
-                                                             eager_images: dict[str, np.ndarray]) -> None:
+def test_fusing_restores_from_pristine_weights_so_nothing_drifts_or_stays(
+    base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
+) -> None:
     import torch
+
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2)
+    renderer.adapters = FusedAdapter(renderer.pipe, 2)
+    pristine = _targeted_weights(renderer)
+    renderer.render(PARAMS, "tenant-1/subject-a", loras["subject-a"])
+    fused_a = _targeted_weights(renderer)
+    for _ in range(3):
+        renderer.render(PARAMS, "tenant-2/subject-b", loras["subject-b"])
+        renderer.render(PARAMS, "tenant-1/subject-a", loras["subject-a"])
+    assert all(torch.equal(fused_a[name], weight) for name, weight in _targeted_weights(renderer).items())
+    assert not all(torch.equal(pristine[name], weight) for name, weight in fused_a.items())
+    assert _differs(renderer.render(PARAMS, "tenant-1/subject-a", loras["subject-a"]),
+                    eager_images["subject-a"]) <= 1
+
+    assert renderer.evict_prefix("tenant-1/") == 1  # the fused subject is deleted: the base weights return
+    assert all(torch.equal(pristine[name], weight) for name, weight in _targeted_weights(renderer).items())
+    assert renderer.loaded_adapter_ids == ["tenant-2/subject-b"]
+    assert np.array_equal(renderer.render(PARAMS), eager_images["base"])
+
+
+def _with(lora: bytes, extra: dict | None = None, metadata: dict | None = None, **replaced) -> bytes:
     from safetensors.torch import load, save
 
-    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2)
-    renderer.adapters = SwappedAdapter(renderer.pipe, 2, max_rank=4)
-    with pytest.raises(RenderInputError, match="adapter rank 8 is above this renderer's 4"):
-        renderer.render(PARAMS, "big", loras["subject-c"])
-    with_text_encoder = dict(load(loras["subject-a"]))
-    with_text_encoder["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"] = torch.zeros(4, 32)
-    with pytest.raises(RenderInputError, match="text-encoder weights"):
-        renderer.render(PARAMS, "te", save(with_text_encoder))
-    with pytest.raises(RenderInputError, match="does not fit the base model"):
-        renderer.render(PARAMS, "wrong", save({key: torch.zeros(3, 3) for key in load(loras["subject-a"])}))
-    assert renderer.loaded_adapter_ids == []
-    assert _differs(renderer.render(PARAMS, "subject-a", loras["subject-a"]), eager_images["subject-a"]) <= 1
+    from services.renderer.adapters import adapter_metadata
+
+    tensors = {**load(lora), **(extra or {}), **replaced}
+    header = {"format": "pt"}
+    if metadata is not None:
+        header["lora_adapter_metadata"] = json.dumps({**adapter_metadata(lora), **metadata})
+    return save(tensors, metadata=header)
 
 
-def test_from_env_compiles_with_a_slot_bounded_by_the_rank_setting(
-    base_model: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
+    base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
 ) -> None:
+    import torch
+    from safetensors.torch import load
+
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2)
+    renderer.adapters = FusedAdapter(renderer.pipe, 2)
+    lora = loras["subject-a"]
+    a_key = next(key for key in load(lora) if key.endswith("lora.down.weight"))
+    ones = torch.ones(3)
+    refused = {
+        "text-encoder weights": _with(lora, {"text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+                                             ".lora_A.weight": torch.zeros(4, 32)}),
+        "use_dora": _with(lora, metadata={"unet.use_dora": True}),
+        r"is not a \d+x7 linear layer": _with(lora, **{a_key: torch.zeros(4, 7)}),
+        "does not fuse, e.g. unet.mid_block.lora_magnitude": _with(lora, {"unet.mid_block.lora_magnitude": ones}),
+        "no layer": _with(lora, {"unet.nowhere.to_q.lora.down.weight": torch.zeros(4, 32),
+                                 "unet.nowhere.to_q.lora.up.weight": torch.zeros(32, 4)}),
+    }
+    for reason, adapter in refused.items():
+        with pytest.raises(RenderInputError, match=reason):
+            renderer.render(PARAMS, reason, adapter)
+    assert renderer.loaded_adapter_ids == []
+    assert _differs(renderer.render(PARAMS, "subject-a", lora), eager_images["subject-a"]) <= 1
+
+
+def test_from_env_compiles_with_fused_adapters(base_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STUDIO_BASE_MODEL", str(base_model))
     monkeypatch.setenv("STUDIO_RENDER_COMPILE", "cuda-graphs")
-    monkeypatch.setenv("STUDIO_RENDER_MAX_LORA_RANK", "16")
-    renderer = PortraitRenderer.from_env()
-    assert isinstance(renderer.adapters, SwappedAdapter) and renderer.adapters.max_rank == 16
+    assert isinstance(PortraitRenderer.from_env().adapters, FusedAdapter)
     monkeypatch.setenv("STUDIO_RENDER_COMPILE", "warp")
     with pytest.raises(ValueError, match="STUDIO_RENDER_COMPILE must be one of"):
         PortraitRenderer.from_env()

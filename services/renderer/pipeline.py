@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from services.renderer.adapters import (  # noqa: F401 - adapter_metadata and parse_adapter: part of this API
-    DEFAULT_MAX_RANK,
+    FusedAdapter,
     NamedAdapters,
-    SwappedAdapter,
     adapter_metadata,
     parse_adapter,
 )
@@ -28,7 +27,6 @@ from services.renderer.errors import RenderInputError
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
 ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
 COMPILE_ENV = "STUDIO_RENDER_COMPILE"
-MAX_RANK_ENV = "STUDIO_RENDER_MAX_LORA_RANK"
 DTYPE_ENV = "STUDIO_RENDER_DTYPE"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # "compile" is inductor's default mode: max-autotune would add a GEMM search to every cold start of an instance.
@@ -136,16 +134,15 @@ class PortraitRenderer:
     """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter.
 
     compile_mode ("" eager, "compile", "cuda-graphs": COMPILE_MODES) compiles the UNet; adapters are
-    then swapped into one slot in place (services/renderer/adapters.py) so the graph is compiled once."""
+    then fused into its weights in place (services/renderer/adapters.py), so it is compiled once."""
 
-    def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "",
-                 max_rank: int = DEFAULT_MAX_RANK) -> None:
+    def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "") -> None:
         check_compile_mode(compile_mode)
         self.pipe = pipe
         self.adapter_cache_size = adapter_cache_size
         self.compile_mode = compile_mode
         if compile_mode:
-            self.adapters: NamedAdapters | SwappedAdapter = SwappedAdapter(pipe, adapter_cache_size, max_rank)
+            self.adapters: NamedAdapters | FusedAdapter = FusedAdapter(pipe, adapter_cache_size)
         else:
             self.adapters = NamedAdapters(pipe, adapter_cache_size)
         compile_unet(pipe, compile_mode)
@@ -155,13 +152,12 @@ class PortraitRenderer:
     @classmethod
     def from_env(cls, default_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> PortraitRenderer:
         """STUDIO_BASE_MODEL's pipeline; STUDIO_ADAPTER_CACHE overrides the cache size, STUDIO_RENDER_COMPILE
-        compiles the UNet, STUDIO_RENDER_MAX_LORA_RANK bounds the adapters a compiled UNet serves."""
+        compiles the UNet."""
         base_model = os.environ.get(BASE_MODEL_ENV)
         if not base_model:
             raise RuntimeError(f"{BASE_MODEL_ENV} must name a diffusers model folder")
         cache_size = int(os.environ.get(ADAPTER_CACHE_ENV) or default_cache_size)
-        max_rank = int(os.environ.get(MAX_RANK_ENV) or DEFAULT_MAX_RANK)
-        return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""), max_rank)
+        return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""))
 
     @property
     def loaded_adapter_ids(self) -> list[str]:
