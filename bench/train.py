@@ -49,9 +49,10 @@ def real_size(args) -> list[dict]:
     print(f"# {describe_machine(with_torch=True)}", flush=True)
     if ceiling:
         print(f"# measured 8192^3 bf16 matmul: {ceiling.get('matmul_tflops', 0):.0f} TFLOP/s", flush=True)
-    for model, mode, batch, steps, share in REAL_SIZE_PLAN:
-        if (args.only and model not in args.only) or (args.modes and mode not in args.modes):
-            continue
+    plan = [row for row in REAL_SIZE_PLAN
+            if (not args.only or row[0] in args.only) and (not args.modes or row[1] in args.modes)]
+    for index, (model, mode, batch, steps, share) in enumerate(plan):
+        share = 1.0 if index == len(plan) - 1 else share  # the last row may use what is left
         left = deadline - time.monotonic()
         if left < 20:
             rows.append({"model": model, "mode": mode, "batch": batch, "error": "skipped: bench budget spent"})
