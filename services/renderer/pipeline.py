@@ -16,12 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.renderer.adapters import (  # noqa: F401 - adapter_metadata and parse_adapter: part of this API
-    FusedAdapter,
-    NamedAdapters,
-    adapter_metadata,
-    parse_adapter,
-)
+from services.renderer.adapters import FusedAdapter, NamedAdapters
 from services.renderer.errors import RenderInputError
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
@@ -119,7 +114,7 @@ def check_compile_mode(mode: str) -> None:
 def compile_unet(pipe, mode: str) -> None:
     check_compile_mode(mode)
     if mode:
-        # In place (Module.compile), not a wrapper: LoRA adapters must still load into pipe.unet.
+        # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
         pipe.unet.compile(mode=COMPILE_MODES[mode])
 
 

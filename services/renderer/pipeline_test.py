@@ -11,13 +11,13 @@ import pytest
 
 from services.common.styles import SCHEDULERS
 from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
+from services.renderer.adapters import adapter_metadata
 from services.renderer.pipeline import (
     SCHEDULER_CLASSES,
     BatchItem,
     PortraitRenderer,
     RenderInputError,
     RenderParams,
-    adapter_metadata,
     compile_unet,
     load_pipeline,
     pick_device_and_dtype,
