@@ -202,9 +202,8 @@ class FusedAdapter(_LeastRecentlyUsed):
             layer = self.pipe.unet.get_submodule(delta.path)
         except AttributeError as error:
             raise RenderInputError(f"adapter does not fit the base model: no layer {delta.path}") from error
-        out_features, in_features = tuple(getattr(layer, "weight", torch.empty(0)).shape) or (0, 0)
-        fits = isinstance(layer, torch.nn.Linear) and delta.up.shape[0] == out_features \
-            and delta.down.shape[1] == in_features and delta.up.shape[1] == delta.down.shape[0]
+        fits = isinstance(layer, torch.nn.Linear) and delta.up.shape[1] == delta.down.shape[0] \
+            and (delta.up.shape[0], delta.down.shape[1]) == tuple(layer.weight.shape)
         if not fits:
             raise RenderInputError(f"adapter does not fit the base model: {delta.path} is not a "
                                    f"{delta.up.shape[0]}x{delta.down.shape[1]} linear layer")

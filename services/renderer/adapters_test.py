@@ -129,6 +129,8 @@ def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
         "use_dora": _with(lora, metadata={"unet.use_dora": True}),
         r"is not a \d+x7 linear layer": _with(lora, **{a_key: torch.zeros(4, 7)}),
         "does not fuse, e.g. unet.mid_block.lora_magnitude": _with(lora, {"unet.mid_block.lora_magnitude": ones}),
+        "conv_in is not a 32x4 linear layer": _with(lora, {"unet.conv_in.lora.down.weight": torch.zeros(4, 4),
+                                                            "unet.conv_in.lora.up.weight": torch.zeros(32, 4)}),
         "no layer": _with(lora, {"unet.nowhere.to_q.lora.down.weight": torch.zeros(4, 32),
                                  "unet.nowhere.to_q.lora.up.weight": torch.zeros(32, 4)}),
     }
