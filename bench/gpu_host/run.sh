@@ -5,7 +5,7 @@
 #
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
-# Steps (default: render-sd15:270 render-sdxl:250, issue 6's measurement in one ~9-minute call):
+# Steps (default: render-sd15:560, issue 6's SD1.5 measurement in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15    bench/render.py --real-size --only sd15 (eager and cuda-graphs; in-process and Triton)
@@ -32,11 +32,21 @@ version=$("$base_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 install_bundle() {
   local archive="$bundle/tritonserver-py$version.tar.xz" site
   [ -f "$archive" ] || { echo "no $archive: run bench/gpu_host/pack.sh --python $version here first" >&2; return 1; }
-  "$base_python" -m venv --without-pip --clear "$venv" || return 1
+  "$base_python" -m venv --without-pip --clear "$venv" 2>/dev/null || make_venv_by_hand || return 1
   site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   "$base_python" -c 'import site; print("\n".join(site.getsitepackages()))' > "$site/host-packages.pth"
   "$base_python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
     "$bundle"/wheels/*.whl && tar -C "$site" -xJf "$archive"
+}
+
+# Where the venv module is missing: what it would write, a pyvenv.cfg beside bin/python.
+make_venv_by_hand() {
+  local real version_dir
+  real=$("$base_python" -c 'import os, sys; print(os.path.realpath(sys._base_executable))') || return 1
+  version_dir=$("$base_python" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')
+  rm -rf "$venv" && mkdir -p "$venv/bin" "$venv/lib/$version_dir/site-packages" || return 1
+  ln -s "$real" "$venv/bin/python" && ln -s "$real" "$venv/bin/python3"
+  printf 'home = %s\ninclude-system-site-packages = false\n' "$(dirname "$real")" > "$venv/pyvenv.cfg"
 }
 
 check_host() {
@@ -88,7 +98,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(render-sd15:270 render-sdxl:250)
+[ ${#steps[@]} -eq 0 ] && steps=(render-sd15:560)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue
