@@ -51,7 +51,7 @@ make_venv_by_hand() {
 
 check_host() {
   nvidia-smi -L 2>&1 | head -4
-  "$python" - <<'EOF'
+  "$python" - <<'EOF' || return 1
 import sys, sysconfig
 from pathlib import Path
 import numpy, torch, diffusers, tritonclient.grpc.aio  # noqa: F401 - each must import
