@@ -26,7 +26,8 @@ mkdir -p "$out/wheels"
 rm -f "$out"/wheels/*.whl
 # numpy<2: with numpy 2 the python backend's outputs come back empty (DESIGN.md, Models → Triton).
 # grpcio and protobuf travel so tritonclient's generated code meets the versions it was built for.
-wheels=("diffusers==$(version_of diffusers)" "tritonclient==$(version_of tritonclient)"
+# peft too: the LoRA loading we test here depends on its version (transformers, 13 MB, does not fit).
+wheels=("diffusers==$(version_of diffusers)" "peft==$(version_of peft)" "tritonclient==$(version_of tritonclient)"
         "python-rapidjson==$(version_of python-rapidjson)" "numpy==$(version_of numpy)"
         "grpcio==$(version_of grpcio)" "protobuf==$(version_of protobuf)")
 platforms=()
