@@ -81,6 +81,18 @@ class _LeastRecentlyUsed:
     def loaded_ids(self) -> list[str]:
         return list(self._digests)
 
+    def activate(self, adapter_id: str, adapter: bytes) -> None:
+        """Make `adapter` (bytes; empty: the base model alone) the one the next pipeline call uses."""
+        if not adapter:
+            self._use_base_model()
+            return
+        digest = hashlib.sha256(adapter).hexdigest()
+        adapter_id = adapter_id or digest
+        if self._digests.get(adapter_id) != digest:
+            self._load(adapter_id, adapter, digest)
+        self._digests.move_to_end(adapter_id)
+        self._use(adapter_id, digest)
+
     def evict_prefix(self, prefix: str) -> int:
         """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""
         doomed = [adapter_id for adapter_id in self._digests if adapter_id.startswith(prefix)]
@@ -94,6 +106,15 @@ class _LeastRecentlyUsed:
         while len(self._digests) >= self.size:
             self._evict(next(iter(self._digests)))
 
+    def _load(self, adapter_id: str, adapter: bytes, digest: str) -> None:
+        raise NotImplementedError
+
+    def _use(self, adapter_id: str, digest: str) -> None:
+        raise NotImplementedError
+
+    def _use_base_model(self) -> None:
+        raise NotImplementedError
+
     def _evict(self, adapter_id: str) -> None:
         raise NotImplementedError
 
@@ -101,18 +122,13 @@ class _LeastRecentlyUsed:
 class NamedAdapters(_LeastRecentlyUsed):
     """Each adapter its own PEFT adapter in the pipeline (eager UNet)."""
 
-    def activate(self, adapter_id: str, adapter: bytes) -> None:
-        if not adapter:
-            if self._digests:
-                self.pipe.disable_lora()
-            return
-        digest = hashlib.sha256(adapter).hexdigest()
-        adapter_id = adapter_id or digest
-        if self._digests.get(adapter_id) != digest:
-            self._load(adapter_id, adapter, digest)
-        self._digests.move_to_end(adapter_id)
+    def _use(self, adapter_id: str, digest: str) -> None:
         self.pipe.enable_lora()
         self.pipe.set_adapters([adapter_name(adapter_id)])
+
+    def _use_base_model(self) -> None:
+        if self._digests:
+            self.pipe.disable_lora()
 
     def _load(self, adapter_id: str, adapter: bytes, digest: str) -> None:
         state_dict, metadata = parse_adapter(adapter)
@@ -149,7 +165,8 @@ class NamedAdapters(_LeastRecentlyUsed):
 
 @dataclass(frozen=True)
 class LayerDelta:
-    """One targeted Linear layer of the UNet: its weight becomes W0 + scale * (up @ down)."""
+    """One targeted Linear layer of the UNet: its weight becomes W0 + scale * (up @ down). Kept in
+    float32 on the UNet's device from load on, so a switch copies nothing from the host."""
 
     path: str
     down: object  # torch.Tensor [rank, in]
@@ -170,18 +187,13 @@ class FusedAdapter(_LeastRecentlyUsed):
         self._pristine: dict[str, object] = {}  # layer path -> W0, on the UNet's device
         self._fused: str | None = ""  # digest of the fused adapter; "" the base model; None unknown
 
-    def activate(self, adapter_id: str, adapter: bytes) -> None:
-        if not adapter:
-            self._fuse([], "")
-            return
-        digest = hashlib.sha256(adapter).hexdigest()
-        adapter_id = adapter_id or digest
-        if self._digests.get(adapter_id) != digest:
-            self._remember(adapter_id, adapter, digest)
-        self._digests.move_to_end(adapter_id)
+    def _use(self, adapter_id: str, digest: str) -> None:
         self._fuse(self._parsed[adapter_id], digest)
 
-    def _remember(self, adapter_id: str, adapter: bytes, digest: str) -> None:
+    def _use_base_model(self) -> None:
+        self._fuse([], "")
+
+    def _load(self, adapter_id: str, adapter: bytes, digest: str) -> None:
         state_dict, metadata = parse_adapter(adapter)
         try:
             state_dict, network_alphas, metadata = to_diffusers_format(self.pipe, state_dict, metadata)
@@ -196,6 +208,7 @@ class FusedAdapter(_LeastRecentlyUsed):
         self._digests[adapter_id] = digest
 
     def _checked(self, delta: LayerDelta) -> LayerDelta:
+        """The delta, checked against the layer it targets and moved to that layer's device."""
         import torch
 
         try:
@@ -207,7 +220,8 @@ class FusedAdapter(_LeastRecentlyUsed):
         if not fits:
             raise RenderInputError(f"adapter does not fit the base model: {delta.path} is not a "
                                    f"{delta.up.shape[0]}x{delta.down.shape[1]} linear layer")
-        return delta
+        return LayerDelta(delta.path, *(tensor.to(layer.weight.device, torch.float32)
+                                        for tensor in (delta.down, delta.up)), delta.scale)
 
     def _fuse(self, deltas: list[LayerDelta], digest: str) -> None:
         import torch
@@ -223,8 +237,7 @@ class FusedAdapter(_LeastRecentlyUsed):
             for delta in deltas:
                 weight = self.pipe.unet.get_submodule(delta.path).weight
                 pristine = self._pristine.setdefault(delta.path, weight.detach().clone())
-                update = delta.up.to(weight.device, torch.float32) @ delta.down.to(weight.device, torch.float32)
-                weight.copy_((pristine.float() + delta.scale * update).to(weight.dtype))
+                weight.copy_((pristine.float() + delta.scale * (delta.up @ delta.down)).to(weight.dtype))
         self._fused = digest
 
     def _evict(self, adapter_id: str) -> None:

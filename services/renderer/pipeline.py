@@ -106,13 +106,9 @@ def load_pipeline(base_model: Path):
     return pipe.to(device)
 
 
-def check_compile_mode(mode: str) -> None:
+def compile_unet(pipe, mode: str) -> None:
     if mode not in COMPILE_MODES:
         raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
-
-
-def compile_unet(pipe, mode: str) -> None:
-    check_compile_mode(mode)
     if mode:
         # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
         pipe.unet.compile(mode=COMPILE_MODES[mode])
@@ -132,15 +128,11 @@ class PortraitRenderer:
     then fused into its weights in place (services/renderer/adapters.py), so it is compiled once."""
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "") -> None:
-        check_compile_mode(compile_mode)
+        compile_unet(pipe, compile_mode)
         self.pipe = pipe
         self.adapter_cache_size = adapter_cache_size
-        self.compile_mode = compile_mode
-        if compile_mode:
-            self.adapters: NamedAdapters | FusedAdapter = FusedAdapter(pipe, adapter_cache_size)
-        else:
-            self.adapters = NamedAdapters(pipe, adapter_cache_size)
-        compile_unet(pipe, compile_mode)
+        store = FusedAdapter if compile_mode else NamedAdapters
+        self.adapters: NamedAdapters | FusedAdapter = store(pipe, adapter_cache_size)
         self._default_scheduler = pipe.scheduler
         self._schedulers: dict[str, object] = {}
 
