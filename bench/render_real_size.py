@@ -3,9 +3,9 @@ built from config dicts (the UNets are bench/train_real_size.py's, the trainer b
 as diffusers folders, then rendered in-process and through a real tritonserver.
 
 Each in-process measurement runs in its own child process (a slow torch.compile can be cut off at
-its time box, memory starts clean). FLOPs of one image (text encoders, every UNet step with
-classifier-free guidance, VAE decode) are counted once per model with torch.utils.flop_counter on an
-eager batch-of-one render; utilisation = FLOPs × images/s against the GPU's bf16 dense peak.
+its time box, memory starts clean). FLOPs of one image (every UNet step with classifier-free
+guidance, VAE decode) are counted once per model with torch.utils.flop_counter on meta tensors, no
+device time spent; utilisation = FLOPs × images/s against the GPU's bf16 dense peak.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.train_real_size import BF16_DENSE_PEAK_TFLOPS, peak_for, run_child, unet_config
+from bench.train_real_size import BF16_DENSE_PEAK_TFLOPS, peak_for, run_child, sync_device, unet_config
 from services.common.machine import describe_machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -96,27 +96,23 @@ def image_side(model: str, tiny: bool) -> int:
     return unet_config(model, tiny)["sample_size"] * 8
 
 
-def count_image_flops(pipe, side: int, steps: int) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        _render(pipe, 1, side, steps)
-    return counter.get_total_flops()
-
-
-def meta_image_flops(model: str, steps: int) -> tuple[int, int]:
+def meta_image_flops(model: str, steps: int, tiny: bool = False) -> tuple[int, int]:
     """(FLOPs of one image: every UNet step with classifier-free guidance + the VAE decode, of which the
-    VAE), counted on meta tensors from the real-size configs: no weights, no device, seconds."""
+    VAE), counted on meta tensors from the configs: no weights, no device, seconds. The text encoders,
+    under 0.1% at real size, are left out."""
     import torch
     from diffusers import UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    config = unet_config(model, tiny=False)
+    config = unet_config(model, tiny)
     side = config["sample_size"]
     with torch.device("meta"):
         unet = UNet2DConditionModel(**config)
-        vae = build_vae(tiny=False)
-        added = {"text_embeds": torch.randn(2, 1280), "time_ids": torch.randn(2, 6)} if model == "sdxl" else None
+        vae = build_vae(tiny)
+        added = None
+        if model == "sdxl":
+            pooled = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
+            added = {"text_embeds": torch.randn(2, pooled), "time_ids": torch.randn(2, 6)}
         latents, text = torch.randn(2, 4, side, side), torch.randn(2, 77, config["cross_attention_dim"])
         with FlopCounterMode(display=False) as unet_counter:
             unet(latents, torch.tensor([10, 10]), text, added_cond_kwargs=added)
@@ -145,13 +141,6 @@ def _render(pipe, batch: int, side: int, steps: int, seed: int = 0):
                     guidance_scale=6.0, width=side, height=side, generator=generators, output_type="np").images
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: int, device: str, tiny: bool,
                        lora: Path) -> dict:
     """One child's work: load the saved model with its LoRA, compile as `mode` says, time renders."""
@@ -161,18 +150,17 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     renderer = PortraitRenderer(pipe, compile_mode="" if mode == "eager" else mode)  # as Triton's instance does
     renderer.adapters.activate("bench", lora.read_bytes())
     side = image_side(model, tiny)
-    flops = count_image_flops(pipe, side, steps) if mode == "eager" else 0  # the counter cannot see into graphs
     started = time.perf_counter()
     for _ in range(2):  # warm-up (and compilation, CUDA graph capture)
         _render(pipe, batch, side, steps)
-    _sync(device)
+    sync_device(device)
     warmup_s = time.perf_counter() - started
     started, repeats = time.perf_counter(), 3
     for repeat in range(repeats):
         _render(pipe, batch, side, steps, seed=repeat)
-    _sync(device)
+    sync_device(device)
     seconds = (time.perf_counter() - started) / repeats
-    return {"images_per_s": batch / seconds, "flops_per_image": flops, "warmup_s": warmup_s}
+    return {"images_per_s": batch / seconds, "warmup_s": warmup_s}
 
 
 def child(argv: list[str]) -> None:
@@ -252,7 +240,7 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
     folder = write_random_model(model, args.tiny_shapes, args.device, work / model)
     lora = work / f"{model}-lora.safetensors"
     lora.write_bytes(make_lora(folder, seed=1))
-    rows, flops = [], 0
+    rows, flops = [], meta_image_flops(model, steps, args.tiny_shapes)[0]
     for mode, path in measurement_order(args.modes, not args.no_triton):
         left = deadline - time.monotonic()
         if left < 30:
@@ -262,12 +250,11 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
         if path == "in-process":
             child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
             row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * share, "render.py")
-            flops = row.get("flops_per_image") or flops
         else:
             row = _triton_row(folder, work, model, mode, batch, steps, args.tiny_shapes, lora.read_bytes(),
                               left * share)
         row = {"model": model, "mode": mode, "path": path, "batch": batch, "reference": reference, **row}
-        if "images_per_s" in row and flops:
+        if "images_per_s" in row:
             row["tflops"] = flops * row["images_per_s"] / 1e12
             row["utilisation"] = row["tflops"] / peak_for(gpu) if peak_for(gpu) else None
         rows.append(row)

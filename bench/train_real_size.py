@@ -85,13 +85,13 @@ def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bo
     compile_started = time.perf_counter()
     for _ in range(3):  # warm-up (and compilation)
         step(latents, conditioning, generator)
-    _sync(device)
+    sync_device(device)
     warmup_s = time.perf_counter() - compile_started
     times = []
     for _ in range(steps):
         started = time.perf_counter()
         loss = step(latents, conditioning, generator)
-        _sync(device)
+        sync_device(device)
         times.append(time.perf_counter() - started)
     step_s = statistics.median(times)
     return {
@@ -136,7 +136,7 @@ def _inputs(config: dict, batch: int, device: str, model: str):
     return latents, Conditioning(hidden, added)
 
 
-def _sync(device: str) -> None:
+def sync_device(device: str) -> None:
     import torch
 
     if device == "cuda":
