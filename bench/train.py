@@ -8,12 +8,13 @@ real nats-server and vault processes, and the worker's overhead as a ratio.
 UNets on a GPU, LoRA r=32 on the attention projections: step time, images/s and FLOP utilisation
 (FLOPs counted with torch.utils.flop_counter, against the GPU's bf16 dense peak and a measured
 8192³ bf16 matrix product), eager against optimised (bf16 frozen weights, fused AdamW, bigger
-batch, torch.compile) in the same run, with the ratio. Reference, one H200, eager bf16, no compile:
+batch, CUDA graphs, torch.compile) in the same run, with the ratio. Reference, one H200, eager bf16, no compile:
 SD1.5 batch 4 = 162 ms/step (60 TFLOP/s); SDXL batch 2 = 445 ms/step (91 TFLOP/s).
 
     python bench/train.py [--steps N] [--json]
     python bench/train.py --real-size [--budget-s 420] [--only sdxl] [--modes eager regional]
                           [--device cpu --tiny-shapes]
+    python bench/train.py --count-ops    (any machine: aten ops per eager step, SD1.5 and SDXL structure)
 """
 
 from __future__ import annotations
@@ -26,19 +27,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.train_real_size import matmul_tflops, measure, peak_for, run_child  # noqa: E402
+from bench.train_real_size import count_step_ops, matmul_tflops, measure, peak_for, run_child  # noqa: E402
 from services.common.machine import describe_machine  # noqa: E402
 
 REFERENCE = {"sd15": (4, 162.0, 60.0), "sdxl": (2, 445.0, 91.0)}  # batch, ms/step, TFLOP/s
 # (model, mode, batch, timed steps, share of the remaining budget it may use)
-# "regional" compiles each repeated block once (seconds to a minute cold); "compiled" the whole UNet.
+# "graphed" replays the bf16 step as CUDA graphs (seconds of capture, no compile); "regional" compiles
+# each repeated block once (seconds to a minute cold); "compiled" the whole UNet.
 REAL_SIZE_PLAN = (
-    ("sd15", "eager", 4, 10, 0.1), ("sd15", "bf16", 16, 10, 0.1),
+    ("sd15", "eager", 4, 10, 0.1), ("sd15", "bf16", 16, 10, 0.1), ("sd15", "graphed", 16, 10, 0.1),
     ("sdxl", "eager", 2, 8, 0.15), ("sdxl", "bf16", 4, 8, 0.15), ("sdxl", "bf16", 8, 6, 0.15),
+    ("sdxl", "graphed", 4, 8, 0.15), ("sdxl", "graphed", 8, 6, 0.2),
     ("sdxl", "regional", 8, 6, 0.4), ("sd15", "regional", 16, 10, 0.4),
     ("sd15", "compiled", 16, 10, 0.5), ("sdxl", "compiled", 4, 8, 1.0),
 )
-MODES = ("eager", "bf16", "regional", "compiled")
+MODES = ("eager", "bf16", "graphed", "regional", "compiled")
 
 
 
@@ -50,7 +53,8 @@ def real_size(args) -> list[dict]:
     if ceiling:
         print(f"# measured 8192^3 bf16 matmul: {ceiling.get('matmul_tflops', 0):.0f} TFLOP/s", flush=True)
     plan = [row for row in REAL_SIZE_PLAN
-            if (not args.only or row[0] in args.only) and (not args.modes or row[1] in args.modes)]
+            if (not args.only or row[0] in args.only) and (not args.modes or row[1] in args.modes)
+            and (row[1] != "graphed" or args.device == "cuda")]  # CUDA graphs: GPU only
     for index, (model, mode, batch, steps, share) in enumerate(plan):
         share = 1.0 if index == len(plan) - 1 else share  # the last row may use what is left
         left = deadline - time.monotonic()
@@ -97,6 +101,18 @@ def _print_summary(rows: list[dict], ceiling: dict) -> None:
               f"vs reference {tflops:.0f} TFLOP/s as counted here, x{images_ratio:.2f} counted as the reference counts")
 
 
+def count_ops() -> list[dict]:
+    """What an eager step asks of the CPU: one dispatch per op, and a kernel launch per non-view op."""
+    print(f"# {describe_machine(with_torch=True)}\n# aten ops per eager bf16 LoRA step (forward + backward, "
+          "real block structure at toy widths; the count does not depend on widths or batch)")
+    rows = [count_step_ops(model) for model in ("sd15", "sdxl")]
+    for row in rows:
+        print(f"{row['model']:5} {row['ops']:6d} ops, {row['non_view_ops']:6d} not views, {row['lora_layers']} LoRA "
+              f"layers; {row['cpu_step_s_at_toy_widths'] * 1e3:.0f} ms per step on this CPU at toy widths "
+              f"({row['cpu_step_s_at_toy_widths'] / row['ops'] * 1e6:.1f} us per op)")
+    return rows
+
+
 def child(argv: list[str]) -> None:
     if argv[0] == "matmul":
         print(json.dumps(matmul_tflops()))
@@ -111,6 +127,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real-size", action="store_true")
+    parser.add_argument("--count-ops", action="store_true", help="aten ops per eager LoRA step (CPU, toy widths)")
     parser.add_argument("--device", default="cuda", help="real-size only (cpu with --tiny-shapes for a smoke run)")
     parser.add_argument("--tiny-shapes", action="store_true", help="real-size structure at toy widths")
     parser.add_argument("--only", nargs="*", choices=("sd15", "sdxl"), help="real-size models to run")
@@ -119,7 +136,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="timed steps (tiny: training steps)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.real_size:
+    if args.count_ops:
+        rows = count_ops()
+    elif args.real_size:
         rows = real_size(args)
     else:
         from bench.train_tiny import tiny_cpu

@@ -45,7 +45,7 @@ TINY_OVERRIDES = {
 }
 TEXT_TOKENS = 77
 # Bench mode → LoraStep compile mode (every mode but eager runs bf16 frozen weights + fused AdamW).
-COMPILE_BY_MODE = {"compiled": "full", "regional": "regional"}
+COMPILE_BY_MODE = {"compiled": "full", "regional": "regional", "graphed": "graphed"}
 
 
 def unet_config(model: str, tiny: bool) -> dict:
@@ -56,21 +56,12 @@ def unet_config(model: str, tiny: bool) -> dict:
 def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bool) -> dict:
     """One child's work: build the UNet, add the LoRA, time `steps` LoraSteps after warm-up."""
     import torch
-    from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    from services.trainer.components import BaseModelParts
-    from services.trainer.lora import add_lora, trainable_parameters
+    from services.trainer.lora import trainable_parameters
     from services.trainer.step import LoraStep, freeze_in_bf16
 
     config = unet_config(model, tiny)
-    with torch.device(device):
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel(**config)
-    unet.requires_grad_(False)
-    parts = BaseModelParts(model, [], [], None, unet, DDPMScheduler(beta_schedule="scaled_linear",
-                                                                        beta_start=0.00085, beta_end=0.012))
-    add_lora(parts, LORA_RANK, LORA_RANK, seed=0)
-    unet.to(device).train()
+    unet, parts = _unet_with_lora(model, config, device)
     optimized = mode != "eager"
     if optimized:
         freeze_in_bf16(unet)
@@ -99,6 +90,65 @@ def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bo
         "tflops": flops / step_s / 1e12, "gflop_per_step": flops / 1e9, "warmup_s": warmup_s,
         "loss": float(loss), "peak_gib": _peak_gib(device), "steps_timed": steps,
     }
+
+
+def _unet_with_lora(model: str, config: dict, device: str):
+    """A random-weight UNet of `config` with the trainer's LoRA on it, frozen base, in train mode."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from services.trainer.components import BaseModelParts
+    from services.trainer.lora import add_lora
+
+    with torch.device(device):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(**config)
+    unet.requires_grad_(False)
+    parts = BaseModelParts(model, [], [], None, unet, DDPMScheduler(beta_schedule="scaled_linear",
+                                                                        beta_start=0.00085, beta_end=0.012))
+    add_lora(parts, LORA_RANK, LORA_RANK, seed=0)
+    unet.to(device).train()
+    return unet, parts
+
+
+def count_step_ops(model: str, batch: int = 2) -> dict:
+    """The aten ops one bf16 LoRA step's forward and backward dispatch, on the CPU: the real block
+    structure at toy widths (the count does not depend on widths or batch). On a GPU nearly every op
+    that is not a view is a kernel launch, each costing the CPU several microseconds in eager mode."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from services.trainer.lora import trainable_parameters
+    from services.trainer.step import LoraStep, freeze_in_bf16
+
+    class Counter(TorchDispatchMode):
+        ops = launches = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            self.launches += not (func.is_view or func.overloadpacket is torch.ops.aten._unsafe_view)
+            return func(*args, **(kwargs or {}))
+
+    config = {**unet_config(model, True), "transformer_layers_per_block": unet_config(model, False).get(
+        "transformer_layers_per_block", 1)}
+    unet, parts = _unet_with_lora(model, config, "cpu")
+    freeze_in_bf16(unet)
+    latents, conditioning = _inputs(config, batch, "cpu", model)
+    step = LoraStep(unet, parts.noise_scheduler, trainable_parameters(parts, False).values(), 1e-4,
+                    device=torch.device("cpu"), bf16=True)
+    generator = torch.Generator().manual_seed(0)
+    step.loss(latents, conditioning, generator).backward()  # first call: lazy initialisation
+    counter = Counter()
+    with counter:
+        step.loss(latents, conditioning, generator).backward()
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        step.loss(latents, conditioning, generator).backward()
+        timings.append(time.perf_counter() - started)
+    return {"model": model, "ops": counter.ops, "non_view_ops": counter.launches,
+            "lora_layers": sum(1 for name, _ in unet.named_modules() if name.endswith(".lora_A")),
+            "cpu_step_s_at_toy_widths": min(timings)}
 
 
 def _step_flops(unet, parts, bf16: bool, latents, conditioning) -> int:

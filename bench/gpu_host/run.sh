@@ -5,14 +5,15 @@
 #
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
-# Steps (default: render-sd15:560, issue 6's SD1.5 measurement in one ~9.5-minute call):
+# Steps (default: trainer-path:200 train-sdxl:360, issue 5's GPU checks in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15    bench/render.py --real-size --only sd15 (eager and cuda-graphs; in-process and Triton)
 #   render-sdxl    the same for SDXL
-#   train-sdxl     bench/train.py --real-size --only sdxl --modes bf16 regional
-#   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 compiled
-#   trainer-path   bench/gpu_host/trainer_check.py: bf16 frozen weights, validation, checkpoint, resume
+#   train-sdxl     bench/train.py --real-size --only sdxl --modes bf16 graphed regional
+#   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled
+#   trainer-path   bench/gpu_host/trainer_check.py: bf16 frozen weights, validation, checkpoint, resume,
+#                  CUDA graphs against eager
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 bundle=${STUDIO_GPU_BUNDLE:-.gpu_bundle}
@@ -77,8 +78,8 @@ run_step() {
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
     render-sd15) command=(bench/render.py --real-size --only sd15 --modes eager cuda-graphs --budget-s "$budget") ;;
     render-sdxl) command=(bench/render.py --real-size --only sdxl --modes eager cuda-graphs --budget-s "$budget") ;;
-    train-sdxl) command=(bench/train.py --real-size --only sdxl --modes bf16 regional --budget-s "$budget") ;;
-    train-sd15) command=(bench/train.py --real-size --only sd15 --modes eager bf16 compiled --budget-s "$budget") ;;
+    train-sdxl) command=(bench/train.py --real-size --only sdxl --modes bf16 graphed regional --budget-s "$budget") ;;
+    train-sd15) command=(bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled --budget-s "$budget") ;;
     trainer-path) command=(bench/gpu_host/trainer_check.py) ;;
     *) echo "unknown step $step" >&2; return 2 ;;
   esac
@@ -98,7 +99,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(render-sd15:560)
+[ ${#steps[@]} -eq 0 ] && steps=(trainer-path:200 train-sdxl:360)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue

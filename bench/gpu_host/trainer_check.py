@@ -1,6 +1,7 @@
 """The trainer's whole in-process path on a GPU: bf16 frozen base weights, training steps, validation
-renders every K steps, a checkpoint serialised as the worker stores it, and a resume from it in a new
-run that must end where the uninterrupted run ended.
+renders every K steps, a checkpoint serialised as the worker stores it, a resume from it in a new
+run that must end where the uninterrupted run ended, and (on a GPU) the same run in the "graphed"
+mode (CUDA graphs, services/trainer/graphed.py), which must end where the eager run ended.
 
 What it cannot show here, the CPU suite shows: faceqa's identity scoring (dlib, CPU), the sealed
 checkpoint in the object store and the queue's kill-and-resume (tests/test_trainer_queue.py). The
@@ -69,8 +70,9 @@ def check_model(model: str, real_size: bool, steps: int, work: Path, device: str
     resumed_run = TrainingRun(folder, images, config, device, resume=state)
     resumed = resumed_run.run(validator=validator)
     final, final_resumed = load(whole.lora_bytes()), load(resumed_run.lora_bytes())
-    difference = max(float((final[name].float() - final_resumed[name].float()).abs().max()) for name in final)
+    difference = _max_difference(final, final_resumed)
     scale = max(float(tensor.float().abs().max()) for tensor in final.values())
+    graphed = _graphed_difference(folder, images, config, device, validator, final) if device == "cuda" else None
     unet_dtypes = sorted({str(p.dtype) for p in whole.parts.unet.parameters() if not p.requires_grad})
     return {
         "model": model, "side": side, "steps": steps, "checkpoint_step": state.step,
@@ -80,9 +82,28 @@ def check_model(model: str, real_size: bool, steps: int, work: Path, device: str
         "best_step": result.best_step, "lora_max_abs_difference": difference, "lora_max_abs": scale,
         "resume_matches": difference <= 1e-2 * max(scale, 1e-6) and len(resumed.losses) == steps,
         "seconds": round(whole_seconds, 1),
+        "graphed_max_abs_difference": graphed,
+        "graphed_matches": graphed is None or graphed <= 1e-2 * max(scale, 1e-6),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0, 2),
         "lora_loads_in_renderer": _renders_with(folder, resumed.safetensors_bytes, side),
     }
+
+
+def _graphed_difference(folder: Path, images: list, config, device: str, validator, eager: dict) -> float:
+    """The same run with the UNet replayed as CUDA graphs: its LoRA against the eager run's."""
+    from dataclasses import replace
+
+    from safetensors.torch import load
+
+    from services.trainer.training import TrainingRun
+
+    run = TrainingRun(folder, images, replace(config, compile_mode="graphed"), device)
+    run.run(validator=validator)
+    return _max_difference(eager, load(run.lora_bytes()))
+
+
+def _max_difference(first: dict, second: dict) -> float:
+    return max(float((first[name].float() - second[name].float()).abs().max()) for name in first)
 
 
 def _renders_with(folder: Path, lora: bytes, side: int) -> bool:
@@ -117,7 +138,7 @@ def main() -> None:
             except Exception as error:  # noqa: BLE001 - report and go on to the next model
                 rows.append({"model": model, "error": f"{type(error).__name__}: {error}"[:2000]})
             print(json.dumps(rows[-1]) if args.json else _line(rows[-1]), flush=True)
-    if any("error" in row or not row["resume_matches"] for row in rows):
+    if any("error" in row or not (row["resume_matches"] and row["graphed_matches"]) for row in rows):
         raise SystemExit(1)
 
 
@@ -128,9 +149,17 @@ def _line(row: dict) -> str:
             f"{'/'.join(row['frozen_unet_dtypes'])}, validation {row['validation']}, best step {row['best_step']}, "
             f"checkpoint at {row['checkpoint_step']} ({row['checkpoint_bytes'] / 1e6:.1f} MB), resume "
             f"{'matches' if row['resume_matches'] else 'DIFFERS'} (max |diff| {row['lora_max_abs_difference']:.2e} "
-            f"of {row['lora_max_abs']:.2e}), LoRA renders: {row['lora_loads_in_renderer']}, "
+            f"of {row['lora_max_abs']:.2e}), graphed {_graphed(row)}, LoRA renders: {row['lora_loads_in_renderer']}, "
             f"peak {row['peak_gib']} GiB")
+
+
+def _graphed(row: dict) -> str:
+    if row["graphed_max_abs_difference"] is None:
+        return "not run (CUDA only)"
+    verdict = "matches eager" if row["graphed_matches"] else "DIFFERS from eager"
+    return f"{verdict} (max |diff| {row['graphed_max_abs_difference']:.2e})"
 
 
 if __name__ == "__main__":
     main()
+

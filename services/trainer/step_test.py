@@ -35,5 +35,5 @@ def test_compile_setting_from_the_environment(value: str, mode: str) -> None:
 
 
 def test_an_unknown_compile_setting_stops_the_worker_with_the_choices() -> None:
-    with pytest.raises(SystemExit, match="off, full, regional"):
+    with pytest.raises(SystemExit, match="off, full, regional, graphed"):
         compile_mode_from_env("yes")

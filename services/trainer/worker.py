@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import torch
 from PIL import Image
 from studio.v1 import events_pb2, faceqa_pb2_grpc, privacy_pb2, trainer_pb2
 
@@ -56,18 +57,24 @@ class TrainerOptions:
     checkpoint_every: int = 50
     validate_every: int = 100
     device: str | None = None
-    # STUDIO_TRAIN_COMPILE=full|regional (1 = full). torch.compile pays off only with a persistent
-    # TORCHINDUCTOR_CACHE_DIR: a cold full compile of the SD1.5 UNet's step took over two minutes on
-    # an H200, a warm one 18 s (bench/train.py); "regional" compiles each repeated block once.
+    # STUDIO_TRAIN_COMPILE=full|regional|graphed (1 = full). torch.compile pays off only with a
+    # persistent TORCHINDUCTOR_CACHE_DIR: a cold full compile of the SD1.5 UNet's step took over two
+    # minutes on an H200, a warm one 18 s (bench/train.py); "regional" compiles each repeated block
+    # once; "graphed" compiles nothing and replays CUDA graphs (GPU workers only).
     compile_mode: str = "off"
 
     @classmethod
     def from_env(cls) -> TrainerOptions:
+        device = os.environ.get("STUDIO_TRAIN_DEVICE") or None
+        compile_mode = compile_mode_from_env(os.environ.get("STUDIO_TRAIN_COMPILE", ""))
+        if compile_mode == "graphed" and not has_cuda(device):
+            raise SystemExit(f"STUDIO_TRAIN_COMPILE=graphed replays CUDA graphs; this worker's device is "
+                             f"{device or 'cpu (no CUDA GPU found)'}")
         return cls(
             checkpoint_every=int(os.environ.get("STUDIO_TRAIN_CHECKPOINT_EVERY", "50")),
             validate_every=int(os.environ.get("STUDIO_TRAIN_VALIDATE_EVERY", "100")),
-            device=os.environ.get("STUDIO_TRAIN_DEVICE") or None,
-            compile_mode=compile_mode_from_env(os.environ.get("STUDIO_TRAIN_COMPILE", "")),
+            device=device,
+            compile_mode=compile_mode,
         )
 
 
@@ -204,6 +211,11 @@ def compile_mode_from_env(value: str) -> str:
     if mode not in COMPILE_MODES:
         raise SystemExit(f"STUDIO_TRAIN_COMPILE={value!r}: use one of {', '.join(COMPILE_MODES)}")
     return mode
+
+
+def has_cuda(device: str | None) -> bool:
+    """Whether training runs on a CUDA device: the one named, else the one TrainingRun would pick."""
+    return device.startswith("cuda") if device else torch.cuda.is_available()
 
 
 def _point(point) -> events_pb2.ValidationPoint:
