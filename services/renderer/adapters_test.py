@@ -74,6 +74,9 @@ def test_compiled_unet_serves_every_subject_from_one_graph(
     mixed = renderer.render_batch([BatchItem(PARAMS, adapter_id, loras[adapter_id]) for adapter_id in order])
     for adapter_id, image in zip(order, mixed, strict=True):  # one batch, each group fused in turn
         assert _differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
+    renderer.render_batch([BatchItem(PARAMS, "subject-c", loras["subject-c"])] * 3)
+    # Groups of 2 (subject-b above) and 3 are other batch sizes than the first render's.
+    assert counters["stats"]["unique_graphs"] == graphs, "a batch of another size recompiled the UNet"
 
 
 def test_fusing_restores_from_pristine_weights_so_nothing_drifts_or_stays(

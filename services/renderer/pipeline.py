@@ -111,7 +111,10 @@ def compile_unet(pipe, mode: str) -> None:
         raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
     if mode:
         # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
-        pipe.unet.compile(mode=COMPILE_MODES[mode])
+        # Dynamic shapes from the start: Triton's batches vary in size (each adapter's group is one
+        # pipeline call), and with static shapes the first batch of another size compiled the UNet a
+        # second time, cold, in the middle of serving. One compile now covers every batch size.
+        pipe.unet.compile(mode=COMPILE_MODES[mode], dynamic=True)
 
 
 def build_scheduler(pipe, name: str, default):
