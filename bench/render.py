@@ -14,7 +14,8 @@ Triton, in one run. Reference, one H200, eager bf16, 25 steps: SD1.5 512 px batc
 SDXL 1024 px batch 4 = 1.9 images/s. Target: at least 2x eager, through Triton.
 
     python bench/render.py [--images 16] [--steps 4] [--repeats 2] [--json]
-    python bench/render.py --real-size [--modes eager compile cuda-graphs] [--dtype bf16] [--budget-s 480]
+    python bench/render.py --real-size [--modes eager compile cuda-graphs cuda-graphs-fp8] [--dtype bf16]
+                           [--budget-s 480]
     python bench/render.py --real-size --device cpu --tiny-shapes     # CPU smoke run of that path
     python bench/render.py --real-size --device cpu --flops-only      # FLOPs per image, on any machine
 """
@@ -142,7 +143,8 @@ def main() -> None:
     parser.add_argument("--tiny-shapes", action="store_true", help="real-size structure at toy widths")
     parser.add_argument("--only", nargs="*", choices=("sd15", "sdxl"), help="real-size models to run")
     parser.add_argument("--modes", nargs="*", default=["eager", "compile", "cuda-graphs"],
-                        choices=("eager", "compile", "cuda-graphs"), help="real-size: how the UNet runs")
+                        choices=("eager", "compile", "cuda-graphs", "compile-fp8", "cuda-graphs-fp8"),
+                        help="real-size: how the UNet runs (-fp8: FP8 transformer linears, GPUs of compute 8.9+)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="real-size: default bf16 on cuda")
     parser.add_argument("--no-triton", action="store_true", help="real-size: in-process only")
     parser.add_argument("--flops-only", action="store_true", help="real-size: count FLOPs per image (meta tensors, "

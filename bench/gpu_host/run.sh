@@ -8,7 +8,8 @@
 # Steps (default: trainer-path:200 train-sdxl:360, issue 5's GPU checks in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
-#   render-sd15    bench/render.py --real-size --only sd15 (eager and cuda-graphs; in-process and Triton)
+#   render-sd15    bench/render.py --real-size --only sd15 (eager, cuda-graphs, cuda-graphs-fp8; in-process
+#                  and Triton)
 #   render-sdxl    the same for SDXL
 #   train-sdxl     bench/train.py --real-size --only sdxl --modes bf16 graphed regional
 #   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled
@@ -76,8 +77,8 @@ run_step() {
   local -a command
   case "$step" in
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
-    render-sd15) command=(bench/render.py --real-size --only sd15 --modes eager cuda-graphs --budget-s "$budget") ;;
-    render-sdxl) command=(bench/render.py --real-size --only sdxl --modes eager cuda-graphs --budget-s "$budget") ;;
+    render-sd15) command=(bench/render.py --real-size --only sd15 --modes eager cuda-graphs cuda-graphs-fp8 --budget-s "$budget") ;;
+    render-sdxl) command=(bench/render.py --real-size --only sdxl --modes eager cuda-graphs cuda-graphs-fp8 --budget-s "$budget") ;;
     train-sdxl) command=(bench/train.py --real-size --only sdxl --modes bf16 graphed regional --budget-s "$budget") ;;
     train-sd15) command=(bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled --budget-s "$budget") ;;
     trainer-path) command=(bench/gpu_host/trainer_check.py) ;;

@@ -233,11 +233,11 @@ class FusedAdapter(_LeastRecentlyUsed):
         with torch.no_grad():
             for path, pristine in self._pristine.items():
                 if path not in targeted:
-                    self.pipe.unet.get_submodule(path).weight.copy_(pristine)
+                    _write(self.pipe.unet.get_submodule(path), pristine)
             for delta in deltas:
-                weight = self.pipe.unet.get_submodule(delta.path).weight
-                pristine = self._pristine.setdefault(delta.path, weight.detach().clone())
-                weight.copy_((pristine.float() + delta.scale * (delta.up @ delta.down)).to(weight.dtype))
+                layer = self.pipe.unet.get_submodule(delta.path)
+                pristine = self._pristine.setdefault(delta.path, layer.weight.detach().clone())
+                _write(layer, (pristine.float() + delta.scale * (delta.up @ delta.down)).to(layer.weight.dtype))
         self._fused = digest
 
     def _evict(self, adapter_id: str) -> None:
@@ -245,6 +245,13 @@ class FusedAdapter(_LeastRecentlyUsed):
         self._parsed.pop(adapter_id, None)
         if digest is not None and digest == self._fused and digest not in self._digests.values():
             self._fuse([], "")  # a deleted subject's weights must not stay in GPU memory
+
+
+def _write(layer, weight) -> None:
+    """In place, so graphs over the layer stay valid; an FP8 layer quantizes its new weight too."""
+    layer.weight.copy_(weight)
+    if hasattr(layer, "requantize"):
+        layer.requantize()
 
 
 def _scale(metadata: dict | None) -> float:

@@ -25,7 +25,10 @@ COMPILE_ENV = "STUDIO_RENDER_COMPILE"
 DTYPE_ENV = "STUDIO_RENDER_DTYPE"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # "compile" is inductor's default mode: max-autotune would add a GEMM search to every cold start of an instance.
-COMPILE_MODES = {"": None, "compile": "default", "cuda-graphs": "reduce-overhead"}
+# "-fp8": the transformer blocks' linear layers run FP8 products (services/renderer/fp8.py).
+COMPILE_MODES = {"": None, "compile": "default", "cuda-graphs": "reduce-overhead",
+                 "compile-fp8": "default", "cuda-graphs-fp8": "reduce-overhead"}
+FP8_SUFFIX = "-fp8"
 DEFAULT_ADAPTER_CACHE_SIZE = 8
 MAX_STEPS = 100
 MAX_SIDE = 2048
@@ -109,6 +112,10 @@ def load_pipeline(base_model: Path):
 def compile_unet(pipe, mode: str) -> None:
     if mode not in COMPILE_MODES:
         raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
+    if mode.endswith(FP8_SUFFIX):
+        from services.renderer.fp8 import to_float8
+
+        to_float8(pipe.unet)
     if mode:
         # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
         # Dynamic shapes from the start: Triton's batches vary in size (each adapter's group is one
@@ -127,8 +134,9 @@ def build_scheduler(pipe, name: str, default):
 class PortraitRenderer:
     """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter.
 
-    compile_mode ("" eager, "compile", "cuda-graphs": COMPILE_MODES) compiles the UNet; adapters are
-    then fused into its weights in place (services/renderer/adapters.py), so it is compiled once."""
+    compile_mode ("" eager, "compile", "cuda-graphs", each optionally "-fp8": COMPILE_MODES) compiles the
+    UNet; adapters are then fused into its weights in place (services/renderer/adapters.py), so it is
+    compiled once."""
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "") -> None:
         compile_unet(pipe, compile_mode)
