@@ -58,9 +58,11 @@ def test_compiled_unet_serves_every_subject_from_one_graph(
 
     renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode="compile")
     assert isinstance(renderer.adapters, FusedAdapter)
-    first = renderer.render(PARAMS, "subject-a", loras["subject-a"])
     graphs = counters["stats"]["unique_graphs"]
-    assert graphs >= 1, "the UNet was not compiled"
+    assert renderer.warm_up() > 0
+    assert counters["stats"]["unique_graphs"] > graphs, "the warm-up did not compile the UNet"
+    graphs = counters["stats"]["unique_graphs"]
+    first = renderer.render(PARAMS, "subject-a", loras["subject-a"])
     order = ["subject-b", "subject-c", "subject-a", "subject-b"]  # cache of 2: a is parsed again
     images = {adapter_id: renderer.render(PARAMS, adapter_id, loras[adapter_id]) for adapter_id in order}
     base = renderer.render(PARAMS)
@@ -142,6 +144,10 @@ def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
             renderer.render(PARAMS, reason, adapter)
     assert renderer.loaded_adapter_ids == []
     assert _differs(renderer.render(PARAMS, "subject-a", lora), eager_images["subject-a"]) <= 1
+
+
+def test_an_eager_renderer_has_nothing_to_warm_up(base_model: Path) -> None:
+    assert PortraitRenderer(load_pipeline(base_model)).warm_up() == 0.0
 
 
 def test_from_env_compiles_with_fused_adapters(base_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,9 +95,11 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         model_config = json.loads(args["model_config"])
         self.renderer = PortraitRenderer.from_env(default_cache_size=_cache_size(model_config))
+        compile_s = self.renderer.warm_up()  # a compiled UNet compiles here: the instance is ready when warm
         pb_utils.Logger.log_info(
             f"portrait_diffusion loaded on {self.renderer.pipe.device} ({self.renderer.pipe.dtype}), "
-            f"adapter cache {self.renderer.adapter_cache_size}"
+            f"adapter cache {self.renderer.adapter_cache_size}, UNet {self.renderer.compile_mode or 'eager'}"
+            + (f" (compiled in {compile_s:.0f} s)" if compile_s else "")
         )
 
     def execute(self, requests: list) -> list:
