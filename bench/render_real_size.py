@@ -179,8 +179,10 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
     from services.renderer.triton_client import RenderRequest, render_via_triton
 
     os.environ["STUDIO_RENDER_COMPILE"] = "" if mode == "eager" else mode
+    load_started = time.perf_counter()  # a compiled instance compiles while loading (warm_up)
     server = await start_triton(MODEL_REPOSITORY, work / f"triton-{model}-{mode}", work / "logs", base_model=folder,
                                 ready_timeout=timeout_s)
+    load_s = time.perf_counter() - load_started
     side = image_side(model, tiny)
     requests = [RenderRequest(prompt=PROMPT, negative_prompt="blurry", adapter_id="bench", adapter=lora, seed=index,
                               steps=steps, guidance=6.0, width=side, height=side) for index in range(batch * 3)]
@@ -190,7 +192,8 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
         warmup_s = time.perf_counter() - warm_started
         started = time.perf_counter()
         await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s) for r in requests))
-        return {"images_per_s": len(requests) / (time.perf_counter() - started), "warmup_s": warmup_s}
+        return {"images_per_s": len(requests) / (time.perf_counter() - started), "warmup_s": warmup_s,
+                "load_s": load_s}
     finally:
         server.stop()
 
@@ -286,7 +289,8 @@ def _row_line(row: dict) -> str:
         return f"{head}  {row['error']}"
     utilisation = f" = {row['utilisation']:6.1%} of bf16 peak" if row.get("utilisation") else ""
     tflops = f" {row['tflops']:8.3g} TFLOP/s{utilisation}" if "tflops" in row else ""
-    return f"{head}  {row['images_per_s']:7.2f} img/s{tflops} (warm-up {row['warmup_s']:.0f} s)"
+    load = f"Triton load {row['load_s']:.0f} s, " if "load_s" in row else ""
+    return f"{head}  {row['images_per_s']:7.2f} img/s{tflops} ({load}warm-up {row['warmup_s']:.0f} s)"
 
 
 def _print_summary(rows: list[dict]) -> None:
