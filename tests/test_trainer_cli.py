@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import safetensors.torch
+import torch
 
 from services.common.basemodel import base_model_id
 from services.common.lora_file import BASE_MODEL_METADATA_KEY, lora_metadata
@@ -45,6 +46,22 @@ def test_train_writes_the_best_lora_and_a_report(tiny_model: Path, tmp_path: Pat
     lora = (out / "pytorch_lora_weights.safetensors").read_bytes()
     assert lora_metadata(lora)[BASE_MODEL_METADATA_KEY] == base_model_id(tiny_model) == report["base_model_id"]
     assert all(key.startswith("unet.") for key in safetensors.torch.load(lora))
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    pytest.param(["--compile", "graphed"], "replays CUDA graphs: this machine has no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine can replay CUDA graphs")),
+    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--steps", "-3"], "--steps: must be at least 1, got -3"),
+    (["--compile", "fast"], "invalid choice: 'fast'"),
+])
+def test_train_refuses_settings_it_cannot_run_before_touching_photos(
+    tiny_model: Path, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    run = subprocess.run([*STUDIO, "train", "--photos", str(FACES_DIR / "lisa"), "--base-model", str(tiny_model),
+                          "--out", str(tmp_path / "out"), *flags], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and message in run.stderr, run.stderr[-500:]
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_refuses_a_folder_without_usable_photos(tiny_model: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ with a report.json beside it.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import sys
@@ -27,14 +28,25 @@ def add_parser(commands) -> None:
     train.add_argument("--photos", required=True, help="folder of one person's photos")
     train.add_argument("--base-model", required=True, help="diffusers SD1.5- or SDXL-family folder")
     train.add_argument("--out", required=True, help="folder for the LoRA and report.json")
-    train.add_argument("--steps", type=int, help="training steps (default: the model family's)")
-    train.add_argument("--validate-every", type=int, help="validation every K steps (default: steps/4)")
+    train.add_argument("--steps", type=_positive, help="training steps (default: the model family's)")
+    train.add_argument("--validate-every", type=_positive, help="validation every K steps (default: steps/4)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--rank", type=int, help="LoRA rank (default: the model family's)")
+    train.add_argument("--rank", type=_positive, help="LoRA rank (default: the model family's)")
     train.add_argument("--text-encoder", action="store_true", help="also train a text-encoder LoRA")
     train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
+    train.add_argument("--batch-size", type=_positive, help="images per step (default: the model family's)")
+    train.add_argument("--compile", default="off", choices=("off", "full", "regional", "graphed"),
+                       help="GPU speed-ups: torch.compile of the whole UNet or of each block, or CUDA graphs "
+                            "without compiling (docs/operations.md)")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_train)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_train(args) -> None:
@@ -44,6 +56,8 @@ def cmd_train(args) -> None:
     from services.trainer.validation import IdentityValidator
 
     started = time.monotonic()
+    if args.compile == "graphed" and not _has_cuda():
+        raise SystemExit("--compile graphed replays CUDA graphs: this machine has no CUDA GPU")
     base_model = Path(args.base_model)
     try:
         base_model_id(base_model)
@@ -52,6 +66,7 @@ def cmd_train(args) -> None:
     config = TrainingConfig.for_base_model(
         base_model, steps=args.steps, seed=args.seed, rank=args.rank, alpha=args.rank,
         train_text_encoder=args.text_encoder, gradient_checkpointing=args.gradient_checkpointing,
+        batch_size=args.batch_size, compile_mode=args.compile,
     )
     validate_every = args.validate_every or max(1, config.steps // 4)
     config = TrainingConfig.for_base_model(base_model, **{**asdict(config), "validate_every": validate_every})
@@ -81,6 +96,12 @@ def cmd_train(args) -> None:
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report) if args.json else _summary(report))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def check_photos(folder: Path, resolution: int, quiet: bool) -> tuple[list[dict], list[Image.Image]]:
