@@ -72,6 +72,7 @@ def check_model(model: str, real_size: bool, steps: int, work: Path, device: str
     final, final_resumed = load(whole.lora_bytes()), load(resumed_run.lora_bytes())
     difference = _max_difference(final, final_resumed)
     scale = max(float(tensor.float().abs().max()) for tensor in final.values())
+    tolerance = 1e-2 * max(scale, 1e-6)
     graphed = _graphed_difference(folder, images, config, device, validator, final) if device == "cuda" else None
     unet_dtypes = sorted({str(p.dtype) for p in whole.parts.unet.parameters() if not p.requires_grad})
     return {
@@ -80,10 +81,10 @@ def check_model(model: str, real_size: bool, steps: int, work: Path, device: str
         "losses": [round(x, 5) for x in result.losses], "resumed_losses": [round(x, 5) for x in resumed.losses],
         "validation": [[p.step, round(p.identity_score, 4)] for p in result.validation],
         "best_step": result.best_step, "lora_max_abs_difference": difference, "lora_max_abs": scale,
-        "resume_matches": difference <= 1e-2 * max(scale, 1e-6) and len(resumed.losses) == steps,
+        "resume_matches": difference <= tolerance and len(resumed.losses) == steps,
         "seconds": round(whole_seconds, 1),
         "graphed_max_abs_difference": graphed,
-        "graphed_matches": graphed is None or graphed <= 1e-2 * max(scale, 1e-6),
+        "graphed_matches": graphed is None or graphed <= tolerance,
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0, 2),
         "lora_loads_in_renderer": _renders_with(folder, resumed.safetensors_bytes, side),
     }
@@ -162,4 +163,3 @@ def _graphed(row: dict) -> str:
 
 if __name__ == "__main__":
     main()
-

@@ -19,6 +19,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from services.trainer.modes import COMPILE_MODES, has_cuda
+
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
@@ -35,7 +37,7 @@ def add_parser(commands) -> None:
     train.add_argument("--text-encoder", action="store_true", help="also train a text-encoder LoRA")
     train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
     train.add_argument("--batch-size", type=_positive, help="images per step (default: the model family's)")
-    train.add_argument("--compile", default="off", choices=("off", "full", "regional", "graphed"),
+    train.add_argument("--compile", default="off", choices=COMPILE_MODES,
                        help="GPU speed-ups: torch.compile of the whole UNet or of each block, or CUDA graphs "
                             "without compiling (docs/operations.md)")
     train.add_argument("--json", action="store_true")
@@ -56,7 +58,7 @@ def cmd_train(args) -> None:
     from services.trainer.validation import IdentityValidator
 
     started = time.monotonic()
-    if args.compile == "graphed" and not _has_cuda():
+    if args.compile == "graphed" and not has_cuda(None):
         raise SystemExit("--compile graphed replays CUDA graphs: this machine has no CUDA GPU")
     base_model = Path(args.base_model)
     try:
@@ -96,12 +98,6 @@ def cmd_train(args) -> None:
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report) if args.json else _summary(report))
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def check_photos(folder: Path, resolution: int, quiet: bool) -> tuple[list[dict], list[Image.Image]]:

@@ -96,6 +96,6 @@ def to_float8(unet: torch.nn.Module) -> list[str]:
 
 
 def _converts(path: str, module: torch.nn.Module) -> bool:
-    return (type(module) is torch.nn.Linear and _BLOCK_MARKER in f".{path}"
-            and not any(marker in f".{path}" for marker in _TEXT_INPUTS)
+    dotted = f".{path}"
+    return (type(module) is torch.nn.Linear and _BLOCK_MARKER in dotted and not dotted.endswith(_TEXT_INPUTS)
             and module.in_features % _ALIGNMENT == 0 and module.out_features % _ALIGNMENT == 0)

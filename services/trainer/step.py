@@ -24,6 +24,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from services.trainer.components import Conditioning
 from services.trainer.graphed import GraphedUNet
+from services.trainer.modes import COMPILE_MODES
 
 
 class LoraStep:
@@ -93,7 +94,6 @@ class LoraStep:
         return contextlib.nullcontext()
 
 
-COMPILE_MODES = ("off", "full", "regional", "graphed")
 # The UNet's repeated building blocks, compiled one by one in "regional" mode.
 REGIONAL_BLOCKS = ("BasicTransformerBlock", "ResnetBlock2D")
 REGIONAL_GRAPH_LIMIT = 64

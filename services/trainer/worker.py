@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import torch
 from PIL import Image
 from studio.v1 import events_pb2, faceqa_pb2_grpc, privacy_pb2, trainer_pb2
 
@@ -34,8 +33,8 @@ from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, WorkerState
 from services.trainer.faceqa_scoring import FaceQAScorer
 from services.trainer.job_store import JobStore, vault_refusal
+from services.trainer.modes import COMPILE_MODES, has_cuda
 from services.trainer.scoring import InProcessScorer
-from services.trainer.step import COMPILE_MODES
 from services.trainer.training import (
     ResumeMismatch,
     RunState,
@@ -211,11 +210,6 @@ def compile_mode_from_env(value: str) -> str:
     if mode not in COMPILE_MODES:
         raise SystemExit(f"STUDIO_TRAIN_COMPILE={value!r}: use one of {', '.join(COMPILE_MODES)}")
     return mode
-
-
-def has_cuda(device: str | None) -> bool:
-    """Whether training runs on a CUDA device: the one named, else the one TrainingRun would pick."""
-    return device.startswith("cuda") if device else torch.cuda.is_available()
 
 
 def _point(point) -> events_pb2.ValidationPoint:
