@@ -9,12 +9,13 @@ them, so the dynamic batcher batches them. The ratio Triton / in-process is the 
 
 --real-size: random-weight SD1.5-size (512 px) and SDXL-size (1024 px) pipelines on a GPU
 (bench/render_real_size.py): images/s and FLOP utilisation (torch.utils.flop_counter against the
-GPU's bf16 dense peak), eager bf16 against torch.compile and CUDA graphs, in-process and through
-Triton, in one run. Reference, one H200, eager bf16, 25 steps: SD1.5 512 px batch 8 = 8.2 images/s;
+GPU's bf16 dense peak), eager bf16 against the eager UNet replayed as CUDA graphs, torch.compile and
+compiled CUDA graphs (each optionally with FP8 transformer linears), in-process and through Triton, in
+one run. Reference, one H200, eager bf16, 25 steps: SD1.5 512 px batch 8 = 8.2 images/s;
 SDXL 1024 px batch 4 = 1.9 images/s. Target: at least 2x eager, through Triton.
 
     python bench/render.py [--images 16] [--steps 4] [--repeats 2] [--json]
-    python bench/render.py --real-size [--modes eager compile cuda-graphs cuda-graphs-fp8] [--dtype bf16]
+    python bench/render.py --real-size [--modes eager graphed-fp8 graphed cuda-graphs] [--dtype bf16]
                            [--budget-s 480]
     python bench/render.py --real-size --device cpu --tiny-shapes     # CPU smoke run of that path
     python bench/render.py --real-size --device cpu --flops-only      # FLOPs per image, on any machine
@@ -33,9 +34,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.common.machine import describe_machine  # noqa: E402
+from services.renderer.pipeline import COMPILE_MODES  # noqa: E402
 
 SUBJECT_COUNTS = (1, 4)
 MAX_BATCH = 8  # the model's max_batch_size (model_repository/portrait_diffusion/config.pbtxt)
+RENDER_MODES = ("eager", *(mode for mode in COMPILE_MODES if mode))
 RENDER_CONCURRENCY = 4  # requests in flight per subject, as the render worker's default
 
 
@@ -142,9 +145,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="real-size only (cpu with --tiny-shapes for a smoke run)")
     parser.add_argument("--tiny-shapes", action="store_true", help="real-size structure at toy widths")
     parser.add_argument("--only", nargs="*", choices=("sd15", "sdxl"), help="real-size models to run")
-    parser.add_argument("--modes", nargs="*", default=["eager", "compile", "cuda-graphs"],
-                        choices=("eager", "compile", "cuda-graphs", "compile-fp8", "cuda-graphs-fp8"),
-                        help="real-size: how the UNet runs (-fp8: FP8 transformer linears, GPUs of compute 8.9+)")
+    parser.add_argument("--modes", nargs="*", default=["eager", "graphed", "compile", "cuda-graphs"],
+                        choices=RENDER_MODES, help="real-size: how the UNet runs (graphed: eager CUDA graphs, CUDA "
+                        "only; -fp8: FP8 transformer linears, GPUs of compute 8.9+)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="real-size: default bf16 on cuda")
     parser.add_argument("--no-triton", action="store_true", help="real-size: in-process only")
     parser.add_argument("--flops-only", action="store_true", help="real-size: count FLOPs per image (meta tensors, "

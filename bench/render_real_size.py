@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.train_real_size import BF16_DENSE_PEAK_TFLOPS, peak_for, run_child, sync_device, unet_config
 from services.common.machine import describe_machine
+from services.renderer.pipeline import COMPILE_MODES, GRAPHED
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
@@ -171,8 +172,9 @@ def first_image_path(work: Path, model: str, mode: str) -> Path:
 
 
 def difference_from_eager(work: Path, model: str, mode: str) -> float | None:
-    """Mean |difference| of the first image (seed 0) from eager's, in levels of 255: is the faster mode
-    still drawing the same picture (FP8 and compiled kernels round differently; NaNs would show)."""
+    """Mean |difference| of the first image (seed 0) from eager in-process's, in levels of 255: is the
+    faster mode, or the served path (`<mode>-triton`), still drawing the same picture (FP8 and compiled
+    kernels round differently, a batch of other size too; NaNs or a broken capture would show)."""
     eager, this = first_image_path(work, model, "eager"), first_image_path(work, model, mode)
     if mode == "eager" or not (eager.is_file() and this.is_file()):
         return None
@@ -207,9 +209,11 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
         await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s) for r in requests[:batch]))
         warmup_s = time.perf_counter() - warm_started
         started = time.perf_counter()
-        await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s) for r in requests))
-        return {"images_per_s": len(requests) / (time.perf_counter() - started), "warmup_s": warmup_s,
-                "load_s": load_s}
+        images = await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s) for r in requests))
+        images_per_s = len(requests) / (time.perf_counter() - started)
+        # Seed 0 with the same prompt, LoRA and settings as eager in-process's first image.
+        np.save(first_image_path(work, model, f"{mode}-triton"), images[0].astype(np.float32) / 255)
+        return {"images_per_s": images_per_s, "warmup_s": warmup_s, "load_s": load_s}
     finally:
         server.stop()
 
@@ -267,7 +271,14 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
         if left < 30:
             rows.append({"model": model, "mode": mode, "path": path, "error": "skipped: bench budget spent"})
             continue
-        share = 0.6 if (path, mode != "eager") == ("triton", True) else 0.4  # that row holds a cold compile
+        if COMPILE_MODES.get(mode) == GRAPHED and args.device != "cuda":
+            rows.append({"model": model, "mode": mode, "path": path, "batch": batch,
+                         "error": "skipped: CUDA graphs need a GPU"})
+            print(_row_line(rows[-1]), flush=True)
+            continue
+        # Rows that start in seconds come first and may take most of what is left; a compile's share keeps
+        # one cold compile from taking all.
+        share = 0.6 if compiles(mode) else 0.8
         if path == "in-process":
             child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
             row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * share, "render.py")
@@ -276,6 +287,8 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
         else:
             row = _triton_row(folder, work, model, mode, batch, steps, args.tiny_shapes, lora.read_bytes(),
                               left * share)
+            if "images_per_s" in row:
+                row["levels_from_eager"] = difference_from_eager(work, model, f"{mode}-triton")
         row = {"model": model, "mode": mode, "path": path, "batch": batch, "reference": reference, **row}
         if "images_per_s" in row:
             row["tflops"] = flops * row["images_per_s"] / 1e12
@@ -285,20 +298,24 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
     return rows
 
 
+def compiles(mode: str) -> bool:
+    """The mode runs torch.compile: its first row pays a cold compile (minutes at real size)."""
+    return COMPILE_MODES.get("" if mode == "eager" else mode) not in (None, GRAPHED)
+
+
 def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, str]]:
-    """(mode, path) pairs: the baseline first (eager in-process), then what the target is about (each
-    faster mode through Triton, FP8 first: in bf16, twice eager is beyond the chip's arithmetic for
-    SDXL), then the rest, so a spent time box cuts the least useful rows."""
+    """(mode, path) pairs: the baseline first (eager in-process); then the modes that start in seconds
+    before those holding a cold compile; within each, Triton (what the target is about) before
+    in-process, the faster modes before eager's serving overhead, FP8 first (in bf16, twice eager is
+    beyond the chip's arithmetic for SDXL). A spent time box then cuts the least useful rows."""
     paths = ("in-process", "triton") if with_triton else ("in-process",)
     pairs = [(mode, path) for mode in modes for path in paths]
 
-    def rank(pair: tuple[str, str]) -> int:
+    def rank(pair: tuple[str, str]) -> tuple:
         mode, path = pair
         if pair == ("eager", "in-process"):
-            return 0
-        if path == "triton" and mode != "eager":
-            return 1 if mode.endswith("-fp8") else 2
-        return 3
+            return (0,)
+        return (1, compiles(mode), path == "in-process", mode == "eager", not mode.endswith("-fp8"))
 
     return sorted(pairs, key=rank)
 

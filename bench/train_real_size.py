@@ -68,7 +68,8 @@ def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bo
     bf16 = device == "cuda" or optimized
     latents, conditioning = _inputs(config, batch, device, model)
     flops = _step_flops(unet, parts, bf16, latents, conditioning)  # before any compile touches the UNet
-    step = LoraStep(unet, parts.noise_scheduler, trainable_parameters(parts, False).values(), 1e-4,
+    trained = trainable_parameters(parts, False)
+    step = LoraStep(unet, parts.noise_scheduler, trained.values(), 1e-4,
                     device=torch.device(device), bf16=bf16,
                     compile_mode=COMPILE_BY_MODE.get(mode, "off"), fused_optimizer=optimized and device == "cuda")
     generator = torch.Generator(device=device).manual_seed(0)
@@ -89,7 +90,17 @@ def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bo
         "model": model, "mode": mode, "batch": batch, "step_ms": step_s * 1e3, "images_per_s": batch / step_s,
         "tflops": flops / step_s / 1e12, "gflop_per_step": flops / 1e9, "warmup_s": warmup_s,
         "loss": float(loss), "peak_gib": _peak_gib(device), "steps_timed": steps,
+        "lora_update_norm": _update_norm(trained),
     }
+
+
+def _update_norm(trained: dict) -> float:
+    """Norm of the LoRA up-projections, which start at zero: how far training moved them. Two modes that run
+    the same steps from the same seed must agree (a graph that did not train would show 0)."""
+    import torch
+
+    ups = [parameter.detach().float().norm() for name, parameter in trained.items() if "lora_B" in name]
+    return float(torch.stack(ups).norm()) if ups else 0.0
 
 
 def _unet_with_lora(model: str, config: dict, device: str):
@@ -134,7 +145,8 @@ def count_step_ops(model: str, batch: int = 2) -> dict:
     unet, parts = _unet_with_lora(model, config, "cpu")
     freeze_in_bf16(unet)
     latents, conditioning = _inputs(config, batch, "cpu", model)
-    step = LoraStep(unet, parts.noise_scheduler, trainable_parameters(parts, False).values(), 1e-4,
+    trained = trainable_parameters(parts, False)
+    step = LoraStep(unet, parts.noise_scheduler, trained.values(), 1e-4,
                     device=torch.device("cpu"), bf16=True)
     generator = torch.Generator().manual_seed(0)
     step.loss(latents, conditioning, generator).backward()  # first call: lazy initialisation

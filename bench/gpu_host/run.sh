@@ -5,13 +5,18 @@
 #
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
-# Steps (default: trainer-path:200 train-sdxl:360, issue 5's GPU checks in one ~9.5-minute call):
+# Steps (default: train-sdxl-graphed:200 render-sd15-graphed:150 render-sdxl-graphed:200, the target rows of
+# issues 5 and 6 with no torch.compile, in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
-#   render-sd15    bench/render.py --real-size --only sd15 (eager, cuda-graphs, cuda-graphs-fp8; in-process
-#                  and Triton)
-#   render-sdxl    the same for SDXL
-#   train-sdxl     bench/train.py --real-size --only sdxl --modes bf16 graphed regional
+#   render-sd15-graphed, render-sdxl-graphed
+#                  bench/render.py --real-size --only sd15|sdxl --modes eager graphed-fp8 graphed: eager
+#                  in-process (the baseline), then the UNet replayed as CUDA graphs (no compile) through Triton
+#   render-sd15, render-sdxl
+#                  the same plus the compiled modes (cuda-graphs-fp8, cuda-graphs), whose cold compiles take
+#                  a call of their own
+#   train-sdxl-graphed  bench/train.py --real-size --only sdxl --modes bf16 graphed (batch 4 and 8)
+#   train-sdxl     the same plus regional torch.compile
 #   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled
 #   trainer-path   bench/gpu_host/trainer_check.py: bf16 frozen weights, validation, checkpoint, resume,
 #                  CUDA graphs against eager
@@ -72,13 +77,19 @@ EOF
   fi
 }
 
+declare -A model_of=([render-sd15]=sd15 [render-sd15-graphed]=sd15 [render-sdxl]=sdxl [render-sdxl-graphed]=sdxl)
+
 run_step() {
   local step=$1 seconds=$2 budget=$(( $2 - 25 ))
   local -a command
   case "$step" in
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
-    render-sd15) command=(bench/render.py --real-size --only sd15 --modes eager cuda-graphs cuda-graphs-fp8 --budget-s "$budget") ;;
-    render-sdxl) command=(bench/render.py --real-size --only sdxl --modes eager cuda-graphs cuda-graphs-fp8 --budget-s "$budget") ;;
+    render-sd15-graphed|render-sdxl-graphed)
+      command=(bench/render.py --real-size --only "${model_of[$step]}" --modes eager graphed-fp8 graphed --budget-s "$budget") ;;
+    render-sd15|render-sdxl)
+      command=(bench/render.py --real-size --only "${model_of[$step]}" --modes eager graphed-fp8 graphed cuda-graphs-fp8
+               cuda-graphs --budget-s "$budget") ;;
+    train-sdxl-graphed) command=(bench/train.py --real-size --only sdxl --modes bf16 graphed --budget-s "$budget") ;;
     train-sdxl) command=(bench/train.py --real-size --only sdxl --modes bf16 graphed regional --budget-s "$budget") ;;
     train-sd15) command=(bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled --budget-s "$budget") ;;
     trainer-path) command=(bench/gpu_host/trainer_check.py) ;;
@@ -100,7 +111,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(trainer-path:200 train-sdxl:360)
+[ ${#steps[@]} -eq 0 ] && steps=(train-sdxl-graphed:200 render-sd15-graphed:150 render-sdxl-graphed:200)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue

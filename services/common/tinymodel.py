@@ -94,3 +94,36 @@ def write_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+SDXL_TEXT_DIM, SDXL_TIME_DIM = 32, 8
+
+
+def write_tiny_sdxl_model(out_dir: Path) -> Path:
+    """The tiny model's SDXL-family twin (two text encoders, pooled embedding, size ids), saved like it."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32, layers_per_block=1, block_out_channels=(32, 64), norm_num_groups=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * SDXL_TEXT_DIM, attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=SDXL_TIME_DIM,
+        projection_class_embeddings_input_dim=SDXL_TEXT_DIM + 6 * SDXL_TIME_DIM,
+    )
+    vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=32)
+    tokenizer = CLIPTokenizer(vocab=tiny_vocabulary(), merges=[], model_max_length=77)
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=SDXL_TEXT_DIM, intermediate_size=37,
+                            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                            projection_dim=SDXL_TEXT_DIM, bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    pipeline = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(config), text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+    )
+    pipeline.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir

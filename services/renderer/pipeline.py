@@ -25,10 +25,13 @@ ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
 COMPILE_ENV = "STUDIO_RENDER_COMPILE"
 DTYPE_ENV = "STUDIO_RENDER_DTYPE"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-# "compile" is inductor's default mode: max-autotune would add a GEMM search to every cold start of an instance.
-# "-fp8": the transformer blocks' linear layers run FP8 products (services/renderer/fp8.py).
-COMPILE_MODES = {"": None, "compile": "default", "cuda-graphs": "reduce-overhead",
-                 "compile-fp8": "default", "cuda-graphs-fp8": "reduce-overhead"}
+# Render mode -> torch.compile mode. "compile" is inductor's default mode: max-autotune would add a GEMM
+# search to every cold start of an instance. GRAPHED: no compile, the eager UNet's forward replayed as CUDA
+# graphs (services/renderer/graphs.py). "-fp8": the transformer blocks' linear layers run FP8 products
+# (services/renderer/fp8.py).
+GRAPHED = "graphed"
+COMPILE_MODES = {"": None, "compile": "default", "cuda-graphs": "reduce-overhead", "graphed": GRAPHED,
+                 "compile-fp8": "default", "cuda-graphs-fp8": "reduce-overhead", "graphed-fp8": GRAPHED}
 FP8_SUFFIX = "-fp8"
 DEFAULT_ADAPTER_CACHE_SIZE = 8
 WARM_UP_STEPS = 2
@@ -118,7 +121,11 @@ def compile_unet(pipe, mode: str) -> None:
         from services.renderer.fp8 import to_float8
 
         to_float8(pipe.unet)
-    if mode:
+    if COMPILE_MODES[mode] == GRAPHED:
+        from services.renderer.graphs import capture_unet_forward
+
+        capture_unet_forward(pipe.unet)
+    elif mode:
         # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
         # Dynamic shapes from the start: Triton's batches vary in size (each adapter's group is one
         # pipeline call), and with static shapes the first batch of another size compiled the UNet a
@@ -136,9 +143,9 @@ def build_scheduler(pipe, name: str, default):
 class PortraitRenderer:
     """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter.
 
-    compile_mode ("" eager, "compile", "cuda-graphs", each optionally "-fp8": COMPILE_MODES) compiles the
-    UNet; adapters are then fused into its weights in place (services/renderer/adapters.py), so it is
-    compiled once."""
+    compile_mode ("" eager, "compile", "cuda-graphs", "graphed", each optionally "-fp8": COMPILE_MODES)
+    compiles the UNet or captures it as CUDA graphs; adapters are then fused into its weights in place
+    (services/renderer/adapters.py), so it is compiled or captured once."""
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "") -> None:
         compile_unet(pipe, compile_mode)
@@ -160,16 +167,21 @@ class PortraitRenderer:
         cache_size = int(os.environ.get(ADAPTER_CACHE_ENV) or default_cache_size)
         return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""))
 
-    def warm_up(self) -> float:
-        """Compile now, before serving (a Triton instance calls this while loading, so it is not ready
-        until compiled and no customer's request waits on a cold compile); seconds taken, 0 if eager.
-        One image at the base model's resolution: the compile has dynamic shapes, so it covers every
-        size and batch that follows."""
+    def warm_up(self, max_batch: int = 1) -> float:
+        """Compile or capture now, before serving (a Triton instance calls this while loading, so it is not
+        ready until warm and no customer's request waits on a cold compile); seconds taken, 0 if eager.
+        At the base model's resolution: the compiled modes render one image (the compile has dynamic shapes,
+        so it covers every size and batch that follows); the graphed modes capture every batch size up to
+        `max_batch`, largest first so the smaller graphs reuse its memory. Other image sizes are captured
+        on first use, in about two UNet calls' time."""
         if not self.compile_mode:
             return 0.0
         started = time.monotonic()
         side = int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
-        self.render(RenderParams(prompt="warm-up", steps=WARM_UP_STEPS, width=side, height=side))
+        params = RenderParams(prompt="warm-up", steps=WARM_UP_STEPS, width=side, height=side)
+        graphed = COMPILE_MODES[self.compile_mode] == GRAPHED
+        for size in range(max_batch, 0, -1) if graphed else (1,):
+            self._run_pipeline([params] * size)
         return time.monotonic() - started
 
     @property

@@ -95,11 +95,13 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         model_config = json.loads(args["model_config"])
         self.renderer = PortraitRenderer.from_env(default_cache_size=_cache_size(model_config))
-        compile_s = self.renderer.warm_up()  # a compiled UNet compiles here: the instance is ready when warm
+        # A compiled UNet compiles here, a graphed one captures each batch size Triton may hand it: the
+        # instance is ready when warm.
+        compile_s = self.renderer.warm_up(max_batch=max(1, int(model_config.get("max_batch_size", 1))))
         pb_utils.Logger.log_info(
             f"portrait_diffusion loaded on {self.renderer.pipe.device} ({self.renderer.pipe.dtype}), "
             f"adapter cache {self.renderer.adapter_cache_size}, UNet {self.renderer.compile_mode or 'eager'}"
-            + (f" (compiled in {compile_s:.0f} s)" if compile_s else "")
+            + (f" (warmed up in {compile_s:.0f} s)" if compile_s else "")
         )
 
     def execute(self, requests: list) -> list:
