@@ -170,10 +170,11 @@ class PortraitRenderer:
     def warm_up(self, max_batch: int = 1) -> float:
         """Compile or capture now, before serving (a Triton instance calls this while loading, so it is not
         ready until warm and no customer's request waits on a cold compile); seconds taken, 0 if eager.
-        At the base model's resolution: the compiled modes render one image (the compile has dynamic shapes,
-        so it covers every size and batch that follows); the graphed modes capture every batch size up to
-        `max_batch`, largest first so the smaller graphs reuse its memory. Other image sizes are captured
-        on first use, in about two UNet calls' time."""
+        At the base model's resolution, denoising only (the VAE is neither compiled nor captured): the
+        compiled modes denoise one image (the compile has dynamic shapes, so it covers every size and batch
+        that follows); the graphed modes capture every batch size up to `max_batch`, largest first so the
+        smaller graphs reuse its memory. Other image sizes are captured on first use, in about two UNet
+        calls' time."""
         if not self.compile_mode:
             return 0.0
         started = time.monotonic()
@@ -181,7 +182,7 @@ class PortraitRenderer:
         params = RenderParams(prompt="warm-up", steps=WARM_UP_STEPS, width=side, height=side)
         graphed = COMPILE_MODES[self.compile_mode] == GRAPHED
         for size in range(max_batch, 0, -1) if graphed else (1,):
-            self._run_pipeline([params] * size)
+            self._run_pipeline([params] * size, decode=False)  # only the UNet is compiled or captured
         return time.monotonic() - started
 
     @property
@@ -231,8 +232,9 @@ class PortraitRenderer:
             self._schedulers[name] = build_scheduler(self.pipe, name, self._default_scheduler)
         self.pipe.scheduler = self._schedulers[name]
 
-    def _run_pipeline(self, batch: Sequence[RenderParams]) -> list[np.ndarray]:
-        """One pipeline call for params sharing a batch key; one image per params, in order."""
+    def _run_pipeline(self, batch: Sequence[RenderParams], decode: bool = True) -> list[np.ndarray]:
+        """One pipeline call for params sharing a batch key; one image per params, in order (none when
+        not `decode`: a warm-up that runs the UNet and skips the VAE)."""
         import torch
 
         first = batch[0]
@@ -249,7 +251,9 @@ class PortraitRenderer:
                 width=first.width,
                 height=first.height,
                 generator=generators,
-                output_type="np",
+                output_type="np" if decode else "latent",
             )
+        if not decode:
+            return []
         images = np.asarray(result.images, dtype=np.float32)
         return list((np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8))
