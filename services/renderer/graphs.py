@@ -38,12 +38,17 @@ def graph_inputs(sample, timestep, encoder_hidden_states, options: dict) -> dict
     """The call's tensors by name (SDXL's added conditioning as `added.<name>`), or None where a graph
     cannot reproduce the call (an option it did not capture, a timestep given as a number) and it must
     run eager."""
-    if any(value is not None for name, value in options.items() if name not in _CAPTURED):
+    if any(_is_set(value) for name, value in options.items() if name not in _CAPTURED):
         return None
     inputs = {"sample": sample, "timestep": timestep, "encoder_hidden_states": encoder_hidden_states}
     added = options.get("added_cond_kwargs") or {}
     inputs.update({f"added.{name}": value for name, value in sorted(added.items())})
     return inputs if all(isinstance(value, torch.Tensor) for value in inputs.values()) else None
+
+
+def _is_set(value) -> bool:
+    """None and empty containers (a pipeline's `cross_attention_kwargs={}`) change nothing in the call."""
+    return value is not None and not (isinstance(value, dict | tuple | list) and len(value) == 0)
 
 
 def on_gpu(inputs: dict[str, torch.Tensor]) -> bool:

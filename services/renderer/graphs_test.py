@@ -68,9 +68,11 @@ def test_every_unet_call_of_a_render_is_graphable_with_one_signature_per_batch(
 
 def test_calls_a_graph_cannot_reproduce_are_left_to_eager() -> None:
     sample, timestep, text = torch.zeros(2, 4, 8, 8), torch.tensor(10), torch.zeros(2, 77, 32)
-    plain = graph_inputs(sample, timestep, text, {"timestep_cond": None, "return_dict": False})
+    plain = graph_inputs(sample, timestep, text, {"timestep_cond": None, "cross_attention_kwargs": {},
+                                                  "return_dict": False})
     assert plain is not None and list(plain) == ["sample", "timestep", "encoder_hidden_states"]
     assert graph_inputs(sample, timestep, text, {"attention_mask": torch.ones(2, 77)}) is None
+    assert graph_inputs(sample, timestep, text, {"cross_attention_kwargs": {"scale": 0.5}}) is None
     assert graph_inputs(sample, timestep, text, {"down_block_additional_residuals": (sample,)}) is None
     assert graph_inputs(sample, 10, text, {}) is None  # a number: the UNet would build a new tensor each call
     bigger = graph_inputs(torch.zeros(4, 4, 8, 8), timestep, torch.zeros(4, 77, 32), {})
