@@ -34,11 +34,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.common.machine import describe_machine  # noqa: E402
-from services.renderer.pipeline import COMPILE_MODES  # noqa: E402
+from services.renderer.unet_modes import UNET_MODES  # noqa: E402
 
 SUBJECT_COUNTS = (1, 4)
 MAX_BATCH = 8  # the model's max_batch_size (model_repository/portrait_diffusion/config.pbtxt)
-RENDER_MODES = ("eager", *(mode for mode in COMPILE_MODES if mode))
+RENDER_MODES = ("eager", *(mode for mode in UNET_MODES if mode))
 RENDER_CONCURRENCY = 4  # requests in flight per subject, as the render worker's default
 
 

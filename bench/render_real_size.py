@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.train_real_size import BF16_DENSE_PEAK_TFLOPS, peak_for, run_child, sync_device, unet_config
 from services.common.machine import describe_machine
-from services.renderer.pipeline import COMPILE_MODES, GRAPHED
+from services.renderer.unet_modes import UNET_MODES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
@@ -271,14 +271,14 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
         if left < 30:
             rows.append({"model": model, "mode": mode, "path": path, "error": "skipped: bench budget spent"})
             continue
-        if COMPILE_MODES.get(mode) == GRAPHED and args.device != "cuda":
+        if mode != "eager" and UNET_MODES[mode].graphed and args.device != "cuda":
             rows.append({"model": model, "mode": mode, "path": path, "batch": batch,
                          "error": "skipped: CUDA graphs need a GPU"})
             print(_row_line(rows[-1]), flush=True)
             continue
-        # Rows that start in seconds come first and may take most of what is left; a compile's share keeps
-        # one cold compile from taking all.
-        share = 0.6 if compiles(mode) else 0.8
+        # Rows that start in seconds or a minute (graphed, regional) may take most of what is left; a whole-UNet
+        # compile's share keeps one cold compile from taking all.
+        share = 0.6 if mode != "eager" and UNET_MODES[mode].whole else 0.9
         if path == "in-process":
             child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
             row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * share, "render.py")
@@ -300,14 +300,14 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
 
 def compiles(mode: str) -> bool:
     """The mode runs torch.compile: its first row pays a cold compile (minutes at real size)."""
-    return COMPILE_MODES.get("" if mode == "eager" else mode) not in (None, GRAPHED)
+    return UNET_MODES["" if mode == "eager" else mode].compiles
 
 
 def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, str]]:
-    """(mode, path) pairs: the baseline first (eager in-process); then the modes that start in seconds
-    before those holding a cold compile; within each, Triton (what the target is about) before
-    in-process, the faster modes before eager's serving overhead, FP8 first (in bf16, twice eager is
-    beyond the chip's arithmetic for SDXL). A spent time box then cuts the least useful rows."""
+    """(mode, path) pairs: the baseline first (eager in-process); then the faster modes through Triton
+    (what the target is about), FP8 first (in bf16, twice eager is beyond the chip's arithmetic for
+    SDXL), those that start in seconds before those holding a cold compile; then the in-process drift
+    checks and eager's serving overhead. A spent time box then cuts the least useful rows."""
     paths = ("in-process", "triton") if with_triton else ("in-process",)
     pairs = [(mode, path) for mode in modes for path in paths]
 
@@ -315,7 +315,7 @@ def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, st
         mode, path = pair
         if pair == ("eager", "in-process"):
             return (0,)
-        return (1, compiles(mode), path == "in-process", mode == "eager", not mode.endswith("-fp8"))
+        return (1, path == "in-process" or mode == "eager", not mode.endswith("-fp8"), compiles(mode))
 
     return sorted(pairs, key=rank)
 

@@ -12,7 +12,7 @@ batch, CUDA graphs, torch.compile) in the same run, with the ratio. Reference, o
 SD1.5 batch 4 = 162 ms/step (60 TFLOP/s); SDXL batch 2 = 445 ms/step (91 TFLOP/s).
 
     python bench/train.py [--steps N] [--json]
-    python bench/train.py --real-size [--budget-s 420] [--only sdxl] [--modes eager regional]
+    python bench/train.py --real-size [--budget-s 420] [--only sdxl] [--modes eager regional] [--batches 8]
                           [--device cpu --tiny-shapes]
     python bench/train.py --count-ops    (any machine: aten ops per eager step, SD1.5 and SDXL structure)
 """
@@ -55,6 +55,7 @@ def real_size(args) -> list[dict]:
         print(f"# measured 8192^3 bf16 matmul: {ceiling.get('matmul_tflops', 0):.0f} TFLOP/s", flush=True)
     plan = [row for row in REAL_SIZE_PLAN
             if (not args.only or row[0] in args.only) and (not args.modes or row[1] in args.modes)
+            and (not args.batches or row[2] in args.batches)
             and (row[1] != "graphed" or args.device == "cuda")]  # CUDA graphs: GPU only
     for index, (model, mode, batch, steps, share) in enumerate(plan):
         share = 1.0 if index == len(plan) - 1 else share  # the last row may use what is left
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--tiny-shapes", action="store_true", help="real-size structure at toy widths")
     parser.add_argument("--only", nargs="*", choices=("sd15", "sdxl"), help="real-size models to run")
     parser.add_argument("--modes", nargs="*", choices=MODES, help="real-size modes to run (eager: the baseline)")
+    parser.add_argument("--batches", nargs="*", type=int, help="real-size: only the plan's rows at these batch sizes")
     parser.add_argument("--budget-s", type=float, default=420.0, help="real-size time box for the whole run")
     parser.add_argument("--steps", type=int, default=0, help="timed steps (tiny: training steps)")
     parser.add_argument("--json", action="store_true")

@@ -5,18 +5,19 @@
 #
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
-# Steps (default: train-sdxl-graphed:200 render-sd15-graphed:150 render-sdxl-graphed:200, the target rows of
-# issues 5 and 6 with no torch.compile, in one ~9.5-minute call):
+# Steps (default: train-sdxl-graphed:130 render-sd15-graphed:180 render-sdxl-graphed:240, the target rows of
+# issues 5 and 6 without a whole-UNet torch.compile, in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed
-#                  bench/render.py --real-size --only sd15|sdxl --modes eager graphed-fp8 graphed: eager
-#                  in-process (the baseline), then the UNet replayed as CUDA graphs (no compile) through Triton
+#                  bench/render.py --real-size --only sd15|sdxl: eager in-process (the baseline), then through
+#                  Triton the UNet replayed as CUDA graphs with FP8 transformer linears, the same with its
+#                  blocks compiled one by one (seconds to a minute), and in bf16
 #   render-sd15, render-sdxl
-#                  the same plus the compiled modes (cuda-graphs-fp8, cuda-graphs), whose cold compiles take
-#                  a call of their own
-#   train-sdxl-graphed  bench/train.py --real-size --only sdxl --modes bf16 graphed (batch 4 and 8)
-#   train-sdxl     the same plus regional torch.compile
+#                  the same plus the whole-UNet compiled modes (cuda-graphs-fp8, cuda-graphs), whose cold
+#                  compiles take a call of their own
+#   train-sdxl-graphed  bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8
+#   train-sdxl     bf16 and graphed at batch 4 and 8, then regional torch.compile
 #   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled
 #   trainer-path   bench/gpu_host/trainer_check.py: bf16 frozen weights, validation, checkpoint, resume,
 #                  CUDA graphs against eager
@@ -85,11 +86,13 @@ run_step() {
   case "$step" in
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
     render-sd15-graphed|render-sdxl-graphed)
-      command=(bench/render.py --real-size --only "${model_of[$step]}" --modes eager graphed-fp8 graphed --budget-s "$budget") ;;
+      command=(bench/render.py --real-size --only "${model_of[$step]}" --modes eager graphed-fp8 regional-graphed-fp8
+               graphed --budget-s "$budget") ;;
     render-sd15|render-sdxl)
-      command=(bench/render.py --real-size --only "${model_of[$step]}" --modes eager graphed-fp8 graphed cuda-graphs-fp8
-               cuda-graphs --budget-s "$budget") ;;
-    train-sdxl-graphed) command=(bench/train.py --real-size --only sdxl --modes bf16 graphed --budget-s "$budget") ;;
+      command=(bench/render.py --real-size --only "${model_of[$step]}" --modes eager graphed-fp8 regional-graphed-fp8
+               cuda-graphs-fp8 graphed regional-graphed cuda-graphs --budget-s "$budget") ;;
+    train-sdxl-graphed)
+      command=(bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8 --budget-s "$budget") ;;
     train-sdxl) command=(bench/train.py --real-size --only sdxl --modes bf16 graphed regional --budget-s "$budget") ;;
     train-sd15) command=(bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled --budget-s "$budget") ;;
     trainer-path) command=(bench/gpu_host/trainer_check.py) ;;
@@ -111,7 +114,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(train-sdxl-graphed:200 render-sd15-graphed:150 render-sdxl-graphed:200)
+[ ${#steps[@]} -eq 0 ] && steps=(train-sdxl-graphed:130 render-sd15-graphed:180 render-sdxl-graphed:240)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue

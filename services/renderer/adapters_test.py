@@ -51,12 +51,14 @@ def _targeted_weights(renderer: PortraitRenderer) -> dict:
             if "attn" in name and name.endswith("weight")}
 
 
+# "regional": each repeated block compiled on its own, one graph per block kind for every size.
+@pytest.mark.parametrize("mode", ["compile", "regional"])
 def test_compiled_unet_serves_every_subject_from_one_graph(
-    base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
+    mode: str, base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
 ) -> None:
     from torch._dynamo.utils import counters
 
-    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode="compile")
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode=mode)
     assert isinstance(renderer.adapters, FusedAdapter)
     graphs = counters["stats"]["unique_graphs"]
     assert renderer.warm_up() > 0

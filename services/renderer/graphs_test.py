@@ -1,7 +1,8 @@
 """CUDA-graph replay of the UNet (services/renderer/graphs.py). On any machine: every UNet call a real
 SD1.5- or SDXL-family render makes is one a graph can reproduce (else the graphed modes would quietly
 run eager), its tensors rearranged for the graph give the same prediction, and the graphed modes are
-refused without a GPU. On a CUDA machine also: graphed renders match eager ones, subject by subject."""
+refused without a GPU. On a CUDA machine also: graphed renders (compiled blocks inside the graphs or
+not) match eager ones, subject by subject."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def test_calls_a_graph_cannot_reproduce_are_left_to_eager() -> None:
 
 
 @pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
-@pytest.mark.parametrize("mode", ["graphed", "graphed-fp8"])
+@pytest.mark.parametrize("mode", ["graphed", "graphed-fp8", "regional-graphed"])
 def test_graphed_modes_are_refused_without_a_gpu(mode: str, base_model: Path) -> None:
     with pytest.raises(ValueError, match="CUDA GPU"):
         PortraitRenderer(load_pipeline(base_model), compile_mode=mode)
@@ -89,10 +90,11 @@ def test_graphed_modes_are_refused_without_a_gpu(mode: str, base_model: Path) ->
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA GPU")
-def test_graphed_renders_match_eager_subject_by_subject(base_model: Path) -> None:
+@pytest.mark.parametrize("mode", ["graphed", "regional-graphed"])
+def test_graphed_renders_match_eager_subject_by_subject(mode: str, base_model: Path) -> None:
     loras = [make_lora(base_model, seed=seed) for seed in (1, 2)]
     eager = PortraitRenderer(load_pipeline(base_model))
-    graphed = PortraitRenderer(load_pipeline(base_model), compile_mode="graphed")
+    graphed = PortraitRenderer(load_pipeline(base_model), compile_mode=mode)
     graphed.warm_up(max_batch=2)
     graphs = graphed.pipe.unet.forward.__self__
     captured = len(graphs.graphs)

@@ -19,20 +19,12 @@ import numpy as np
 
 from services.renderer.adapters import FusedAdapter, NamedAdapters
 from services.renderer.errors import RenderInputError
+from services.renderer.unet_modes import COMPILE_ENV, prepare_unet
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
 ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
-COMPILE_ENV = "STUDIO_RENDER_COMPILE"
 DTYPE_ENV = "STUDIO_RENDER_DTYPE"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-# Render mode -> torch.compile mode. "compile" is inductor's default mode: max-autotune would add a GEMM
-# search to every cold start of an instance. GRAPHED: no compile, the eager UNet's forward replayed as CUDA
-# graphs (services/renderer/graphs.py). "-fp8": the transformer blocks' linear layers run FP8 products
-# (services/renderer/fp8.py).
-GRAPHED = "graphed"
-COMPILE_MODES = {"": None, "compile": "default", "cuda-graphs": "reduce-overhead", "graphed": GRAPHED,
-                 "compile-fp8": "default", "cuda-graphs-fp8": "reduce-overhead", "graphed-fp8": GRAPHED}
-FP8_SUFFIX = "-fp8"
 DEFAULT_ADAPTER_CACHE_SIZE = 8
 WARM_UP_STEPS = 2
 MAX_STEPS = 100
@@ -114,25 +106,6 @@ def load_pipeline(base_model: Path):
     return pipe.to(device)
 
 
-def compile_unet(pipe, mode: str) -> None:
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"{COMPILE_ENV} must be one of {sorted(COMPILE_MODES)}, got '{mode}'")
-    if mode.endswith(FP8_SUFFIX):
-        from services.renderer.fp8 import to_float8
-
-        to_float8(pipe.unet)
-    if COMPILE_MODES[mode] == GRAPHED:
-        from services.renderer.graphs import capture_unet_forward
-
-        capture_unet_forward(pipe.unet)
-    elif mode:
-        # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
-        # Dynamic shapes from the start: Triton's batches vary in size (each adapter's group is one
-        # pipeline call), and with static shapes the first batch of another size compiled the UNet a
-        # second time, cold, in the middle of serving. One compile now covers every batch size.
-        pipe.unet.compile(mode=COMPILE_MODES[mode], dynamic=True)
-
-
 def build_scheduler(pipe, name: str, default):
     import diffusers
 
@@ -143,12 +116,12 @@ def build_scheduler(pipe, name: str, default):
 class PortraitRenderer:
     """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter.
 
-    compile_mode ("" eager, "compile", "cuda-graphs", "graphed", each optionally "-fp8": COMPILE_MODES)
-    compiles the UNet or captures it as CUDA graphs; adapters are then fused into its weights in place
+    compile_mode ("" eager, or a services/renderer/unet_modes.py UNET_MODES name) compiles the UNet or
+    captures it as CUDA graphs; adapters are then fused into its weights in place
     (services/renderer/adapters.py), so it is compiled or captured once."""
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "") -> None:
-        compile_unet(pipe, compile_mode)
+        self.unet_mode = prepare_unet(pipe.unet, compile_mode)
         self.pipe = pipe
         self.compile_mode = compile_mode
         self.adapter_cache_size = adapter_cache_size
@@ -171,17 +144,17 @@ class PortraitRenderer:
         """Compile or capture now, before serving (a Triton instance calls this while loading, so it is not
         ready until warm and no customer's request waits on a cold compile); seconds taken, 0 if eager.
         At the base model's resolution, denoising only (the VAE is neither compiled nor captured): the
-        compiled modes denoise one image (the compile has dynamic shapes, so it covers every size and batch
-        that follows); the graphed modes capture every batch size up to `max_batch`, largest first so the
-        smaller graphs reuse its memory. Other image sizes are captured on first use, in about two UNet
-        calls' time."""
+        compiled modes denoise `max_batch` images and one (the compile has dynamic shapes and should cover
+        every size and batch that follows, but a size that happened to equal another dimension when traced
+        can be specialised; the largest batch is then compiled here, not in front of a customer); the
+        graphed modes capture every batch size up to `max_batch`, largest first so the smaller graphs
+        reuse its memory. Other image sizes are captured on first use, in about two UNet calls' time."""
         if not self.compile_mode:
             return 0.0
         started = time.monotonic()
         side = int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
         params = RenderParams(prompt="warm-up", steps=WARM_UP_STEPS, width=side, height=side)
-        graphed = COMPILE_MODES[self.compile_mode] == GRAPHED
-        for size in range(max_batch, 0, -1) if graphed else (1,):
+        for size in range(max_batch, 0, -1) if self.unet_mode.graphed else sorted({max_batch, 1}, reverse=True):
             self._run_pipeline([params] * size, decode=False)  # only the UNet is compiled or captured
         return time.monotonic() - started
 

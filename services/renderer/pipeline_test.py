@@ -18,11 +18,11 @@ from services.renderer.pipeline import (
     PortraitRenderer,
     RenderInputError,
     RenderParams,
-    compile_unet,
     load_pipeline,
     pick_device_and_dtype,
 )
 from services.renderer.random_lora import make_lora
+from services.renderer.unet_modes import prepare_unet
 
 TINY_PARAMS = RenderParams(prompt="a portrait", seed=7, steps=2, guidance=5.0, width=64, height=64)
 
@@ -157,4 +157,4 @@ def test_dtype_and_compile_settings_are_checked(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ValueError, match="STUDIO_RENDER_DTYPE must be one of bf16, fp16, fp32"):
         pick_device_and_dtype()
     with pytest.raises(ValueError, match="STUDIO_RENDER_COMPILE must be one of"):
-        compile_unet(object(), "turbo")
+        prepare_unet(object(), "turbo")

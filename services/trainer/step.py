@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
+from services.common.regional_compile import compile_repeated_blocks
 from services.trainer.components import Conditioning
 from services.trainer.graphed import GraphedUNet
 from services.trainer.modes import COMPILE_MODES
@@ -94,11 +95,6 @@ class LoraStep:
         return contextlib.nullcontext()
 
 
-# The UNet's repeated building blocks, compiled one by one in "regional" mode.
-REGIONAL_BLOCKS = ("BasicTransformerBlock", "ResnetBlock2D")
-REGIONAL_GRAPH_LIMIT = 64
-
-
 def compiled(unet: UNet2DConditionModel, mode: str) -> torch.nn.Module:
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
@@ -107,11 +103,7 @@ def compiled(unet: UNet2DConditionModel, mode: str) -> torch.nn.Module:
     if mode == "full":
         return torch.compile(unet, dynamic=False)
     if mode == "regional":
-        # Each distinct block shape (channels, resolution) is its own graph; SDXL has a few dozen.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, REGIONAL_GRAPH_LIMIT)
-        for module in unet.modules():
-            if type(module).__name__ in REGIONAL_BLOCKS:
-                module.compile(dynamic=False)
+        compile_repeated_blocks(unet, dynamic=False)  # a run's shapes are fixed
     return unet
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from diffusers import UNet2DConditionModel
 
-from services.trainer.step import REGIONAL_BLOCKS, compiled
+from services.common.regional_compile import REGIONAL_BLOCKS
+from services.trainer.step import compiled
 from services.trainer.worker import compile_mode_from_env
 
 TOY_UNET = {

@@ -1,0 +1,70 @@
+"""How the renderer runs its UNet (STUDIO_RENDER_COMPILE): eager, compiled whole or block by block,
+replayed as CUDA graphs, with or without FP8 transformer linears. docs/rendering.md compares them.
+
+Every mode but eager fuses subjects' LoRAs into the UNet's weights in place
+(services/renderer/adapters.py), so a compiled or captured UNet stays valid across subjects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+COMPILE_ENV = "STUDIO_RENDER_COMPILE"
+FP8_SUFFIX = "-fp8"
+
+
+@dataclass(frozen=True)
+class UNetMode:
+    # torch.compile mode for the whole UNet: "default" is inductor's (max-autotune would add a GEMM search
+    # to every cold start of an instance), "reduce-overhead" adds torch's own CUDA graphs.
+    whole: str | None = None
+    regional: bool = False  # compile each repeated block on its own (services/common/regional_compile.py)
+    graphed: bool = False  # replay the forward as CUDA graphs of our own capture (services/renderer/graphs.py)
+    fp8: bool = False  # transformer linears as FP8 products (services/renderer/fp8.py)
+
+    @property
+    def compiles(self) -> bool:
+        """An instance pays a cold torch.compile when it starts (minutes at real size for a whole UNet)."""
+        return self.whole is not None or self.regional
+
+
+_BASE_MODES = {
+    "": UNetMode(),
+    "compile": UNetMode(whole="default"),
+    "cuda-graphs": UNetMode(whole="reduce-overhead"),
+    "regional": UNetMode(regional=True),
+    "graphed": UNetMode(graphed=True),
+    "regional-graphed": UNetMode(regional=True, graphed=True),
+}
+UNET_MODES = {**_BASE_MODES, **{name + FP8_SUFFIX: replace(mode, fp8=True) for name, mode in _BASE_MODES.items()
+                                if name}}
+
+
+def unet_mode(name: str) -> UNetMode:
+    if name not in UNET_MODES:
+        raise ValueError(f"{COMPILE_ENV} must be one of {sorted(UNET_MODES)}, got '{name}'")
+    return UNET_MODES[name]
+
+
+def prepare_unet(unet, name: str) -> UNetMode:
+    """Convert, compile and capture `unet` in place as mode `name` says; the mode."""
+    mode = unet_mode(name)
+    if mode.fp8:
+        from services.renderer.fp8 import to_float8
+
+        to_float8(unet)
+    # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
+    # Dynamic shapes from the start: Triton's batches vary in size (each adapter's group is one pipeline
+    # call), and with static shapes the first batch of another size compiled the UNet a second time, cold,
+    # in the middle of serving. One compile covers every batch size.
+    if mode.regional:
+        from services.common.regional_compile import compile_repeated_blocks
+
+        compile_repeated_blocks(unet, dynamic=True)
+    if mode.whole:
+        unet.compile(mode=mode.whole, dynamic=True)
+    if mode.graphed:  # last: the capture replays whatever the forward runs, compiled blocks included
+        from services.renderer.graphs import capture_unet_forward
+
+        capture_unet_forward(unet)
+    return mode
