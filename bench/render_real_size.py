@@ -112,27 +112,59 @@ def meta_image_flops(model: str, steps: int, tiny: bool = False) -> tuple[int, i
     with torch.device("meta"):
         unet = UNet2DConditionModel(**config)
         vae = build_vae(tiny)
-        added = None
-        if model == "sdxl":
-            pooled = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
-            added = {"text_embeds": torch.randn(2, pooled), "time_ids": torch.randn(2, 6)}
-        latents, text = torch.randn(2, 4, side, side), torch.randn(2, 77, config["cross_attention_dim"])
         with FlopCounterMode(display=False) as unet_counter:
-            unet(latents, torch.tensor([10, 10]), text, added_cond_kwargs=added)
+            _guided_unet_call(unet, model, config)
         with FlopCounterMode(display=False) as vae_counter:
             vae.decode(torch.randn(1, 4, side, side))
     vae_flops = vae_counter.get_total_flops()
     return steps * unet_counter.get_total_flops() + vae_flops, vae_flops
 
 
+def _guided_unet_call(unet, model: str, config: dict) -> None:
+    """One denoising step's UNet call with classifier-free guidance (two images), on the current device."""
+    import torch
+
+    added = None
+    if model == "sdxl":
+        pooled = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
+        added = {"text_embeds": torch.randn(2, pooled), "time_ids": torch.randn(2, 6)}
+    side = config["sample_size"]
+    latents, text = torch.randn(2, 4, side, side), torch.randn(2, 77, config["cross_attention_dim"])
+    unet(latents, torch.tensor([10, 10]), text, added_cond_kwargs=added)
+
+
+def fp8_flop_share(model: str, tiny: bool = False) -> float:
+    """The share of one UNet call's FLOPs that the FP8 modes move to FP8 products (services/renderer/fp8.py),
+    counted on meta tensors."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from services.renderer.fp8 import to_float8
+
+    config = unet_config(model, tiny)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+        converted = to_float8(unet)
+        with FlopCounterMode(display=False) as counter:
+            _guided_unet_call(unet, model, config)
+    suffixes = tuple(f".{path}" for path in converted)
+    fp8 = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith(suffixes))
+    return fp8 / counter.get_total_flops()
+
+
 def print_reference_flops(models: list[str], steps: int) -> None:
-    """What the H200 reference's images/s mean in TFLOP/s, against the chip's bf16 peak."""
+    """What the H200 reference's images/s mean in TFLOP/s, against the chip's bf16 peak, and the most FP8
+    can give: its products run at twice bf16's peak, the rest (convolutions, attention) as before."""
     for model in models:
         flops, vae = meta_image_flops(model, steps)
         reference = PLAN[model][1]
         print(f"# {model}: {flops / 1e12:.1f} TFLOP per image ({steps} steps with guidance, VAE {vae / flops:.1%}); "
               f"the reference's {reference} img/s = {flops * reference / 1e12:.0f} TFLOP/s = "
               f"{flops * reference / 1e12 / BF16_DENSE_PEAK_TFLOPS['H200']:.0%} of the H200's bf16 dense peak")
+        share = fp8_flop_share(model) * (1 - vae / flops)
+        print(f"# {model}: the FP8 modes convert {share:.1%} of an image's FLOPs; at the same efficiency that is at "
+              f"most x{1 / (1 - share / 2):.2f}, the rest must come from efficiency (fusion, fewer launches)")
 
 
 def _render(pipe, batch: int, side: int, steps: int, seed: int = 0):
@@ -321,7 +353,7 @@ def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, st
 
 
 def _row_line(row: dict) -> str:
-    head = f"{row['model']:5} {row['mode']:11} {row['path']:10} batch {row.get('batch', '?'):>2}"
+    head = f"{row['model']:5} {row['mode']:20} {row['path']:10} batch {row.get('batch', '?'):>2}"
     if "error" in row:
         return f"{head}  {row['error']}"
     utilisation = f" = {row['utilisation']:6.1%} of bf16 peak" if row.get("utilisation") else ""
@@ -339,5 +371,5 @@ def _print_summary(rows: list[dict]) -> None:
         eager = next((r for r in measured if r["mode"] == "eager" and r["path"] == "in-process"), None)
         for row in measured:
             versus_eager = f"x{row['images_per_s'] / eager['images_per_s']:.2f} vs in-process eager" if eager else ""
-            print(f"{model:5} {row['mode']:11} {row['path']:10}: {versus_eager}, "
+            print(f"{model:5} {row['mode']:20} {row['path']:10}: {versus_eager}, "
                   f"x{row['images_per_s'] / row['reference']:.2f} vs reference {row['reference']} img/s")
