@@ -145,8 +145,8 @@ class PortraitRenderer:
         ready until warm and no customer's request waits on a cold compile); seconds taken, 0 if eager.
         At the base model's resolution, denoising only (the VAE is neither compiled nor captured): the
         compiled modes denoise `max_batch` images and one (the compile has dynamic shapes and should cover
-        every size and batch that follows, but a size that happened to equal another dimension when traced
-        can be specialised; the largest batch is then compiled here, not in front of a customer); the
+        every size and batch that follows, but dynamo still specialises some sizes at the first trace, such as
+        dimensions of 1; the largest batch is then compiled here, not in front of a customer); the
         graphed modes capture every batch size up to `max_batch`, largest first so the smaller graphs
         reuse its memory. Other image sizes are captured on first use, in about two UNet calls' time."""
         if not self.compile_mode:
