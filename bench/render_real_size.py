@@ -15,6 +15,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -99,25 +100,35 @@ def image_side(model: str, tiny: bool) -> int:
     return unet_config(model, tiny)["sample_size"] * 8
 
 
-def meta_image_flops(model: str, steps: int, tiny: bool = False) -> tuple[int, int]:
-    """(FLOPs of one image: every UNet step with classifier-free guidance + the VAE decode, of which the
-    VAE), counted on meta tensors from the configs: no weights, no device, seconds. The text encoders,
-    under 0.1% at real size, are left out."""
+class ImageFlops(NamedTuple):
+    total: int  # every UNet step with classifier-free guidance + the VAE decode
+    vae: int
+    fp8: int  # what the FP8 modes run as FP8 products (services/renderer/fp8.py), all steps
+
+
+def meta_image_flops(model: str, steps: int, tiny: bool = False) -> ImageFlops:
+    """One image's FLOPs, counted on meta tensors from the configs: no weights, no device, seconds. The
+    UNet is counted with the FP8 modes' layers in place (an FP8 product counts as the product it replaces),
+    so one count gives the FP8 share too. The text encoders, under 0.1% at real size, are left out."""
     import torch
     from diffusers import UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
+
+    from services.renderer.fp8 import to_float8
 
     config = unet_config(model, tiny)
     side = config["sample_size"]
     with torch.device("meta"):
         unet = UNet2DConditionModel(**config)
+        suffixes = tuple(f".{path}" for path in to_float8(unet))
         vae = build_vae(tiny)
         with FlopCounterMode(display=False) as unet_counter:
             _guided_unet_call(unet, model, config)
         with FlopCounterMode(display=False) as vae_counter:
             vae.decode(torch.randn(1, 4, side, side))
     vae_flops = vae_counter.get_total_flops()
-    return steps * unet_counter.get_total_flops() + vae_flops, vae_flops
+    fp8 = sum(sum(ops.values()) for name, ops in unet_counter.get_flop_counts().items() if name.endswith(suffixes))
+    return ImageFlops(steps * unet_counter.get_total_flops() + vae_flops, vae_flops, steps * fp8)
 
 
 def _guided_unet_call(unet, model: str, config: dict) -> None:
@@ -133,36 +144,16 @@ def _guided_unet_call(unet, model: str, config: dict) -> None:
     unet(latents, torch.tensor([10, 10]), text, added_cond_kwargs=added)
 
 
-def fp8_flop_share(model: str, tiny: bool = False) -> float:
-    """The share of one UNet call's FLOPs that the FP8 modes move to FP8 products (services/renderer/fp8.py),
-    counted on meta tensors."""
-    import torch
-    from diffusers import UNet2DConditionModel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from services.renderer.fp8 import to_float8
-
-    config = unet_config(model, tiny)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(**config)
-        converted = to_float8(unet)
-        with FlopCounterMode(display=False) as counter:
-            _guided_unet_call(unet, model, config)
-    suffixes = tuple(f".{path}" for path in converted)
-    fp8 = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith(suffixes))
-    return fp8 / counter.get_total_flops()
-
-
 def print_reference_flops(models: list[str], steps: int) -> None:
     """What the H200 reference's images/s mean in TFLOP/s, against the chip's bf16 peak, and the most FP8
     can give: its products run at twice bf16's peak, the rest (convolutions, attention) as before."""
     for model in models:
-        flops, vae = meta_image_flops(model, steps)
+        flops, vae, fp8 = meta_image_flops(model, steps)
         reference = PLAN[model][1]
         print(f"# {model}: {flops / 1e12:.1f} TFLOP per image ({steps} steps with guidance, VAE {vae / flops:.1%}); "
               f"the reference's {reference} img/s = {flops * reference / 1e12:.0f} TFLOP/s = "
               f"{flops * reference / 1e12 / BF16_DENSE_PEAK_TFLOPS['H200']:.0%} of the H200's bf16 dense peak")
-        share = fp8_flop_share(model) * (1 - vae / flops)
+        share = fp8 / flops
         print(f"# {model}: the FP8 modes convert {share:.1%} of an image's FLOPs; at the same efficiency that is at "
               f"most x{1 / (1 - share / 2):.2f}, the rest must come from efficiency (fusion, fewer launches)")
 
@@ -297,20 +288,20 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
     # alpha 1: a trained LoRA's size of update. The test default's much larger updates make the random
     # model so sensitive that bf16 rounding alone moves the image, and the drift from eager says nothing.
     lora.write_bytes(make_lora(folder, seed=1, alpha=1))
-    rows, flops = [], meta_image_flops(model, steps, args.tiny_shapes)[0]
+    rows, flops = [], meta_image_flops(model, steps, args.tiny_shapes).total
     for mode, path in measurement_order(args.modes, not args.no_triton):
         left = deadline - time.monotonic()
         if left < 30:
             rows.append({"model": model, "mode": mode, "path": path, "error": "skipped: bench budget spent"})
             continue
-        if mode != "eager" and UNET_MODES[mode].graphed and args.device != "cuda":
+        if _unet_mode(mode).graphed and args.device != "cuda":
             rows.append({"model": model, "mode": mode, "path": path, "batch": batch,
                          "error": "skipped: CUDA graphs need a GPU"})
             print(_row_line(rows[-1]), flush=True)
             continue
         # Rows that start in seconds or a minute (graphed, regional) may take most of what is left; a whole-UNet
         # compile's share keeps one cold compile from taking all.
-        share = 0.6 if mode != "eager" and UNET_MODES[mode].whole else 0.9
+        share = 0.6 if _unet_mode(mode).whole else 0.9
         if path == "in-process":
             child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
             row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * share, "render.py")
@@ -330,9 +321,14 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
     return rows
 
 
+def _unet_mode(mode: str):
+    """A bench mode's UNet mode ("eager" is the renderer's "")."""
+    return UNET_MODES["" if mode == "eager" else mode]
+
+
 def compiles(mode: str) -> bool:
     """The mode runs torch.compile: its first row pays a cold compile (minutes at real size)."""
-    return UNET_MODES["" if mode == "eager" else mode].compiles
+    return _unet_mode(mode).compiles
 
 
 def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, str]]:

@@ -145,8 +145,7 @@ def count_step_ops(model: str, batch: int = 2) -> dict:
     unet, parts = _unet_with_lora(model, config, "cpu")
     freeze_in_bf16(unet)
     latents, conditioning = _inputs(config, batch, "cpu", model)
-    trained = trainable_parameters(parts, False)
-    step = LoraStep(unet, parts.noise_scheduler, trained.values(), 1e-4,
+    step = LoraStep(unet, parts.noise_scheduler, trainable_parameters(parts, False).values(), 1e-4,
                     device=torch.device("cpu"), bf16=True)
     generator = torch.Generator().manual_seed(0)
     step.loss(latents, conditioning, generator).backward()  # first call: lazy initialisation

@@ -78,18 +78,18 @@ EOF
   fi
 }
 
-declare -A model_of=([render-sd15]=sd15 [render-sd15-graphed]=sd15 [render-sdxl]=sdxl [render-sdxl-graphed]=sdxl)
-
 run_step() {
   local step=$1 seconds=$2 budget=$(( $2 - 25 ))
+  local model=${step#render-}
+  model=${model%-graphed}  # render-sd15[-graphed] -> sd15
   local -a command
   case "$step" in
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
     render-sd15-graphed|render-sdxl-graphed)
-      command=(bench/render.py --real-size --only "${model_of[$step]}" --modes eager graphed-fp8 regional-graphed-fp8
+      command=(bench/render.py --real-size --only "$model" --modes eager graphed-fp8 regional-graphed-fp8
                graphed --budget-s "$budget") ;;
     render-sd15|render-sdxl)
-      command=(bench/render.py --real-size --only "${model_of[$step]}" --modes eager graphed-fp8 regional-graphed-fp8
+      command=(bench/render.py --real-size --only "$model" --modes eager graphed-fp8 regional-graphed-fp8
                cuda-graphs-fp8 graphed regional-graphed cuda-graphs --budget-s "$budget") ;;
     train-sdxl-graphed)
       command=(bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8 --budget-s "$budget") ;;

@@ -124,7 +124,3 @@ class UNetGraphs:
             log.warning("%d CUDA graphs captured, the limit: calls of new shapes run eager", self.max_graphs)
         return graph
 
-
-def capture_unet_forward(unet: torch.nn.Module, max_graphs: int = MAX_GRAPHS) -> UNetGraphs:
-    """Make `unet` replay CUDA graphs from now on; the returned object holds them."""
-    return UNetGraphs(unet, max_graphs)

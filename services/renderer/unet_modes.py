@@ -64,7 +64,7 @@ def prepare_unet(unet, name: str) -> UNetMode:
     if mode.whole:
         unet.compile(mode=mode.whole, dynamic=True)
     if mode.graphed:  # last: the capture replays whatever the forward runs, compiled blocks included
-        from services.renderer.graphs import capture_unet_forward
+        from services.renderer.graphs import UNetGraphs
 
-        capture_unet_forward(unet)
+        UNetGraphs(unet)  # kept alive by the forward it installs
     return mode
