@@ -46,6 +46,15 @@ def test_prod_puts_trainer_and_triton_on_gpus_and_dev_does_not(built):
     assert gpu_pods("dev") == set()
 
 
+def test_trainer_replays_cuda_graphs_only_where_it_has_a_gpu(built):
+    def train_compile(overlay: str) -> str:
+        config = next(m for m in of_kind(built[overlay], "ConfigMap") if m["metadata"]["name"] == "studio-config")
+        return config["data"]["STUDIO_TRAIN_COMPILE"]
+
+    assert train_compile("prod") == "graphed"
+    assert train_compile("dev") == "off"
+
+
 def test_scalers_use_the_bus_topology_and_trainer_scales_to_zero(built):
     scaled = {m["metadata"]["name"]: m["spec"] for m in of_kind(built["prod"], "ScaledObject")}
     trainer_trigger = scaled["trainer"]["triggers"][0]["metadata"]

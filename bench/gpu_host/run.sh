@@ -43,6 +43,10 @@ install_bundle() {
   "$base_python" -m venv --without-pip --clear "$venv" 2>/dev/null || make_venv_by_hand || return 1
   site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   "$base_python" -c 'import site; print("\n".join(site.getsitepackages()))' > "$site/host-packages.pth"
+  # The host's scipy, scikit-learn and pandas are built for numpy 2 and break on the bundle's numpy 1.26;
+  # transformers imports scikit-learn whenever it finds it. A None in sys.modules makes find_spec say absent.
+  echo 'import sys; [sys.modules.setdefault(name, None) for name in ("scipy", "sklearn", "pandas")]' \
+    > "$site/zz-hide-numpy2-packages.pth"
   "$base_python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
     "$bundle"/wheels/*.whl && tar -C "$site" -xJf "$archive"
 }
@@ -63,6 +67,7 @@ check_host() {
 import sys, sysconfig
 from pathlib import Path
 import numpy, torch, diffusers, tritonclient.grpc.aio  # noqa: F401 - each must import
+from diffusers import UNet2DConditionModel, StableDiffusionXLPipeline  # noqa: F401 - pulls transformers and peft
 libpython = Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("LDLIBRARY") or "")
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, cuda {torch.cuda.is_available()}"
       f" {torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''}, numpy {numpy.__version__},"
