@@ -150,6 +150,8 @@ def main() -> None:
                         "only; -fp8: FP8 transformer linears, GPUs of compute 8.9+)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="real-size: default bf16 on cuda")
     parser.add_argument("--no-triton", action="store_true", help="real-size: in-process only")
+    parser.add_argument("--profile", action="store_true", help="real-size: each in-process row also prints where the "
+                        "device time of a few denoising steps goes, by kernel kind, and how busy the device was")
     parser.add_argument("--flops-only", action="store_true", help="real-size: count FLOPs per image (meta tensors, "
                         "any machine) and what the reference's images/s mean, then stop")
     parser.add_argument("--budget-s", type=float, default=480.0, help="real-size time box for the whole run")

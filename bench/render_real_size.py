@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bench.kernel_profile import format_profile
 from bench.train_real_size import BF16_DENSE_PEAK_TFLOPS, peak_for, run_child, sync_device, unet_config
 from services.common.machine import describe_machine
 from services.renderer.unet_modes import UNET_MODES
@@ -28,6 +29,7 @@ MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
 # model -> (batch, reference images/s on one H200, eager bf16, 25 steps)
 PLAN = {"sd15": (8, 8.2), "sdxl": (4, 1.9)}
 REFERENCE_STEPS = 25
+PROFILED_STEPS = 4
 TEXT_SIZES = {  # (hidden, intermediate, layers, heads)
     "clip-l": (768, 3072, 12, 12), "clip-g": (1280, 5120, 32, 20), "tiny-1": (32, 37, 2, 4), "tiny-2": (32, 37, 2, 4),
 }
@@ -158,18 +160,20 @@ def print_reference_flops(models: list[str], steps: int) -> None:
               f"most x{1 / (1 - share / 2):.2f}, the rest must come from efficiency (fusion, fewer launches)")
 
 
-def _render(pipe, batch: int, side: int, steps: int, seed: int = 0):
+def _render(pipe, batch: int, side: int, steps: int, seed: int = 0, decode: bool = True):
     import torch
 
     generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)]
     with torch.inference_mode():
         return pipe(prompt=[PROMPT] * batch, negative_prompt=["blurry"] * batch, num_inference_steps=steps,
-                    guidance_scale=6.0, width=side, height=side, generator=generators, output_type="np").images
+                    guidance_scale=6.0, width=side, height=side, generator=generators,
+                    output_type="np" if decode else "latent").images
 
 
 def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: int, device: str, tiny: bool,
-                       lora: Path) -> dict:
-    """One child's work: load the saved model with its LoRA, compile as `mode` says, time renders."""
+                       lora: Path, profile: bool = False) -> dict:
+    """One child's work: load the saved model with its LoRA, compile as `mode` says, time renders; with
+    `profile`, where the device time of PROFILED_STEPS denoising steps goes (bench/kernel_profile.py)."""
     from services.renderer.pipeline import PortraitRenderer, load_pipeline
 
     pipe = load_pipeline(folder)
@@ -187,7 +191,12 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
         _render(pipe, batch, side, steps, seed=repeat)
     sync_device(device)
     seconds = (time.perf_counter() - started) / repeats
-    return {"images_per_s": batch / seconds, "warmup_s": warmup_s}
+    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
+    if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
+        from bench.kernel_profile import profile_render
+
+        result["profile"] = profile_render(lambda: _render(pipe, batch, side, PROFILED_STEPS, decode=False), device)
+    return result
 
 
 def first_image_path(work: Path, model: str, mode: str) -> Path:
@@ -207,7 +216,7 @@ def difference_from_eager(work: Path, model: str, mode: str) -> float | None:
 def child(argv: list[str]) -> None:
     folder, model, mode, batch, steps, device, lora = argv[:7]
     result = measure_in_process(Path(folder), model, mode, int(batch), int(steps), device, "--tiny-shapes" in argv,
-                                Path(lora))
+                                Path(lora), profile="--profile" in argv)
     print(json.dumps(result), flush=True)
 
 
@@ -304,7 +313,9 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
         share = 0.6 if _unet_mode(mode).whole else 0.9
         if path == "in-process":
             child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
-            row = run_child(child_args + (["--tiny-shapes"] if args.tiny_shapes else []), left * share, "render.py")
+            flags = [flag for flag, wanted in (("--tiny-shapes", args.tiny_shapes), ("--profile", args.profile))
+                     if wanted]
+            row = run_child(child_args + flags, left * share, "render.py")
             if "images_per_s" in row:
                 row["levels_from_eager"] = difference_from_eager(work, model, mode)
         else:
@@ -357,7 +368,8 @@ def _row_line(row: dict) -> str:
     load = f"Triton load {row['load_s']:.0f} s, " if "load_s" in row else ""
     drift = f"; first image {row['levels_from_eager']:.1f} levels from eager's" \
         if row.get("levels_from_eager") is not None else ""
-    return f"{head}  {row['images_per_s']:7.2f} img/s{tflops} ({load}warm-up {row['warmup_s']:.0f} s){drift}"
+    profile = f"\n{'':39}{format_profile(row['profile'])}" if row.get("profile") else ""
+    return f"{head}  {row['images_per_s']:7.2f} img/s{tflops} ({load}warm-up {row['warmup_s']:.0f} s){drift}{profile}"
 
 
 def _print_summary(rows: list[dict]) -> None:

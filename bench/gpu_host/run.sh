@@ -5,17 +5,21 @@
 #
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
-# Steps (default: train-sdxl-graphed:130 render-sd15-graphed:180 render-sdxl-graphed:240, the target rows of
-# issues 5 and 6 without a whole-UNet torch.compile, in one ~9.5-minute call):
+# Steps (default: render-sd15-graphed:220 render-sdxl-graphed:320, issue 6's target rows without a whole-UNet
+# torch.compile, in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed
-#                  bench/render.py --real-size --only sd15|sdxl: eager in-process (the baseline), then through
-#                  Triton the UNet replayed as CUDA graphs with FP8 transformer linears, the same with its
-#                  blocks compiled one by one (seconds to a minute), and in bf16
+#                  bench/render.py --real-size --only sd15|sdxl --profile: eager in-process (the baseline, with
+#                  where its device time goes), then through Triton: the UNet's blocks compiled one by one and
+#                  replayed as CUDA graphs with channels-last convolutions and FP8 transformer linears, the
+#                  eager UNet replayed as CUDA graphs (channels-last, then not), the compiled one in bf16
+#   render-sd15-profile, render-sdxl-profile
+#                  in-process only, each mode with its device-time profile: eager (PEFT LoRA), fused LoRA,
+#                  channels-last, CUDA graphs, regional compile, FP8
 #   render-sd15, render-sdxl
-#                  the same plus the whole-UNet compiled modes (cuda-graphs-fp8, cuda-graphs), whose cold
-#                  compiles take a call of their own
+#                  the whole-UNet compiled modes (cuda-graphs-cl-fp8, cuda-graphs-cl), whose cold compiles take
+#                  a call of their own
 #   train-sdxl-graphed  bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8
 #   train-sdxl     bf16 and graphed at batch 4 and 8, then regional torch.compile
 #   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled
@@ -86,16 +90,19 @@ EOF
 run_step() {
   local step=$1 seconds=$2 budget=$(( $2 - 25 ))
   local model=${step#render-}
-  model=${model%-graphed}  # render-sd15[-graphed] -> sd15
+  model=${model%-*}  # render-sd15[-graphed|-profile] -> sd15
   local -a command
   case "$step" in
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
     render-sd15-graphed|render-sdxl-graphed)
-      command=(bench/render.py --real-size --only "$model" --modes eager graphed-fp8 regional-graphed-fp8
-               graphed --budget-s "$budget") ;;
+      command=(bench/render.py --real-size --only "$model" --profile --modes eager regional-graphed-cl-fp8 graphed-cl
+               graphed regional-graphed-cl --budget-s "$budget") ;;
+    render-sd15-profile|render-sdxl-profile)
+      command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused fused-cl
+               graphed-cl regional-graphed-cl regional-graphed-cl-fp8 graphed-cl-fp8 --budget-s "$budget") ;;
     render-sd15|render-sdxl)
-      command=(bench/render.py --real-size --only "$model" --modes eager graphed-fp8 regional-graphed-fp8
-               cuda-graphs-fp8 graphed regional-graphed cuda-graphs --budget-s "$budget") ;;
+      command=(bench/render.py --real-size --only "$model" --modes eager cuda-graphs-cl-fp8 cuda-graphs-cl
+               --budget-s "$budget") ;;
     train-sdxl-graphed)
       command=(bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8 --budget-s "$budget") ;;
     train-sdxl) command=(bench/train.py --real-size --only sdxl --modes bf16 graphed regional --budget-s "$budget") ;;
@@ -119,7 +126,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(train-sdxl-graphed:130 render-sd15-graphed:180 render-sdxl-graphed:240)
+[ ${#steps[@]} -eq 0 ] && steps=(render-sd15-graphed:220 render-sdxl-graphed:320)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue

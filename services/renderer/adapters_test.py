@@ -150,6 +150,27 @@ def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
 
 def test_an_eager_renderer_has_nothing_to_warm_up(base_model: Path) -> None:
     assert PortraitRenderer(load_pipeline(base_model)).warm_up() == 0.0
+    assert PortraitRenderer(load_pipeline(base_model), compile_mode="fused-cl").warm_up() == 0.0
+
+
+# "fused": the eager UNet with each subject's LoRA merged into its weights, no PEFT layers in the step;
+# "-cl": its convolutions in channels-last layout.
+@pytest.mark.parametrize("mode", ["fused", "fused-cl"])
+def test_an_eager_unet_with_fused_adapters_draws_what_peft_adapters_draw(
+    mode: str, base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
+) -> None:
+    import torch
+
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode=mode)
+    assert isinstance(renderer.adapters, FusedAdapter)
+    convolutions = [weight for weight in renderer.pipe.unet.parameters() if weight.dim() == 4]
+    channels_last = [weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+                     for weight in convolutions if weight.shape[-1] > 1]
+    assert channels_last and all(channels_last) == mode.endswith("-cl") and any(channels_last) == all(channels_last)
+    for adapter_id in ["subject-a", "subject-b", "subject-c", "subject-a"]:
+        image = renderer.render(PARAMS, adapter_id, loras[adapter_id])
+        assert _differs(image, eager_images[adapter_id]) <= 1, adapter_id
+    assert _differs(renderer.render(PARAMS), eager_images["base"]) <= 1
 
 
 def test_from_env_compiles_with_fused_adapters(base_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

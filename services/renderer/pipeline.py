@@ -149,7 +149,7 @@ class PortraitRenderer:
         dimensions of 1; the largest batch is then compiled here, not in front of a customer); the
         graphed modes capture every batch size up to `max_batch`, largest first so the smaller graphs
         reuse its memory. Other image sizes are captured on first use, in about two UNet calls' time."""
-        if not self.compile_mode:
+        if not (self.unet_mode.compiles or self.unet_mode.graphed):
             return 0.0
         started = time.monotonic()
         side = int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)

@@ -1,5 +1,6 @@
 """How the renderer runs its UNet (STUDIO_RENDER_COMPILE): eager, compiled whole or block by block,
-replayed as CUDA graphs, with or without FP8 transformer linears. docs/rendering.md compares them.
+replayed as CUDA graphs, with or without FP8 transformer linears, with or without channels-last
+convolutions. docs/rendering.md compares them.
 
 Every mode but eager fuses subjects' LoRAs into the UNet's weights in place
 (services/renderer/adapters.py), so a compiled or captured UNet stays valid across subjects.
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 COMPILE_ENV = "STUDIO_RENDER_COMPILE"
+CHANNELS_LAST_SUFFIX = "-cl"
 FP8_SUFFIX = "-fp8"
 
 
@@ -21,6 +23,9 @@ class UNetMode:
     regional: bool = False  # compile each repeated block on its own (services/common/regional_compile.py)
     graphed: bool = False  # replay the forward as CUDA graphs of our own capture (services/renderer/graphs.py)
     fp8: bool = False  # transformer linears as FP8 products (services/renderer/fp8.py)
+    # Convolution weights, and so activations, in NHWC: tensor-core convolutions without the layout
+    # transposes NCHW costs around each one, and a transformer block's NCHW-to-tokens permute becomes a view.
+    channels_last: bool = False
 
     @property
     def compiles(self) -> bool:
@@ -30,14 +35,16 @@ class UNetMode:
 
 _BASE_MODES = {
     "": UNetMode(),
+    "fused": UNetMode(),  # eager, with the subject's LoRA fused into the weights instead of PEFT layers
     "compile": UNetMode(whole="default"),
     "cuda-graphs": UNetMode(whole="reduce-overhead"),
     "regional": UNetMode(regional=True),
     "graphed": UNetMode(graphed=True),
     "regional-graphed": UNetMode(regional=True, graphed=True),
 }
-UNET_MODES = {**_BASE_MODES, **{name + FP8_SUFFIX: replace(mode, fp8=True) for name, mode in _BASE_MODES.items()
-                                if name}}
+_LAYOUTS = {**_BASE_MODES, **{name + CHANNELS_LAST_SUFFIX: replace(mode, channels_last=True)
+                              for name, mode in _BASE_MODES.items() if name}}
+UNET_MODES = {**_LAYOUTS, **{name + FP8_SUFFIX: replace(mode, fp8=True) for name, mode in _LAYOUTS.items() if name}}
 
 
 def unet_mode(name: str) -> UNetMode:
@@ -49,6 +56,10 @@ def unet_mode(name: str) -> UNetMode:
 def prepare_unet(unet, name: str) -> UNetMode:
     """Convert, compile and capture `unet` in place as mode `name` says; the mode."""
     mode = unet_mode(name)
+    if mode.channels_last:
+        import torch
+
+        unet.to(memory_format=torch.channels_last)  # 4-D weights only: the convolutions
     if mode.fp8:
         from services.renderer.fp8 import to_float8
 
