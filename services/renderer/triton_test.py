@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import subprocess
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -175,25 +174,19 @@ async def test_model_that_cannot_load_fails_start_with_log(tmp_path: Path) -> No
     assert processes_mentioning(str(tmp_path / "work")) == ""
 
 
-def triton_metric(server: TritonServer, name: str) -> float:
-    """Sum of a Prometheus counter over portrait_diffusion's series, read from Triton's metrics port."""
-    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        lines = response.read().decode().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
-               if line.startswith(name + "{") and 'model="portrait_diffusion"' in line)
+MODEL, SERVED, EXECUTIONS = "portrait_diffusion", "nv_inference_request_success", "nv_inference_exec_count"
 
 
 async def test_two_subjects_in_flight_are_batched_and_each_gets_its_own_adapter(
     triton: TritonServer, adapters: dict[str, bytes], in_process: PortraitRenderer
 ) -> None:
-    executions_before = await asyncio.to_thread(triton_metric, triton, "nv_inference_exec_count")
-    requests_before = await asyncio.to_thread(triton_metric, triton, "nv_inference_request_success")
+    executions_before = await asyncio.to_thread(triton.counter, EXECUTIONS, MODEL)
+    requests_before = await asyncio.to_thread(triton.counter, SERVED, MODEL)
     subjects = ["subject-a", "subject-b"] * 4  # interleaved: a, b, a, b...
     requests = [with_adapter(s, adapters[s], seed=index // 2) for index, s in enumerate(subjects)]
     images = await asyncio.gather(*(render_via_triton(triton.grpc_url, request) for request in requests))
-    served = await asyncio.to_thread(triton_metric, triton, "nv_inference_request_success") - requests_before
-    executions = await asyncio.to_thread(triton_metric, triton, "nv_inference_exec_count") - executions_before
+    served = await asyncio.to_thread(triton.counter, SERVED, MODEL) - requests_before
+    executions = await asyncio.to_thread(triton.counter, EXECUTIONS, MODEL) - executions_before
     assert served == len(requests) and executions < len(requests), (served, executions)  # the batcher batched
     for request, image in zip(requests, images, strict=True):
         alone = render_in_process(in_process, request)  # batched: equal up to float rounding

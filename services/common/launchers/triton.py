@@ -39,6 +39,14 @@ class TritonServer:
     def stop(self, timeout: float = EXIT_TIMEOUT_SECS + 5) -> None:
         self.process.stop(timeout)
 
+    def counter(self, name: str, model: str) -> float:
+        """Sum of a Prometheus counter over `model`'s series, read from Triton's metrics port."""
+        url = f"http://{self.grpc_url.rsplit(':', 1)[0]}:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith(name + "{") and f'model="{model}"' in line)
+
 
 def pytriton_dir() -> Path:
     """Where the nvidia-pytriton wheel put its files; found without importing PyTriton's Python API,
