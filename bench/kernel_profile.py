@@ -53,7 +53,8 @@ def profile_render(render: Callable[[], object], device: str) -> dict:
         # Kernels carry their own device time; the aten ops that launched them carry none of their own.
         microseconds = event.self_device_time_total if cuda else event.self_cpu_time_total
         if microseconds > 0:
-            totals[kind_of(event.key)] = totals.get(kind_of(event.key), 0.0) + microseconds
+            kind = kind_of(event.key)
+            totals[kind] = totals.get(kind, 0.0) + microseconds
     device_s = sum(totals.values()) / 1e6
     shares = {kind: total / 1e6 / device_s for kind, total in sorted(totals.items(), key=lambda item: -item[1])}
     return {"wall_ms": wall_s * 1e3, "device_ms": device_s * 1e3, "busy": device_s / wall_s if wall_s else 0.0,

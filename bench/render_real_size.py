@@ -22,7 +22,7 @@ import numpy as np
 from bench.kernel_profile import format_profile
 from bench.train_real_size import BF16_DENSE_PEAK_TFLOPS, peak_for, run_child, sync_device, unet_config
 from services.common.machine import describe_machine
-from services.renderer.unet_modes import UNET_MODES
+from services.renderer.unet_modes import COMPILE_ENV, UNET_MODES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
@@ -178,7 +178,7 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     from services.renderer.pipeline import PortraitRenderer, load_pipeline
 
     pipe = load_pipeline(folder)
-    renderer = PortraitRenderer(pipe, compile_mode="" if mode == "eager" else mode)  # as Triton's instance does
+    renderer = PortraitRenderer(pipe, compile_mode=renderer_mode(mode))  # as Triton's instance does
     renderer.adapters.activate("bench", lora.read_bytes())
     side = image_side(model, tiny)
     started = time.perf_counter()
@@ -231,7 +231,7 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
     from services.common.launchers.triton import start_triton
     from services.renderer.triton_client import RenderRequest, render_via_triton
 
-    os.environ["STUDIO_RENDER_COMPILE"] = "" if mode == "eager" else mode
+    os.environ[COMPILE_ENV] = renderer_mode(mode)
     load_started = time.perf_counter()  # a compiled instance compiles while loading (warm_up)
     server = await start_triton(MODEL_REPOSITORY, work / f"triton-{model}-{mode}", work / "logs", base_model=folder,
                                 ready_timeout=timeout_s)
@@ -345,9 +345,13 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
     return rows
 
 
+def renderer_mode(mode: str) -> str:
+    """A bench mode's STUDIO_RENDER_COMPILE name ("eager" is the renderer's "")."""
+    return "" if mode == "eager" else mode
+
+
 def _unet_mode(mode: str):
-    """A bench mode's UNet mode ("eager" is the renderer's "")."""
-    return UNET_MODES["" if mode == "eager" else mode]
+    return UNET_MODES[renderer_mode(mode)]
 
 
 def compiles(mode: str) -> bool:

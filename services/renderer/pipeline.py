@@ -125,7 +125,7 @@ class PortraitRenderer:
         self.pipe = pipe
         self.compile_mode = compile_mode
         self.adapter_cache_size = adapter_cache_size
-        store = FusedAdapter if compile_mode else NamedAdapters
+        store = FusedAdapter if self.unet_mode.fused_adapters else NamedAdapters
         self.adapters: NamedAdapters | FusedAdapter = store(pipe, adapter_cache_size)
         self._default_scheduler = pipe.scheduler
         self._schedulers: dict[str, object] = {}

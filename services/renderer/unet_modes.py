@@ -26,6 +26,9 @@ class UNetMode:
     # Convolution weights, and so activations, in NHWC: tensor-core convolutions without the layout
     # transposes NCHW costs around each one, and a transformer block's NCHW-to-tokens permute becomes a view.
     channels_last: bool = False
+    # Subjects' LoRAs merged into the weights (services/renderer/adapters.py FusedAdapter); eager alone keeps
+    # them as PEFT adapters, which serve every LoRA format.
+    fused_adapters: bool = True
 
     @property
     def compiles(self) -> bool:
@@ -34,7 +37,7 @@ class UNetMode:
 
 
 _BASE_MODES = {
-    "": UNetMode(),
+    "": UNetMode(fused_adapters=False),
     "fused": UNetMode(),  # eager, with the subject's LoRA fused into the weights instead of PEFT layers
     "compile": UNetMode(whole="default"),
     "cuda-graphs": UNetMode(whole="reduce-overhead"),

@@ -33,15 +33,19 @@ class TritonServer:
     process: ManagedProcess
 
     @property
+    def host(self) -> str:
+        return self.grpc_url.rsplit(":", 1)[0]
+
+    @property
     def http_url(self) -> str:
-        return f"http://{self.grpc_url.rsplit(':', 1)[0]}:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     def stop(self, timeout: float = EXIT_TIMEOUT_SECS + 5) -> None:
         self.process.stop(timeout)
 
     def counter(self, name: str, model: str) -> float:
         """Sum of a Prometheus counter over `model`'s series, read from Triton's metrics port."""
-        url = f"http://{self.grpc_url.rsplit(':', 1)[0]}:{self.metrics_port}/metrics"
+        url = f"http://{self.host}:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             lines = response.read().decode().splitlines()
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines
