@@ -5,6 +5,7 @@
 #
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
+# STUDIO_RENDER_MODES replaces the render-*-graphed steps' --modes list.
 # Steps (default: render-sd15-graphed:220 render-sdxl-graphed:320, issue 6's target rows without a whole-UNet
 # torch.compile, in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
@@ -95,8 +96,10 @@ run_step() {
   case "$step" in
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
     render-sd15-graphed|render-sdxl-graphed)
-      command=(bench/render.py --real-size --only "$model" --profile --modes eager regional-graphed-cl-fp8 graphed-cl
-               graphed regional-graphed-cl --budget-s "$budget") ;;
+      # shellcheck disable=SC2206 - STUDIO_RENDER_MODES is a space-separated list of modes
+      command=(bench/render.py --real-size --only "$model" --profile
+               --modes ${STUDIO_RENDER_MODES:-eager regional-graphed-cl-fp8 graphed-cl graphed regional-graphed-cl}
+               --budget-s "$budget") ;;
     render-sd15-profile|render-sdxl-profile)
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused fused-cl
                graphed-cl regional-graphed-cl regional-graphed-cl-fp8 graphed-cl-fp8 --budget-s "$budget") ;;

@@ -167,6 +167,9 @@ def test_an_eager_unet_with_fused_adapters_draws_what_peft_adapters_draw(
     channels_last = [weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
                      for weight in convolutions if weight.shape[-1] > 1]
     assert channels_last and all(channels_last) == mode.endswith("-cl") and any(channels_last) == all(channels_last)
+    vae_layouts = {weight.is_contiguous() for weight in renderer.pipe.vae.parameters() if weight.dim() == 4
+                   and weight.shape[-1] > 1}
+    assert vae_layouts == {not mode.endswith("-cl")}
     for adapter_id in ["subject-a", "subject-b", "subject-c", "subject-a"]:
         image = renderer.render(PARAMS, adapter_id, loras[adapter_id])
         assert _differs(image, eager_images[adapter_id]) <= 1, adapter_id

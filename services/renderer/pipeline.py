@@ -113,6 +113,18 @@ def build_scheduler(pipe, name: str, default):
     return getattr(diffusers, class_name).from_config(default.config, **options)
 
 
+def use_channels_last_vae(vae) -> None:
+    """The VAE's convolutions in NHWC too: its decoder runs full-resolution convolutions (128 channels at
+    the image's size), where NCHW costs a layout transpose around each one. On a GPU, cuDNN then times its
+    algorithms for each new convolution shape once (a graphed or compiled mode's warm-up pays it) instead of
+    taking its heuristic's pick."""
+    import torch
+
+    vae.to(memory_format=torch.channels_last)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
 class PortraitRenderer:
     """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter.
 
@@ -122,6 +134,8 @@ class PortraitRenderer:
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "") -> None:
         self.unet_mode = prepare_unet(pipe.unet, compile_mode)
+        if self.unet_mode.channels_last:
+            use_channels_last_vae(pipe.vae)
         self.pipe = pipe
         self.compile_mode = compile_mode
         self.adapter_cache_size = adapter_cache_size
