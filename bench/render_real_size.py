@@ -362,8 +362,10 @@ def compiles(mode: str) -> bool:
 def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, str]]:
     """(mode, path) pairs: the baseline first (eager in-process); then the faster modes through Triton
     (what the target is about), FP8 first (in bf16, twice eager is beyond the chip's arithmetic for
-    SDXL), those that start in seconds before those holding a cold compile; then the in-process drift
-    checks and eager's serving overhead. A spent time box then cuts the least useful rows."""
+    SDXL), those that start in seconds before those holding a cold compile; then eager through Triton
+    (the serving overhead, without which a Triton row cannot say whether the mode or the serving cost
+    what it lost); then the faster modes in-process (their profiles and drift). A spent time box then
+    cuts the least useful rows."""
     paths = ("in-process", "triton") if with_triton else ("in-process",)
     pairs = [(mode, path) for mode in modes for path in paths]
 
@@ -371,7 +373,7 @@ def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, st
         mode, path = pair
         if pair == ("eager", "in-process"):
             return (0,)
-        return (1, path == "in-process" or mode == "eager", not mode.endswith("-fp8"), compiles(mode))
+        return (1, path == "in-process", mode == "eager", not mode.endswith("-fp8"), compiles(mode))
 
     return sorted(pairs, key=rank)
 
@@ -387,7 +389,7 @@ def _row_line(row: dict) -> str:
         load = f"Triton's mean batch {row['mean_batch']:.1f}, {load}"
     drift = f"; first image {row['levels_from_eager']:.1f} levels from eager's" \
         if row.get("levels_from_eager") is not None else ""
-    profile = f"\n{'':39}{format_profile(row['profile'])}" if row.get("profile") else ""
+    profile = f"\n{'':39}{format_profile(row['profile'], ' ' * 39)}" if row.get("profile") else ""
     return f"{head}  {row['images_per_s']:7.2f} img/s{tflops} ({load}warm-up {row['warmup_s']:.0f} s){drift}{profile}"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.kernel_profile import kind_of, profile_render
+from bench.kernel_profile import format_profile, kind_of, profile_render
 
 
 @pytest.mark.parametrize(("name", "kind"), [
@@ -13,6 +13,7 @@ from bench.kernel_profile import kind_of, profile_render
     ("nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NTN", "gemm"),
     ("sm90_xmma_gemm_e4m3bf16_bf16f32_f32_tn_n_tilesize128x128x128_cublas", "fp8"),
     ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64>>", "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x64x64_4x1x1_kernel0_0", "attention"),
     ("void at::native::(anonymous namespace)::RowwiseMomentsCUDAKernel<c10::BFloat16, float>", "norm"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>>", "elementwise"),
     ("void at::native::elementwise_kernel<128, 4, at::native::direct_copy_kernel_cuda>", "layout"),
@@ -40,3 +41,9 @@ def test_a_cpu_profile_sums_op_time_by_kind() -> None:
     assert {"conv", "gemm"} <= set(profile["shares"])
     assert sum(profile["shares"].values()) == pytest.approx(1.0)
     assert profile["device_ms"] > 0 and 0 < profile["busy"] <= 1.05
+    top_kinds = [kind for _, kind, _ in profile["top"]]
+    assert "conv" in top_kinds and "gemm" in top_kinds
+    assert [share for *_, share in profile["top"]] == sorted((share for *_, share in profile["top"]), reverse=True)
+    lines = format_profile(profile, "    ").splitlines()
+    assert lines[0].startswith("device busy") and len(lines) == 1 + len(profile["top"])
+    assert all(line.startswith("    ") for line in lines[1:])

@@ -6,21 +6,21 @@
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
 # STUDIO_RENDER_MODES replaces the render-*-graphed steps' --modes list.
-# Steps (default: render-sd15-graphed:220 render-sdxl-graphed:320, issue 6's target rows without a whole-UNet
+# Steps (default: render-sd15-graphed:240 render-sdxl-graphed:320, issue 6's rows without a whole-UNet
 # torch.compile, in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed
 #                  bench/render.py --real-size --only sd15|sdxl --profile: eager in-process (the baseline, with
-#                  where its device time goes), then through Triton: the UNet's blocks compiled one by one and
-#                  replayed as CUDA graphs with channels-last convolutions and FP8 transformer linears, the
-#                  eager UNet replayed as CUDA graphs (channels-last, then not), the compiled one in bf16
+#                  where its device time goes), then through Triton the eager UNet replayed as CUDA graphs and
+#                  its blocks compiled one by one inside CUDA graphs, then eager through Triton (the serving
+#                  overhead), then the faster modes in-process with their profiles
 #   render-sd15-profile, render-sdxl-profile
 #                  in-process only, each mode with its device-time profile: eager (PEFT LoRA), fused LoRA,
-#                  channels-last, CUDA graphs, regional compile, FP8
+#                  CUDA graphs, regional compile (bf16, FP8), channels-last
 #   render-sd15, render-sdxl
-#                  the whole-UNet compiled modes (cuda-graphs-cl-fp8, cuda-graphs-cl), whose cold compiles take
-#                  a call of their own
+#                  the whole-UNet compiled modes (cuda-graphs, cuda-graphs-fp8: inductor lays out the
+#                  convolutions itself), whose cold compiles take a call of their own
 #   train-sdxl-graphed  bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8
 #   train-sdxl     bf16 and graphed at batch 4 and 8, then regional torch.compile
 #   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled
@@ -98,13 +98,13 @@ run_step() {
     render-sd15-graphed|render-sdxl-graphed)
       # shellcheck disable=SC2206 - STUDIO_RENDER_MODES is a space-separated list of modes
       command=(bench/render.py --real-size --only "$model" --profile
-               --modes ${STUDIO_RENDER_MODES:-eager regional-graphed-cl-fp8 graphed-cl graphed regional-graphed-cl}
+               --modes ${STUDIO_RENDER_MODES:-eager graphed regional-graphed}
                --budget-s "$budget") ;;
     render-sd15-profile|render-sdxl-profile)
-      command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused fused-cl
-               graphed-cl regional-graphed-cl regional-graphed-cl-fp8 graphed-cl-fp8 --budget-s "$budget") ;;
+      command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused graphed
+               regional-graphed regional-graphed-fp8 fused-cl --budget-s "$budget") ;;
     render-sd15|render-sdxl)
-      command=(bench/render.py --real-size --only "$model" --modes eager cuda-graphs-cl-fp8 cuda-graphs-cl
+      command=(bench/render.py --real-size --only "$model" --profile --modes eager cuda-graphs cuda-graphs-fp8
                --budget-s "$budget") ;;
     train-sdxl-graphed)
       command=(bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8 --budget-s "$budget") ;;
@@ -129,7 +129,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(render-sd15-graphed:220 render-sdxl-graphed:320)
+[ ${#steps[@]} -eq 0 ] && steps=(render-sd15-graphed:240 render-sdxl-graphed:320)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue
