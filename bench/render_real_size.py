@@ -311,7 +311,8 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
     # model so sensitive that bf16 rounding alone moves the image, and the drift from eager says nothing.
     lora.write_bytes(make_lora(folder, seed=1, alpha=1))
     rows, flops = [], meta_image_flops(model, steps, args.tiny_shapes).total
-    for mode, path in measurement_order(args.modes, not args.no_triton):
+    order = measurement_order(args.modes, not args.no_triton)
+    for position, (mode, path) in enumerate(order):
         left = deadline - time.monotonic()
         if left < 30:
             rows.append({"model": model, "mode": mode, "path": path, "error": "skipped: bench budget spent"})
@@ -322,8 +323,8 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
             print(_row_line(rows[-1]), flush=True)
             continue
         # Rows that start in seconds or a minute (graphed, regional) may take most of what is left; a whole-UNet
-        # compile's share keeps one cold compile from taking all.
-        share = 0.6 if _unet_mode(mode).whole else 0.9
+        # compile's share keeps one cold compile from taking all, unless no row comes after it.
+        share = 0.6 if _unet_mode(mode).whole and position < len(order) - 1 else 0.9
         if path == "in-process":
             child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
             flags = [flag for flag, wanted in (("--tiny-shapes", args.tiny_shapes), ("--profile", args.profile))

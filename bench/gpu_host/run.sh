@@ -19,8 +19,8 @@
 #                  in-process only, each mode with its device-time profile: eager (PEFT LoRA), fused LoRA,
 #                  CUDA graphs, regional compile (bf16, FP8), channels-last
 #   render-sd15, render-sdxl
-#                  the whole-UNet compiled modes (cuda-graphs, cuda-graphs-fp8: inductor lays out the
-#                  convolutions itself), whose cold compiles take a call of their own
+#                  in-process, eager then the whole UNet compiled with CUDA graphs (cuda-graphs; inductor lays
+#                  out the convolutions itself), whose cold compile takes most of a call
 #   train-sdxl-graphed  bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8
 #   train-sdxl     bf16 and graphed at batch 4 and 8, then regional torch.compile
 #   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled
@@ -104,7 +104,7 @@ run_step() {
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused graphed
                regional-graphed regional-graphed-fp8 fused-cl --budget-s "$budget") ;;
     render-sd15|render-sdxl)
-      command=(bench/render.py --real-size --only "$model" --profile --modes eager cuda-graphs cuda-graphs-fp8
+      command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager cuda-graphs
                --budget-s "$budget") ;;
     train-sdxl-graphed)
       command=(bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8 --budget-s "$budget") ;;
