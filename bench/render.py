@@ -1,11 +1,13 @@
 """Rendering benchmark: images/s through Triton against the same pipeline called in-process.
 
 Default: the tiny model on the CPU. The same requests (the studio-frontal-soft preset, random
-non-zero LoRAs, one per subject) are rendered (a) in this process by PortraitRenderer.render_batch,
-each subject's images in batches of up to Triton's max_batch_size, and (b) through a real
-tritonserver over gRPC, RENDER_CONCURRENCY requests in flight per subject as the render worker sends
-them, so the dynamic batcher batches them. The ratio Triton / in-process is the serving overhead
-(gRPC, the python backend's shared memory, the batcher's queue delay), with 1 and 4 subjects.
+non-zero LoRAs, one per subject, subjects interleaved as concurrent orders arrive) are rendered (a) in
+this process by PortraitRenderer.render_batch, in arrival order in batches of up to Triton's
+max_batch_size, and (b) through a real tritonserver over gRPC, RENDER_CONCURRENCY requests in flight per
+subject as the render worker sends them, so the dynamic batcher batches them. The ratio Triton /
+in-process is the serving overhead (gRPC, the python backend's shared memory, the batcher's queue
+delay), with 1 and 4 subjects, for each of --modes (default eager and batched: with 4 subjects an eager
+instance splits each batch into one pipeline call per subject, a batched one renders it in one call).
 
 --real-size: random-weight SD1.5-size (512 px) and SDXL-size (1024 px) pipelines on a GPU
 (bench/render_real_size.py): images/s and FLOP utilisation (torch.utils.flop_counter against the
@@ -14,7 +16,7 @@ compiled CUDA graphs (each optionally with FP8 transformer linears), in-process 
 one run. Reference, one H200, eager bf16, 25 steps: SD1.5 512 px batch 8 = 8.2 images/s;
 SDXL 1024 px batch 4 = 1.9 images/s. Target: at least 2x eager, through Triton.
 
-    python bench/render.py [--images 16] [--steps 4] [--repeats 2] [--json]
+    python bench/render.py [--images 16] [--steps 4] [--repeats 2] [--modes eager batched] [--json]
     python bench/render.py --real-size [--modes eager graphed-fp8 graphed cuda-graphs] [--dtype bf16]
                            [--budget-s 480]
     python bench/render.py --real-size --device cpu --tiny-shapes     # CPU smoke run of that path
@@ -34,12 +36,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.common.machine import describe_machine  # noqa: E402
-from services.renderer.unet_modes import UNET_MODES  # noqa: E402
+from services.renderer.unet_modes import COMPILE_ENV, UNET_MODES  # noqa: E402
 
 SUBJECT_COUNTS = (1, 4)
 MAX_BATCH = 8  # the model's max_batch_size (model_repository/portrait_diffusion/config.pbtxt)
 RENDER_MODES = ("eager", *(mode for mode in UNET_MODES if mode))
 RENDER_CONCURRENCY = 4  # requests in flight per subject, as the render worker's default
+# Tiny CPU run: eager (PEFT adapters, one pipeline call per subject of a batch) against batched (every
+# subject of a batch in one call, services/renderer/batched_adapters.py).
+TINY_MODES = ("eager", "batched")
 
 
 def bench_requests(base_model: Path, loras: list[bytes], subjects: int, images: int, steps: int) -> list:
@@ -58,19 +63,17 @@ def bench_requests(base_model: Path, loras: list[bytes], subjects: int, images: 
 
 
 def in_process_seconds(renderer, requests: list) -> float:
+    """The requests in arrival order, in batches of Triton's max_batch_size: what the dynamic batcher hands
+    an instance when every request is in flight (several subjects per batch once there are several)."""
     from services.renderer.pipeline import BatchItem, RenderParams
 
-    by_subject: dict[str, list] = {}
-    for request in requests:
-        by_subject.setdefault(request.adapter_id, []).append(request)
     started = time.perf_counter()
-    for batch_of_subject in by_subject.values():
-        for start in range(0, len(batch_of_subject), MAX_BATCH):
-            items = [BatchItem(RenderParams(prompt=r.prompt, negative_prompt=r.negative_prompt, seed=r.seed,
-                                            steps=r.steps, guidance=r.guidance, width=r.width, height=r.height,
-                                            scheduler=r.scheduler), r.adapter_id, r.adapter)
-                     for r in batch_of_subject[start : start + MAX_BATCH]]
-            assert all(not isinstance(image, Exception) for image in renderer.render_batch(items))
+    for start in range(0, len(requests), MAX_BATCH):
+        items = [BatchItem(RenderParams(prompt=r.prompt, negative_prompt=r.negative_prompt, seed=r.seed,
+                                        steps=r.steps, guidance=r.guidance, width=r.width, height=r.height,
+                                        scheduler=r.scheduler), r.adapter_id, r.adapter)
+                 for r in requests[start : start + MAX_BATCH]]
+        assert all(not isinstance(image, Exception) for image in renderer.render_batch(items))
     return time.perf_counter() - started
 
 
@@ -89,44 +92,70 @@ async def triton_seconds(url: str, requests: list, subjects: int) -> float:
 
 
 async def tiny_cpu(args) -> list[dict]:
-    from services.common.launchers.triton import start_triton
+    import os
+
     from services.common.tinymodel import write_tiny_model
-    from services.renderer.pipeline import PortraitRenderer, load_pipeline
     from services.renderer.random_lora import make_lora
 
+    modes = args.modes or list(TINY_MODES)
     print(f"# {describe_machine(with_torch=True)}")
     print(f"# tiny model, {args.images} images per run (best of {args.repeats}), {args.steps} steps; in-process "
-          f"render_batch (batches of <= {MAX_BATCH} per subject) vs tritonserver over gRPC ({RENDER_CONCURRENCY} "
-          "in flight per subject)")
+          f"render_batch (arrival order, batches of <= {MAX_BATCH}) vs tritonserver over gRPC "
+          f"({RENDER_CONCURRENCY} in flight per subject); modes {', '.join(modes)}")
     rows = []
     with tempfile.TemporaryDirectory() as work:
         base_model = write_tiny_model(Path(work) / "tiny")
         loras = [make_lora(base_model, seed=subject + 1) for subject in range(max(SUBJECT_COUNTS))]
-        renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=max(SUBJECT_COUNTS))
-        model_repository = Path(__file__).resolve().parent.parent / "services" / "renderer" / "model_repository"
-        triton = await start_triton(model_repository, Path(work) / "triton", Path(work) / "logs", base_model=base_model)
-        try:
-            for subjects in SUBJECT_COUNTS:
-                requests = bench_requests(base_model, loras, subjects, args.images, args.steps)
-                warm = bench_requests(base_model, loras, subjects, subjects, args.steps)
-                in_process_seconds(renderer, warm)
-                await triton_seconds(triton.grpc_url, warm, subjects)
-                local, served = float("inf"), float("inf")
-                for _ in range(args.repeats):  # alternate, keep each side's best: the host is shared
-                    local = min(local, in_process_seconds(renderer, requests))
-                    served = min(served, await triton_seconds(triton.grpc_url, requests, subjects))
-                rows.append({"subjects": subjects, "images": len(requests),
-                             "in_process_images_per_s": len(requests) / local,
-                             "triton_images_per_s": len(requests) / served, "triton_over_in_process": local / served})
-                print(_tiny_line(rows[-1]))
-        finally:
-            triton.stop()
+        for mode in modes:
+            os.environ[COMPILE_ENV] = "" if mode == "eager" else mode  # Triton's instance reads it when it loads
+            rows += await _tiny_mode_rows(args, mode, base_model, loras, Path(work) / mode)
+    _print_tiny_comparison(rows)
     return rows
+
+
+async def _tiny_mode_rows(args, mode: str, base_model: Path, loras: list[bytes], work: Path) -> list[dict]:
+    from services.common.launchers.triton import start_triton
+    from services.renderer.pipeline import PortraitRenderer, load_pipeline
+
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=max(SUBJECT_COUNTS),
+                                compile_mode="" if mode == "eager" else mode)
+    model_repository = Path(__file__).resolve().parent.parent / "services" / "renderer" / "model_repository"
+    triton = await start_triton(model_repository, work / "triton", work / "logs", base_model=base_model)
+    rows = []
+    try:
+        for subjects in SUBJECT_COUNTS:
+            requests = bench_requests(base_model, loras, subjects, args.images, args.steps)
+            warm = bench_requests(base_model, loras, subjects, subjects, args.steps)
+            in_process_seconds(renderer, warm)
+            await triton_seconds(triton.grpc_url, warm, subjects)
+            local, served = float("inf"), float("inf")
+            for _ in range(args.repeats):  # alternate, keep each side's best: the host is shared
+                local = min(local, in_process_seconds(renderer, requests))
+                served = min(served, await triton_seconds(triton.grpc_url, requests, subjects))
+            rows.append({"mode": mode, "subjects": subjects, "images": len(requests),
+                         "in_process_images_per_s": len(requests) / local,
+                         "triton_images_per_s": len(requests) / served, "triton_over_in_process": local / served})
+            print(_tiny_line(rows[-1]), flush=True)
+    finally:
+        triton.stop()
+    return rows
+
+
+def _print_tiny_comparison(rows: list[dict]) -> None:
+    """Each mode against eager, same subjects, same path: what batching subjects together gives."""
+    eager = {row["subjects"]: row for row in rows if row["mode"] == "eager"}
+    for row in rows:
+        base = eager.get(row["subjects"])
+        if row["mode"] != "eager" and base:
+            print(f"# {row['mode']} vs eager, {row['subjects']} subject(s): in-process x"
+                  f"{row['in_process_images_per_s'] / base['in_process_images_per_s']:.2f}, through Triton x"
+                  f"{row['triton_images_per_s'] / base['triton_images_per_s']:.2f}")
 
 
 def _tiny_line(row: dict) -> str:
     overhead = 1 / row["triton_over_in_process"] - 1
-    return (f"{row['subjects']} subject(s): in-process {row['in_process_images_per_s']:6.2f} img/s, through Triton "
+    return (f"{row['mode']:8} {row['subjects']} subject(s): in-process {row['in_process_images_per_s']:6.2f} img/s, "
+            "through Triton "
             f"{row['triton_images_per_s']:6.2f} img/s, ratio Triton/in-process {row['triton_over_in_process']:.2f} "
             f"(serving overhead {overhead:+.0%} of in-process time)")
 
@@ -145,11 +174,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="real-size only (cpu with --tiny-shapes for a smoke run)")
     parser.add_argument("--tiny-shapes", action="store_true", help="real-size structure at toy widths")
     parser.add_argument("--only", nargs="*", choices=("sd15", "sdxl"), help="real-size models to run")
-    parser.add_argument("--modes", nargs="*", default=["eager", "graphed", "compile", "cuda-graphs"],
-                        choices=RENDER_MODES, help="real-size: how the UNet runs (graphed: eager CUDA graphs, CUDA "
-                        "only; -fp8: FP8 transformer linears, GPUs of compute 8.9+)")
+    parser.add_argument("--modes", nargs="*", choices=RENDER_MODES, help="how the UNet runs (tiny default: eager "
+                        "batched; real-size default: eager graphed compile cuda-graphs; graphed: eager CUDA graphs, "
+                        "CUDA only; -batched: subjects together; -fp8: FP8 transformer linears, GPUs of compute 8.9+)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="real-size: default bf16 on cuda")
     parser.add_argument("--no-triton", action="store_true", help="real-size: in-process only")
+    parser.add_argument("--subjects", type=int, default=1, help="real-size: each batch's images cycle through this "
+                        "many subjects' LoRAs (eager renders one pipeline call per subject, -batched modes one call)")
     parser.add_argument("--profile", action="store_true", help="real-size: each in-process row also prints where the "
                         "device time of a few denoising steps goes, by kernel kind, and how busy the device was")
     parser.add_argument("--flops-only", action="store_true", help="real-size: count FLOPs per image (meta tensors, "
@@ -160,6 +191,7 @@ def main() -> None:
     if args.real_size:
         from bench.render_real_size import real_size
 
+        args.modes = args.modes or ["eager", "graphed", "compile", "cuda-graphs"]
         rows = real_size(args)
     else:
         args.steps = args.steps or 4

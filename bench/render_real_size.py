@@ -171,32 +171,57 @@ def _render(pipe, batch: int, side: int, steps: int, seed: int = 0, decode: bool
                     output_type="np" if decode else "latent").images
 
 
+def _render_subjects(renderer, loras: list[bytes], batch: int, side: int, steps: int, seed: int = 0) -> list:
+    """A batch whose images cycle through the subjects (as Triton's batcher mixes concurrent orders), through
+    render_batch: an eager renderer splits it into one pipeline call per subject, a batched one does not."""
+    from services.renderer.pipeline import BatchItem, RenderParams
+
+    items = [BatchItem(RenderParams(prompt=PROMPT, negative_prompt="blurry", seed=seed + index, steps=steps,
+                                    guidance=6.0, width=side, height=side), *_subject(index, loras))
+             for index in range(batch)]
+    return [image.astype(np.float32) / 255 for image in renderer.render_batch(items)]
+
+
+def _subject(index: int, loras: list[bytes]) -> tuple[str, bytes]:
+    """Image `index`'s adapter id and bytes: one subject ("bench") or several in turn."""
+    return ("bench", loras[0]) if len(loras) == 1 else (f"subject-{index % len(loras)}", loras[index % len(loras)])
+
+
 def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: int, device: str, tiny: bool,
-                       lora: Path, profile: bool = False) -> dict:
-    """One child's work: load the saved model with its LoRA, compile as `mode` says, time renders; with
-    `profile`, where the device time of PROFILED_STEPS denoising steps goes (bench/kernel_profile.py)."""
+                       loras: list[Path], profile: bool = False) -> dict:
+    """One child's work: load the saved model with its LoRA (or several subjects' LoRAs, mixed in each batch),
+    compile as `mode` says, time renders; with `profile`, where the device time of PROFILED_STEPS denoising
+    steps goes (bench/kernel_profile.py; several subjects: with the decode)."""
     from services.renderer.pipeline import PortraitRenderer, load_pipeline
 
     pipe = load_pipeline(folder)
-    renderer = PortraitRenderer(pipe, compile_mode=renderer_mode(mode))  # as Triton's instance does
-    renderer.adapters.activate("bench", lora.read_bytes())
+    data = [lora.read_bytes() for lora in loras]
+    renderer = PortraitRenderer(pipe, adapter_cache_size=max(8, len(data)), compile_mode=renderer_mode(mode))
     side = image_side(model, tiny)
+    if len(data) == 1:
+        renderer.adapters.activate("bench", data[0])
+
+    def render(seed: int, render_steps: int = steps, decode: bool = True):
+        if len(data) == 1:
+            return _render(pipe, batch, side, render_steps, seed, decode)
+        return _render_subjects(renderer, data, batch, side, render_steps, seed)
+
     started = time.perf_counter()
     for _ in range(2):  # warm-up (and compilation, CUDA graph capture)
-        images = _render(pipe, batch, side, steps)
+        images = render(0)
     sync_device(device)
     warmup_s = time.perf_counter() - started
-    np.save(first_image_path(lora.parent, model, mode), images[0])  # compared with eager's by the parent
+    np.save(first_image_path(loras[0].parent, model, mode), images[0])  # compared with eager's by the parent
     started, repeats = time.perf_counter(), 3
     for repeat in range(repeats):
-        _render(pipe, batch, side, steps, seed=repeat)
+        render(repeat)
     sync_device(device)
     seconds = (time.perf_counter() - started) / repeats
     result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
     if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
         from bench.kernel_profile import profile_render
 
-        result["profile"] = profile_render(lambda: _render(pipe, batch, side, PROFILED_STEPS, decode=False), device)
+        result["profile"] = profile_render(lambda: render(0, PROFILED_STEPS, decode=False), device)
     return result
 
 
@@ -215,14 +240,14 @@ def difference_from_eager(work: Path, model: str, mode: str) -> float | None:
 
 
 def child(argv: list[str]) -> None:
-    folder, model, mode, batch, steps, device, lora = argv[:7]
+    folder, model, mode, batch, steps, device, loras = argv[:7]
     result = measure_in_process(Path(folder), model, mode, int(batch), int(steps), device, "--tiny-shapes" in argv,
-                                Path(lora), profile="--profile" in argv)
+                                [Path(lora) for lora in loras.split(",")], profile="--profile" in argv)
     print(json.dumps(result), flush=True)
 
 
 async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch: int, steps: int, tiny: bool,
-                         lora: bytes, timeout_s: float) -> dict:
+                         loras: list[bytes], timeout_s: float) -> dict:
     """The same renders through tritonserver: 3 waves of `batch` requests sent at once, so that Triton's
     batches are in-process's (with all 3 × batch in flight it batched SDXL's 4 up to its max_batch_size,
     8, which is not the comparison the target asks for)."""
@@ -237,8 +262,8 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
                                 ready_timeout=timeout_s)
     load_s = time.perf_counter() - load_started
     side = image_side(model, tiny)
-    requests = [RenderRequest(prompt=PROMPT, negative_prompt="blurry", adapter_id="bench", adapter=lora, seed=index,
-                              steps=steps, guidance=6.0, width=side, height=side) for index in range(batch * 3)]
+    requests = [RenderRequest(PROMPT, "blurry", *_subject(index % batch, loras), seed=index, steps=steps, guidance=6.0,
+                              width=side, height=side) for index in range(batch * 3)]
 
     async def wave(wave_requests: list[RenderRequest]) -> list[np.ndarray]:
         return await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s)
@@ -263,11 +288,11 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
         server.stop()
 
 
-def _triton_row(folder: Path, work: Path, model: str, mode: str, batch: int, steps: int, tiny: bool, lora: bytes,
-                timeout_s: float) -> dict:
+def _triton_row(folder: Path, work: Path, model: str, mode: str, batch: int, steps: int, tiny: bool,
+                loras: list[bytes], timeout_s: float) -> dict:
     """measure_triton, or why it failed with the end of tritonserver's log: the other rows still run."""
     try:
-        return asyncio.run(measure_triton(folder, work, model, mode, batch, steps, tiny, lora, timeout_s))
+        return asyncio.run(measure_triton(folder, work, model, mode, batch, steps, tiny, loras, timeout_s))
     except Exception as error:  # noqa: BLE001 - a bench row reports any failure and the run goes on
         log = work / "logs" / "tritonserver.log"
         lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
@@ -306,10 +331,11 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
 
     batch, reference = PLAN[model]
     folder = write_random_model(model, args.tiny_shapes, args.device, work / model)
-    lora = work / f"{model}-lora.safetensors"
-    # alpha 1: a trained LoRA's size of update. The test default's much larger updates make the random
-    # model so sensitive that bf16 rounding alone moves the image, and the drift from eager says nothing.
-    lora.write_bytes(make_lora(folder, seed=1, alpha=1))
+    loras = [work / f"{model}-lora-{subject}.safetensors" for subject in range(args.subjects)]
+    for subject, lora in enumerate(loras):
+        # alpha 1: a trained LoRA's size of update. The test default's much larger updates make the random
+        # model so sensitive that bf16 rounding alone moves the image, and the drift from eager says nothing.
+        lora.write_bytes(make_lora(folder, seed=1 + subject, alpha=1))
     rows, flops = [], meta_image_flops(model, steps, args.tiny_shapes).total
     order = measurement_order(args.modes, not args.no_triton)
     for position, (mode, path) in enumerate(order):
@@ -326,18 +352,19 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
         # compile's share keeps one cold compile from taking all, unless no row comes after it.
         share = 0.6 if _unet_mode(mode).whole and position < len(order) - 1 else 0.9
         if path == "in-process":
-            child_args = [str(folder), model, mode, str(batch), str(steps), args.device, str(lora)]
+            child_args = [str(folder), model, mode, str(batch), str(steps), args.device, ",".join(map(str, loras))]
             flags = [flag for flag, wanted in (("--tiny-shapes", args.tiny_shapes), ("--profile", args.profile))
                      if wanted]
             row = run_child(child_args + flags, left * share, "render.py")
             if "images_per_s" in row:
                 row["levels_from_eager"] = difference_from_eager(work, model, mode)
         else:
-            row = _triton_row(folder, work, model, mode, batch, steps, args.tiny_shapes, lora.read_bytes(),
-                              left * share)
+            row = _triton_row(folder, work, model, mode, batch, steps, args.tiny_shapes,
+                              [lora.read_bytes() for lora in loras], left * share)
             if "images_per_s" in row:
                 row["levels_from_eager"] = difference_from_eager(work, model, f"{mode}-triton")
-        row = {"model": model, "mode": mode, "path": path, "batch": batch, "reference": reference, **row}
+        row = {"model": model, "mode": mode, "path": path, "batch": batch, "subjects": args.subjects,
+               "reference": reference, **row}
         if "images_per_s" in row:
             row["tflops"] = flops * row["images_per_s"] / 1e12
             row["utilisation"] = row["tflops"] / peak_for(gpu) if peak_for(gpu) else None
@@ -381,6 +408,8 @@ def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, st
 
 def _row_line(row: dict) -> str:
     head = f"{row['model']:5} {row['mode']:20} {row['path']:10} batch {row.get('batch', '?'):>2}"
+    if row.get("subjects", 1) > 1:
+        head += f" of {row['subjects']} subjects"
     if "error" in row:
         return f"{head}  {row['error']}"
     utilisation = f" = {row['utilisation']:6.1%} of bf16 peak" if row.get("utilisation") else ""

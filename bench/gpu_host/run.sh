@@ -18,6 +18,9 @@
 #   render-sd15-profile, render-sdxl-profile
 #                  in-process only, each mode with its device-time profile: eager (PEFT LoRA), fused LoRA,
 #                  CUDA graphs, regional compile (bf16, FP8), channels-last
+#   render-sd15-subjects, render-sdxl-subjects
+#                  batches of 4 subjects' images: eager (one pipeline call per subject) against batched and
+#                  graphed-batched (one call, every subject's LoRA in its own slot), in-process and through Triton
 #   render-sd15, render-sdxl
 #                  in-process, eager then the whole UNet compiled with CUDA graphs (cuda-graphs; inductor lays
 #                  out the convolutions itself), whose cold compile takes most of a call
@@ -103,6 +106,9 @@ run_step() {
     render-sd15-profile|render-sdxl-profile)
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused graphed
                regional-graphed regional-graphed-fp8 fused-cl --budget-s "$budget") ;;
+    render-sd15-subjects|render-sdxl-subjects)
+      command=(bench/render.py --real-size --only "$model" --subjects 4 --modes eager batched graphed-batched
+               --budget-s "$budget") ;;
     render-sd15|render-sdxl)
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager cuda-graphs
                --budget-s "$budget") ;;

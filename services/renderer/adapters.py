@@ -68,7 +68,7 @@ def to_diffusers_format(pipe, state_dict: dict, metadata: dict | None) -> tuple[
     return state_dict, network_alphas, None if network_alphas else metadata
 
 
-class _LeastRecentlyUsed:
+class LeastRecentlyUsed:
     """adapter id -> sha256 of the bytes it came from, least recently used first."""
 
     def __init__(self, pipe, size: int) -> None:
@@ -119,7 +119,7 @@ class _LeastRecentlyUsed:
         raise NotImplementedError
 
 
-class NamedAdapters(_LeastRecentlyUsed):
+class NamedAdapters(LeastRecentlyUsed):
     """Each adapter its own PEFT adapter in the pipeline (eager UNet)."""
 
     def _use(self, adapter_id: str, digest: str) -> None:
@@ -174,7 +174,7 @@ class LayerDelta:
     scale: float
 
 
-class FusedAdapter(_LeastRecentlyUsed):
+class FusedAdapter(LeastRecentlyUsed):
     """A compiled UNet with no adapter modules at all: the subject's LoRA is merged into the weights it
     targets, W = W0 + scale * (up @ down), each time from a pristine copy W0 of that layer. The compiled
     graph never changes and does no LoRA work; switching subjects is one in-place copy per targeted
@@ -194,15 +194,7 @@ class FusedAdapter(_LeastRecentlyUsed):
         self._fuse([], "")
 
     def _load(self, adapter_id: str, adapter: bytes, digest: str) -> None:
-        state_dict, metadata = parse_adapter(adapter)
-        try:
-            state_dict, network_alphas, metadata = to_diffusers_format(self.pipe, state_dict, metadata)
-        except Exception as error:
-            raise RenderInputError(f"adapter does not fit the base model: {error}") from error
-        if network_alphas:
-            raise RenderInputError("adapter is in an older format with per-layer alphas, which a compiled renderer "
-                                   "does not fuse (STUDIO_RENDER_COMPILE off serves it)")
-        deltas = [self._checked(delta) for delta in _layer_deltas(state_dict, _scale(metadata))]
+        deltas = [self._checked(delta) for delta in linear_lora_layers(self.pipe, adapter)]
         self._make_room(adapter_id)
         self._parsed[adapter_id] = deltas
         self._digests[adapter_id] = digest
@@ -254,7 +246,21 @@ def _write(layer, weight) -> None:
         layer.requantize()
 
 
-def _scale(metadata: dict | None) -> float:
+def linear_lora_layers(pipe, adapter: bytes) -> list[LayerDelta]:
+    """The UNet layers a LoRA's bytes target, each as a plain linear update; RenderInputError for anything
+    else (the eager PEFT store serves every format, the compiled and batched ones these)."""
+    state_dict, metadata = parse_adapter(adapter)
+    try:
+        state_dict, network_alphas, metadata = to_diffusers_format(pipe, state_dict, metadata)
+    except Exception as error:
+        raise RenderInputError(f"adapter does not fit the base model: {error}") from error
+    if network_alphas:
+        raise RenderInputError("adapter is in an older format with per-layer alphas, which a compiled renderer "
+                               "does not fuse (STUDIO_RENDER_COMPILE off serves it)")
+    return layer_deltas(state_dict, lora_scale(metadata))
+
+
+def lora_scale(metadata: dict | None) -> float:
     """alpha / rank from diffusers' LoRA metadata; without metadata alpha == rank (what our trainer
     writes: it folds alpha / rank into the up weights)."""
     if not metadata:
@@ -271,7 +277,7 @@ def _scale(metadata: dict | None) -> float:
 _DOWN_UP = {"lora.down.weight": "lora.up.weight", "lora_A.weight": "lora_B.weight"}
 
 
-def _layer_deltas(state_dict: dict, scale: float) -> list[LayerDelta]:
+def layer_deltas(state_dict: dict, scale: float) -> list[LayerDelta]:
     """The UNet layers a LoRA targets; RenderInputError for weights a fused Linear LoRA cannot express."""
     if any(not key.startswith("unet.") for key in state_dict):
         raise RenderInputError("adapter has text-encoder weights, which a compiled renderer does not serve "

@@ -9,41 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.tinymodel import write_tiny_model
 from services.renderer.adapters import FusedAdapter
-from services.renderer.pipeline import BatchItem, PortraitRenderer, RenderInputError, RenderParams, load_pipeline
-from services.renderer.random_lora import make_lora
+from services.renderer.conftest import PARAMS, differs
+from services.renderer.pipeline import BatchItem, PortraitRenderer, RenderInputError, load_pipeline
 
-PARAMS = RenderParams(prompt="a portrait", seed=5, steps=2, guidance=5.0, width=64, height=64)
 # Inductor's fused kernels round differently from eager: a few levels of 255 at most.
 COMPILED_TOLERANCE = 3
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
-def loras(base_model: Path) -> dict[str, bytes]:
-    # Other alphas and ranks too: each adapter's own scale must be fused.
-    return {
-        "subject-a": make_lora(base_model, seed=1),
-        "subject-b": make_lora(base_model, seed=2, alpha=4),
-        "subject-c": make_lora(base_model, seed=3, rank=8, alpha=8),
-    }
-
-
-@pytest.fixture(scope="module")
-def eager_images(base_model: Path, loras: dict[str, bytes]) -> dict[str, np.ndarray]:
-    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=4)
-    images = {adapter_id: renderer.render(PARAMS, adapter_id, data) for adapter_id, data in loras.items()}
-    images["base"] = renderer.render(PARAMS)
-    return images
-
-
-def _differs(first: np.ndarray, second: np.ndarray) -> int:
-    return int(np.abs(first.astype(int) - second.astype(int)).max())
 
 
 def _targeted_weights(renderer: PortraitRenderer) -> dict:
@@ -70,14 +41,14 @@ def test_compiled_unet_serves_every_subject_from_one_graph(
     base = renderer.render(PARAMS)
     assert counters["stats"]["unique_graphs"] == graphs, "a subject or the base model recompiled the UNet"
     assert renderer.loaded_adapter_ids == ["subject-a", "subject-b"]
-    assert _differs(first, eager_images["subject-a"]) <= COMPILED_TOLERANCE
+    assert differs(first, eager_images["subject-a"]) <= COMPILED_TOLERANCE
     for adapter_id, image in images.items():
-        assert _differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
-    assert _differs(base, eager_images["base"]) <= COMPILED_TOLERANCE
-    assert _differs(images["subject-a"], images["subject-b"]) > 20
+        assert differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
+    assert differs(base, eager_images["base"]) <= COMPILED_TOLERANCE
+    assert differs(images["subject-a"], images["subject-b"]) > 20
     mixed = renderer.render_batch([BatchItem(PARAMS, adapter_id, loras[adapter_id]) for adapter_id in order])
     for adapter_id, image in zip(order, mixed, strict=True):  # one batch, each group fused in turn
-        assert _differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
+        assert differs(image, eager_images[adapter_id]) <= COMPILED_TOLERANCE, adapter_id
     renderer.render_batch([BatchItem(PARAMS, "subject-c", loras["subject-c"])] * 3)
     # Groups of 2 (subject-b above) and 3 are other batch sizes than the first render's.
     assert counters["stats"]["unique_graphs"] == graphs, "a batch of another size recompiled the UNet"
@@ -98,7 +69,7 @@ def test_fusing_restores_from_pristine_weights_so_nothing_drifts_or_stays(
         renderer.render(PARAMS, "tenant-1/subject-a", loras["subject-a"])
     assert all(torch.equal(fused_a[name], weight) for name, weight in _targeted_weights(renderer).items())
     assert not all(torch.equal(pristine[name], weight) for name, weight in fused_a.items())
-    assert _differs(renderer.render(PARAMS, "tenant-1/subject-a", loras["subject-a"]),
+    assert differs(renderer.render(PARAMS, "tenant-1/subject-a", loras["subject-a"]),
                     eager_images["subject-a"]) <= 1
 
     assert renderer.evict_prefix("tenant-1/") == 1  # the fused subject is deleted: the base weights return
@@ -119,14 +90,15 @@ def _with(lora: bytes, extra: dict | None = None, metadata: dict | None = None, 
     return save(tensors, metadata=header)
 
 
+# "batched": the slots of services/renderer/batched_adapters.py hold the same plain linear LoRAs.
+@pytest.mark.parametrize("mode", ["fused", "batched"])
 def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
-    base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
+    mode: str, base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
 ) -> None:
     import torch
     from safetensors.torch import load
 
-    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2)
-    renderer.adapters = FusedAdapter(renderer.pipe, 2)
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode=mode)
     lora = loras["subject-a"]
     a_key = next(key for key in load(lora) if key.endswith("lora.down.weight"))
     ones = torch.ones(3)
@@ -136,8 +108,9 @@ def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
         "use_dora": _with(lora, metadata={"unet.use_dora": True}),
         r"is not a \d+x7 linear layer": _with(lora, **{a_key: torch.zeros(4, 7)}),
         "does not fuse, e.g. unet.mid_block.lora_magnitude": _with(lora, {"unet.mid_block.lora_magnitude": ones}),
-        "conv_in is not a 32x4 linear layer": _with(lora, {"unet.conv_in.lora.down.weight": torch.zeros(4, 4),
-                                                            "unet.conv_in.lora.up.weight": torch.zeros(32, 4)}),
+        ("conv_in is not a 32x4 linear layer" if mode == "fused" else "adapter targets conv_in; a batched renderer "
+         "serves LoRAs on to_q"): _with(lora, {"unet.conv_in.lora.down.weight": torch.zeros(4, 4),
+                                               "unet.conv_in.lora.up.weight": torch.zeros(32, 4)}),
         "no layer": _with(lora, {"unet.nowhere.to_q.lora.down.weight": torch.zeros(4, 32),
                                  "unet.nowhere.to_q.lora.up.weight": torch.zeros(32, 4)}),
     }
@@ -145,7 +118,7 @@ def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
         with pytest.raises(RenderInputError, match=reason):
             renderer.render(PARAMS, reason, adapter)
     assert renderer.loaded_adapter_ids == []
-    assert _differs(renderer.render(PARAMS, "subject-a", lora), eager_images["subject-a"]) <= 1
+    assert differs(renderer.render(PARAMS, "subject-a", lora), eager_images["subject-a"]) <= 1
 
 
 def test_an_eager_renderer_has_nothing_to_warm_up(base_model: Path) -> None:
@@ -172,8 +145,8 @@ def test_an_eager_unet_with_fused_adapters_draws_what_peft_adapters_draw(
     assert vae_layouts == {not mode.endswith("-cl")}
     for adapter_id in ["subject-a", "subject-b", "subject-c", "subject-a"]:
         image = renderer.render(PARAMS, adapter_id, loras[adapter_id])
-        assert _differs(image, eager_images[adapter_id]) <= 1, adapter_id
-    assert _differs(renderer.render(PARAMS), eager_images["base"]) <= 1
+        assert differs(image, eager_images[adapter_id]) <= 1, adapter_id
+    assert differs(renderer.render(PARAMS), eager_images["base"]) <= 1
 
 
 def test_from_env_compiles_with_fused_adapters(base_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,7 +81,7 @@ def test_calls_a_graph_cannot_reproduce_are_left_to_eager() -> None:
 
 
 @pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
-@pytest.mark.parametrize("mode", ["graphed", "graphed-fp8", "regional-graphed"])
+@pytest.mark.parametrize("mode", ["graphed", "graphed-fp8", "regional-graphed", "graphed-batched"])
 def test_graphed_modes_are_refused_without_a_gpu(mode: str, base_model: Path) -> None:
     with pytest.raises(ValueError, match="CUDA GPU"):
         PortraitRenderer(load_pipeline(base_model), compile_mode=mode)
@@ -90,7 +90,7 @@ def test_graphed_modes_are_refused_without_a_gpu(mode: str, base_model: Path) ->
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA GPU")
-@pytest.mark.parametrize("mode", ["graphed", "regional-graphed"])
+@pytest.mark.parametrize("mode", ["graphed", "regional-graphed", "graphed-batched"])
 def test_graphed_renders_match_eager_subject_by_subject(mode: str, base_model: Path) -> None:
     loras = [make_lora(base_model, seed=seed) for seed in (1, 2)]
     eager = PortraitRenderer(load_pipeline(base_model))

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from services.renderer.adapters import FusedAdapter, NamedAdapters
+from services.renderer.batched_adapters import DEFAULT_MAX_RANK, BatchedAdapters, subject_mixes
 from services.renderer.errors import RenderInputError
-from services.renderer.unet_modes import COMPILE_ENV, prepare_unet
+from services.renderer.unet_modes import COMPILE_ENV, prepare_unet, unet_mode
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
 ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
 DTYPE_ENV = "STUDIO_RENDER_DTYPE"
+MAX_RANK_ENV = "STUDIO_RENDER_MAX_RANK"  # the largest LoRA rank a batched mode's slots hold
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 DEFAULT_ADAPTER_CACHE_SIZE = 8
 WARM_UP_STEPS = 2
@@ -132,15 +134,23 @@ class PortraitRenderer:
     captures it as CUDA graphs; adapters are then fused into its weights in place
     (services/renderer/adapters.py), so it is compiled or captured once."""
 
-    def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "") -> None:
-        self.unet_mode = prepare_unet(pipe.unet, compile_mode)
+    def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "",
+                 max_rank: int = DEFAULT_MAX_RANK) -> None:
+        self.adapters: NamedAdapters | FusedAdapter | BatchedAdapters | None = None
+
+        def install_batched(unet) -> None:  # the slot layers go in before any compile or capture
+            self.adapters = BatchedAdapters(pipe, adapter_cache_size, max_rank)
+
+        batched = unet_mode(compile_mode).batched_adapters
+        self.unet_mode = prepare_unet(pipe.unet, compile_mode, install_batched if batched else None)
         if self.unet_mode.channels_last:
             use_channels_last_vae(pipe.vae)
         self.pipe = pipe
         self.compile_mode = compile_mode
         self.adapter_cache_size = adapter_cache_size
-        store = FusedAdapter if self.unet_mode.fused_adapters else NamedAdapters
-        self.adapters: NamedAdapters | FusedAdapter = store(pipe, adapter_cache_size)
+        if self.adapters is None:
+            store = FusedAdapter if self.unet_mode.fused_adapters else NamedAdapters
+            self.adapters = store(pipe, adapter_cache_size)
         self._default_scheduler = pipe.scheduler
         self._schedulers: dict[str, object] = {}
 
@@ -152,7 +162,8 @@ class PortraitRenderer:
         if not base_model:
             raise RuntimeError(f"{BASE_MODEL_ENV} must name a diffusers model folder")
         cache_size = int(os.environ.get(ADAPTER_CACHE_ENV) or default_cache_size)
-        return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""))
+        max_rank = int(os.environ.get(MAX_RANK_ENV) or DEFAULT_MAX_RANK)
+        return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""), max_rank)
 
     def warm_up(self, max_batch: int = 1) -> float:
         """Compile or capture now, before serving (a Triton instance calls this while loading, so it is not
@@ -185,9 +196,11 @@ class PortraitRenderer:
 
     def render_batch(self, items: Sequence[BatchItem]) -> list[np.ndarray | Exception]:
         """Each item's image (uint8 HxWx3) or the error that refused it, in order. Items with the same
-        adapter and batch key share one pipeline call; each item gets its own adapter's result."""
+        batch key share one pipeline call, and with the same adapter too unless the mode batches adapters;
+        each item gets its own adapter's result."""
         results: list[np.ndarray | Exception | None] = [None] * len(items)
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[tuple, list[tuple[int, str, str]]] = {}
+        mixes = isinstance(self.adapters, BatchedAdapters)
         for index, item in enumerate(items):
             try:
                 item.params.validate()
@@ -195,17 +208,35 @@ class PortraitRenderer:
                 results[index] = error
                 continue
             digest = hashlib.sha256(item.adapter).hexdigest() if item.adapter else ""
-            groups.setdefault((item.adapter_id, digest, item.params.batch_key), []).append(index)
-        for indices in groups.values():
-            group = [items[index] for index in indices]
-            try:
-                self.adapters.activate(group[0].adapter_id, group[0].adapter)
-                images = self._run_pipeline([item.params for item in group])
-            except RenderInputError as error:
-                images = [error] * len(group)
-            for index, image in zip(indices, images, strict=True):
-                results[index] = image
+            adapter_id = (item.adapter_id or digest) if item.adapter else ""
+            key = item.params.batch_key if mixes else (adapter_id, digest, item.params.batch_key)
+            groups.setdefault(key, []).append((index, adapter_id, digest))
+        for group in groups.values():
+            calls = subject_mixes([entry[1:] for entry in group], self.adapter_cache_size) if mixes else [
+                list(range(len(group)))]
+            for positions in calls:
+                entries = [group[position] for position in positions]
+                for (index, *_), image in zip(entries, self._render_call(items, entries), strict=True):
+                    results[index] = image
         return results  # type: ignore[return-value]
+
+    def _render_call(self, items: Sequence[BatchItem], entries: list[tuple[int, str, str]]) -> list:
+        """One pipeline call for `entries` ((index, adapter id, digest)); an image or error per entry."""
+        if not isinstance(self.adapters, BatchedAdapters):
+            first = items[entries[0][0]]
+            try:
+                self.adapters.activate(first.adapter_id, first.adapter)
+                return self._run_pipeline([items[index].params for index, *_ in entries])
+            except RenderInputError as error:
+                return [error] * len(entries)
+        failures = self.adapters.prepare({adapter_id: items[index].adapter for index, adapter_id, _ in entries
+                                          if adapter_id})
+        rendered = [entry for entry in entries if entry[1] not in failures]
+        images = iter([])
+        if rendered:
+            self.adapters.use_rows([adapter_id for _, adapter_id, _ in rendered])
+            images = iter(self._run_pipeline([items[index].params for index, *_ in rendered]))
+        return [failures[adapter_id] if adapter_id in failures else next(images) for _, adapter_id, _ in entries]
 
     def evict_prefix(self, prefix: str) -> int:
         """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""

@@ -201,3 +201,30 @@ async def test_scheduler_reaches_the_model(triton: TritonServer) -> None:
     assert not np.array_equal(euler, ddim)
     with pytest.raises(RenderRejected, match="unknown scheduler"):
         await render_via_triton(triton.grpc_url, dataclasses.replace(BASE_REQUEST, scheduler="warp"))
+
+
+@pytest.fixture(scope="module")
+async def batched_triton(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> AsyncIterator[TritonServer]:
+    root = tmp_path_factory.mktemp("batched-triton")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("STUDIO_RENDER_COMPILE", "batched")  # the instance reads it when it loads
+        server = await start_triton(MODEL_REPOSITORY, root / "work", root / "logs", base_model=base_model)
+    yield server
+    server.stop()
+
+
+async def test_a_batched_instance_renders_mixed_subjects_together_each_with_its_own_adapter(
+    batched_triton: TritonServer, adapters: dict[str, bytes], in_process: PortraitRenderer
+) -> None:
+    assert "UNet batched" in batched_triton.process.log_tail(400)
+    executions_before = await asyncio.to_thread(batched_triton.counter, EXECUTIONS, MODEL)
+    subjects = ["subject-a", "subject-b", ""] * 3  # two subjects and the base model, interleaved
+    requests = [with_adapter(s, adapters.get(s, b""), seed=index // 3) for index, s in enumerate(subjects)]
+    images = await asyncio.gather(*(render_via_triton(batched_triton.grpc_url, request) for request in requests))
+    executions = await asyncio.to_thread(batched_triton.counter, EXECUTIONS, MODEL) - executions_before
+    assert executions < len(requests)  # the batcher put subjects together
+    for request, image in zip(requests, images, strict=True):
+        alone = render_in_process(in_process, request)  # eager PEFT, one request at a time
+        assert np.abs(image.astype(int) - alone.astype(int)).max() <= 8, request
+    for a, b, base in zip(images[::3], images[1::3], images[2::3], strict=True):
+        assert min(np.abs(a.astype(int) - b.astype(int)).mean(), np.abs(a.astype(int) - base.astype(int)).mean()) > 5

@@ -29,6 +29,9 @@ class UNetMode:
     # Subjects' LoRAs merged into the weights (services/renderer/adapters.py FusedAdapter); eager alone keeps
     # them as PEFT adapters, which serve every LoRA format.
     fused_adapters: bool = True
+    # Every cached subject's LoRA in slots beside the base weights, so one UNet call renders several subjects
+    # (services/renderer/batched_adapters.py); instead of fused_adapters.
+    batched_adapters: bool = False
 
     @property
     def compiles(self) -> bool:
@@ -45,6 +48,10 @@ _BASE_MODES = {
     "graphed": UNetMode(graphed=True),
     "regional-graphed": UNetMode(regional=True, graphed=True),
 }
+_BATCHED = {"batched": UNetMode(fused_adapters=False, batched_adapters=True),
+            **{f"{name}-batched": replace(_BASE_MODES[name], fused_adapters=False, batched_adapters=True)
+               for name in ("compile", "cuda-graphs", "graphed", "regional", "regional-graphed")}}
+_BASE_MODES = {**_BASE_MODES, **_BATCHED}
 _LAYOUTS = {**_BASE_MODES, **{name + CHANNELS_LAST_SUFFIX: replace(mode, channels_last=True)
                               for name, mode in _BASE_MODES.items() if name}}
 UNET_MODES = {**_LAYOUTS, **{name + FP8_SUFFIX: replace(mode, fp8=True) for name, mode in _LAYOUTS.items() if name}}
@@ -56,8 +63,9 @@ def unet_mode(name: str) -> UNetMode:
     return UNET_MODES[name]
 
 
-def prepare_unet(unet, name: str) -> UNetMode:
-    """Convert, compile and capture `unet` in place as mode `name` says; the mode."""
+def prepare_unet(unet, name: str, install_adapters=None) -> UNetMode:
+    """Convert, compile and capture `unet` in place as mode `name` says; the mode. `install_adapters(unet)`
+    runs after the conversions and before any compile or capture (batched adapter layers go there)."""
     mode = unet_mode(name)
     if mode.channels_last:
         import torch
@@ -67,6 +75,8 @@ def prepare_unet(unet, name: str) -> UNetMode:
         from services.renderer.fp8 import to_float8
 
         to_float8(unet)
+    if install_adapters is not None:
+        install_adapters(unet)
     # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
     # Dynamic shapes from the start: Triton's batches vary in size (each adapter's group is one pipeline
     # call), and with static shapes the first batch of another size compiled the UNet a second time, cold,

@@ -16,11 +16,14 @@ from services.common.launchers.process import (
 
 
 def _alive(pid: int) -> bool:
+    """Running, not merely a zombie: an orphan's exit status waits for PID 1 to reap it, which a
+    container's init may do late (kill(pid, 0) succeeds on a zombie)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def never_ready() -> bool:
@@ -98,10 +101,8 @@ def test_child_is_terminated_when_its_parent_is_killed(tmp_path: Path) -> None:
     child_pid = int(parent.stdout.readline())
     parent.kill()
     parent.wait()
-    for _ in range(50):
-        try:
-            os.kill(child_pid, 0)
-        except ProcessLookupError:
+    for _ in range(100):
+        if not _alive(child_pid):
             return
         time.sleep(0.1)
     os.kill(child_pid, signal.SIGKILL)
