@@ -128,11 +128,13 @@ def use_channels_last_vae(vae) -> None:
 
 
 class PortraitRenderer:
-    """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter.
+    """One pipeline, its LoRA adapters cached by id (LRU); renders batches grouped by adapter, or with the
+    subjects of a batch together in the -batched modes.
 
     compile_mode ("" eager, or a services/renderer/unet_modes.py UNET_MODES name) compiles the UNet or
     captures it as CUDA graphs; adapters are then fused into its weights in place
-    (services/renderer/adapters.py), so it is compiled or captured once."""
+    (services/renderer/adapters.py) or held in slots beside them (services/renderer/batched_adapters.py),
+    so it is compiled or captured once."""
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "",
                  max_rank: int = DEFAULT_MAX_RANK) -> None:
@@ -222,21 +224,30 @@ class PortraitRenderer:
 
     def _render_call(self, items: Sequence[BatchItem], entries: list[tuple[int, str, str]]) -> list:
         """One pipeline call for `entries` ((index, adapter id, digest)); an image or error per entry."""
-        if not isinstance(self.adapters, BatchedAdapters):
-            first = items[entries[0][0]]
-            try:
-                self.adapters.activate(first.adapter_id, first.adapter)
-                return self._run_pipeline([items[index].params for index, *_ in entries])
-            except RenderInputError as error:
-                return [error] * len(entries)
-        failures = self.adapters.prepare({adapter_id: items[index].adapter for index, adapter_id, _ in entries
-                                          if adapter_id})
+        if isinstance(self.adapters, BatchedAdapters):
+            return self._render_mixed(items, entries)
+        first = items[entries[0][0]]
+        try:
+            self.adapters.activate(first.adapter_id, first.adapter)
+            return self._run_pipeline([items[index].params for index, *_ in entries])
+        except RenderInputError as error:
+            return [error] * len(entries)
+
+    def _render_mixed(self, items: Sequence[BatchItem], entries: list[tuple[int, str, str]]) -> list:
+        """Several subjects in one call: an adapter that cannot load fails its own items only."""
+        assert isinstance(self.adapters, BatchedAdapters)
+        failures: dict[str, Exception] = dict(self.adapters.prepare(
+            {adapter_id: items[index].adapter for index, adapter_id, _ in entries if adapter_id}))
         rendered = [entry for entry in entries if entry[1] not in failures]
-        images = iter([])
+        images: list = []
         if rendered:
             self.adapters.use_rows([adapter_id for _, adapter_id, _ in rendered])
-            images = iter(self._run_pipeline([items[index].params for index, *_ in rendered]))
-        return [failures[adapter_id] if adapter_id in failures else next(images) for _, adapter_id, _ in entries]
+            try:
+                images = self._run_pipeline([items[index].params for index, *_ in rendered])
+            except RenderInputError as error:
+                images = [error] * len(rendered)
+        outcomes = iter(images)
+        return [failures[adapter_id] if adapter_id in failures else next(outcomes) for _, adapter_id, _ in entries]
 
     def evict_prefix(self, prefix: str) -> int:
         """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""
