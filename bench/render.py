@@ -162,7 +162,7 @@ def _tiny_line(row: dict) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        from bench.render_real_size import child
+        from bench.render_rows import child
 
         child(sys.argv[2:])
         return

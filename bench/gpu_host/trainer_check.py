@@ -46,7 +46,8 @@ def check_model(model: str, real_size: bool, steps: int, work: Path, device: str
     import torch
     from safetensors.torch import load
 
-    from bench.render_real_size import image_side, write_random_model
+    from bench.render_real_size import write_random_model
+    from bench.render_rows import image_side
     from services.trainer.checkpoint import checkpoint_bytes, read_checkpoint
     from services.trainer.training import TrainingConfig, TrainingRun
     from services.trainer.validation import IdentityValidator

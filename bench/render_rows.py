@@ -1,0 +1,174 @@
+"""Rows of the real-size render bench (bench/render_real_size.py): one measurement each, in-process in a
+child process of its own (bench/render.py --child: a slow torch.compile can be cut off at its time box,
+memory starts clean) or through a real tritonserver, and each row's first image kept to compare with
+eager's (the drift a faster mode or the served path adds)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.train_real_size import sync_device, unet_config
+from services.renderer.unet_modes import COMPILE_ENV
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
+TRITON_MODEL = "portrait_diffusion"
+PROFILED_STEPS = 4
+PROMPT = "half-body portrait photo of sks person, soft studio lighting"
+
+
+def image_side(model: str, tiny: bool) -> int:
+    return unet_config(model, tiny)["sample_size"] * 8
+
+
+
+def renderer_mode(mode: str) -> str:
+    """A bench mode's STUDIO_RENDER_COMPILE name ("eager" is the renderer's "")."""
+    return "" if mode == "eager" else mode
+
+
+
+
+def _render(pipe, batch: int, side: int, steps: int, seed: int = 0, decode: bool = True):
+    import torch
+
+    generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)]
+    with torch.inference_mode():
+        return pipe(prompt=[PROMPT] * batch, negative_prompt=["blurry"] * batch, num_inference_steps=steps,
+                    guidance_scale=6.0, width=side, height=side, generator=generators,
+                    output_type="np" if decode else "latent").images
+
+
+def _render_subjects(renderer, loras: list[bytes], batch: int, side: int, steps: int, seed: int = 0) -> list:
+    """A batch whose images cycle through the subjects (as Triton's batcher mixes concurrent orders), through
+    render_batch: an eager renderer splits it into one pipeline call per subject, a batched one does not."""
+    from services.renderer.pipeline import BatchItem, RenderParams
+
+    items = [BatchItem(RenderParams(prompt=PROMPT, negative_prompt="blurry", seed=seed + index, steps=steps,
+                                    guidance=6.0, width=side, height=side), *_subject(index, loras))
+             for index in range(batch)]
+    return [image.astype(np.float32) / 255 for image in renderer.render_batch(items)]
+
+
+def _subject(index: int, loras: list[bytes]) -> tuple[str, bytes]:
+    """Image `index`'s adapter id and bytes: one subject ("bench") or several in turn."""
+    return ("bench", loras[0]) if len(loras) == 1 else (f"subject-{index % len(loras)}", loras[index % len(loras)])
+
+
+def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: int, device: str, tiny: bool,
+                       loras: list[Path], profile: bool = False) -> dict:
+    """One child's work: load the saved model with its LoRA (or several subjects' LoRAs, mixed in each batch),
+    compile as `mode` says, time renders; with `profile`, where the device time of PROFILED_STEPS denoising
+    steps goes (bench/kernel_profile.py; several subjects: with the decode)."""
+    from services.renderer.pipeline import PortraitRenderer, load_pipeline
+
+    pipe = load_pipeline(folder)
+    data = [lora.read_bytes() for lora in loras]
+    renderer = PortraitRenderer(pipe, adapter_cache_size=max(8, len(data)), compile_mode=renderer_mode(mode))
+    side = image_side(model, tiny)
+    if len(data) == 1:
+        renderer.adapters.activate("bench", data[0])
+
+    def render(seed: int, render_steps: int = steps, decode: bool = True):
+        if len(data) == 1:
+            return _render(pipe, batch, side, render_steps, seed, decode)
+        return _render_subjects(renderer, data, batch, side, render_steps, seed)
+
+    started = time.perf_counter()
+    for _ in range(2):  # warm-up (and compilation, CUDA graph capture)
+        images = render(0)
+    sync_device(device)
+    warmup_s = time.perf_counter() - started
+    np.save(first_image_path(loras[0].parent, model, mode), images[0])  # compared with eager's by the parent
+    started, repeats = time.perf_counter(), 3
+    for repeat in range(repeats):
+        render(repeat)
+    sync_device(device)
+    seconds = (time.perf_counter() - started) / repeats
+    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
+    if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
+        from bench.kernel_profile import profile_render
+
+        result["profile"] = profile_render(lambda: render(0, PROFILED_STEPS, decode=False), device)
+    return result
+
+
+def first_image_path(work: Path, model: str, mode: str) -> Path:
+    return work / f"{model}-{mode}-first-image.npy"
+
+
+def difference_from_eager(work: Path, model: str, mode: str) -> float | None:
+    """Mean |difference| of the first image (seed 0) from eager in-process's, in levels of 255: is the
+    faster mode, or the served path (`<mode>-triton`), still drawing the same picture (FP8 and compiled
+    kernels round differently, a batch of other size too; NaNs or a broken capture would show)."""
+    eager, this = first_image_path(work, model, "eager"), first_image_path(work, model, mode)
+    if mode == "eager" or not (eager.is_file() and this.is_file()):
+        return None
+    return float(np.nan_to_num(np.abs(np.load(this) - np.load(eager)), nan=1.0).mean() * 255)
+
+
+def child(argv: list[str]) -> None:
+    folder, model, mode, batch, steps, device, loras = argv[:7]
+    result = measure_in_process(Path(folder), model, mode, int(batch), int(steps), device, "--tiny-shapes" in argv,
+                                [Path(lora) for lora in loras.split(",")], profile="--profile" in argv)
+    print(json.dumps(result), flush=True)
+
+
+async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch: int, steps: int, tiny: bool,
+                         loras: list[bytes], timeout_s: float) -> dict:
+    """The same renders through tritonserver: 3 waves of `batch` requests sent at once, so that Triton's
+    batches are in-process's (with all 3 × batch in flight it batched SDXL's 4 up to its max_batch_size,
+    8, which is not the comparison the target asks for)."""
+    import os
+
+    from services.common.launchers.triton import start_triton
+    from services.renderer.triton_client import RenderRequest, render_via_triton
+
+    os.environ[COMPILE_ENV] = renderer_mode(mode)
+    load_started = time.perf_counter()  # a compiled instance compiles while loading (warm_up)
+    server = await start_triton(MODEL_REPOSITORY, work / f"triton-{model}-{mode}", work / "logs", base_model=folder,
+                                ready_timeout=timeout_s)
+    load_s = time.perf_counter() - load_started
+    side = image_side(model, tiny)
+    requests = [RenderRequest(PROMPT, "blurry", *_subject(index % batch, loras), seed=index, steps=steps, guidance=6.0,
+                              width=side, height=side) for index in range(batch * 3)]
+
+    async def wave(wave_requests: list[RenderRequest]) -> list[np.ndarray]:
+        return await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s)
+                                      for r in wave_requests))
+
+    try:
+        warm_started = time.perf_counter()
+        await wave(requests[:batch])
+        warmup_s = time.perf_counter() - warm_started
+        executions = await asyncio.to_thread(server.counter, "nv_inference_exec_count", TRITON_MODEL)
+        started = time.perf_counter()
+        images = [image for start in range(0, len(requests), batch)
+                  for image in await wave(requests[start:start + batch])]
+        images_per_s = len(requests) / (time.perf_counter() - started)
+        # Triton batches what is in flight: the batches it ran, to compare with in-process's.
+        executions = await asyncio.to_thread(server.counter, "nv_inference_exec_count", TRITON_MODEL) - executions
+        # Seed 0 with the same prompt, LoRA and settings as eager in-process's first image.
+        np.save(first_image_path(work, model, f"{mode}-triton"), images[0].astype(np.float32) / 255)
+        return {"images_per_s": images_per_s, "warmup_s": warmup_s, "load_s": load_s,
+                "mean_batch": len(requests) / executions if executions else None}
+    finally:
+        server.stop()
+
+
+def triton_row(folder: Path, work: Path, model: str, mode: str, batch: int, steps: int, tiny: bool,
+                loras: list[bytes], timeout_s: float) -> dict:
+    """measure_triton, or why it failed with the end of tritonserver's log: the other rows still run."""
+    try:
+        return asyncio.run(measure_triton(folder, work, model, mode, batch, steps, tiny, loras, timeout_s))
+    except Exception as error:  # noqa: BLE001 - a bench row reports any failure and the run goes on
+        log = work / "logs" / "tritonserver.log"
+        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+        # Triton's error lines start with E<date>; a model that failed to load says UNAVAILABLE in its table.
+        reasons = [line.strip(" |") for line in lines if line.startswith("E") or "UNAVAILABLE" in line][-5:]
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]} | {' | '.join(reasons)}"[:2000]}
