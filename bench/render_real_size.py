@@ -233,12 +233,11 @@ def compiles(mode: str) -> bool:
 
 
 def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, str]]:
-    """(mode, path) pairs: the baseline first (eager in-process); then the faster modes through Triton
-    (what the target is about), FP8 first (in bf16, twice eager is beyond the chip's arithmetic for
-    SDXL), those that start in seconds before those holding a cold compile; then eager through Triton
-    (the serving overhead, without which a Triton row cannot say whether the mode or the serving cost
-    what it lost); then the faster modes in-process (their profiles and drift). A spent time box then
-    cuts the least useful rows."""
+    """(mode, path) pairs: the baseline first (eager in-process); then through Triton (what the target is
+    about) the modes that start in seconds, then eager (the serving overhead, without which a Triton row
+    cannot say whether the mode or the serving cost what it lost), then those holding a cold compile, FP8
+    first; then the faster modes in-process (their profiles and drift). A spent time box then cuts the
+    least useful rows."""
     paths = ("in-process", "triton") if with_triton else ("in-process",)
     pairs = [(mode, path) for mode in modes for path in paths]
 
@@ -246,7 +245,7 @@ def measurement_order(modes: list[str], with_triton: bool) -> list[tuple[str, st
         mode, path = pair
         if pair == ("eager", "in-process"):
             return (0,)
-        return (1, path == "in-process", mode == "eager", not mode.endswith("-fp8"), compiles(mode))
+        return (1, path == "in-process", compiles(mode), mode == "eager", not mode.endswith("-fp8"))
 
     return sorted(pairs, key=rank)
 

@@ -6,15 +6,15 @@
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
 # STUDIO_RENDER_MODES replaces the render-*-graphed steps' --modes list.
-# Steps (default: render-sd15-graphed:240 render-sdxl-graphed:320, issue 6's rows without a whole-UNet
+# Steps (default: render-sd15-graphed:330 render-sdxl-graphed:240, issue 6's rows without a whole-UNet
 # torch.compile, in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed
 #                  bench/render.py --real-size --only sd15|sdxl --profile: eager in-process (the baseline, with
-#                  where its device time goes), then through Triton the eager UNet replayed as CUDA graphs and
-#                  its blocks compiled one by one inside CUDA graphs, then eager through Triton (the serving
-#                  overhead), then the faster modes in-process with their profiles
+#                  where its device time goes), then through Triton the eager UNet replayed as CUDA graphs,
+#                  eager (the serving overhead) and the UNet's blocks compiled one by one inside CUDA graphs,
+#                  then the faster modes in-process with their profiles
 #   render-sd15-profile, render-sdxl-profile
 #                  in-process only, each mode with its device-time profile: eager (PEFT LoRA), fused LoRA,
 #                  CUDA graphs, regional compile (bf16, FP8), channels-last
@@ -135,7 +135,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(render-sd15-graphed:240 render-sdxl-graphed:320)
+[ ${#steps[@]} -eq 0 ] && steps=(render-sd15-graphed:330 render-sdxl-graphed:240)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue
