@@ -114,3 +114,19 @@ def test_the_compiled_fp8_mode_serves_subjects_from_one_graph(base_model: Path, 
     graphs = counters["stats"]["unique_graphs"]
     _check_each_subject_stays_its_own(renderer, loras, reference)
     assert counters["stats"]["unique_graphs"] == graphs, "a subject recompiled the FP8 UNet"
+
+
+def test_batched_subjects_over_fp8_layers_each_stay_their_own(base_model: Path, loras: dict[str, bytes]) -> None:
+    from services.renderer.batched_adapters import BatchedLoraLinear
+    from services.renderer.pipeline import BatchItem
+
+    reference = _full_precision(base_model, loras)
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode="batched-fp8")
+    wrapped = [module.base for module in renderer.pipe.unet.modules() if isinstance(module, BatchedLoraLinear)]
+    assert any(isinstance(base, Float8Linear) for base in wrapped)  # the slots sit beside FP8 products
+    order = ["subject-b", "subject-a", "subject-b"]
+    images = renderer.render_batch([BatchItem(PARAMS, subject, loras[subject]) for subject in order])
+    for subject, image in zip(order, images, strict=True):
+        other = next(name for name in reference if name != subject)
+        assert _mean_difference(image, reference[subject]) < IMAGE_TOLERANCE, subject
+        assert _mean_difference(image, reference[other]) > 2 * IMAGE_TOLERANCE, subject

@@ -8,6 +8,7 @@ Every mode but eager fuses subjects' LoRAs into the UNet's weights in place
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 COMPILE_ENV = "STUDIO_RENDER_COMPILE"
@@ -39,7 +40,7 @@ class UNetMode:
         return self.whole is not None or self.regional
 
 
-_BASE_MODES = {
+_ONE_ADAPTER_MODES = {
     "": UNetMode(fused_adapters=False),
     "fused": UNetMode(),  # eager, with the subject's LoRA fused into the weights instead of PEFT layers
     "compile": UNetMode(whole="default"),
@@ -48,10 +49,12 @@ _BASE_MODES = {
     "graphed": UNetMode(graphed=True),
     "regional-graphed": UNetMode(regional=True, graphed=True),
 }
-_BATCHED = {"batched": UNetMode(fused_adapters=False, batched_adapters=True),
-            **{f"{name}-batched": replace(_BASE_MODES[name], fused_adapters=False, batched_adapters=True)
-               for name in ("compile", "cuda-graphs", "graphed", "regional", "regional-graphed")}}
-_BASE_MODES = {**_BASE_MODES, **_BATCHED}
+_BATCHED_MODES = {
+    "batched": UNetMode(fused_adapters=False, batched_adapters=True),  # eager, several subjects per UNet call
+    **{f"{name}-batched": replace(_ONE_ADAPTER_MODES[name], fused_adapters=False, batched_adapters=True)
+       for name in ("compile", "cuda-graphs", "graphed", "regional", "regional-graphed")},
+}
+_BASE_MODES = {**_ONE_ADAPTER_MODES, **_BATCHED_MODES}
 _LAYOUTS = {**_BASE_MODES, **{name + CHANNELS_LAST_SUFFIX: replace(mode, channels_last=True)
                               for name, mode in _BASE_MODES.items() if name}}
 UNET_MODES = {**_LAYOUTS, **{name + FP8_SUFFIX: replace(mode, fp8=True) for name, mode in _LAYOUTS.items() if name}}
@@ -63,7 +66,7 @@ def unet_mode(name: str) -> UNetMode:
     return UNET_MODES[name]
 
 
-def prepare_unet(unet, name: str, install_adapters=None) -> UNetMode:
+def prepare_unet(unet, name: str, install_adapters: Callable[[object], None] | None = None) -> UNetMode:
     """Convert, compile and capture `unet` in place as mode `name` says; the mode. `install_adapters(unet)`
     runs after the conversions and before any compile or capture (batched adapter layers go there)."""
     mode = unet_mode(name)
