@@ -60,13 +60,13 @@ def profile_render(render: Callable[[], object], device: str) -> dict:
         wall_s = time.perf_counter() - started
     timed = [(event.key, event.self_device_time_total if cuda else event.self_cpu_time_total)
              for event in profiler.key_averages() if not cuda or event.device_type == DeviceType.CUDA]
-    timed = sorted(((name, us) for name, us in timed if us > 0), key=lambda item: -item[1])
+    timed = sorted(((name, kind_of(name), us) for name, us in timed if us > 0), key=lambda item: -item[2])
     totals: dict[str, float] = {}
-    for name, microseconds in timed:
-        totals[kind_of(name)] = totals.get(kind_of(name), 0.0) + microseconds
+    for _, kind, microseconds in timed:
+        totals[kind] = totals.get(kind, 0.0) + microseconds
     device_us = sum(totals.values())
     shares = {kind: total / device_us for kind, total in sorted(totals.items(), key=lambda item: -item[1])}
-    top = [[name[:NAME_LENGTH], kind_of(name), microseconds / device_us] for name, microseconds in timed[:TOP_KERNELS]]
+    top = [[name[:NAME_LENGTH], kind, microseconds / device_us] for name, kind, microseconds in timed[:TOP_KERNELS]]
     return {"wall_ms": wall_s * 1e3, "device_ms": device_us / 1e3, "busy": device_us / 1e6 / wall_s if wall_s else 0.0,
             "shares": shares, "top": top}
 

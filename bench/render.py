@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.render_rows import MODEL_REPOSITORY, renderer_mode  # noqa: E402
 from services.common.machine import describe_machine  # noqa: E402
 from services.renderer.unet_modes import COMPILE_ENV, UNET_MODES  # noqa: E402
 
@@ -107,7 +108,7 @@ async def tiny_cpu(args) -> list[dict]:
         base_model = write_tiny_model(Path(work) / "tiny")
         loras = [make_lora(base_model, seed=subject + 1) for subject in range(max(SUBJECT_COUNTS))]
         for mode in modes:
-            os.environ[COMPILE_ENV] = "" if mode == "eager" else mode  # Triton's instance reads it when it loads
+            os.environ[COMPILE_ENV] = renderer_mode(mode)  # Triton's instance reads it when it loads
             rows += await _tiny_mode_rows(args, mode, base_model, loras, Path(work) / mode)
     _print_tiny_comparison(rows)
     return rows
@@ -118,9 +119,8 @@ async def _tiny_mode_rows(args, mode: str, base_model: Path, loras: list[bytes],
     from services.renderer.pipeline import PortraitRenderer, load_pipeline
 
     renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=max(SUBJECT_COUNTS),
-                                compile_mode="" if mode == "eager" else mode)
-    model_repository = Path(__file__).resolve().parent.parent / "services" / "renderer" / "model_repository"
-    triton = await start_triton(model_repository, work / "triton", work / "logs", base_model=base_model)
+                                compile_mode=renderer_mode(mode))
+    triton = await start_triton(MODEL_REPOSITORY, work / "triton", work / "logs", base_model=base_model)
     rows = []
     try:
         for subjects in SUBJECT_COUNTS:

@@ -26,12 +26,9 @@ def image_side(model: str, tiny: bool) -> int:
     return unet_config(model, tiny)["sample_size"] * 8
 
 
-
 def renderer_mode(mode: str) -> str:
     """A bench mode's STUDIO_RENDER_COMPILE name ("eager" is the renderer's "")."""
     return "" if mode == "eager" else mode
-
-
 
 
 def _render(pipe, batch: int, side: int, steps: int, seed: int = 0, decode: bool = True):
@@ -162,7 +159,7 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
 
 
 def triton_row(folder: Path, work: Path, model: str, mode: str, batch: int, steps: int, tiny: bool,
-                loras: list[bytes], timeout_s: float) -> dict:
+               loras: list[bytes], timeout_s: float) -> dict:
     """measure_triton, or why it failed with the end of tritonserver's log: the other rows still run."""
     try:
         return asyncio.run(measure_triton(folder, work, model, mode, batch, steps, tiny, loras, timeout_s))

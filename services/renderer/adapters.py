@@ -81,12 +81,13 @@ class LeastRecentlyUsed:
     def loaded_ids(self) -> list[str]:
         return list(self._digests)
 
-    def activate(self, adapter_id: str, adapter: bytes) -> None:
-        """Make `adapter` (bytes; empty: the base model alone) the one the next pipeline call uses."""
+    def activate(self, adapter_id: str, adapter: bytes, digest: str = "") -> None:
+        """Make `adapter` (bytes; empty: the base model alone) the one the next pipeline call uses; `digest`,
+        its sha256 where the caller has it already (a LoRA is megabytes, hashed once per request)."""
         if not adapter:
             self._use_base_model()
             return
-        digest = hashlib.sha256(adapter).hexdigest()
+        digest = digest or hashlib.sha256(adapter).hexdigest()
         adapter_id = adapter_id or digest
         if self._digests.get(adapter_id) != digest:
             self._load(adapter_id, adapter, digest)

@@ -108,20 +108,19 @@ class BatchedAdapters(LeastRecentlyUsed):
         self.table = install_batched_layers(pipe.unet, size + 1, max_rank)
         self._slots: dict[str, int] = {}
 
-    def prepare(self, adapters: dict[str, bytes]) -> dict[str, RenderInputError]:
-        """Load each (id -> bytes) not yet in a slot, at most `size` at once, without evicting any of them;
-        the ids that could not be loaded, with why."""
+    def prepare(self, adapters: dict[str, tuple[bytes, str]]) -> dict[str, RenderInputError]:
+        """Load each (id -> (bytes, sha256 of them)) not yet in a slot, at most `size` at once, without evicting
+        any of them; the ids that could not be loaded, with why."""
         if len(adapters) > self.size:
             raise ValueError(f"{len(adapters)} adapters in one call, the cache holds {self.size}")
-        digests = {adapter_id: hashlib.sha256(adapter).hexdigest() for adapter_id, adapter in adapters.items()}
-        for adapter_id in adapters:  # most recent: loading the others evicts none of these
-            if self._digests.get(adapter_id) == digests[adapter_id]:
+        for adapter_id, (_, digest) in adapters.items():  # most recent: loading the others evicts none of these
+            if self._digests.get(adapter_id) == digest:
                 self._digests.move_to_end(adapter_id)
         failures = {}
-        for adapter_id, adapter in adapters.items():
-            if self._digests.get(adapter_id) != digests[adapter_id]:
+        for adapter_id, (adapter, digest) in adapters.items():
+            if self._digests.get(adapter_id) != digest:
                 try:
-                    self._load(adapter_id, adapter, digests[adapter_id])
+                    self._load(adapter_id, adapter, digest)
                 except RenderInputError as error:
                     failures[adapter_id] = error
         return failures
@@ -130,11 +129,12 @@ class BatchedAdapters(LeastRecentlyUsed):
         """The next UNet call's images, in order, each with its adapter ("" = the base model)."""
         self.table.set([self._slots[adapter_id] if adapter_id else BASE_SLOT for adapter_id in adapter_ids])
 
-    def activate(self, adapter_id: str, adapter: bytes) -> None:
+    def activate(self, adapter_id: str, adapter: bytes, digest: str = "") -> None:
         """The single-adapter interface: every image of the next call uses this adapter."""
-        adapter_id = adapter_id or (hashlib.sha256(adapter).hexdigest() if adapter else "")
+        digest = digest or (hashlib.sha256(adapter).hexdigest() if adapter else "")
+        adapter_id = adapter_id or digest
         if adapter:
-            failure = self.prepare({adapter_id: adapter}).get(adapter_id)
+            failure = self.prepare({adapter_id: (adapter, digest)}).get(adapter_id)
             if failure:
                 raise failure
         self.use_rows([adapter_id] * MAX_IMAGES_PER_CALL)

@@ -226,9 +226,10 @@ class PortraitRenderer:
         """One pipeline call for `entries` ((index, adapter id, digest)); an image or error per entry."""
         if isinstance(self.adapters, BatchedAdapters):
             return self._render_mixed(items, entries)
-        first = items[entries[0][0]]
+        first_index, _, digest = entries[0]
+        first = items[first_index]
         try:
-            self.adapters.activate(first.adapter_id, first.adapter)
+            self.adapters.activate(first.adapter_id, first.adapter, digest)
             return self._run_pipeline([items[index].params for index, *_ in entries])
         except RenderInputError as error:
             return [error] * len(entries)
@@ -237,7 +238,7 @@ class PortraitRenderer:
         """Several subjects in one call: an adapter that cannot load fails its own items only."""
         assert isinstance(self.adapters, BatchedAdapters)
         failures: dict[str, Exception] = dict(self.adapters.prepare(
-            {adapter_id: items[index].adapter for index, adapter_id, _ in entries if adapter_id}))
+            {adapter_id: (items[index].adapter, digest) for index, adapter_id, digest in entries if adapter_id}))
         rendered = [entry for entry in entries if entry[1] not in failures]
         images: list = []
         if rendered:
