@@ -40,13 +40,16 @@ class TritonServer:
     def http_url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
     def stop(self, timeout: float = EXIT_TIMEOUT_SECS + 5) -> None:
         self.process.stop(timeout)
 
     def counter(self, name: str, model: str) -> float:
         """Sum of a Prometheus counter over `model`'s series, read from Triton's metrics port."""
-        url = f"http://{self.host}:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
             lines = response.read().decode().splitlines()
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines
                    if line.startswith(name + "{") and f'model="{model}"' in line)
@@ -146,8 +149,11 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-async def _all_ready(http_url: str, models: Sequence[str]) -> bool:
+async def _all_ready(http_url: str, metrics_url: str, models: Sequence[str]) -> bool:
+    # Triton opens its metrics port last, after the HTTP API already answers ready: a caller reading a
+    # counter right after start found it closed.
     urls = [f"{http_url}/v2/health/ready"] + [f"{http_url}/v2/models/{model}/ready" for model in models]
+    urls.append(metrics_url)
     for url in urls:
         if not await asyncio.to_thread(_http_ok, url):
             return False
@@ -186,7 +192,7 @@ async def start_triton(
         process=process,
     )
     try:
-        await process.wait_ready(lambda: _all_ready(server.http_url, models), ready_timeout)
+        await process.wait_ready(lambda: _all_ready(server.http_url, server.metrics_url, models), ready_timeout)
     except BaseException:
         server.stop()
         raise
