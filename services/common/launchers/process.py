@@ -76,6 +76,22 @@ def _with_parent_death_signal(argv: list[str]) -> list[str]:
     return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv] if _SETPRIV else argv
 
 
+def _wait_until_past_setpriv(pid: int, timeout: float = 2.0) -> None:
+    """setpriv sets the parent-death signal only after it is exec'd, then execs the server: a parent that
+    dies in between leaves a server that outlives it (seen when a test killed its parent at once). Returns
+    once the child runs the server itself (its command line no longer setpriv's), has exited, or the
+    timeout passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            return
+        if program and program.decode(errors="replace") != _SETPRIV:
+            return
+        time.sleep(0.001)
+
+
 def _terminate_with_parent() -> None:
     """Runs in the child before exec: on Linux, SIGTERM it if its parent dies (even by SIGKILL),
     so a killed `studio up` or test run leaves no servers behind."""
@@ -122,6 +138,8 @@ class ManagedProcess:
                 start_new_session=True,
                 preexec_fn=None if _SETPRIV else _terminate_with_parent,
             )
+        if _SETPRIV:
+            _wait_until_past_setpriv(self._popen.pid)
 
     def is_running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
