@@ -55,6 +55,19 @@ def test_trainer_replays_cuda_graphs_only_where_it_has_a_gpu(built):
     assert train_compile("dev") == "off"
 
 
+def test_triton_replays_cuda_graphs_only_where_it_has_a_gpu(built):
+    def render_compile(overlay: str) -> str:
+        config = next(m for m in of_kind(built[overlay], "ConfigMap") if m["metadata"]["name"] == "studio-config")
+        triton = named(built[overlay], "Deployment", "tritonserver")
+        [container] = triton["spec"]["template"]["spec"]["containers"]
+        [setting] = [e for e in container["env"] if e["name"] == "STUDIO_RENDER_COMPILE"]
+        assert setting["valueFrom"]["configMapKeyRef"] == {"name": "studio-config", "key": "STUDIO_RENDER_COMPILE"}
+        return config["data"]["STUDIO_RENDER_COMPILE"]
+
+    assert render_compile("prod") == "graphed-batched"
+    assert render_compile("dev") == "batched"
+
+
 def test_scalers_use_the_bus_topology_and_trainer_scales_to_zero(built):
     scaled = {m["metadata"]["name"]: m["spec"] for m in of_kind(built["prod"], "ScaledObject")}
     trainer_trigger = scaled["trainer"]["triggers"][0]["metadata"]

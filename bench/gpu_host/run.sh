@@ -5,7 +5,7 @@
 #
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
-# STUDIO_RENDER_MODES replaces the render-*-graphed steps' --modes list.
+# STUDIO_RENDER_MODES replaces the render-*-graphed steps' --modes list, STUDIO_SUBJECT_MODES the render-*-subjects'.
 # Steps (default: render-sd15-graphed:330 render-sdxl-graphed:240, issue 6's rows without a whole-UNet
 # torch.compile, in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
@@ -107,8 +107,9 @@ run_step() {
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused graphed
                regional-graphed regional-graphed-fp8 fused-cl --budget-s "$budget") ;;
     render-sd15-subjects|render-sdxl-subjects)
-      command=(bench/render.py --real-size --only "$model" --subjects 4 --modes eager batched graphed-batched
-               --budget-s "$budget") ;;
+      # shellcheck disable=SC2206 - STUDIO_SUBJECT_MODES is a space-separated list of modes
+      command=(bench/render.py --real-size --only "$model" --subjects 4
+               --modes ${STUDIO_SUBJECT_MODES:-eager batched graphed-batched} --budget-s "$budget") ;;
     render-sd15|render-sdxl)
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager cuda-graphs
                --budget-s "$budget") ;;

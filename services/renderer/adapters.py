@@ -9,6 +9,8 @@ Two stores, one interface (activate, evict_prefix, loaded_ids):
   module structure, so named adapters would recompile the UNet for every new subject and, past
   dynamo's recompile limit, silently run eager; fused weights keep one graph with no LoRA work in it,
   and CUDA graphs captured over those weights stay valid.
+FusedAdapter and the batched store (batched_adapters.py) keep a LoRA's text-encoder part as a PEFT
+adapter on the text encoders, which no compile or capture touches (text_encoder_loras.py).
 """
 
 from __future__ import annotations
@@ -183,20 +185,27 @@ class FusedAdapter(LeastRecentlyUsed):
     drift however many subjects pass, and no subject's weights behind once it is deleted."""
 
     def __init__(self, pipe, size: int) -> None:
+        from services.renderer.text_encoder_loras import TextEncoderLoras
+
         super().__init__(pipe, size)
         self._parsed: dict[str, list[LayerDelta]] = {}
         self._pristine: dict[str, object] = {}  # layer path -> W0, on the UNet's device
         self._fused: str | None = ""  # digest of the fused adapter; "" the base model; None unknown
+        self.text_encoders = TextEncoderLoras(pipe)
 
     def _use(self, adapter_id: str, digest: str) -> None:
         self._fuse(self._parsed[adapter_id], digest)
+        self.text_encoders.use(adapter_id)
 
     def _use_base_model(self) -> None:
         self._fuse([], "")
+        self.text_encoders.use("")
 
     def _load(self, adapter_id: str, adapter: bytes, digest: str) -> None:
-        deltas = [self._checked(delta) for delta in linear_lora_layers(self.pipe, adapter)]
+        lora = linear_lora(self.pipe, adapter)
+        deltas = [self._checked(delta) for delta in lora.unet]
         self._make_room(adapter_id)
+        self.text_encoders.load(adapter_id, lora.text_encoders, lora.metadata)
         self._parsed[adapter_id] = deltas
         self._digests[adapter_id] = digest
 
@@ -236,6 +245,7 @@ class FusedAdapter(LeastRecentlyUsed):
     def _evict(self, adapter_id: str) -> None:
         digest = self._digests.pop(adapter_id, None)
         self._parsed.pop(adapter_id, None)
+        self.text_encoders.evict(adapter_id)
         if digest is not None and digest == self._fused and digest not in self._digests.values():
             self._fuse([], "")  # a deleted subject's weights must not stay in GPU memory
 
@@ -247,9 +257,21 @@ def _write(layer, weight) -> None:
         layer.requantize()
 
 
-def linear_lora_layers(pipe, adapter: bytes) -> list[LayerDelta]:
-    """The UNet layers a LoRA's bytes target, each as a plain linear update; RenderInputError for anything
-    else (the eager PEFT store serves every format, the compiled and batched ones these)."""
+@dataclass(frozen=True)
+class LinearLora:
+    """A LoRA as the fused and batched stores serve it: plain linear updates of UNet layers, and the
+    text-encoder keys (empty when it has none) with their metadata, for TextEncoderLoras."""
+
+    unet: list[LayerDelta]
+    text_encoders: dict
+    metadata: dict | None
+
+
+def linear_lora(pipe, adapter: bytes) -> LinearLora:
+    """A LoRA's bytes split as LinearLora; RenderInputError for anything else (the eager PEFT store serves
+    every format, the compiled and batched ones these)."""
+    from services.renderer.text_encoder_loras import text_encoder_weights
+
     state_dict, metadata = parse_adapter(adapter)
     try:
         state_dict, network_alphas, metadata = to_diffusers_format(pipe, state_dict, metadata)
@@ -258,7 +280,9 @@ def linear_lora_layers(pipe, adapter: bytes) -> list[LayerDelta]:
     if network_alphas:
         raise RenderInputError("adapter is in an older format with per-layer alphas, which a compiled renderer "
                                "does not fuse (STUDIO_RENDER_COMPILE off serves it)")
-    return layer_deltas(state_dict, lora_scale(metadata))
+    text_encoders = text_encoder_weights(state_dict)
+    unet = {key: value for key, value in state_dict.items() if key not in text_encoders}
+    return LinearLora(layer_deltas(unet, lora_scale(metadata)), text_encoders, metadata)
 
 
 def lora_scale(metadata: dict | None) -> float:
@@ -280,9 +304,9 @@ _DOWN_UP = {"lora.down.weight": "lora.up.weight", "lora_A.weight": "lora_B.weigh
 
 def layer_deltas(state_dict: dict, scale: float) -> list[LayerDelta]:
     """The UNet layers a LoRA targets; RenderInputError for weights a fused Linear LoRA cannot express."""
-    if any(not key.startswith("unet.") for key in state_dict):
-        raise RenderInputError("adapter has text-encoder weights, which a compiled renderer does not serve "
-                               "(STUDIO_RENDER_COMPILE off serves them)")
+    others = sorted(key for key in state_dict if not key.startswith("unet."))
+    if others:
+        raise RenderInputError(f"adapter has weights for neither the UNet nor a text encoder, e.g. {others[0]}")
     deltas, used = [], set()
     for key in state_dict:
         for down_suffix, up_suffix in _DOWN_UP.items():

@@ -103,8 +103,8 @@ def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
     a_key = next(key for key in load(lora) if key.endswith("lora.down.weight"))
     ones = torch.ones(3)
     refused = {
-        "text-encoder weights": _with(lora, {"text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
-                                             ".lora_A.weight": torch.zeros(4, 32)}),
+        "text-encoder weights do not fit": _with(lora, {"text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+                                                        ".lora_A.weight": torch.zeros(4, 32)}),
         "use_dora": _with(lora, metadata={"unet.use_dora": True}),
         r"is not a \d+x7 linear layer": _with(lora, **{a_key: torch.zeros(4, 7)}),
         "does not fuse, e.g. unet.mid_block.lora_magnitude": _with(lora, {"unet.mid_block.lora_magnitude": ones}),
@@ -118,6 +118,7 @@ def test_a_compiled_renderer_refuses_what_it_cannot_fuse_and_keeps_serving(
         with pytest.raises(RenderInputError, match=reason):
             renderer.render(PARAMS, reason, adapter)
     assert renderer.loaded_adapter_ids == []
+    assert not getattr(renderer.pipe.text_encoder, "peft_config", None)  # nothing half-loaded
     assert differs(renderer.render(PARAMS, "subject-a", lora), eager_images["subject-a"]) <= 1
 
 

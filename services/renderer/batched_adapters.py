@@ -21,8 +21,9 @@ from collections.abc import Sequence
 
 import torch
 
-from services.renderer.adapters import LeastRecentlyUsed, linear_lora_layers
+from services.renderer.adapters import LeastRecentlyUsed, linear_lora
 from services.renderer.errors import RenderInputError
+from services.renderer.text_encoder_loras import TextEncoderLoras
 
 # The layers the trainer puts LoRAs on (services/trainer/lora.py UNET_TARGET_MODULES).
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -107,6 +108,7 @@ class BatchedAdapters(LeastRecentlyUsed):
         self.max_rank = max_rank
         self.table = install_batched_layers(pipe.unet, size + 1, max_rank)
         self._slots: dict[str, int] = {}
+        self.text_encoders = TextEncoderLoras(pipe)
 
     def prepare(self, adapters: dict[str, tuple[bytes, str]]) -> dict[str, RenderInputError]:
         """Load each (id -> (bytes, sha256 of them)) not yet in a slot, at most `size` at once, without evicting
@@ -125,8 +127,22 @@ class BatchedAdapters(LeastRecentlyUsed):
                     failures[adapter_id] = error
         return failures
 
+    def calls(self, adapter_ids: Sequence[str]) -> list[list[int]]:
+        """Positions of loaded `adapter_ids` grouped into pipeline calls: one call for every subject whose
+        LoRA is UNet-only (and the base model), one per subject with text-encoder weights (a call encodes all
+        its prompts with one text encoder)."""
+        groups: dict[str, list[int]] = {}
+        for position, adapter_id in enumerate(adapter_ids):
+            groups.setdefault(adapter_id if adapter_id in self.text_encoders else "", []).append(position)
+        return list(groups.values())
+
     def use_rows(self, adapter_ids: Sequence[str]) -> None:
-        """The next UNet call's images, in order, each with its adapter ("" = the base model)."""
+        """The next call's images, in order, each with its adapter ("" = the base model); a subject with
+        text-encoder weights only in a call of its own (`calls`)."""
+        encoders = {adapter_id for adapter_id in adapter_ids if adapter_id in self.text_encoders}
+        if len(encoders) > 1 or (encoders and len(set(adapter_ids)) > 1):
+            raise ValueError("a subject with text-encoder weights needs a pipeline call of its own")
+        self.text_encoders.use(next(iter(encoders), ""))
         self.table.set([self._slots[adapter_id] if adapter_id else BASE_SLOT for adapter_id in adapter_ids])
 
     def activate(self, adapter_id: str, adapter: bytes, digest: str = "") -> None:
@@ -140,16 +156,18 @@ class BatchedAdapters(LeastRecentlyUsed):
         self.use_rows([adapter_id] * MAX_IMAGES_PER_CALL)
 
     def _load(self, adapter_id: str, adapter: bytes, digest: str) -> None:
-        deltas = self._deltas(adapter)
+        lora = linear_lora(self.pipe, adapter)
+        deltas = self._deltas(lora.unet)
         self._make_room(adapter_id)
+        self.text_encoders.load(adapter_id, lora.text_encoders, lora.metadata)
         slot = min(set(range(1, self.size + 1)) - set(self._slots.values()))
         self._write(slot, deltas)
         self._slots[adapter_id] = slot
         self._digests[adapter_id] = digest
 
-    def _deltas(self, adapter: bytes) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _deltas(self, layers: list) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         deltas = {}
-        for delta in linear_lora_layers(self.pipe, adapter):
+        for delta in layers:
             layer = self._layer(delta.path)
             rank = delta.down.shape[0]
             if rank > self.max_rank:
@@ -186,6 +204,7 @@ class BatchedAdapters(LeastRecentlyUsed):
 
     def _evict(self, adapter_id: str) -> None:
         self._digests.pop(adapter_id, None)
+        self.text_encoders.evict(adapter_id)
         slot = self._slots.pop(adapter_id, None)
         if slot is not None:
             self._write(slot, {})  # a deleted subject's weights must not stay in GPU memory

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from services.renderer.batched_adapters import MAX_IMAGES_PER_CALL, BatchedAdapters, BatchedLoraLinear, subject_mixes
 from services.renderer.conftest import PARAMS, differs
@@ -100,16 +99,6 @@ def test_new_bytes_under_a_known_id_render_after_the_old_ones(
     assert differs(first, eager_images["subject-a"]) <= TOLERANCE
     assert differs(second, eager_images["subject-b"]) <= TOLERANCE
     assert differs(third, eager_images["subject-a"]) <= TOLERANCE
-
-
-def test_a_text_encoder_lora_is_refused_with_a_reason(base_model: Path) -> None:
-    from safetensors.torch import save
-
-    renderer = PortraitRenderer(load_pipeline(base_model), compile_mode="batched")
-    lora = save({"text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 32),
-                 "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(32, 4)})
-    [error] = renderer.render_batch([BatchItem(PARAMS, "with-text-encoder", lora)])
-    assert isinstance(error, RenderInputError) and "text-encoder" in str(error)
 
 
 def test_calls_hold_at_most_the_cache_and_one_version_of_each_adapter() -> None:

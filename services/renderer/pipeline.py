@@ -235,20 +235,22 @@ class PortraitRenderer:
             return [error] * len(entries)
 
     def _render_mixed(self, items: Sequence[BatchItem], entries: list[tuple[int, str, str]]) -> list:
-        """Several subjects in one call: an adapter that cannot load fails its own items only."""
+        """Several subjects in one call (each with text-encoder weights in one of its own): an adapter that
+        cannot load fails its own items only."""
         assert isinstance(self.adapters, BatchedAdapters)
         failures: dict[str, Exception] = dict(self.adapters.prepare(
             {adapter_id: (items[index].adapter, digest) for index, adapter_id, digest in entries if adapter_id}))
         rendered = [entry for entry in entries if entry[1] not in failures]
-        images: list = []
-        if rendered:
-            self.adapters.use_rows([adapter_id for _, adapter_id, _ in rendered])
+        outcomes: dict[int, object] = {}
+        for positions in self.adapters.calls([adapter_id for _, adapter_id, _ in rendered]):
+            call = [rendered[position] for position in positions]
+            self.adapters.use_rows([adapter_id for _, adapter_id, _ in call])
             try:
-                images = self._run_pipeline([items[index].params for index, *_ in rendered])
+                images = self._run_pipeline([items[index].params for index, *_ in call])
             except RenderInputError as error:
-                images = [error] * len(rendered)
-        outcomes = iter(images)
-        return [failures[adapter_id] if adapter_id in failures else next(outcomes) for _, adapter_id, _ in entries]
+                images = [error] * len(call)
+            outcomes.update(zip((index for index, *_ in call), images, strict=True))
+        return [failures[adapter_id] if adapter_id in failures else outcomes[index] for index, adapter_id, _ in entries]
 
     def evict_prefix(self, prefix: str) -> int:
         """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""
