@@ -23,7 +23,7 @@ version_of() { "$venv_python" -c "import importlib.metadata as m; print(m.versio
 tag=${python_version/./}
 
 mkdir -p "$out/wheels"
-rm -f "$out"/wheels/*.whl
+rm -f "$out"/wheels/*.whl "$out"/tritonserver-py*.tar.xz  # one Python's server: the device carry holds 64 MiB
 # numpy<2: with numpy 2 the python backend's outputs come back empty (DESIGN.md, Models → Triton).
 # grpcio and protobuf travel so tritonclient's generated code meets the versions it was built for.
 # peft too: the LoRA loading we test here depends on its version (transformers, 13 MB, does not fit).

@@ -12,9 +12,9 @@
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed
 #                  bench/render.py --real-size --only sd15|sdxl --profile: eager in-process (the baseline, with
-#                  where its device time goes), then through Triton the eager UNet replayed as CUDA graphs,
-#                  eager (the serving overhead) and the UNet's blocks compiled one by one inside CUDA graphs,
-#                  then the faster modes in-process with their profiles
+#                  where its device time goes), then through Triton graphed-batched (the deploy default), eager
+#                  (the serving overhead) and the UNet's blocks compiled one by one inside CUDA graphs, with NHWC
+#                  convolutions (-cl) and without, then the faster modes in-process with their profiles
 #   render-sd15-profile, render-sdxl-profile
 #                  in-process only, each mode with its device-time profile: eager (PEFT LoRA), fused LoRA,
 #                  CUDA graphs, regional compile (bf16, FP8), channels-last
@@ -101,7 +101,7 @@ run_step() {
     render-sd15-graphed|render-sdxl-graphed)
       # shellcheck disable=SC2206 - STUDIO_RENDER_MODES is a space-separated list of modes
       command=(bench/render.py --real-size --only "$model" --profile
-               --modes ${STUDIO_RENDER_MODES:-eager graphed regional-graphed}
+               --modes ${STUDIO_RENDER_MODES:-eager graphed-batched regional-graphed-batched-cl regional-graphed-batched}
                --budget-s "$budget") ;;
     render-sd15-profile|render-sdxl-profile)
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused graphed

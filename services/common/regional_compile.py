@@ -16,13 +16,14 @@ REGIONAL_BLOCKS = ("BasicTransformerBlock", "ResnetBlock2D")
 REGIONAL_GRAPH_LIMIT = 64
 
 
-def compile_repeated_blocks(unet, dynamic: bool) -> int:
+def compile_repeated_blocks(unet, dynamic: bool, options: dict | None = None) -> int:
     """Compile each REGIONAL_BLOCKS module of `unet` in place (Module.compile: names and weights stay where
-    they are); how many. dynamic=True: one graph per block kind covers every batch and image size."""
+    they are); how many. dynamic=True: one graph per block kind covers every batch and image size.
+    `options`: inductor settings for these compiles only."""
     import torch
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, REGIONAL_GRAPH_LIMIT)
     blocks = [module for module in unet.modules() if type(module).__name__ in REGIONAL_BLOCKS]
     for module in blocks:
-        module.compile(dynamic=dynamic)
+        module.compile(dynamic=dynamic, options=options)
     return len(blocks)

@@ -22,8 +22,9 @@ def _targeted_weights(renderer: PortraitRenderer) -> dict:
             if "attn" in name and name.endswith("weight")}
 
 
-# "regional": each repeated block compiled on its own, one graph per block kind for every size.
-@pytest.mark.parametrize("mode", ["compile", "regional"])
+# "regional": each repeated block compiled on its own, one graph per block kind for every size; "-cl": with
+# the convolutions NHWC inside the compiled graphs although their shapes are dynamic (unet_modes.compile_options).
+@pytest.mark.parametrize("mode", ["compile", "regional", "regional-cl"])
 def test_compiled_unet_serves_every_subject_from_one_graph(
     mode: str, base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
 ) -> None:

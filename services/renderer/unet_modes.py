@@ -60,6 +60,19 @@ _LAYOUTS = {**_BASE_MODES, **{name + CHANNELS_LAST_SUFFIX: replace(mode, channel
 UNET_MODES = {**_LAYOUTS, **{name + FP8_SUFFIX: replace(mode, fp8=True) for name, mode in _LAYOUTS.items() if name}}
 
 
+# torch.compile's modes as inductor options (a compile takes a mode or options, not both).
+WHOLE_COMPILE_OPTIONS = {"default": {}, "reduce-overhead": {"triton.cudagraphs": True}}
+
+
+def compile_options(mode: UNetMode) -> dict:
+    """Inductor options for a mode's compiles. With `-cl`, convolutions stay NHWC inside the compiled graphs:
+    inductor does that on its own only for static shapes (torch/_inductor/graph.py decide_layout_opt skips
+    dynamic ones, pytorch/pytorch#102670), and ours are dynamic so that one compile serves every batch size.
+    Without it cuDNN converts each NCHW input to NHWC first: 7-8% of an H200's device time at SD1.5 batch 8
+    (bench/render_results.md)."""
+    return {"force_layout_optimization": True} if mode.channels_last and mode.compiles else {}
+
+
 def unet_mode(name: str) -> UNetMode:
     if name not in UNET_MODES:
         raise ValueError(f"{COMPILE_ENV} must be one of {sorted(UNET_MODES)}, got '{name}'")
@@ -84,12 +97,13 @@ def prepare_unet(unet, name: str, install_adapters: Callable[[object], None] | N
     # Dynamic shapes from the start: Triton's batches vary in size (each adapter's group is one pipeline
     # call), and with static shapes the first batch of another size compiled the UNet a second time, cold,
     # in the middle of serving. One compile covers every batch size.
+    options = compile_options(mode)
     if mode.regional:
         from services.common.regional_compile import compile_repeated_blocks
 
-        compile_repeated_blocks(unet, dynamic=True)
+        compile_repeated_blocks(unet, dynamic=True, options=options)
     if mode.whole:
-        unet.compile(mode=mode.whole, dynamic=True)
+        unet.compile(dynamic=True, options={**WHOLE_COMPILE_OPTIONS[mode.whole], **options})
     if mode.graphed:  # last: the capture replays whatever the forward runs, compiled blocks included
         from services.renderer.graphs import UNetGraphs
 
