@@ -64,6 +64,10 @@ def _start_up(data_dir: Path, port: int, blob_url: str, env: dict[str, str] | No
 
 
 def _stop(process: subprocess.Popen) -> list[psutil.Process]:
+    """SIGTERM a running `studio up` and wait for it; the processes it left behind."""
+    if process.poll() is not None:  # it must still be running: say how it ended instead of a psutil error
+        output = process.stdout.read() if process.stdout else ""
+        raise AssertionError(f"studio up exited by itself with {process.returncode}:\n{output[-4000:]}")
     children = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=90)
