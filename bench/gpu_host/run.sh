@@ -5,7 +5,7 @@
 #
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
-# STUDIO_RENDER_MODES replaces the render-*-graphed steps' --modes list, STUDIO_SUBJECT_MODES the render-*-subjects'.
+# STUDIO_RENDER_MODES replaces the --modes list of every render-* step it runs (bench/render.py's mode names).
 # Steps (default: render-sd15-graphed:330 render-sdxl-graphed:240, issue 6's rows without a whole-UNet
 # torch.compile, in one ~9.5-minute call):
 #   check          only the host checks below (always run first)
@@ -22,8 +22,8 @@
 #                  batches of 4 subjects' images: eager (one pipeline call per subject) against batched and
 #                  graphed-batched (one call, every subject's LoRA in its own slot), in-process and through Triton
 #   render-sd15, render-sdxl
-#                  in-process, eager then the whole UNet compiled with CUDA graphs (cuda-graphs; inductor lays
-#                  out the convolutions itself), whose cold compile takes most of a call
+#                  in-process, eager then the whole UNet compiled with CUDA graphs, batched adapters and NHWC
+#                  convolutions (cuda-graphs-batched-cl), whose cold compile takes most of a call
 #   train-sdxl-graphed  bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8
 #   train-sdxl     bf16 and graphed at batch 4 and 8, then regional torch.compile
 #   train-sd15     bench/train.py --real-size --only sd15 --modes eager bf16 graphed compiled
@@ -95,23 +95,23 @@ run_step() {
   local step=$1 seconds=$2 budget=$(( $2 - 25 ))
   local model=${step#render-}
   model=${model%-*}  # render-sd15[-graphed|-profile] -> sd15
-  local -a command
+  local -a command modes
+  # shellcheck disable=SC2206 - STUDIO_RENDER_MODES is a space-separated list of modes
+  modes=(${STUDIO_RENDER_MODES:-})
   case "$step" in
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
     render-sd15-graphed|render-sdxl-graphed)
-      # shellcheck disable=SC2206 - STUDIO_RENDER_MODES is a space-separated list of modes
-      command=(bench/render.py --real-size --only "$model" --profile
-               --modes ${STUDIO_RENDER_MODES:-eager graphed-batched regional-graphed-batched-cl regional-graphed-batched}
-               --budget-s "$budget") ;;
+      [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched regional-graphed-batched-cl regional-graphed-batched)
+      command=(bench/render.py --real-size --only "$model" --profile --modes "${modes[@]}" --budget-s "$budget") ;;
     render-sd15-profile|render-sdxl-profile)
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused graphed
                regional-graphed regional-graphed-fp8 fused-cl --budget-s "$budget") ;;
     render-sd15-subjects|render-sdxl-subjects)
-      # shellcheck disable=SC2206 - STUDIO_SUBJECT_MODES is a space-separated list of modes
-      command=(bench/render.py --real-size --only "$model" --subjects 4
-               --modes ${STUDIO_SUBJECT_MODES:-eager batched graphed-batched} --budget-s "$budget") ;;
+      [ ${#modes[@]} -gt 0 ] || modes=(eager batched graphed-batched regional-graphed-batched)
+      command=(bench/render.py --real-size --only "$model" --subjects 4 --modes "${modes[@]}" --budget-s "$budget") ;;
     render-sd15|render-sdxl)
-      command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager cuda-graphs
+      [ ${#modes[@]} -gt 0 ] || modes=(eager cuda-graphs-batched-cl)
+      command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes "${modes[@]}"
                --budget-s "$budget") ;;
     train-sdxl-graphed)
       command=(bench/train.py --real-size --only sdxl --modes bf16 graphed --batches 8 --budget-s "$budget") ;;

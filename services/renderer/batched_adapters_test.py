@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from services.renderer.batched_adapters import MAX_IMAGES_PER_CALL, BatchedAdapters, BatchedLoraLinear, subject_mixes
 from services.renderer.conftest import PARAMS, differs
@@ -111,12 +112,15 @@ def test_calls_hold_at_most_the_cache_and_one_version_of_each_adapter() -> None:
                                                                          [MAX_IMAGES_PER_CALL]]
 
 
-def test_regional_compile_serves_mixed_batches_from_one_graph(
-    base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
+# The slot table is read live by compiled code too: the regional blocks and the whole UNet (the GPU's
+# cuda-graphs-batched compiles it this way, and replays what it compiled).
+@pytest.mark.parametrize("mode", ["regional-batched", "compile-batched-cl"])
+def test_a_compiled_unet_serves_mixed_batches_from_one_graph(
+    mode: str, base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
 ) -> None:
     from torch._dynamo.utils import counters
 
-    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=4, compile_mode="regional-batched")
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=4, compile_mode=mode)
     subjects = ["subject-a", "base", "subject-b"]
     renderer.render_batch([_item(loras, subject) for subject in subjects])
     graphs = counters["stats"]["unique_graphs"]
