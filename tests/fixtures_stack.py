@@ -27,8 +27,10 @@ def faces(folder: str) -> list[Path]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedStack]:
-    # Tests order with one or a few photos: below the production minimum of accepted photos.
-    embedded = EmbeddedStack(data_dir=tmp_path_factory.mktemp("stack"), public_port=free_port(), min_accepted_photos=1)
+    # Tests order with one or a few photos: below the production minimum of accepted photos. Two render workers,
+    # as production runs several (deploy/k8s/base/config.yaml): two customers' jobs render at once.
+    embedded = EmbeddedStack(data_dir=tmp_path_factory.mktemp("stack"), public_port=free_port(), min_accepted_photos=1,
+                             extra_env={"STUDIO_RENDER_WORKERS": "2"})
     await embedded.start()
     try:
         yield embedded

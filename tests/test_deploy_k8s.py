@@ -68,6 +68,17 @@ def test_triton_replays_cuda_graphs_only_where_it_has_a_gpu(built):
     assert render_compile("dev") == "batched"
 
 
+def test_render_scalers_add_a_pod_per_renderer_workers_jobs(built):
+    """A renderer pod runs STUDIO_RENDER_WORKERS jobs at once against one Triton: both scale per that many jobs."""
+    config = next(m for m in of_kind(built["prod"], "ConfigMap") if m["metadata"]["name"] == "studio-config")
+    workers = config["data"]["STUDIO_RENDER_WORKERS"]
+    assert int(workers) > 1
+    scaled = {m["metadata"]["name"]: m["spec"] for m in of_kind(built["prod"], "ScaledObject")}
+    for name in ("renderer", "tritonserver"):
+        assert {trigger["metadata"]["lagThreshold"] for trigger in scaled[name]["triggers"]} == {workers}, name
+    assert {trigger["metadata"]["lagThreshold"] for trigger in scaled["trainer"]["triggers"]} == {"1"}
+
+
 def test_scalers_use_the_bus_topology_and_trainer_scales_to_zero(built):
     scaled = {m["metadata"]["name"]: m["spec"] for m in of_kind(built["prod"], "ScaledObject")}
     trainer_trigger = scaled["trainer"]["triggers"][0]["metadata"]

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
-from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2, state_pb2
+from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2, renderer_pb2, renderer_pb2_grpc, state_pb2
 
 from services.cli.client import StudioClient
 from services.cli.stack import REPO_ROOT, EmbeddedStack
@@ -131,7 +131,43 @@ async def test_two_subjects_in_flight_each_get_their_own_adapter(
         assert len(done.portraits) == order.progress_total
         assert all(p.identity_score == UNSCORED for p in done.portraits)  # the tiny model: unscored mode
         await check_own_adapter(client, stack, subject_id, order.order_id)
-    shared["subject"] = first
+    shared["subject"], shared["subjects"] = first, (first, second)
+
+
+async def test_the_renderers_workers_render_two_customers_at_once(
+    client: StudioClient, stack: EmbeddedStack, shared: dict
+) -> None:
+    """The stack runs STUDIO_RENDER_WORKERS=2 (tests/fixtures_stack.py): two returning subjects' orders (no
+    training) render at the same time, so Triton's queue holds both customers' requests."""
+    if "subjects" not in shared:
+        pytest.skip("needs two subjects with LoRAs")
+    channel = grpc.aio.insecure_channel(stack.addresses["renderer"])
+    stub = renderer_pb2_grpc.RendererStub(channel)
+    busy_at_once, watching = 0, True
+
+    async def watch_workers() -> None:
+        nonlocal busy_at_once
+        while watching:
+            status = await stub.GetRendererStatus(renderer_pb2.GetRendererStatusRequest(), timeout=10)
+            busy_at_once = max(busy_at_once, sum(worker.busy for worker in status.workers))
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch_workers())
+    try:
+        orders = [await client.create_order(subject_id, ["studio-frontal-soft", "golden-hour-laugh"], 3)
+                  for subject_id in shared["subjects"]]
+        kinds = await asyncio.gather(*(event_kinds(client, order.order_id) for order in orders))
+    finally:
+        watching = False
+        await watcher
+    status = await stub.GetRendererStatus(renderer_pb2.GetRendererStatusRequest(), timeout=10)
+    await channel.close()
+    assert [k[-1] for k in kinds] == ["done", "done"], kinds
+    assert "training" not in kinds[0] + kinds[1]  # returning subjects: straight to rendering
+    assert len(status.workers) == 2 and busy_at_once == 2
+    assert status.status.jobs_completed == sum(worker.jobs_completed for worker in status.workers)
+    for subject_id, order in zip(shared["subjects"], orders, strict=True):
+        await check_own_adapter(client, stack, subject_id, order.order_id)
 
 
 async def test_triton_killed_mid_job_the_job_completes_after_restart(

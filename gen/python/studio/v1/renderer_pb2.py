@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from studio.v1 import common_pb2 as studio_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18studio/v1/renderer.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\"\x1a\n\x18GetRendererStatusRequest\"n\n\x19GetRendererStatusResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.studio.v1.WorkerStatus\x12\x12\n\ntriton_url\x18\x02 \x01(\t\x12\x14\n\x0ctriton_ready\x18\x03 \x01(\x08\x32j\n\x08Renderer\x12^\n\x11GetRendererStatus\x12#.studio.v1.GetRendererStatusRequest\x1a$.studio.v1.GetRendererStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18studio/v1/renderer.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\"\x1a\n\x18GetRendererStatusRequest\"\x98\x01\n\x19GetRendererStatusResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.studio.v1.WorkerStatus\x12\x12\n\ntriton_url\x18\x02 \x01(\t\x12\x14\n\x0ctriton_ready\x18\x03 \x01(\x08\x12(\n\x07workers\x18\x04 \x03(\x0b\x32\x17.studio.v1.WorkerStatus2j\n\x08Renderer\x12^\n\x11GetRendererStatus\x12#.studio.v1.GetRendererStatusRequest\x1a$.studio.v1.GetRendererStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETRENDERERSTATUSREQUEST']._serialized_start=63
   _globals['_GETRENDERERSTATUSREQUEST']._serialized_end=89
-  _globals['_GETRENDERERSTATUSRESPONSE']._serialized_start=91
-  _globals['_GETRENDERERSTATUSRESPONSE']._serialized_end=201
-  _globals['_RENDERER']._serialized_start=203
-  _globals['_RENDERER']._serialized_end=309
+  _globals['_GETRENDERERSTATUSRESPONSE']._serialized_start=92
+  _globals['_GETRENDERERSTATUSRESPONSE']._serialized_end=244
+  _globals['_RENDERER']._serialized_start=246
+  _globals['_RENDERER']._serialized_end=352
 # @@protoc_insertion_point(module_scope)
