@@ -20,6 +20,7 @@ import numpy as np
 from services.renderer.adapters import FusedAdapter, NamedAdapters
 from services.renderer.batched_adapters import DEFAULT_MAX_RANK, BatchedAdapters, subject_mixes
 from services.renderer.errors import RenderInputError
+from services.renderer.row_guidance import RowGuidance
 from services.renderer.unet_modes import COMPILE_ENV, prepare_unet, unet_mode
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
@@ -55,8 +56,9 @@ class RenderParams:
 
     @property
     def batch_key(self) -> tuple:
-        """Requests with equal keys (and the same adapter) can share one pipeline call."""
-        return (self.scheduler, self.steps, self.guidance, self.width, self.height)
+        """Requests with equal keys (and the same adapter) can share one pipeline call; each image keeps its
+        own guidance within it (services/renderer/row_guidance.py)."""
+        return (self.scheduler, self.steps, self.width, self.height)
 
     def validate(self) -> None:
         for name, side in (("width", self.width), ("height", self.height)):
@@ -155,6 +157,7 @@ class PortraitRenderer:
             self.adapters = store(pipe, adapter_cache_size)
         self._default_scheduler = pipe.scheduler
         self._schedulers: dict[str, object] = {}
+        self.guidance = RowGuidance(pipe.unet)
 
     @classmethod
     def from_env(cls, default_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> PortraitRenderer:
@@ -274,17 +277,21 @@ class PortraitRenderer:
         # CPU generators give the same starting noise on every device, one per image: an image does
         # not depend on what it was batched with.
         generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
-        with torch.inference_mode():
-            result = self.pipe(
-                prompt=[params.prompt for params in batch],
-                negative_prompt=[params.negative_prompt for params in batch],
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance,
-                width=first.width,
-                height=first.height,
-                generator=generators,
-                output_type="np" if decode else "latent",
-            )
+        guidance = self.guidance.use([params.guidance for params in batch])
+        try:
+            with torch.inference_mode():
+                result = self.pipe(
+                    prompt=[params.prompt for params in batch],
+                    negative_prompt=[params.negative_prompt for params in batch],
+                    num_inference_steps=first.steps,
+                    guidance_scale=guidance,
+                    width=first.width,
+                    height=first.height,
+                    generator=generators,
+                    output_type="np" if decode else "latent",
+                )
+        finally:
+            self.guidance.clear()
         if not decode:
             return []
         images = np.asarray(result.images, dtype=np.float32)
