@@ -22,6 +22,7 @@ MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
 TRITON_MODEL = "portrait_diffusion"
 PROFILED_STEPS = 4
 PROMPT = "half-body portrait photo of sks person, soft studio lighting"
+SUBJECT_GUIDANCES = (6.5, 7.0, 6.0, 5.5)  # the catalogue's (services/common/styles.json)
 
 
 def image_side(model: str, tiny: bool) -> int:
@@ -49,9 +50,16 @@ def _render_subjects(renderer, loras: list[bytes], batch: int, side: int, steps:
     from services.renderer.pipeline import BatchItem, RenderParams
 
     items = [BatchItem(RenderParams(prompt=PROMPT, negative_prompt="blurry", seed=seed + index, steps=steps,
-                                    guidance=6.0, width=side, height=side), *_subject(index, loras))
+                                    guidance=_guidance(index, loras), width=side, height=side),
+                       *_subject(index, loras))
              for index in range(batch)]
     return [image.astype(np.float32) / 255 for image in renderer.render_batch(items)]
+
+
+def _guidance(index: int, loras: list[bytes]) -> float:
+    """Image `index`'s guidance: 6.0 for one subject; several subjects order different styles, whose guidance
+    differs (the catalogue's 5.5 to 7.0), as Triton's batches mix them."""
+    return 6.0 if len(loras) == 1 else SUBJECT_GUIDANCES[index % len(loras) % len(SUBJECT_GUIDANCES)]
 
 
 def _subject(index: int, loras: list[bytes]) -> tuple[str, bytes]:
@@ -146,7 +154,8 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
                                 work / "logs", base_model=folder, ready_timeout=timeout_s)
     load_s = time.perf_counter() - load_started
     side = image_side(model, tiny)
-    requests = [RenderRequest(PROMPT, "blurry", *_subject(index % batch, loras), seed=index, steps=steps, guidance=6.0,
+    requests = [RenderRequest(PROMPT, "blurry", *_subject(index % batch, loras), seed=index, steps=steps,
+                              guidance=_guidance(index % batch, loras),
                               width=side, height=side) for index in range(batch * 3)]
 
     async def in_flight(batch_requests: list[RenderRequest]) -> list[np.ndarray]:
