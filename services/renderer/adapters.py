@@ -153,9 +153,12 @@ class NamedAdapters(LeastRecentlyUsed):
         state_dict, network_alphas, metadata = to_diffusers_format(pipe, state_dict, metadata)
         pipe.load_lora_into_unet(state_dict, network_alphas=network_alphas, unet=pipe.unet, adapter_name=name,
                                  metadata=metadata, _pipeline=pipe)
-        pipe.load_lora_into_text_encoder(state_dict, network_alphas=network_alphas, text_encoder=pipe.text_encoder,
-                                         lora_scale=pipe.lora_scale, adapter_name=name, metadata=metadata,
-                                         _pipeline=pipe)
+        for prefix in ("text_encoder", "text_encoder_2"):  # SDXL's second one too
+            if getattr(pipe, prefix, None) is not None and any(key.startswith(f"{prefix}.") for key in state_dict):
+                pipe.load_lora_into_text_encoder(state_dict, network_alphas=network_alphas,
+                                                 text_encoder=getattr(pipe, prefix), prefix=prefix,
+                                                 lora_scale=pipe.lora_scale, adapter_name=name, metadata=metadata,
+                                                 _pipeline=pipe)
 
     def _evict(self, adapter_id: str) -> None:
         self._digests.pop(adapter_id, None)

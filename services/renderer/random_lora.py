@@ -11,8 +11,8 @@ TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]  # services/tr
 
 
 def make_lora(base_model: Path, seed: int, rank: int = 4, alpha: int = 8, text_encoder: bool = False) -> bytes:
-    """A diffusers LoRA for the base model's UNet (and its first text encoder), serialised as
-    save_lora_weights would write it.
+    """A diffusers LoRA for the base model's UNet (and its text encoders), serialised as save_lora_weights
+    would write it.
 
     lora_B starts at zero with gaussian init; random B weights make the adapter's effect visible.
     """
@@ -27,14 +27,18 @@ def make_lora(base_model: Path, seed: int, rank: int = 4, alpha: int = 8, text_e
     lora_metadata = {f"unet.{key}": value for key, value in _json_ready(config.to_dict()).items()}
     if text_encoder:
         from peft import inject_adapter_in_model
-        from transformers import CLIPTextModel
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-        encoder = CLIPTextModel.from_pretrained(base_model / "text_encoder")
         encoder_config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
                                     target_modules=TEXT_ENCODER_TARGETS)
-        inject_adapter_in_model(encoder_config, encoder)
-        tensors |= _random_lora_tensors(encoder, "text_encoder", seed + 1)
-        lora_metadata |= {f"text_encoder.{key}": value for key, value in _json_ready(encoder_config.to_dict()).items()}
+        encoder_classes = {"text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection}
+        for offset, (name, model_class) in enumerate(encoder_classes.items(), start=1):
+            if not (base_model / name).is_dir():  # SD1.5 has one text encoder, SDXL two
+                continue
+            encoder = model_class.from_pretrained(base_model / name)
+            inject_adapter_in_model(encoder_config, encoder)
+            tensors |= _random_lora_tensors(encoder, name, seed + offset)
+            lora_metadata |= {f"{name}.{key}": value for key, value in _json_ready(encoder_config.to_dict()).items()}
     header = {"format": "pt", "lora_adapter_metadata": json.dumps(lora_metadata, indent=2, sort_keys=True)}
     return save(tensors, metadata=header)
 

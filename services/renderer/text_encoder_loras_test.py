@@ -67,3 +67,22 @@ def test_a_batched_renderer_gives_a_text_encoder_subject_its_own_call(
         assert differs(image, reference) <= TOLERANCE, position
     # Two calls a step (guidance doubles the rows): the three others together, the text-encoder subject's two.
     assert sorted(set(calls)) == [4, 6] and len(calls) == 2 * PARAMS.steps
+
+
+def test_an_sdxl_lora_reaches_both_text_encoders_in_every_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from services.common.tinymodel import write_tiny_sdxl_model
+
+    sdxl = write_tiny_sdxl_model(tmp_path_factory.mktemp("tiny-sdxl"))
+    lora = make_lora(sdxl, seed=4, text_encoder=True)
+    eager = PortraitRenderer(load_pipeline(sdxl))
+    with_text = eager.render(PARAMS, "with-text", lora)
+    assert set(eager.pipe.text_encoder_2.peft_config) == set(eager.pipe.text_encoder.peft_config)
+    assert differs(with_text, eager.render(PARAMS, "unet-only", make_lora(sdxl, seed=4))) > 3 * TOLERANCE
+    batched = PortraitRenderer(load_pipeline(sdxl), compile_mode="batched")
+    assert differs(batched.render(PARAMS, "with-text", lora), with_text) <= TOLERANCE
+    # The tiny SDXL model magnifies rounding (merging the UNet's LoRA moves its picture by more than 10 levels),
+    # so the fused store is held to PEFT's own merge of the same LoRA.
+    eager.render(PARAMS, "with-text", lora)
+    eager.pipe.fuse_lora(components=["unet"], adapter_names=eager.pipe.get_active_adapters())
+    fused = PortraitRenderer(load_pipeline(sdxl), compile_mode="fused")
+    assert differs(fused.render(PARAMS, "with-text", lora), eager.render(PARAMS, "with-text", lora)) <= TOLERANCE
