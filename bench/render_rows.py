@@ -49,17 +49,18 @@ def _render_subjects(renderer, loras: list[bytes], batch: int, side: int, steps:
     render_batch: an eager renderer splits it into one pipeline call per subject, a batched one does not."""
     from services.renderer.pipeline import BatchItem, RenderParams
 
-    items = [BatchItem(RenderParams(prompt=PROMPT, negative_prompt="blurry", seed=seed + index, steps=steps,
-                                    guidance=_guidance(index, loras), width=side, height=side),
-                       *_subject(index, loras))
+    items = [BatchItem(RenderParams(**_image(index, loras, steps, side, seed + index)), *_subject(index, loras))
              for index in range(batch)]
     return [image.astype(np.float32) / 255 for image in renderer.render_batch(items)]
 
 
-def _guidance(index: int, loras: list[bytes]) -> float:
-    """Image `index`'s guidance: 6.0 for one subject; several subjects order different styles, whose guidance
-    differs (the catalogue's 5.5 to 7.0), as Triton's batches mix them."""
-    return 6.0 if len(loras) == 1 else SUBJECT_GUIDANCES[index % len(loras) % len(SUBJECT_GUIDANCES)]
+def _image(index: int, loras: list[bytes], steps: int, side: int, seed: int) -> dict:
+    """What image `index` of a batch asks for, in-process (RenderParams) and through Triton (RenderRequest) alike.
+    Its guidance: 6.0 for one subject; several subjects order different styles, whose guidance differs (the
+    catalogue's 5.5 to 7.0), as Triton's batches mix them."""
+    guidance = 6.0 if len(loras) == 1 else SUBJECT_GUIDANCES[index % len(loras) % len(SUBJECT_GUIDANCES)]
+    return {"prompt": PROMPT, "negative_prompt": "blurry", "seed": seed, "steps": steps, "guidance": guidance,
+            "width": side, "height": side}
 
 
 def _subject(index: int, loras: list[bytes]) -> tuple[str, bytes]:
@@ -154,9 +155,11 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
                                 work / "logs", base_model=folder, ready_timeout=timeout_s)
     load_s = time.perf_counter() - load_started
     side = image_side(model, tiny)
-    requests = [RenderRequest(PROMPT, "blurry", *_subject(index % batch, loras), seed=index, steps=steps,
-                              guidance=_guidance(index % batch, loras),
-                              width=side, height=side) for index in range(batch * 3)]
+    requests = []
+    for index in range(batch * 3):
+        adapter_id, adapter = _subject(index % batch, loras)
+        requests.append(RenderRequest(adapter_id=adapter_id, adapter=adapter,
+                                      **_image(index % batch, loras, steps, side, index)))
 
     async def in_flight(batch_requests: list[RenderRequest]) -> list[np.ndarray]:
         return await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s)

@@ -145,6 +145,8 @@ class NamedAdapters(LeastRecentlyUsed):
         self._digests[adapter_id] = digest
 
     def _load_into_pipeline(self, state_dict: dict, metadata: dict | None, name: str) -> None:
+        from services.renderer.text_encoder_loras import load_into_text_encoders
+
         pipe = self.pipe
         if metadata is None:
             pipe.load_lora_weights(state_dict, adapter_name=name)
@@ -153,12 +155,7 @@ class NamedAdapters(LeastRecentlyUsed):
         state_dict, network_alphas, metadata = to_diffusers_format(pipe, state_dict, metadata)
         pipe.load_lora_into_unet(state_dict, network_alphas=network_alphas, unet=pipe.unet, adapter_name=name,
                                  metadata=metadata, _pipeline=pipe)
-        for prefix in ("text_encoder", "text_encoder_2"):  # SDXL's second one too
-            if getattr(pipe, prefix, None) is not None and any(key.startswith(f"{prefix}.") for key in state_dict):
-                pipe.load_lora_into_text_encoder(state_dict, network_alphas=network_alphas,
-                                                 text_encoder=getattr(pipe, prefix), prefix=prefix,
-                                                 lora_scale=pipe.lora_scale, adapter_name=name, metadata=metadata,
-                                                 _pipeline=pipe)
+        load_into_text_encoders(pipe, state_dict, name, metadata, network_alphas)
 
     def _evict(self, adapter_id: str) -> None:
         self._digests.pop(adapter_id, None)

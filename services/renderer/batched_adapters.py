@@ -16,7 +16,6 @@ layers need no requantizing. A subject's slot is zeroed when it is evicted or de
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -107,6 +106,8 @@ class BatchedAdapters(LeastRecentlyUsed):
         super().__init__(pipe, size)
         self.max_rank = max_rank
         self.table = install_batched_layers(pipe.unet, size + 1, max_rank)
+        self._layers = {path: module for path, module in pipe.unet.named_modules()
+                        if isinstance(module, BatchedLoraLinear)}
         self._slots: dict[str, int] = {}
         self.text_encoders = TextEncoderLoras(pipe)
 
@@ -145,16 +146,6 @@ class BatchedAdapters(LeastRecentlyUsed):
         self.text_encoders.use(next(iter(encoders), ""))
         self.table.set([self._slots[adapter_id] if adapter_id else BASE_SLOT for adapter_id in adapter_ids])
 
-    def activate(self, adapter_id: str, adapter: bytes, digest: str = "") -> None:
-        """The single-adapter interface: every image of the next call uses this adapter."""
-        digest = digest or (hashlib.sha256(adapter).hexdigest() if adapter else "")
-        adapter_id = adapter_id or digest
-        if adapter:
-            failure = self.prepare({adapter_id: (adapter, digest)}).get(adapter_id)
-            if failure:
-                raise failure
-        self.use_rows([adapter_id] * MAX_IMAGES_PER_CALL)
-
     def _load(self, adapter_id: str, adapter: bytes, digest: str) -> None:
         lora = linear_lora(self.pipe, adapter)
         deltas = self._deltas(lora.unet)
@@ -192,9 +183,8 @@ class BatchedAdapters(LeastRecentlyUsed):
         return layer
 
     def _write(self, slot: int, deltas: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        for path, module in self.pipe.unet.named_modules():
-            if isinstance(module, BatchedLoraLinear):
-                module.write(slot, *deltas.get(path, (None, None)))
+        for path, module in self._layers.items():
+            module.write(slot, *deltas.get(path, (None, None)))
 
     def _use(self, adapter_id: str, digest: str) -> None:
         self.use_rows([adapter_id] * MAX_IMAGES_PER_CALL)

@@ -19,6 +19,19 @@ def text_encoder_weights(state_dict: dict) -> dict:
     return {key: value for key, value in state_dict.items() if key.split(".", 1)[0] in TEXT_ENCODERS}
 
 
+def load_into_text_encoders(pipe, state_dict: dict, name: str, metadata: dict | None,
+                            network_alphas: dict | None = None) -> bool:
+    """Load `state_dict`'s text-encoder keys as PEFT adapter `name` into each of `pipe`'s text encoders they are
+    for (SDXL's second one too); whether there were any. Every store loads a LoRA's text-encoder part this way."""
+    encoders = [(prefix, getattr(pipe, prefix)) for prefix in TEXT_ENCODERS if getattr(pipe, prefix, None) is not None
+                and any(key.startswith(f"{prefix}.") for key in state_dict)]
+    for prefix, encoder in encoders:
+        pipe.load_lora_into_text_encoder(state_dict, network_alphas=network_alphas, text_encoder=encoder, prefix=prefix,
+                                         lora_scale=pipe.lora_scale, adapter_name=name, metadata=metadata,
+                                         _pipeline=pipe)
+    return bool(encoders)
+
+
 class TextEncoderLoras:
     """adapter id -> its text-encoder LoRA, loaded as a PEFT adapter into the pipeline's text encoders."""
 
@@ -33,13 +46,10 @@ class TextEncoderLoras:
     def load(self, adapter_id: str, state_dict: dict, metadata: dict | None) -> None:
         """Load the text-encoder keys of `state_dict` (none: nothing to do); RenderInputError if they do not
         fit, with nothing left behind."""
-        name = adapter_name(adapter_id)
         self.evict(adapter_id)
         try:
-            for prefix, encoder in self._encoders(state_dict):
-                self.pipe.load_lora_into_text_encoder(state_dict, network_alphas=None, text_encoder=encoder,
-                                                      prefix=prefix, adapter_name=name, metadata=metadata,
-                                                      _pipeline=self.pipe)
+            self._check_encoders(state_dict)
+            if load_into_text_encoders(self.pipe, state_dict, adapter_name(adapter_id), metadata):
                 self._loaded.add(adapter_id)
         except Exception as error:
             self.evict(adapter_id)
@@ -78,12 +88,11 @@ class TextEncoderLoras:
         if self._active == adapter_id:
             self._active = None
 
-    def _encoders(self, state_dict: dict) -> list[tuple[str, object]]:
+    def _check_encoders(self, state_dict: dict) -> None:
         prefixes = {key.split(".", 1)[0] for key in text_encoder_weights(state_dict)}
         missing = sorted(prefix for prefix in prefixes if getattr(self.pipe, prefix, None) is None)
         if missing:
             raise RenderInputError(f"adapter has weights for {', '.join(missing)}, which the base model lacks")
-        return [(prefix, getattr(self.pipe, prefix)) for prefix in TEXT_ENCODERS if prefix in prefixes]
 
     def _adapted_encoders(self) -> list:
         encoders = (getattr(self.pipe, name, None) for name in TEXT_ENCODERS)
