@@ -78,14 +78,16 @@ def in_process_seconds(renderer, requests: list) -> float:
     return time.perf_counter() - started
 
 
-async def triton_seconds(url: str, requests: list, subjects: int) -> float:
+async def triton_seconds(url: str, requests: list, subjects: int, shipping=None) -> float:
+    """The requests through Triton, RENDER_CONCURRENCY per subject in flight. `shipping`: an AdapterShipping, to
+    send each LoRA by token once the instance has it, as the render worker does; None sends it every time."""
     from services.renderer.triton_client import render_via_triton
 
     slots = asyncio.Semaphore(RENDER_CONCURRENCY * subjects)
 
     async def one(request) -> None:
         async with slots:
-            await render_via_triton(url, request, timeout_s=600)
+            await render_via_triton(url, request, timeout_s=600, shipping=shipping)
 
     started = time.perf_counter()
     await asyncio.gather(*(one(request) for request in requests))
@@ -117,6 +119,7 @@ async def tiny_cpu(args) -> list[dict]:
 async def _tiny_mode_rows(args, mode: str, base_model: Path, loras: list[bytes], work: Path) -> list[dict]:
     from services.common.launchers.triton import start_triton
     from services.renderer.pipeline import PortraitRenderer, load_pipeline
+    from services.renderer.triton_client import AdapterShipping
 
     renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=max(SUBJECT_COUNTS),
                                 compile_mode=renderer_mode(mode))
@@ -127,11 +130,11 @@ async def _tiny_mode_rows(args, mode: str, base_model: Path, loras: list[bytes],
             requests = bench_requests(base_model, loras, subjects, args.images, args.steps)
             warm = bench_requests(base_model, loras, subjects, subjects, args.steps)
             in_process_seconds(renderer, warm)
-            await triton_seconds(triton.grpc_url, warm, subjects)
+            await triton_seconds(triton.grpc_url, warm, subjects, AdapterShipping())
             local, served = float("inf"), float("inf")
             for _ in range(args.repeats):  # alternate, keep each side's best: the host is shared
                 local = min(local, in_process_seconds(renderer, requests))
-                served = min(served, await triton_seconds(triton.grpc_url, requests, subjects))
+                served = min(served, await triton_seconds(triton.grpc_url, requests, subjects, AdapterShipping()))
             rows.append({"mode": mode, "subjects": subjects, "images": len(requests),
                          "in_process_images_per_s": len(requests) / local,
                          "triton_images_per_s": len(requests) / served, "triton_over_in_process": local / served})

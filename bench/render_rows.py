@@ -147,7 +147,7 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
     import os
 
     from services.common.launchers.triton import start_triton
-    from services.renderer.triton_client import RenderRequest, render_via_triton
+    from services.renderer.triton_client import AdapterShipping, RenderRequest, render_via_triton
 
     os.environ[COMPILE_ENV] = renderer_mode(mode)
     load_started = time.perf_counter()  # a compiled instance compiles while loading (warm_up)
@@ -161,8 +161,10 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
         requests.append(RenderRequest(adapter_id=adapter_id, adapter=adapter,
                                       **_image(index % batch, loras, steps, side, index)))
 
+    shipping = AdapterShipping()  # as the render worker: the LoRAs go by token once the instance has them
+
     async def in_flight(batch_requests: list[RenderRequest]) -> list[np.ndarray]:
-        return await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s)
+        return await asyncio.gather(*(render_via_triton(server.grpc_url, r, timeout_s=timeout_s, shipping=shipping)
                                       for r in batch_requests))
 
     try:

@@ -22,6 +22,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from services.renderer.adapter_reference import AdapterNotLoaded, adapter_token
 from services.renderer.errors import RenderInputError
 
 _SAFETENSORS_HEADER_LENGTH = struct.Struct("<Q")
@@ -71,7 +72,8 @@ def to_diffusers_format(pipe, state_dict: dict, metadata: dict | None) -> tuple[
 
 
 class LeastRecentlyUsed:
-    """adapter id -> sha256 of the bytes it came from, least recently used first."""
+    """adapter id -> the token of the bytes it came from (services/renderer/adapter_reference.py), least recently
+    used first."""
 
     def __init__(self, pipe, size: int) -> None:
         if size < 1:
@@ -84,14 +86,17 @@ class LeastRecentlyUsed:
         return list(self._digests)
 
     def activate(self, adapter_id: str, adapter: bytes, digest: str = "") -> None:
-        """Make `adapter` (bytes; empty: the base model alone) the one the next pipeline call uses; `digest`,
-        its sha256 where the caller has it already (a LoRA is megabytes, hashed once per request)."""
-        if not adapter:
+        """Make `adapter` the one the next pipeline call uses (neither bytes nor digest: the base model alone).
+        `digest`: its token, where the caller has it already (a LoRA is megabytes). Without bytes the adapter
+        must be loaded already under that id and token, else AdapterNotLoaded."""
+        if not adapter and not digest:
             self._use_base_model()
             return
-        digest = digest or hashlib.sha256(adapter).hexdigest()
+        digest = digest or adapter_token(adapter)
         adapter_id = adapter_id or digest
         if self._digests.get(adapter_id) != digest:
+            if not adapter:
+                raise AdapterNotLoaded(adapter_id)
             self._load(adapter_id, adapter, digest)
         self._digests.move_to_end(adapter_id)
         self._use(adapter_id, digest)

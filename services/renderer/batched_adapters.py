@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
+from services.renderer.adapter_reference import AdapterNotLoaded
 from services.renderer.adapters import LeastRecentlyUsed, linear_lora
 from services.renderer.errors import RenderInputError
 from services.renderer.text_encoder_loras import TextEncoderLoras
@@ -112,8 +113,8 @@ class BatchedAdapters(LeastRecentlyUsed):
         self.text_encoders = TextEncoderLoras(pipe)
 
     def prepare(self, adapters: dict[str, tuple[bytes, str]]) -> dict[str, RenderInputError]:
-        """Load each (id -> (bytes, sha256 of them)) not yet in a slot, at most `size` at once, without evicting
-        any of them; the ids that could not be loaded, with why."""
+        """Load each (id -> (bytes, their token)) not yet in a slot, at most `size` at once, without evicting
+        any of them; the ids that could not be loaded, with why (AdapterNotLoaded: a token without bytes)."""
         if len(adapters) > self.size:
             raise ValueError(f"{len(adapters)} adapters in one call, the cache holds {self.size}")
         for adapter_id, (_, digest) in adapters.items():  # most recent: loading the others evicts none of these
@@ -123,6 +124,8 @@ class BatchedAdapters(LeastRecentlyUsed):
         for adapter_id, (adapter, digest) in adapters.items():
             if self._digests.get(adapter_id) != digest:
                 try:
+                    if not adapter:
+                        raise AdapterNotLoaded(adapter_id)
                     self._load(adapter_id, adapter, digest)
                 except RenderInputError as error:
                     failures[adapter_id] = error

@@ -7,7 +7,6 @@ memory only: a subject's adapter is never written to disk in clear.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.renderer.adapter_reference import adapter_token
 from services.renderer.adapters import FusedAdapter, NamedAdapters
 from services.renderer.batched_adapters import DEFAULT_MAX_RANK, BatchedAdapters, subject_mixes
 from services.renderer.errors import RenderInputError
@@ -74,11 +74,22 @@ class RenderParams:
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One request of a batch: what to render and with which adapter (empty = the base model)."""
+    """One request of a batch: what to render and with which adapter: its bytes, its token
+    (services/renderer/adapter_reference.py) or both; neither = the base model."""
 
     params: RenderParams
     adapter_id: str = ""
     adapter: bytes = b""
+    adapter_token: str = ""
+
+    def token(self) -> str:
+        """The adapter's token ("" for the base model); bytes and a token that disagree are refused."""
+        if not self.adapter:
+            return self.adapter_token
+        token = adapter_token(self.adapter)
+        if self.adapter_token and self.adapter_token != token:
+            raise RenderInputError("ADAPTER_TOKEN does not match the ADAPTER bytes")
+        return token
 
 
 def pick_device_and_dtype():
@@ -209,11 +220,11 @@ class PortraitRenderer:
         for index, item in enumerate(items):
             try:
                 item.params.validate()
+                digest = item.token()
             except RenderInputError as error:
                 results[index] = error
                 continue
-            digest = hashlib.sha256(item.adapter).hexdigest() if item.adapter else ""
-            adapter_id = (item.adapter_id or digest) if item.adapter else ""
+            adapter_id = (item.adapter_id or digest) if digest else ""
             key = item.params.batch_key if mixes else (adapter_id, digest, item.params.batch_key)
             groups.setdefault(key, []).append((index, adapter_id, digest))
         for group in groups.values():
@@ -229,10 +240,9 @@ class PortraitRenderer:
         """One pipeline call for `entries` ((index, adapter id, digest)); an image or error per entry."""
         if isinstance(self.adapters, BatchedAdapters):
             return self._render_mixed(items, entries)
-        first_index, _, digest = entries[0]
-        first = items[first_index]
+        first_index, adapter_id, digest = entries[0]
         try:
-            self.adapters.activate(first.adapter_id, first.adapter, digest)
+            self.adapters.activate(adapter_id, items[first_index].adapter, digest)
             return self._run_pipeline([items[index].params for index, *_ in entries])
         except RenderInputError as error:
             return [error] * len(entries)

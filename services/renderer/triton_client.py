@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_grpc
 from tritonclient.utils import InferenceServerException
+
+from services.renderer.adapter_reference import NOT_LOADED, adapter_token
 
 MODEL_NAME = "portrait_diffusion"
 IMAGE_OUTPUT = "IMAGE"
@@ -34,6 +36,23 @@ class RenderRejected(RuntimeError):
         self.status = status
 
 
+class AdapterNotHeld(RenderRejected):
+    """A request that named its adapter by token reached an instance that does not hold it; with the bytes
+    it will succeed."""
+
+
+@dataclass
+class AdapterShipping:
+    """Which adapters each Triton URL has rendered with, so later requests send the token instead of the
+    bytes (services/renderer/adapter_reference.py). A wrong guess (evicted, restarted, another replica behind
+    the URL) costs one refused request, then the bytes go again."""
+
+    held: set[tuple[str, str, str]] = field(default_factory=set)  # (url, adapter id, token)
+    bytes_sent: int = 0
+    sent_with_bytes: int = 0
+    sent_by_reference: int = 0
+
+
 @dataclass(frozen=True)
 class RenderRequest:
     prompt: str
@@ -46,8 +65,15 @@ class RenderRequest:
     width: int
     height: int
     scheduler: str = ""  # empty: the base model's own scheduler
+    # The adapter's token (services/renderer/adapter_reference.py), computed from `adapter` when not given: a
+    # caller sending one LoRA many times computes it once. A secret like the bytes.
+    adapter_token: str = ""
 
-    def __repr__(self) -> str:  # keep adapter bytes out of logs
+    def __post_init__(self) -> None:
+        if self.adapter and not self.adapter_token:
+            object.__setattr__(self, "adapter_token", adapter_token(self.adapter))
+
+    def __repr__(self) -> str:  # keep adapter bytes and token out of logs
         return (
             f"RenderRequest(adapter_id={self.adapter_id!r}, adapter=<{len(self.adapter)} bytes>, "
             f"seed={self.seed}, steps={self.steps}, guidance={self.guidance}, "
@@ -62,12 +88,16 @@ def _tensor(name: str, value: object, datatype: str, dtype: type) -> triton_grpc
     return tensor
 
 
-def build_inputs(request: RenderRequest) -> list[triton_grpc.InferInput]:
+def build_inputs(request: RenderRequest, with_bytes: bool = True) -> list[triton_grpc.InferInput]:
+    """The request's inputs; without `with_bytes`, the adapter goes by its token alone."""
+    adapter = [_tensor("ADAPTER", bytes(request.adapter), "BYTES", np.object_)] if with_bytes else []
+    if request.adapter_token:
+        adapter.append(_tensor("ADAPTER_TOKEN", request.adapter_token.encode("ascii"), "BYTES", np.object_))
     return [
         _tensor("PROMPT", request.prompt.encode("utf-8"), "BYTES", np.object_),
         _tensor("NEGATIVE_PROMPT", request.negative_prompt.encode("utf-8"), "BYTES", np.object_),
         _tensor("ADAPTER_ID", request.adapter_id.encode("utf-8"), "BYTES", np.object_),
-        _tensor("ADAPTER", bytes(request.adapter), "BYTES", np.object_),
+        *adapter,
         _tensor("SEED", request.seed, "INT64", np.int64),
         _tensor("STEPS", request.steps, "INT32", np.int32),
         _tensor("GUIDANCE", request.guidance, "FP32", np.float32),
@@ -81,18 +111,35 @@ def _classify(error: InferenceServerException, url: str) -> Exception:
     status = error.status()
     if status in RETRYABLE_STATUSES:
         return TritonUnavailable(f"Triton at {url}: {status}: {error.message()}")
-    return RenderRejected(error.message() or str(error), status)
+    message = error.message() or str(error)
+    return (AdapterNotHeld if NOT_LOADED in message else RenderRejected)(message, status)
 
 
-async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: float = 120) -> np.ndarray:
-    """The rendered image as uint8 HxWx3; TritonUnavailable (retry) or RenderRejected (do not)."""
+async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: float = 120,
+                            shipping: AdapterShipping | None = None) -> np.ndarray:
+    """The rendered image as uint8 HxWx3; TritonUnavailable (retry) or RenderRejected (do not). With
+    `shipping`, an adapter that `url` rendered with before goes by its token, and its bytes only if refused."""
+    key = (url, request.adapter_id, request.adapter_token)
+    if shipping is not None and request.adapter and key in shipping.held:
+        try:
+            image = await _render(url, build_inputs(request, with_bytes=False), timeout_s)
+            shipping.sent_by_reference += 1
+            return image
+        except AdapterNotHeld:
+            shipping.held.discard(key)
+    image = await _render(url, build_inputs(request), timeout_s)
+    if shipping is not None and request.adapter:
+        shipping.held.add(key)
+        shipping.sent_with_bytes += 1
+        shipping.bytes_sent += len(request.adapter)
+    return image
+
+
+async def _render(url: str, inputs: list[triton_grpc.InferInput], timeout_s: float) -> np.ndarray:
     client = triton_grpc.InferenceServerClient(url)
     try:
         result = await client.infer(
-            MODEL_NAME,
-            build_inputs(request),
-            outputs=[triton_grpc.InferRequestedOutput(IMAGE_OUTPUT)],
-            client_timeout=timeout_s,
+            MODEL_NAME, inputs, outputs=[triton_grpc.InferRequestedOutput(IMAGE_OUTPUT)], client_timeout=timeout_s
         )
     except InferenceServerException as error:
         raise _classify(error, url) from error

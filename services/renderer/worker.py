@@ -25,10 +25,17 @@ from services.common.order_events import publish_order_event
 from services.common.styles import StylePreset, catalogue
 from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, WorkerState, vault_refusal
+from services.renderer.adapter_reference import adapter_token
 from services.renderer.provenance import PortraitProvenance
 from services.renderer.ranking import UNSCORED, Candidate, RankingSettings, candidate_seeds, rank
 from services.renderer.records import record_of, save_records
-from services.renderer.triton_client import RenderRejected, RenderRequest, TritonUnavailable, render_via_triton
+from services.renderer.triton_client import (
+    AdapterShipping,
+    RenderRejected,
+    RenderRequest,
+    TritonUnavailable,
+    render_via_triton,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,9 @@ class JobContext:
     adapter: bytes
     adapter_id: str
     identity: IdentityClient | None
+    adapter_token: str = ""  # computed once per job: a LoRA is megabytes
+    # This job's adapter goes to Triton as bytes until an instance has it, then by token; forgotten with the job.
+    shipping: AdapterShipping = field(default_factory=AdapterShipping)
     delivered: list[common_pb2.Portrait] = field(default_factory=list)
     records: list[events_pb2.RenderRecord] = field(default_factory=list)
 
@@ -82,7 +92,8 @@ class RenderWorker:
                 require_base_model(adapter, self.base_model_id)
             except ValueError as error:  # WrongBaseModel, or not a LoRA file at all
                 raise PermanentJobError(str(error)) from error
-        ctx = JobContext(job, adapter, adapter_id_of(job.subject_id, adapter), await self._identity(job))
+        ctx = JobContext(job, adapter, adapter_id_of(job.subject_id, adapter), await self._identity(job),
+                         adapter_token(adapter))
         for style, items in items_by_style(job.items).items():
             if await order_cancelled(self.bus, job.order_id):
                 log.info("order %s was cancelled; dropping its render job", job.order_id)
@@ -134,7 +145,7 @@ class RenderWorker:
             raise PermanentJobError(f"unknown style '{style}'")
         seeds = candidate_seeds([item.seed for item in items], self.ranking.candidates_for(len(items)))
         requests = {seed: self._request(ctx, preset, items[0], seed) for seed in seeds}
-        candidates = await self._render_all(list(requests.values()))
+        candidates = await self._render_all(list(requests.values()), ctx.shipping)
         try:
             chosen = await rank(ctx.identity, candidates, len(items)) if ctx.identity else candidates[: len(items)]
         except IdentityRefused as error:  # e.g. no face in any of the subject's crops
@@ -145,18 +156,19 @@ class RenderWorker:
     def _request(self, ctx: JobContext, preset: StylePreset, item: events_pb2.RenderItem, seed: int) -> RenderRequest:
         return RenderRequest(
             prompt=item.prompt or preset.prompt_for(), negative_prompt=item.negative_prompt or preset.negative_prompt,
-            adapter_id=ctx.adapter_id, adapter=ctx.adapter, seed=seed, steps=item.steps or preset.steps,
-            guidance=item.guidance or preset.guidance, width=item.width or preset.width,
-            height=item.height or preset.height, scheduler=item.scheduler or preset.scheduler,
+            adapter_id=ctx.adapter_id, adapter=ctx.adapter, adapter_token=ctx.adapter_token, seed=seed,
+            steps=item.steps or preset.steps, guidance=item.guidance or preset.guidance,
+            width=item.width or preset.width, height=item.height or preset.height,
+            scheduler=item.scheduler or preset.scheduler,
         )
 
-    async def _render_all(self, requests: list[RenderRequest]) -> list[Candidate]:
+    async def _render_all(self, requests: list[RenderRequest], shipping: AdapterShipping) -> list[Candidate]:
         """Every request rendered, at most `concurrency` in flight: Triton batches what is in flight."""
         slots = asyncio.Semaphore(self.ranking.concurrency)
 
         async def one(request: RenderRequest) -> Candidate:
             async with slots:
-                return Candidate(seed=request.seed, image=await self._render_when_triton_is_up(request))
+                return Candidate(seed=request.seed, image=await self._render_when_triton_is_up(request, shipping))
 
         return list(await asyncio.gather(*(one(request) for request in requests)))
 
@@ -180,11 +192,11 @@ class RenderWorker:
                                                    portrait=portrait),
         )
 
-    async def _render_when_triton_is_up(self, request: RenderRequest) -> np.ndarray:
+    async def _render_when_triton_is_up(self, request: RenderRequest, shipping: AdapterShipping) -> np.ndarray:
         attempt = 0
         while True:
             try:
-                return await render_via_triton(self.triton_url, request)
+                return await render_via_triton(self.triton_url, request, shipping=shipping)
             except TritonUnavailable as error:
                 delay = TRITON_RETRY_S[min(attempt, len(TRITON_RETRY_S) - 1)]
                 log.warning("Triton unavailable (%s); retrying in %.0f s", error, delay)

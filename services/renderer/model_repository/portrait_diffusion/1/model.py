@@ -27,6 +27,7 @@ _REPO_ROOT = os.environ.get("STUDIO_REPO_ROOT")
 if _REPO_ROOT and _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from services.renderer.adapter_reference import AdapterNotLoaded  # noqa: E402
 from services.renderer.pipeline import (  # noqa: E402
     DEFAULT_ADAPTER_CACHE_SIZE,
     BatchItem,
@@ -57,6 +58,10 @@ def _optional_text(request, name: str) -> str:
     return _text(request, name) if pb_utils.get_input_tensor_by_name(request, name) is not None else ""
 
 
+def _optional_bytes(request, name: str) -> bytes:
+    return bytes(_first(request, name)) if pb_utils.get_input_tensor_by_name(request, name) is not None else b""
+
+
 def _parse(request) -> BatchItem:
     params = RenderParams(
         prompt=_text(request, "PROMPT"),
@@ -68,7 +73,9 @@ def _parse(request) -> BatchItem:
         height=int(_first(request, "HEIGHT")),
         scheduler=_optional_text(request, "SCHEDULER"),
     )
-    return BatchItem(params, _text(request, "ADAPTER_ID"), bytes(_first(request, "ADAPTER")))
+    # An adapter comes as its bytes, its token (adapter_reference.py: one this instance loaded before) or both.
+    return BatchItem(params, _text(request, "ADAPTER_ID"), _optional_bytes(request, "ADAPTER"),
+                     _optional_text(request, "ADAPTER_TOKEN"))
 
 
 def _error_response(message: str, code_name: str) -> pb_utils.InferenceResponse:
@@ -83,6 +90,8 @@ def _cache_size(model_config: dict) -> int:
 
 
 def _image_response(result) -> pb_utils.InferenceResponse:
+    if isinstance(result, AdapterNotLoaded):
+        return _error_response(str(result), "NOT_FOUND")
     if isinstance(result, RenderInputError):
         return _error_response(str(result), "INVALID_ARG")
     if isinstance(result, Exception):

@@ -1,0 +1,135 @@
+"""Adapters by reference: after one request with the bytes, later requests name the adapter by its token; a token
+alone renders only what the instance loaded itself, in every store and through a real tritonserver."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.launchers.triton import TritonServer, start_triton
+from services.renderer.adapter_reference import AdapterNotLoaded, adapter_token
+from services.renderer.conftest import PARAMS, differs
+from services.renderer.errors import RenderInputError
+from services.renderer.pipeline import BatchItem, PortraitRenderer, load_pipeline
+from services.renderer.triton_client import (
+    AdapterNotHeld,
+    AdapterShipping,
+    RenderRejected,
+    RenderRequest,
+    build_inputs,
+    evict_adapters,
+    render_via_triton,
+)
+from services.renderer.triton_client import _render as render_inputs
+
+MODEL_REPOSITORY = Path(__file__).parent / "model_repository"
+STORES = ["", "fused", "batched"]  # NamedAdapters (PEFT), FusedAdapter, BatchedAdapters
+
+
+def by_token(adapter_id: str, adapter: bytes) -> BatchItem:
+    return BatchItem(PARAMS, adapter_id, b"", adapter_token(adapter))
+
+
+def test_the_token_is_not_the_plain_digest_the_adapter_id_shows() -> None:
+    lora = b"some LoRA bytes"
+    assert adapter_token(lora) == adapter_token(bytes(lora))
+    assert adapter_token(lora) != hashlib.sha256(lora).hexdigest()
+    assert adapter_token(lora) != adapter_token(lora + b"!")
+    request = RenderRequest("a portrait", "", "subject/1", lora, 1, 2, 5.0, 64, 64)
+    assert request.adapter_token == adapter_token(lora) and request.adapter_token not in repr(request)
+
+
+@pytest.mark.parametrize("mode", STORES)
+def test_a_token_renders_only_what_the_store_loaded_from_bytes(
+    base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray], mode: str
+) -> None:
+    renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode=mode)
+    lora_a, lora_b = loras["subject-a"], loras["subject-b"]
+    before = renderer.render_batch([by_token("subject-a", lora_a)])[0]
+    assert isinstance(before, AdapterNotLoaded) and "send the adapter's bytes" in str(before)
+
+    renderer.render(PARAMS, "subject-a", lora_a)
+    by_reference, other, wrong = renderer.render_batch([
+        by_token("subject-a", lora_a), BatchItem(PARAMS, "subject-b", lora_b), by_token("subject-a", lora_b)])
+    assert differs(by_reference, eager_images["subject-a"]) <= 2  # the stores' own tolerance against PEFT
+    assert differs(other, eager_images["subject-b"]) <= 2
+    # Another subject's token under this id is not this subject's adapter: refused, not rendered with either.
+    assert isinstance(wrong, AdapterNotLoaded)
+    assert adapter_token(lora_b) not in str(wrong) and adapter_token(lora_a) not in str(wrong)
+
+    renderer.evict_prefix("subject-a")
+    assert isinstance(renderer.render_batch([by_token("subject-a", lora_a)])[0], AdapterNotLoaded)
+
+
+def test_bytes_and_a_token_that_disagree_are_refused(base_model: Path, loras: dict[str, bytes]) -> None:
+    renderer = PortraitRenderer(load_pipeline(base_model))
+    item = BatchItem(PARAMS, "subject-a", loras["subject-a"], adapter_token(loras["subject-b"]))
+    result = renderer.render_batch([item])[0]
+    assert type(result) is RenderInputError and "does not match" in str(result)
+    assert renderer.loaded_adapter_ids == []
+
+
+@pytest.fixture(scope="module")
+async def batched_triton(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> AsyncIterator[TritonServer]:
+    root = tmp_path_factory.mktemp("reference-triton")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("STUDIO_RENDER_COMPILE", "batched")  # the deploy default's store, without CUDA graphs
+        server = await start_triton(MODEL_REPOSITORY, root / "work", root / "logs", base_model=base_model)
+    yield server
+    server.stop()
+
+
+def request_for(adapter_id: str, adapter: bytes, seed: int = PARAMS.seed) -> RenderRequest:
+    return RenderRequest(prompt=PARAMS.prompt, negative_prompt=PARAMS.negative_prompt, adapter_id=adapter_id,
+                         adapter=adapter, seed=seed, steps=PARAMS.steps, guidance=PARAMS.guidance,
+                         width=PARAMS.width, height=PARAMS.height)
+
+
+async def test_a_job_ships_its_adapter_once_then_by_token(
+    batched_triton: TritonServer, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
+) -> None:
+    url, lora = batched_triton.grpc_url, loras["subject-a"]
+    shipping = AdapterShipping()
+    first = await render_via_triton(url, request_for("job-1/a", lora), shipping=shipping)
+    rest = await asyncio.gather(*(render_via_triton(url, request_for("job-1/a", lora), shipping=shipping)
+                                  for _ in range(3)))
+    assert (shipping.sent_with_bytes, shipping.sent_by_reference, shipping.bytes_sent) == (1, 3, len(lora))
+    assert differs(first, eager_images["subject-a"]) <= 2
+    assert all(differs(image, first) <= 1 for image in rest)  # batched by three: the same picture
+
+    # Evicted (a deletion, or Triton restarted): the reference is refused once and the bytes go again.
+    assert await evict_adapters(url, "job-1/") == 1
+    again = await render_via_triton(url, request_for("job-1/a", lora), shipping=shipping)
+    assert differs(again, first) <= 1
+    assert (shipping.sent_with_bytes, shipping.sent_by_reference) == (2, 3)
+
+
+async def test_a_reference_the_instance_does_not_hold_is_not_found_without_the_token(
+    batched_triton: TritonServer, loras: dict[str, bytes]
+) -> None:
+    url = batched_triton.grpc_url
+    await render_via_triton(url, request_for("held/a", loras["subject-a"]))
+    # Knowing an adapter id is not enough: another token under it renders nothing.
+    guessed = request_for("held/a", loras["subject-a"], seed=9)
+    guessed = dataclasses.replace(guessed, adapter_token=adapter_token(loras["subject-b"]))
+    for request in (guessed, request_for("never-sent/b", loras["subject-b"])):
+        with pytest.raises(AdapterNotHeld) as refused:
+            await render_inputs(url, build_inputs(request, with_bytes=False), 30)
+        assert refused.value.status == "StatusCode.NOT_FOUND"
+        assert request.adapter_token not in str(refused.value)
+
+
+async def test_bytes_with_another_adapters_token_are_invalid(
+    batched_triton: TritonServer, loras: dict[str, bytes]
+) -> None:
+    request = dataclasses.replace(request_for("mismatch/a", loras["subject-a"]),
+                                  adapter_token=adapter_token(loras["subject-b"]))
+    with pytest.raises(RenderRejected, match="ADAPTER_TOKEN does not match") as rejected:
+        await render_via_triton(batched_triton.grpc_url, request)
+    assert rejected.value.status == "StatusCode.INVALID_ARGUMENT"
