@@ -68,6 +68,23 @@ def test_triton_replays_cuda_graphs_only_where_it_has_a_gpu(built):
     assert render_compile("dev") == "batched"
 
 
+def test_triton_pods_share_one_compile_cache_in_prod(built):
+    """A compiled render mode compiles while an instance loads: in prod every tritonserver pod reads and fills one
+    ReadWriteMany claim, so only the first pays the cold compile; dev keeps it in the pod."""
+    def cache_volume(overlay: str) -> Manifest:
+        triton = named(built[overlay], "Deployment", "tritonserver")
+        [container] = triton["spec"]["template"]["spec"]["containers"]
+        [setting] = [e for e in container["env"] if e["name"] == "TORCHINDUCTOR_CACHE_DIR"]
+        [mount] = [m for m in container["volumeMounts"] if setting["value"].startswith(m["mountPath"] + "/")]
+        assert not mount.get("readOnly")
+        return next(v for v in triton["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+
+    claim = named(built["prod"], "PersistentVolumeClaim", cache_volume("prod")["persistentVolumeClaim"]["claimName"])
+    assert claim is not None and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "emptyDir" in cache_volume("dev")
+    assert named(built["dev"], "PersistentVolumeClaim", "studio-compile-cache") is None
+
+
 def test_render_scalers_add_a_pod_per_renderer_workers_jobs(built):
     """A renderer pod runs STUDIO_RENDER_WORKERS jobs at once against one Triton: both scale per that many jobs."""
     config = next(m for m in of_kind(built["prod"], "ConfigMap") if m["metadata"]["name"] == "studio-config")

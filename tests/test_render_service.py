@@ -170,6 +170,26 @@ async def test_the_renderers_workers_render_two_customers_at_once(
         await check_own_adapter(client, stack, subject_id, order.order_id)
 
 
+async def test_a_lone_orders_styles_share_tritons_batches(
+    client: StudioClient, stack: EmbeddedStack, shared: dict
+) -> None:
+    """A job renders all its styles at once, its requests in flight (STUDIO_RENDER_CONCURRENCY, 4 here) shared
+    among them: styles one after another would end each on a part-filled batch, one Triton execution per style
+    at least."""
+    if "subject" not in shared:
+        pytest.skip("needs a subject with a LoRA")
+    styles = list(catalogue())[:6]
+    executions_before = await asyncio.to_thread(stack.triton.counter, "nv_inference_exec_count", "portrait_diffusion")
+    order = await client.create_order(shared["subject"], styles, 2)  # unscored: 2 renders per style
+    kinds = await event_kinds(client, order.order_id)
+    executions = await asyncio.to_thread(stack.triton.counter, "nv_inference_exec_count", "portrait_diffusion")
+    assert kinds[-1] == "done", kinds
+    assert executions - executions_before < len(styles)  # 12 renders, 4 in flight: about 3
+    done = await client.get_order(order.order_id)
+    # The job's item order, whichever style finished first.
+    assert [portrait.style for portrait in done.portraits] == [style for style in styles for _ in range(2)]
+
+
 async def test_triton_killed_mid_job_the_job_completes_after_restart(
     client: StudioClient, stack: EmbeddedStack, shared: dict
 ) -> None:

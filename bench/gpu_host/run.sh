@@ -6,8 +6,8 @@
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
 # STUDIO_RENDER_MODES replaces the --modes list of every render-* step it runs (bench/render.py's mode names).
-# Steps (default: render-sd15-graphed:330 render-sdxl-graphed:240, issue 6's rows without a whole-UNet
-# torch.compile, in one ~9.5-minute call):
+# Steps (default: render-sd15-whole:560, the whole-UNet compile through Triton, in one ~9.5-minute call; then
+# render-sdxl-graphed:240 in a second call if the session has the time):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed
@@ -15,6 +15,11 @@
 #                  where its device time goes), then through Triton graphed-batched (the deploy default), eager
 #                  (the serving overhead) and the UNet's blocks compiled one by one inside CUDA graphs, with NHWC
 #                  convolutions (-cl) and without, then the faster modes in-process with their profiles
+#   render-sd15-whole, render-sdxl-whole
+#                  bench/render.py --real-size --only sd15|sdxl --profile: eager in-process (the baseline), then through
+#                  Triton graphed-batched (the deploy default), eager (the serving overhead) and the whole UNet
+#                  compiled with CUDA graphs, batched adapters and NHWC convolutions (cuda-graphs-batched-cl, a cold
+#                  compile inside Triton's load), then both in-process with their profiles (the compile warm)
 #   render-sd15-profile, render-sdxl-profile
 #                  in-process only, each mode with its device-time profile: eager (PEFT LoRA), fused LoRA,
 #                  CUDA graphs, regional compile (bf16, FP8), channels-last
@@ -103,6 +108,9 @@ run_step() {
     render-sd15-graphed|render-sdxl-graphed)
       [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched regional-graphed-batched-cl regional-graphed-batched)
       command=(bench/render.py --real-size --only "$model" --profile --modes "${modes[@]}" --budget-s "$budget") ;;
+    render-sd15-whole|render-sdxl-whole)
+      [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched cuda-graphs-batched-cl)
+      command=(bench/render.py --real-size --only "$model" --profile --modes "${modes[@]}" --budget-s "$budget") ;;
     render-sd15-profile|render-sdxl-profile)
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused graphed
                regional-graphed regional-graphed-fp8 fused-cl --budget-s "$budget") ;;
@@ -136,7 +144,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(render-sd15-graphed:330 render-sdxl-graphed:240)
+[ ${#steps[@]} -eq 0 ] && steps=(render-sd15-whole:560)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -18,7 +19,7 @@ from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2
 
 from services.common.blobstore import BlobNotFound
 from services.common.bus import Bus
-from services.common.cancellation import order_cancelled
+from services.common.cancellation import CancelWatch, order_cancelled
 from services.common.identity_scoring import IdentityClient, IdentityRefused
 from services.common.lora_file import require_base_model
 from services.common.order_events import publish_order_event
@@ -40,6 +41,10 @@ from services.renderer.triton_client import (
 log = logging.getLogger(__name__)
 
 TRITON_RETRY_S = (1.0, 2.0, 5.0, 10.0)
+
+
+class OrderCancelled(Exception):
+    """The order was cancelled while its job rendered: the job is dropped."""
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -69,6 +74,9 @@ class JobContext:
     adapter_token: str = ""  # computed once per job: a LoRA is megabytes
     # This job's adapter goes to Triton as bytes until an instance has it, then by token; forgotten with the job.
     shipping: AdapterShipping = field(default_factory=AdapterShipping)
+    # The job's Triton requests in flight, shared by all its styles (RankingSettings.concurrency).
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    cancelled: Callable[[], bool] = lambda: False
     delivered: list[common_pb2.Portrait] = field(default_factory=list)
     records: list[events_pb2.RenderRecord] = field(default_factory=list)
 
@@ -93,12 +101,17 @@ class RenderWorker:
             except ValueError as error:  # WrongBaseModel, or not a LoRA file at all
                 raise PermanentJobError(str(error)) from error
         ctx = JobContext(job, adapter, adapter_id_of(job.subject_id, adapter), await self._identity(job),
-                         adapter_token(adapter))
-        for style, items in items_by_style(job.items).items():
-            if await order_cancelled(self.bus, job.order_id):
+                         adapter_token(adapter), slots=asyncio.Semaphore(self.ranking.concurrency))
+        if await order_cancelled(self.bus, job.order_id):
+            log.info("order %s was cancelled; dropping its render job", job.order_id)
+            return
+        async with CancelWatch(self.bus, job.order_id) as watch:  # polled while the styles render
+            ctx.cancelled = watch.event.is_set
+            try:
+                await self._deliver_styles(ctx)
+            except OrderCancelled:
                 log.info("order %s was cancelled; dropping its render job", job.order_id)
                 return
-            await self._deliver_style(ctx, style, items)
         if not ctx.delivered:
             raise PermanentJobError("no rendered candidate showed the subject's face; nothing to deliver")
         await save_records(self.sealed, job, ctx.records)
@@ -139,13 +152,30 @@ class RenderWorker:
                 raise PermanentJobError(f"a training crop is not a readable image ({name})") from error
         return IdentityClient(self.faceqa, crops)
 
+    async def _deliver_styles(self, ctx: JobContext) -> None:
+        """Every style at once, sharing the job's requests in flight (ctx.slots, first come first served): one
+        style is ranked and delivered while the next renders, and a lone order keeps Triton's batches full
+        instead of ending each style on a part-filled batch. The first error cancels the other styles.
+        Portraits and records keep the job's item order, whichever style finished first."""
+        tasks = [asyncio.create_task(self._deliver_style(ctx, style, items))
+                 for style, items in items_by_style(ctx.job.items).items()]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        position = {item.portrait_id: index for index, item in enumerate(ctx.job.items)}
+        ctx.delivered.sort(key=lambda portrait: position[portrait.portrait_id])
+        ctx.records.sort(key=lambda record: position[record.portrait_id])
+
     async def _deliver_style(self, ctx: JobContext, style: str, items: list[events_pb2.RenderItem]) -> None:
         preset = catalogue().get(style)
         if preset is None:
             raise PermanentJobError(f"unknown style '{style}'")
         seeds = candidate_seeds([item.seed for item in items], self.ranking.candidates_for(len(items)))
         requests = {seed: self._request(ctx, preset, items[0], seed) for seed in seeds}
-        candidates = await self._render_all(list(requests.values()), ctx.shipping)
+        candidates = await self._render_all(ctx, list(requests.values()))
         try:
             chosen = await rank(ctx.identity, candidates, len(items)) if ctx.identity else candidates[: len(items)]
         except IdentityRefused as error:  # e.g. no face in any of the subject's crops
@@ -162,13 +192,16 @@ class RenderWorker:
             scheduler=item.scheduler or preset.scheduler,
         )
 
-    async def _render_all(self, requests: list[RenderRequest], shipping: AdapterShipping) -> list[Candidate]:
-        """Every request rendered, at most `concurrency` in flight: Triton batches what is in flight."""
-        slots = asyncio.Semaphore(self.ranking.concurrency)
+    async def _render_all(self, ctx: JobContext, requests: list[RenderRequest]) -> list[Candidate]:
+        """Every request rendered, at most `concurrency` of the job's in flight: Triton batches what is in flight.
+        A cancelled order sends no further request (OrderCancelled)."""
 
         async def one(request: RenderRequest) -> Candidate:
-            async with slots:
-                return Candidate(seed=request.seed, image=await self._render_when_triton_is_up(request, shipping))
+            async with ctx.slots:
+                if ctx.cancelled():
+                    raise OrderCancelled
+                return Candidate(seed=request.seed,
+                                 image=await self._render_when_triton_is_up(request, ctx.shipping))
 
         return list(await asyncio.gather(*(one(request) for request in requests)))
 
