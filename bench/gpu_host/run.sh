@@ -20,6 +20,9 @@
 #                  Triton graphed-batched (the deploy default), eager (the serving overhead) and the whole UNet
 #                  compiled with CUDA graphs, batched adapters and NHWC convolutions (cuda-graphs-batched-cl, a cold
 #                  compile inside Triton's load), then both in-process with their profiles (the compile warm)
+#   schedulers-sd15, schedulers-sdxl
+#                  bench/scheduler_mix.py --real-size: a batch whose images use four catalogue schedulers, one call
+#                  per scheduler against one call (services/renderer/row_schedulers.py), eager and graphed-batched
 #   render-sd15-profile, render-sdxl-profile
 #                  in-process only, each mode with its device-time profile: eager (PEFT LoRA), fused LoRA,
 #                  CUDA graphs, regional compile (bf16, FP8), channels-last
@@ -111,6 +114,10 @@ run_step() {
     render-sd15-whole|render-sdxl-whole)
       [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched cuda-graphs-batched-cl)
       command=(bench/render.py --real-size --only "$model" --profile --modes "${modes[@]}" --budget-s "$budget") ;;
+    schedulers-sd15|schedulers-sdxl)
+      [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched)
+      command=(bench/scheduler_mix.py --real-size --device cuda --model "${step#schedulers-}" --steps 25
+               --batch "$([ "$step" = schedulers-sd15 ] && echo 8 || echo 4)" --modes "${modes[@]}") ;;
     render-sd15-profile|render-sdxl-profile)
       command=(bench/render.py --real-size --only "$model" --no-triton --profile --modes eager fused graphed
                regional-graphed regional-graphed-fp8 fused-cl --budget-s "$budget") ;;

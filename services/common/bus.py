@@ -28,7 +28,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from services.common.deletion_guard import DeletionGuard
@@ -37,6 +37,7 @@ M = TypeVar("M", bound=Message)
 
 # JetStream replicas of every stream and bucket: 1 on one server, 3 on a NATS cluster.
 REPLICAS_ENV = "STUDIO_NATS_REPLICAS"
+KV_LIST_ATTEMPTS = 3
 
 TRAIN_SUBJECT = "studio.train.jobs"
 RENDER_SUBJECT = "studio.render.jobs"
@@ -301,8 +302,17 @@ class Bus:
         return entry.value
 
     async def kv_keys(self, bucket: str) -> list[str]:
-        with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
-            return list(await self.bucket(bucket).keys())
+        """Every key of `bucket`, [] when it is empty. A listing that fails (its watcher's consumer request timed
+        out on a loaded host) is tried again, then raised: an empty answer would read as 'no such key'."""
+        for attempt in range(1, KV_LIST_ATTEMPTS + 1):
+            try:
+                return list(await self.bucket(bucket).keys())
+            except NoKeysError:
+                return []
+            except Exception:
+                if attempt == KV_LIST_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
         return []
 
     async def kv_entry(self, bucket: str, key: str) -> tuple[bytes | None, int]:

@@ -21,6 +21,7 @@ from services.renderer.adapters import FusedAdapter, NamedAdapters
 from services.renderer.batched_adapters import DEFAULT_MAX_RANK, BatchedAdapters, subject_mixes
 from services.renderer.errors import RenderInputError
 from services.renderer.row_guidance import RowGuidance
+from services.renderer.row_schedulers import RowTimesteps, SchedulerSet
 from services.renderer.unet_modes import COMPILE_ENV, prepare_unet, unet_mode
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
@@ -56,9 +57,10 @@ class RenderParams:
 
     @property
     def batch_key(self) -> tuple:
-        """Requests with equal keys (and the same adapter) can share one pipeline call; each image keeps its
-        own guidance within it (services/renderer/row_guidance.py)."""
-        return (self.scheduler, self.steps, self.width, self.height)
+        """Requests with equal keys (and the same adapter, and schedulers that agree on the number of timesteps)
+        can share one pipeline call; each image keeps its own guidance and scheduler within it
+        (services/renderer/row_guidance.py, row_schedulers.py)."""
+        return (self.steps, self.width, self.height)
 
     def validate(self) -> None:
         for name, side in (("width", self.width), ("height", self.height)):
@@ -166,9 +168,10 @@ class PortraitRenderer:
         if self.adapters is None:
             store = FusedAdapter if self.unet_mode.fused_adapters else NamedAdapters
             self.adapters = store(pipe, adapter_cache_size)
-        self._default_scheduler = pipe.scheduler
-        self._schedulers: dict[str, object] = {}
+        default = pipe.scheduler  # the pipeline's attribute holds each call's RowSchedulers from now on
+        self.schedulers = SchedulerSet(default, lambda name: build_scheduler(pipe, name, default))
         self.guidance = RowGuidance(pipe.unet)
+        self.row_timesteps = RowTimesteps(pipe.unet)
 
     @classmethod
     def from_env(cls, default_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> PortraitRenderer:
@@ -225,7 +228,9 @@ class PortraitRenderer:
                 results[index] = error
                 continue
             adapter_id = (item.adapter_id or digest) if digest else ""
-            key = item.params.batch_key if mixes else (adapter_id, digest, item.params.batch_key)
+            params = item.params
+            key = (*params.batch_key, self.schedulers.timestep_count(params.scheduler, params.steps))
+            key = key if mixes else (adapter_id, digest, *key)
             groups.setdefault(key, []).append((index, adapter_id, digest))
         for group in groups.values():
             calls = subject_mixes([entry[1:] for entry in group], self.adapter_cache_size) if mixes else [
@@ -269,21 +274,13 @@ class PortraitRenderer:
         """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""
         return self.adapters.evict_prefix(prefix)
 
-    def _use_scheduler(self, name: str) -> None:
-        if not name:
-            self.pipe.scheduler = self._default_scheduler
-            return
-        if name not in self._schedulers:
-            self._schedulers[name] = build_scheduler(self.pipe, name, self._default_scheduler)
-        self.pipe.scheduler = self._schedulers[name]
-
     def _run_pipeline(self, batch: Sequence[RenderParams], decode: bool = True) -> list[np.ndarray]:
         """One pipeline call for params sharing a batch key; one image per params, in order (none when
         not `decode`: a warm-up that runs the UNet and skips the VAE)."""
         import torch
 
         first = batch[0]
-        self._use_scheduler(first.scheduler)
+        self.pipe.scheduler = self.row_timesteps.schedulers = self.schedulers.for_call([p.scheduler for p in batch])
         # CPU generators give the same starting noise on every device, one per image: an image does
         # not depend on what it was batched with.
         generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
@@ -302,6 +299,7 @@ class PortraitRenderer:
                 )
         finally:
             self.guidance.clear()
+            self.row_timesteps.schedulers = None
         if not decode:
             return []
         images = np.asarray(result.images, dtype=np.float32)
