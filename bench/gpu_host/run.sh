@@ -7,7 +7,7 @@
 #
 # STUDIO_RENDER_MODES replaces the --modes list of every render-* step it runs (bench/render.py's mode names).
 # Steps (default: render-sd15-whole:560, the whole-UNet compile through Triton, in one ~9.5-minute call; then
-# render-sdxl-graphed:240 in a second call if the session has the time):
+# schedulers-sd15:200 in a second call if the session has the time):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed

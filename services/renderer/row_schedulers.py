@@ -38,8 +38,9 @@ class RowScale:
 
 
 class RowSchedulers:
-    """The scheduler a pipeline call sees when its images use several (one scheduler object per distinct name;
-    `images_of[k]` lists the images scheduler k denoises)."""
+    """The scheduler every pipeline call of the renderer sees: one scheduler object per distinct name among the
+    call's images, `images_of[k]` the images scheduler k denoises. With one scheduler, each method hands the
+    whole batch to it, as the plain pipeline would."""
 
     order = 1
 
@@ -51,7 +52,9 @@ class RowSchedulers:
         self.row_timesteps: list[torch.Tensor] = []  # per step: each image's own timestep
 
     @property
-    def init_noise_sigma(self) -> RowScale:
+    def init_noise_sigma(self):
+        if len(self.schedulers) == 1:
+            return self.schedulers[0].init_noise_sigma
         factors = [0.0] * self.image_count
         for scheduler, images in zip(self.schedulers, self.images_of, strict=True):
             for image in images:
