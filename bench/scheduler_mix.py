@@ -69,7 +69,11 @@ def run(args) -> list[dict]:
 def mode_row(args, folder: Path, mode: str) -> dict:
     from bench.render_rows import image_side, renderer_mode
     from services.renderer.pipeline import PortraitRenderer, load_pipeline
+    from services.renderer.unet_modes import unet_mode
 
+    if unet_mode(renderer_mode(mode)).graphed and args.device != "cuda":
+        print(f"{mode}: skipped, CUDA graphs need a GPU", flush=True)
+        return {"model": args.model, "mode": mode, "error": "skipped: CUDA graphs need a GPU"}
     renderer = PortraitRenderer(load_pipeline(folder), compile_mode=renderer_mode(mode))
     items = batch_items(args.batch, args.schedulers, image_side(args.model, args.tiny), args.steps)
     renderer.warm_up(args.batch)
