@@ -1,5 +1,5 @@
-"""Adapters by reference: a Triton instance keeps each subject's LoRA after the first request that carried its
-bytes, so the job's later requests send a token instead of the LoRA.
+"""Adapters by reference: a Triton instance keeps each subject's LoRA after one request loaded it (a load request,
+or a render that carried the bytes), so a job's renders send a token instead of the LoRA.
 
 Why: every request used to carry the whole LoRA. Our trainer writes fp32 LoRAs: SD1.5 at rank 16 is about
 13 MB, SDXL at rank 32 about 185 MB. Each request paid for it in gRPC, in Triton's copy into the python

@@ -43,6 +43,8 @@ def test_the_token_is_not_the_plain_digest_the_adapter_id_shows() -> None:
     assert adapter_token(lora) != adapter_token(lora + b"!")
     request = RenderRequest("a portrait", "", "subject/1", lora, 1, 2, 5.0, 64, 64)
     assert request.adapter_token == adapter_token(lora) and request.adapter_token not in repr(request)
+    shipping = AdapterShipping(held={("url", "subject/1", request.adapter_token)})
+    assert request.adapter_token not in repr(shipping)
 
 
 @pytest.mark.parametrize("mode", STORES)
@@ -96,18 +98,31 @@ async def test_a_job_ships_its_adapter_once_then_by_token(
 ) -> None:
     url, lora = batched_triton.grpc_url, loras["subject-a"]
     shipping = AdapterShipping()
-    first = await render_via_triton(url, request_for("job-1/a", lora), shipping=shipping)
-    rest = await asyncio.gather(*(render_via_triton(url, request_for("job-1/a", lora), shipping=shipping)
-                                  for _ in range(3)))
-    assert (shipping.sent_with_bytes, shipping.sent_by_reference, shipping.bytes_sent) == (1, 3, len(lora))
-    assert differs(first, eager_images["subject-a"]) <= 2
-    assert all(differs(image, first) <= 1 for image in rest)  # batched by three: the same picture
+    # Four in flight from the start, as a job sends them: one load carries the bytes, every render the token.
+    images = await asyncio.gather(*(render_via_triton(url, request_for("job-1/a", lora), shipping=shipping)
+                                    for _ in range(4)))
+    assert (shipping.loads, shipping.bytes_sent, shipping.sent_by_reference, shipping.sent_with_bytes) == (
+        1, len(lora), 4, 0)
+    assert differs(images[0], eager_images["subject-a"]) <= 2
+    assert all(differs(image, images[0]) <= 1 for image in images)  # batched together: the same picture
 
-    # Evicted (a deletion, or Triton restarted): the reference is refused once and the bytes go again.
+    # Evicted (a deletion, or Triton restarted): the reference is refused once and that render carries the bytes.
     assert await evict_adapters(url, "job-1/") == 1
     again = await render_via_triton(url, request_for("job-1/a", lora), shipping=shipping)
-    assert differs(again, first) <= 1
-    assert (shipping.sent_with_bytes, shipping.sent_by_reference) == (2, 3)
+    assert differs(again, images[0]) <= 1
+    assert (shipping.loads, shipping.sent_with_bytes, shipping.sent_by_reference) == (1, 1, 4)
+    assert shipping.bytes_sent == 2 * len(lora)
+
+
+async def test_a_load_of_bytes_that_are_no_lora_is_invalid_and_keeps_nothing(batched_triton: TritonServer) -> None:
+    shipping = AdapterShipping()
+    with pytest.raises(RenderRejected, match="not a safetensors file") as rejected:
+        await render_via_triton(batched_triton.grpc_url, request_for("broken/a", b"not a LoRA"), shipping=shipping)
+    assert rejected.value.status == "StatusCode.INVALID_ARGUMENT"
+    assert shipping.held == set() and shipping.loads == 0
+    with pytest.raises(AdapterNotHeld):
+        await render_inputs(batched_triton.grpc_url, build_inputs(request_for("broken/a", b"not a LoRA"),
+                                                                  with_bytes=False), 30)
 
 
 async def test_a_reference_the_instance_does_not_hold_is_not_found_without_the_token(

@@ -270,6 +270,18 @@ class PortraitRenderer:
             outcomes.update(zip((index for index, *_ in call), images, strict=True))
         return [failures[adapter_id] if adapter_id in failures else outcomes[index] for index, adapter_id, _ in entries]
 
+    def load_adapter(self, adapter_id: str, adapter: bytes, token: str = "") -> None:
+        """Keep `adapter` for the renders that name it by token (Triton's load requests); RenderInputError when
+        the bytes are no LoRA this mode serves, or disagree with `token`."""
+        token = BatchItem(RenderParams(prompt=""), adapter_id, adapter, token).token()
+        adapter_id = adapter_id or token
+        if isinstance(self.adapters, BatchedAdapters):
+            failure = self.adapters.prepare({adapter_id: (adapter, token)}).get(adapter_id)
+            if failure is not None:
+                raise failure
+        else:
+            self.adapters.activate(adapter_id, adapter, token)
+
     def evict_prefix(self, prefix: str) -> int:
         """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""
         return self.adapters.evict_prefix(prefix)

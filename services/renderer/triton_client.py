@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -14,6 +16,7 @@ from services.renderer.adapter_reference import NOT_LOADED, adapter_token
 MODEL_NAME = "portrait_diffusion"
 IMAGE_OUTPUT = "IMAGE"
 EVICTED_OUTPUT = "EVICTED"
+LOADED_OUTPUT = "LOADED"
 READY_TIMEOUT_S = 5.0
 # Statuses after which the same request may succeed later, on this server or another one.
 RETRYABLE_STATUSES = {
@@ -43,14 +46,34 @@ class AdapterNotHeld(RenderRejected):
 
 @dataclass
 class AdapterShipping:
-    """Which adapters each Triton URL has rendered with, so later requests send the token instead of the
-    bytes (services/renderer/adapter_reference.py). A wrong guess (evicted, restarted, another replica behind
-    the URL) costs one refused request, then the bytes go again."""
+    """Which adapters each Triton URL holds, so that requests name them by token (services/renderer/
+    adapter_reference.py). The first request of an adapter the URL does not hold loads it with one request of
+    its own, which the job's other requests wait for: the bytes go once, not with every request in flight (8 per
+    job in deploy/k8s, an SDXL LoRA 185 MB each, through Triton's shared memory). A wrong guess (evicted,
+    restarted, another replica behind the URL) costs one refused request, which then carries the bytes."""
 
-    held: set[tuple[str, str, str]] = field(default_factory=set)  # (url, adapter id, token)
+    # (url, adapter id, token); tokens are secrets, so no repr shows them
+    held: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
     bytes_sent: int = 0
+    loads: int = 0
     sent_with_bytes: int = 0
     sent_by_reference: int = 0
+    _loading: dict[tuple[str, str, str], asyncio.Future] = field(default_factory=dict, repr=False)
+
+    async def load_once(self, key: tuple[str, str, str], load: Callable[[], Awaitable[int]]) -> None:
+        """Run `load` (which returns the bytes it sent) unless one is running for `key`; wait for it either way."""
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = self._loading[key] = asyncio.ensure_future(load())
+            pending.add_done_callback(lambda _: self._loading.pop(key, None))
+            pending.add_done_callback(self._count_load)
+        await asyncio.shield(pending)  # a waiter cancelled must not cancel the others' load
+        self.held.add(key)
+
+    def _count_load(self, done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self.loads += 1
+            self.bytes_sent += done.result()
 
 
 @dataclass(frozen=True)
@@ -118,34 +141,52 @@ def _classify(error: InferenceServerException, url: str) -> Exception:
 async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: float = 120,
                             shipping: AdapterShipping | None = None) -> np.ndarray:
     """The rendered image as uint8 HxWx3; TritonUnavailable (retry) or RenderRejected (do not). With
-    `shipping`, an adapter that `url` rendered with before goes by its token, and its bytes only if refused."""
+    `shipping`, the adapter goes to `url` once (load_adapter) and each render names it by token; a render
+    the instance refuses for want of it carries the bytes."""
+    if shipping is None or not request.adapter:
+        return await _render(url, build_inputs(request), timeout_s)
     key = (url, request.adapter_id, request.adapter_token)
-    if shipping is not None and request.adapter and key in shipping.held:
-        try:
-            image = await _render(url, build_inputs(request, with_bytes=False), timeout_s)
-            shipping.sent_by_reference += 1
-            return image
-        except AdapterNotHeld:
-            shipping.held.discard(key)
+    if key not in shipping.held:
+        await shipping.load_once(key, lambda: load_adapter(url, request, timeout_s=timeout_s))
+    try:
+        image = await _render(url, build_inputs(request, with_bytes=False), timeout_s)
+        shipping.sent_by_reference += 1
+        return image
+    except AdapterNotHeld:
+        shipping.held.discard(key)
     image = await _render(url, build_inputs(request), timeout_s)
-    if shipping is not None and request.adapter:
-        shipping.held.add(key)
-        shipping.sent_with_bytes += 1
-        shipping.bytes_sent += len(request.adapter)
+    shipping.held.add(key)
+    shipping.sent_with_bytes += 1
+    shipping.bytes_sent += len(request.adapter)
     return image
 
 
-async def _render(url: str, inputs: list[triton_grpc.InferInput], timeout_s: float) -> np.ndarray:
+async def load_adapter(url: str, request: RenderRequest, *, timeout_s: float = 120) -> int:
+    """Load the request's adapter into the instance at `url` without rendering (a request of ADAPTER_ID, ADAPTER
+    and ADAPTER_TOKEN alone); the bytes sent. RenderRejected when the bytes are no LoRA the instance can serve."""
+    inputs = [_tensor("ADAPTER_ID", request.adapter_id.encode("utf-8"), "BYTES", np.object_),
+              _tensor("ADAPTER", bytes(request.adapter), "BYTES", np.object_),
+              _tensor("ADAPTER_TOKEN", request.adapter_token.encode("ascii"), "BYTES", np.object_)]
+    await _infer(url, inputs, LOADED_OUTPUT, timeout_s)
+    return len(request.adapter)
+
+
+async def _infer(url: str, inputs: list[triton_grpc.InferInput], output: str, timeout_s: float) -> np.ndarray:
+    """`output` of one request to the model; TritonUnavailable or RenderRejected (or AdapterNotHeld) on error."""
     client = triton_grpc.InferenceServerClient(url)
     try:
         result = await client.infer(
-            MODEL_NAME, inputs, outputs=[triton_grpc.InferRequestedOutput(IMAGE_OUTPUT)], client_timeout=timeout_s
+            MODEL_NAME, inputs, outputs=[triton_grpc.InferRequestedOutput(output)], client_timeout=timeout_s
         )
     except InferenceServerException as error:
         raise _classify(error, url) from error
     finally:
         await client.close()
-    image = result.as_numpy(IMAGE_OUTPUT)
+    return result.as_numpy(output)
+
+
+async def _render(url: str, inputs: list[triton_grpc.InferInput], timeout_s: float) -> np.ndarray:
+    image = await _infer(url, inputs, IMAGE_OUTPUT, timeout_s)
     image = image[0] if image is not None and image.ndim == 4 and image.shape[0] == 1 else image
     if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         shape = None if image is None else image.shape
@@ -158,17 +199,8 @@ async def evict_adapters(url: str, adapter_id_prefix: str, *, timeout_s: float =
     TritonUnavailable when it cannot be reached (a deletion then waits and retries)."""
     if not adapter_id_prefix:
         raise ValueError("an eviction needs a non-empty adapter id prefix")
-    client = triton_grpc.InferenceServerClient(url)
-    try:
-        result = await client.infer(
-            MODEL_NAME, [_tensor("EVICT_PREFIX", adapter_id_prefix.encode("utf-8"), "BYTES", np.object_)],
-            outputs=[triton_grpc.InferRequestedOutput(EVICTED_OUTPUT)], client_timeout=timeout_s,
-        )
-    except InferenceServerException as error:
-        raise _classify(error, url) from error
-    finally:
-        await client.close()
-    return int(result.as_numpy(EVICTED_OUTPUT).reshape(-1)[0])
+    inputs = [_tensor("EVICT_PREFIX", adapter_id_prefix.encode("utf-8"), "BYTES", np.object_)]
+    return int((await _infer(url, inputs, EVICTED_OUTPUT, timeout_s)).reshape(-1)[0])
 
 
 async def triton_ready(url: str, model: str = MODEL_NAME) -> bool:

@@ -68,10 +68,10 @@ def items_by_style(items) -> dict[str, list[events_pb2.RenderItem]]:
 @dataclass
 class JobContext:
     job: events_pb2.RenderJob
-    adapter: bytes
+    adapter: bytes = field(repr=False)  # decrypted: no repr shows it, nor its token
     adapter_id: str
     identity: IdentityClient | None
-    adapter_token: str = ""  # computed once per job: a LoRA is megabytes
+    adapter_token: str = field(default="", repr=False)  # computed once per job: a LoRA is megabytes
     # This job's adapter goes to Triton as bytes until an instance has it, then by token; forgotten with the job.
     shipping: AdapterShipping = field(default_factory=AdapterShipping)
     # The job's Triton requests in flight, shared by all its styles (RankingSettings.concurrency).

@@ -116,9 +116,12 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
         renders: list[tuple[int, BatchItem]] = []
-        for index, request in enumerate(requests):
+        for index, request in enumerate(requests):  # evictions and loads now, renders together after
             if pb_utils.get_input_tensor_by_name(request, "EVICT_PREFIX") is not None:
                 responses[index] = self._evict(request)
+                continue
+            if pb_utils.get_input_tensor_by_name(request, "PROMPT") is None:
+                responses[index] = self._load(request)
                 continue
             try:
                 renders.append((index, _parse(request)))
@@ -143,6 +146,18 @@ class TritonPythonModel:
             return _error_response(str(error), "INVALID_ARG")
         evicted = self.renderer.evict_prefix(prefix)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EVICTED", np.array([[evicted]], np.int32))])
+
+    def _load(self, request) -> pb_utils.InferenceResponse:
+        """A load: an adapter's bytes (ADAPTER_ID, ADAPTER, ADAPTER_TOKEN), kept for the renders that name it."""
+        try:
+            adapter = _optional_bytes(request, "ADAPTER")
+            if not adapter:
+                raise RenderInputError("a request without PROMPT loads an adapter: ADAPTER must hold its bytes")
+            self.renderer.load_adapter(_optional_text(request, "ADAPTER_ID"), adapter,
+                                       _optional_text(request, "ADAPTER_TOKEN"))
+        except RenderInputError as error:
+            return _error_response(str(error), "INVALID_ARG")
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("LOADED", np.array([[1]], np.int32))])
 
     def finalize(self) -> None:
         self.renderer = None
