@@ -67,6 +67,9 @@ def test_a_token_renders_only_what_the_store_loaded_from_bytes(
 
     renderer.evict_prefix("subject-a")
     assert isinstance(renderer.render_batch([by_token("subject-a", lora_a)])[0], AdapterNotLoaded)
+    # A render by token and one that carries the bytes (a retry after NOT_FOUND) in one batch, token first.
+    for image in renderer.render_batch([by_token("subject-a", lora_a), BatchItem(PARAMS, "subject-a", lora_a)]):
+        assert not isinstance(image, Exception) and differs(image, eager_images["subject-a"]) <= 2
 
 
 def test_bytes_and_a_token_that_disagree_are_refused(base_model: Path, loras: dict[str, bytes]) -> None:

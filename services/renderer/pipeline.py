@@ -245,9 +245,9 @@ class PortraitRenderer:
         """One pipeline call for `entries` ((index, adapter id, digest)); an image or error per entry."""
         if isinstance(self.adapters, BatchedAdapters):
             return self._render_mixed(items, entries)
-        first_index, adapter_id, digest = entries[0]
+        _, adapter_id, digest = entries[0]
         try:
-            self.adapters.activate(adapter_id, items[first_index].adapter, digest)
+            self.adapters.activate(adapter_id, _bytes_among(items, entries).get(adapter_id, b""), digest)
             return self._run_pipeline([items[index].params for index, *_ in entries])
         except RenderInputError as error:
             return [error] * len(entries)
@@ -256,8 +256,9 @@ class PortraitRenderer:
         """Several subjects in one call (each with text-encoder weights in one of its own): an adapter that
         cannot load fails its own items only."""
         assert isinstance(self.adapters, BatchedAdapters)
+        carried = _bytes_among(items, entries)
         failures: dict[str, Exception] = dict(self.adapters.prepare(
-            {adapter_id: (items[index].adapter, digest) for index, adapter_id, digest in entries if adapter_id}))
+            {adapter_id: (carried.get(adapter_id, b""), digest) for _, adapter_id, digest in entries if adapter_id}))
         rendered = [entry for entry in entries if entry[1] not in failures]
         outcomes: dict[int, object] = {}
         for positions in self.adapters.calls([adapter_id for _, adapter_id, _ in rendered]):
@@ -316,3 +317,9 @@ class PortraitRenderer:
             return []
         images = np.asarray(result.images, dtype=np.float32)
         return list((np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8))
+
+
+def _bytes_among(items: Sequence[BatchItem], entries: list[tuple[int, str, str]]) -> dict[str, bytes]:
+    """Adapter id -> its bytes, from any entry that carried them: a request by token and one with the bytes (a
+    retry after NOT_FOUND) may share a call, in any order."""
+    return {adapter_id: items[index].adapter for index, adapter_id, _ in entries if items[index].adapter}
