@@ -72,7 +72,7 @@ class JobContext:
     adapter_id: str
     identity: IdentityClient | None
     adapter_token: str = field(default="", repr=False)  # computed once per job: a LoRA is megabytes
-    # This job's adapter goes to Triton as bytes until an instance has it, then by token; forgotten with the job.
+    # Loads the job's adapter into each Triton instance once; the renders name it by token. Forgotten with the job.
     shipping: AdapterShipping = field(default_factory=AdapterShipping)
     # The job's Triton requests in flight, shared by all its styles (RankingSettings.concurrency).
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
