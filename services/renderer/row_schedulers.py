@@ -179,7 +179,7 @@ class SchedulerSet:
         return self._built[name]
 
     def timestep_count(self, name: str, steps: int) -> int:
-        """How many timesteps `name` takes for `steps` steps (most take `steps`; some add one): images share a
+        """How many timesteps `name` takes for `steps` steps (most take `steps`, Heun 2 × steps − 1): images share a
         call only if their schedulers agree."""
         if (name, steps) not in self._counts:
             scheduler = self.named(name)
