@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.launchers.binaries import find_binary
-from services.common.launchers.process import ManagedProcess, free_port
+from services.common.launchers.process import ManagedProcess, free_ports
 
 READY_TIMEOUT = 30.0
 
@@ -33,8 +33,8 @@ def _healthz_ok(url: str) -> bool:
 
 
 async def start_nats(data_dir: Path, log_dir: Path, port: int | None = None) -> NatsServer:
-    port = port or free_port()
-    monitor_port = free_port()
+    port = port or free_ports(1)[0]
+    [monitor_port] = free_ports(1, exclude={port})  # never the client port (free_port() twice can collide)
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         find_binary("nats-server"),

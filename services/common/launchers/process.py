@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 LOG_TAIL_LINES = 40
@@ -28,6 +28,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1, none in `exclude` (ports already chosen, not yet bound).
+    Each is held until all are chosen: free_port() twice can return the same port."""
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in exclude:
+                ports.append(port)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
 
 
 def free_port_run(count: int, attempts: int = 50) -> int:

@@ -11,6 +11,7 @@ from services.common.launchers.process import (
     ManagedProcess,
     ProcessStartError,
     free_port,
+    free_ports,
     tcp_port_open,
 )
 
@@ -107,3 +108,10 @@ def test_child_is_terminated_when_its_parent_is_killed(tmp_path: Path) -> None:
         time.sleep(0.1)
     os.kill(child_pid, signal.SIGKILL)
     raise AssertionError("the child outlived its SIGKILLed parent")
+
+
+def test_free_ports_are_distinct_and_skip_the_ones_already_chosen() -> None:
+    for _ in range(20):
+        chosen = free_ports(1)[0]
+        ports = free_ports(3, exclude={chosen})
+        assert len(set(ports)) == 3 and chosen not in ports

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.launchers.process import ManagedProcess, free_port
+from services.common.launchers.process import ManagedProcess, free_ports
 
 READY_TIMEOUT = 300.0
 EXIT_TIMEOUT_SECS = 10
@@ -179,7 +179,10 @@ async def start_triton(
     work_dir = Path(work_dir).resolve()
     for folder in (work_dir / "home", work_dir / "hf-home"):
         folder.mkdir(parents=True, exist_ok=True)
-    ports = {"grpc": grpc_port or free_port(), "http": free_port(), "metrics": free_port()}
+    # Distinct: tritonserver refuses to start with HTTP and gRPC on one port.
+    chosen = free_ports(3 if grpc_port is None else 2, exclude={grpc_port} if grpc_port else ())
+    grpc, http, metrics = ([grpc_port] if grpc_port else []) + chosen
+    ports = {"grpc": grpc, "http": http, "metrics": metrics}
     backend_dir = build_backend_directory(work_dir)
     argv = tritonserver_argv(Path(model_repository).resolve(), backend_dir, models, ports, host)
     env = triton_environment(work_dir, Path(base_model).resolve())
