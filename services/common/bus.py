@@ -304,16 +304,18 @@ class Bus:
     async def kv_keys(self, bucket: str) -> list[str]:
         """Every key of `bucket`, [] when it is empty. A listing that fails (its watcher's consumer request timed
         out on a loaded host) is tried again, then raised: an empty answer would read as 'no such key'."""
-        for attempt in range(1, KV_LIST_ATTEMPTS + 1):
+        for attempt in range(1, KV_LIST_ATTEMPTS):
             try:
-                return list(await self.bucket(bucket).keys())
-            except NoKeysError:
-                return []
+                return await self._keys(bucket)
             except Exception:
-                if attempt == KV_LIST_ATTEMPTS:
-                    raise
                 await asyncio.sleep(0.2 * attempt)
-        return []
+        return await self._keys(bucket)
+
+    async def _keys(self, bucket: str) -> list[str]:
+        try:
+            return list(await self.bucket(bucket).keys())
+        except NoKeysError:
+            return []
 
     async def kv_entry(self, bucket: str, key: str) -> tuple[bytes | None, int]:
         """A key's value and revision ((None, 0) when absent), for compare-and-set updates."""

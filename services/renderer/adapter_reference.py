@@ -28,6 +28,17 @@ def adapter_token(adapter: bytes) -> str:
     return digest.hexdigest()
 
 
+def checked_token(adapter: bytes, claimed: str) -> str:
+    """The token of a request's adapter: of its bytes when it carries them (a `claimed` token that disagrees is
+    refused), else the one it names ("" for the base model)."""
+    if not adapter:
+        return claimed
+    token = adapter_token(adapter)
+    if claimed and claimed != token:
+        raise RenderInputError("ADAPTER_TOKEN does not match the ADAPTER bytes")
+    return token
+
+
 class AdapterNotLoaded(RenderInputError):
     """A request named its adapter by token, and this instance does not hold it (evicted, restarted, or another
     replica): the sender must send the bytes once more."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.renderer.adapter_reference import adapter_token
+from services.renderer.adapter_reference import checked_token
 from services.renderer.adapters import FusedAdapter, NamedAdapters
 from services.renderer.batched_adapters import DEFAULT_MAX_RANK, BatchedAdapters, subject_mixes
 from services.renderer.errors import RenderInputError
@@ -86,12 +86,7 @@ class BatchItem:
 
     def token(self) -> str:
         """The adapter's token ("" for the base model); bytes and a token that disagree are refused."""
-        if not self.adapter:
-            return self.adapter_token
-        token = adapter_token(self.adapter)
-        if self.adapter_token and self.adapter_token != token:
-            raise RenderInputError("ADAPTER_TOKEN does not match the ADAPTER bytes")
-        return token
+        return checked_token(self.adapter, self.adapter_token)
 
 
 def pick_device_and_dtype():
@@ -274,14 +269,7 @@ class PortraitRenderer:
     def load_adapter(self, adapter_id: str, adapter: bytes, token: str = "") -> None:
         """Keep `adapter` for the renders that name it by token (Triton's load requests); RenderInputError when
         the bytes are no LoRA this mode serves, or disagree with `token`."""
-        token = BatchItem(RenderParams(prompt=""), adapter_id, adapter, token).token()
-        adapter_id = adapter_id or token
-        if isinstance(self.adapters, BatchedAdapters):
-            failure = self.adapters.prepare({adapter_id: (adapter, token)}).get(adapter_id)
-            if failure is not None:
-                raise failure
-        else:
-            self.adapters.activate(adapter_id, adapter, token)
+        self.adapters.activate(adapter_id, adapter, checked_token(adapter, token))
 
     def evict_prefix(self, prefix: str) -> int:
         """Forget every adapter whose id starts with `prefix` (a deleted subject's); how many."""

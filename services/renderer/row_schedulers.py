@@ -81,23 +81,14 @@ class RowSchedulers:
 
     def scale_model_input(self, sample: torch.Tensor, step) -> torch.Tensor:
         index = int(step)
-        if len(self.schedulers) == 1:  # every row its own: no gathering
-            return self.schedulers[0].scale_model_input(sample, self.schedulers[0].timesteps[index])
-        return self._per_scheduler(sample, lambda scheduler, rows, timestep: scheduler.scale_model_input(
-            rows, timestep), index)
+        return self._per_scheduler(lambda which, rows: self.schedulers[which].scale_model_input(
+            rows, self.schedulers[which].timesteps[index]), sample)
 
     def step(self, model_output: torch.Tensor, step, sample: torch.Tensor, eta: float = 0.0, generator=None,
              return_dict: bool = True, **options):
         index = int(step)
-        if len(self.schedulers) == 1:  # every row its own: no gathering
-            latents = self._step_one(0, model_output, sample, index, eta, generator, options)
-        else:
-            parts = []
-            for which, images in enumerate(self.images_of):
-                rows = torch.tensor(images, device=sample.device)
-                parts.append((rows, self._step_one(which, model_output[rows], sample[rows], index, eta, generator,
-                                                   options)))
-            latents = _scatter(parts, sample.shape[0])
+        latents = self._per_scheduler(lambda which, outputs, rows: self._step_one(
+            which, outputs, rows, index, eta, generator, options), model_output, sample)
         return (latents,) if not return_dict else _Output(latents)
 
     def _step_one(self, which: int, model_output: torch.Tensor, sample: torch.Tensor, index: int, eta: float,
@@ -118,14 +109,18 @@ class RowSchedulers:
         per_image = self.row_timesteps[int(step)]
         return per_image.repeat(rows // self.image_count)
 
-    def _per_scheduler(self, sample: torch.Tensor, apply, index: int) -> torch.Tensor:
-        copies = sample.shape[0] // self.image_count  # the rows repeat the images (twice with guidance)
-        outputs = []
-        for scheduler, images in zip(self.schedulers, self.images_of, strict=True):
-            rows = torch.tensor([copy * self.image_count + image for copy in range(copies) for image in images],
-                                device=sample.device)
-            outputs.append((rows, apply(scheduler, sample[rows], scheduler.timesteps[index])))
-        return _scatter(outputs, sample.shape[0])
+    def _per_scheduler(self, apply, *tensors: torch.Tensor) -> torch.Tensor:
+        """apply(k, *rows) for each scheduler k, with the rows of `tensors` that show its images (the rows repeat the
+        images, twice with guidance), the results put back in row order. One scheduler: the tensors whole."""
+        if len(self.schedulers) == 1:
+            return apply(0, *tensors)
+        count = tensors[0].shape[0]
+        parts = []
+        for which, images in enumerate(self.images_of):
+            rows = torch.tensor([copy * self.image_count + image for copy in range(count // self.image_count)
+                                 for image in images], device=tensors[0].device)
+            parts.append((rows, apply(which, *(tensor[rows] for tensor in tensors))))
+        return _scatter(parts, count)
 
 
 class _Output:

@@ -65,12 +65,12 @@ class AdapterShipping:
         pending = self._loading.get(key)
         if pending is None:
             pending = self._loading[key] = asyncio.ensure_future(load())
-            pending.add_done_callback(lambda _: self._loading.pop(key, None))
-            pending.add_done_callback(self._count_load)
+            pending.add_done_callback(lambda done: self._loaded(key, done))
         await asyncio.shield(pending)  # a waiter cancelled must not cancel the others' load
         self.held.add(key)
 
-    def _count_load(self, done: asyncio.Future) -> None:
+    def _loaded(self, key: tuple[str, str, str], done: asyncio.Future) -> None:
+        self._loading.pop(key, None)
         if not done.cancelled() and done.exception() is None:
             self.loads += 1
             self.bytes_sent += done.result()
@@ -111,16 +111,22 @@ def _tensor(name: str, value: object, datatype: str, dtype: type) -> triton_grpc
     return tensor
 
 
+def _adapter_inputs(request: RenderRequest, with_bytes: bool = True) -> list[triton_grpc.InferInput]:
+    """ADAPTER_ID, ADAPTER (unless not `with_bytes`: the adapter goes by its token alone) and ADAPTER_TOKEN."""
+    inputs = [_tensor("ADAPTER_ID", request.adapter_id.encode("utf-8"), "BYTES", np.object_)]
+    if with_bytes:
+        inputs.append(_tensor("ADAPTER", bytes(request.adapter), "BYTES", np.object_))
+    if request.adapter_token:
+        inputs.append(_tensor("ADAPTER_TOKEN", request.adapter_token.encode("ascii"), "BYTES", np.object_))
+    return inputs
+
+
 def build_inputs(request: RenderRequest, with_bytes: bool = True) -> list[triton_grpc.InferInput]:
     """The request's inputs; without `with_bytes`, the adapter goes by its token alone."""
-    adapter = [_tensor("ADAPTER", bytes(request.adapter), "BYTES", np.object_)] if with_bytes else []
-    if request.adapter_token:
-        adapter.append(_tensor("ADAPTER_TOKEN", request.adapter_token.encode("ascii"), "BYTES", np.object_))
     return [
         _tensor("PROMPT", request.prompt.encode("utf-8"), "BYTES", np.object_),
         _tensor("NEGATIVE_PROMPT", request.negative_prompt.encode("utf-8"), "BYTES", np.object_),
-        _tensor("ADAPTER_ID", request.adapter_id.encode("utf-8"), "BYTES", np.object_),
-        *adapter,
+        *_adapter_inputs(request, with_bytes),
         _tensor("SEED", request.seed, "INT64", np.int64),
         _tensor("STEPS", request.steps, "INT32", np.int32),
         _tensor("GUIDANCE", request.guidance, "FP32", np.float32),
@@ -164,10 +170,7 @@ async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: floa
 async def load_adapter(url: str, request: RenderRequest, *, timeout_s: float = 120) -> int:
     """Load the request's adapter into the instance at `url` without rendering (a request of ADAPTER_ID, ADAPTER
     and ADAPTER_TOKEN alone); the bytes sent. RenderRejected when the bytes are no LoRA the instance can serve."""
-    inputs = [_tensor("ADAPTER_ID", request.adapter_id.encode("utf-8"), "BYTES", np.object_),
-              _tensor("ADAPTER", bytes(request.adapter), "BYTES", np.object_),
-              _tensor("ADAPTER_TOKEN", request.adapter_token.encode("ascii"), "BYTES", np.object_)]
-    await _infer(url, inputs, LOADED_OUTPUT, timeout_s)
+    await _infer(url, _adapter_inputs(request), LOADED_OUTPUT, timeout_s)
     return len(request.adapter)
 
 

@@ -94,6 +94,9 @@ class RenderWorker:
 
     async def handle(self, payload: bytes) -> None:
         job = events_pb2.RenderJob.FromString(payload)
+        if await order_cancelled(self.bus, job.order_id):  # before decrypting anything
+            log.info("order %s was cancelled; dropping its render job", job.order_id)
+            return
         adapter = await self._read(job, job.lora_key, privacy_pb2.KEY_PURPOSE_DECRYPT_LORA, "LoRA")
         if self.base_model_id:
             try:
@@ -102,9 +105,6 @@ class RenderWorker:
                 raise PermanentJobError(str(error)) from error
         ctx = JobContext(job, adapter, adapter_id_of(job.subject_id, adapter), await self._identity(job),
                          adapter_token(adapter), slots=asyncio.Semaphore(self.ranking.concurrency))
-        if await order_cancelled(self.bus, job.order_id):
-            log.info("order %s was cancelled; dropping its render job", job.order_id)
-            return
         async with CancelWatch(self.bus, job.order_id) as watch:  # polled while the styles render
             ctx.cancelled = watch.event.is_set
             try:
