@@ -221,6 +221,21 @@ def order_events_subject(order_id: str) -> str:
     return f"{ORDER_EVENTS_PREFIX}.{order_id}"
 
 
+async def fetch_or_stop(subscription: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
+    """Up to `batch` messages (none when the fetch times out). CancelledError when the task was asked to stop,
+    even where Python 3.11's wait_for (inside nats-py's fetch) dropped that cancellation as a reply arrived: the
+    task still counts it. Messages fetched then go back to the stream (nak) for another consumer."""
+    try:
+        messages = await subscription.fetch(batch, timeout=5)
+    except TimeoutError:
+        messages = []
+    if asyncio.current_task().cancelling():
+        for message in messages:
+            await message.nak()
+        raise asyncio.CancelledError
+    return messages
+
+
 class Bus:
     """A NATS connection with the studio's topology declared."""
 
@@ -267,11 +282,7 @@ class Bus:
         """Feed a durable pull consumer's messages to `handle` (which acks or naks) until cancelled."""
         subscription = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
         while True:
-            try:
-                messages = await subscription.fetch(batch, timeout=5)
-            except TimeoutError:
-                continue
-            for message in messages:
+            for message in await fetch_or_stop(subscription, batch):
                 await handle(message)
 
     async def pull(self, queue: WorkQueue) -> JetStreamContext.PullSubscription:

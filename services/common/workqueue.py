@@ -23,7 +23,7 @@ import grpc
 from nats.aio.msg import Msg
 from studio.v1 import common_pb2, events_pb2
 
-from services.common.bus import Bus, WorkQueue, worker_heartbeat_subject
+from services.common.bus import Bus, WorkQueue, fetch_or_stop, worker_heartbeat_subject
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,7 @@ async def run_worker(
     presence = asyncio.create_task(_announce_presence(bus, queue, state))
     try:
         while True:
-            try:
-                messages = await subscription.fetch(1, timeout=5)
-            except TimeoutError:
-                continue
-            for message in messages:
+            for message in await fetch_or_stop(subscription, 1):
                 await _process(bus, message, queue, handle, on_failure, state)
     finally:
         presence.cancel()
