@@ -42,7 +42,9 @@ from services.renderer.unet_modes import COMPILE_ENV, UNET_MODES  # noqa: E402
 SUBJECT_COUNTS = (1, 4)
 MAX_BATCH = 8  # the model's max_batch_size (model_repository/portrait_diffusion/config.pbtxt)
 RENDER_MODES = ("eager", *(mode for mode in UNET_MODES if mode))
-RENDER_CONCURRENCY = 4  # requests in flight per subject, as the render worker's default
+# Requests in flight per subject: the render worker's default until it kept two of Triton's batches in flight
+# (bench/render_in_flight.py); the figures in bench/render_results.md were measured so.
+RENDER_CONCURRENCY = 4
 # Tiny CPU run: eager (PEFT adapters, one pipeline call per subject of a batch) against batched (every
 # subject of a batch in one call, services/renderer/batched_adapters.py).
 TINY_MODES = ("eager", "batched")
@@ -78,12 +80,13 @@ def in_process_seconds(renderer, requests: list) -> float:
     return time.perf_counter() - started
 
 
-async def triton_seconds(url: str, requests: list, subjects: int, shipping=None) -> float:
-    """The requests through Triton, RENDER_CONCURRENCY per subject in flight. `shipping`: an AdapterShipping, to
-    send each LoRA by token once the instance has it, as the render worker does; None sends it every time."""
+async def triton_seconds(url: str, requests: list, subjects: int, shipping=None, in_flight: int = 0) -> float:
+    """The requests through Triton, `in_flight` at once (default RENDER_CONCURRENCY per subject). `shipping`: an
+    AdapterShipping, to send each LoRA by token once the instance has it, as the render worker does; None sends it
+    every time."""
     from services.renderer.triton_client import render_via_triton
 
-    slots = asyncio.Semaphore(RENDER_CONCURRENCY * subjects)
+    slots = asyncio.Semaphore(in_flight or RENDER_CONCURRENCY * subjects)
 
     async def one(request) -> None:
         async with slots:

@@ -173,7 +173,7 @@ async def test_the_renderers_workers_render_two_customers_at_once(
 async def test_a_lone_orders_styles_share_tritons_batches(
     client: StudioClient, stack: EmbeddedStack, shared: dict
 ) -> None:
-    """A job renders all its styles at once, its requests in flight (STUDIO_RENDER_CONCURRENCY, 4 here) shared
+    """A job renders all its styles at once, its requests in flight (two of Triton's batches of 8) shared
     among them: styles one after another would end each on a part-filled batch, one Triton execution per style
     at least."""
     if "subject" not in shared:
@@ -184,7 +184,7 @@ async def test_a_lone_orders_styles_share_tritons_batches(
     kinds = await event_kinds(client, order.order_id)
     executions = await asyncio.to_thread(stack.triton.counter, "nv_inference_exec_count", "portrait_diffusion")
     assert kinds[-1] == "done", kinds
-    assert executions - executions_before < len(styles)  # 12 renders, 4 in flight: about 3
+    assert executions - executions_before < len(styles)  # 12 renders, 16 in flight: about 2
     done = await client.get_order(order.order_id)
     # The job's item order, whichever style finished first.
     assert [portrait.style for portrait in done.portraits] == [style for style in styles for _ in range(2)]
@@ -195,7 +195,8 @@ async def test_triton_killed_mid_job_the_job_completes_after_restart(
 ) -> None:
     if "subject" not in shared:
         pytest.skip("needs a subject with a LoRA")
-    styles, count = list(catalogue())[:2], 4
+    # Four of Triton's batches of 8, two in flight (worker.in_flight): the first portrait arrives with work left.
+    styles, count = list(catalogue())[:4], 8
     order = await client.create_order(shared["subject"], styles, count)
     triton, killed_at_progress = stack.triton.process, None
     try:
@@ -239,6 +240,7 @@ async def test_identity_ranking_renders_extra_candidates_and_drops_faceless_ones
         worker = RenderWorker(bus=bus, sealed=sealed, triton_url=stack.triton.grpc_url, state=WorkerState(),
                               provenance=PortraitProvenance(sealed.vault),
                               ranking=RankingSettings(candidate_factor=2.0), faceqa=faceqa_pb2_grpc.FaceQAStub(channel))
+        assert await worker.in_flight() == 2 * 8  # two of Triton's batches (config.pbtxt max_batch_size 8)
         dropped_before = CANDIDATES.labels("dropped")._value.get()
         with pytest.raises(PermanentJobError, match="no rendered candidate showed the subject's face"):
             await asyncio.wait_for(worker.handle(job.SerializeToString()), timeout=300)

@@ -123,6 +123,7 @@ async def _job(client: StudioClient, args) -> DemoResult:
 
 
 async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch, result: DemoResult) -> None:
+    ordered = len(args.styles) * args.count
     bar = tqdm(total=0, desc="queued", disable=args.json)
     stage = "queue"
     async for response in client.watch(order_id):
@@ -137,10 +138,12 @@ async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch, re
             stage = _switch(bar, clock, stage, "training", event.training.total_steps)
             bar.n = event.training.step
             bar.set_postfix_str(training_postfix(event.training), refresh=False)
-        elif kind == "trained":
+        elif kind == "trained":  # rendering starts now: its queue and the first portrait's candidates count too
             result.training = training_summary(event.trained)
+            stage = _switch(bar, clock, stage, "rendering", ordered)
         elif kind == "rendering":
             stage = _switch(bar, clock, stage, "rendering", event.rendering.total)
+            bar.total = event.rendering.total
             bar.n = event.rendering.rendered
         elif kind == "failed":
             bar.close()

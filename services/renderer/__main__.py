@@ -19,6 +19,7 @@ from services.common.workqueue import WorkerState, run_worker
 from services.renderer.provenance import PortraitProvenance
 from services.renderer.purge import purge_handler
 from services.renderer.ranking import RankingSettings
+from services.renderer.triton_channels import close_clients
 from services.renderer.triton_client import triton_ready
 from services.renderer.worker import RenderWorker
 
@@ -84,6 +85,7 @@ async def main() -> None:
     finally:
         if faceqa:
             await faceqa.close()
+        await close_clients()
         await runtime.close()
 
 

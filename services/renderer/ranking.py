@@ -36,7 +36,10 @@ IDENTITY, UNSCORED_MODE = "identity", "unscored"
 RANKING_MODES = (IDENTITY, UNSCORED_MODE)
 DEFAULT_CANDIDATE_FACTOR = 2.0
 MAX_CANDIDATE_FACTOR = 8.0
-DEFAULT_CONCURRENCY = 4
+# Unset: Triton's batches in flight per job (max_batch_size each), so a lone job fills Triton's batches and its
+# next batch waits in Triton's queue while one renders (services/renderer/worker.py in_flight).
+BATCHES_IN_FLIGHT = 2
+FALLBACK_CONCURRENCY = 16  # when Triton cannot say its max_batch_size: twice the model repository's 8
 UNSCORED = -1.0
 SCORE_CHUNK = 16  # images per ScoreIdentity call: well under faceqa's per-call and message limits
 FACEQA_RETRY_S = 5.0
@@ -51,7 +54,7 @@ class SettingsError(ValueError):
 class RankingSettings:
     mode: str = IDENTITY
     candidate_factor: float = DEFAULT_CANDIDATE_FACTOR
-    concurrency: int = DEFAULT_CONCURRENCY  # Triton requests in flight per job
+    concurrency: int | None = None  # Triton requests in flight per job; None: BATCHES_IN_FLIGHT batches
 
     def __post_init__(self) -> None:
         if self.mode not in RANKING_MODES:
@@ -59,7 +62,7 @@ class RankingSettings:
         if not 1.0 <= self.candidate_factor <= MAX_CANDIDATE_FACTOR:
             raise SettingsError(
                 f"{CANDIDATE_FACTOR_ENV} must be 1..{MAX_CANDIDATE_FACTOR}, got {self.candidate_factor}")
-        if self.concurrency < 1:
+        if self.concurrency is not None and self.concurrency < 1:
             raise SettingsError(f"{CONCURRENCY_ENV} must be at least 1, got {self.concurrency}")
 
     @classmethod
@@ -67,7 +70,7 @@ class RankingSettings:
         return cls(
             mode=os.environ.get(RANKING_ENV) or IDENTITY,
             candidate_factor=float(os.environ.get(CANDIDATE_FACTOR_ENV) or DEFAULT_CANDIDATE_FACTOR),
-            concurrency=int(os.environ.get(CONCURRENCY_ENV) or DEFAULT_CONCURRENCY),
+            concurrency=int(os.environ[CONCURRENCY_ENV]) if os.environ.get(CONCURRENCY_ENV) else None,
         )
 
     @property

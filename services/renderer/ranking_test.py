@@ -37,3 +37,8 @@ def test_candidate_seeds_keep_the_items_seeds_first_and_are_distinct_and_stable(
     assert seeds[:2] == [5, 2**31 - 1] and len(set(seeds)) == 5 and all(0 <= s < 2**31 for s in seeds)
     assert candidate_seeds([5, 2**31 - 1], 5) == seeds
     assert candidate_seeds([9], 1) == [9]
+
+
+def test_requests_in_flight_follow_triton_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STUDIO_RENDER_CONCURRENCY", raising=False)
+    assert RankingSettings.from_env().concurrency is None  # the worker asks Triton (worker.in_flight)

@@ -12,6 +12,7 @@ import tritonclient.grpc.aio as triton_grpc
 from tritonclient.utils import InferenceServerException
 
 from services.renderer.adapter_reference import NOT_LOADED, adapter_token
+from services.renderer.triton_channels import drop_client, triton_client
 
 MODEL_NAME = "portrait_diffusion"
 IMAGE_OUTPUT = "IMAGE"
@@ -176,15 +177,16 @@ async def load_adapter(url: str, request: RenderRequest, *, timeout_s: float = 1
 
 async def _infer(url: str, inputs: list[triton_grpc.InferInput], output: str, timeout_s: float) -> np.ndarray:
     """`output` of one request to the model; TritonUnavailable or RenderRejected (or AdapterNotHeld) on error."""
-    client = triton_grpc.InferenceServerClient(url)
+    client = triton_client(url)
     try:
         result = await client.infer(
             MODEL_NAME, inputs, outputs=[triton_grpc.InferRequestedOutput(output)], client_timeout=timeout_s
         )
     except InferenceServerException as error:
-        raise _classify(error, url) from error
-    finally:
-        await client.close()
+        failure = _classify(error, url)
+        if isinstance(failure, TritonUnavailable):
+            drop_client(url, client)
+        raise failure from error
     return result.as_numpy(output)
 
 
@@ -208,13 +210,23 @@ async def evict_adapters(url: str, adapter_id_prefix: str, *, timeout_s: float =
 
 async def triton_ready(url: str, model: str = MODEL_NAME) -> bool:
     """Whether the server answers and `model` is loaded and ready."""
-    client = triton_grpc.InferenceServerClient(url)
+    client = triton_client(url)
     try:
         return bool(
             await client.is_server_ready(client_timeout=READY_TIMEOUT_S)
             and await client.is_model_ready(model, client_timeout=READY_TIMEOUT_S)
         )
     except InferenceServerException:
+        drop_client(url, client)
         return False
-    finally:
-        await client.close()
+
+
+async def max_batch_size(url: str, model: str = MODEL_NAME) -> int:
+    """`model`'s max_batch_size in its Triton configuration; TritonUnavailable when Triton does not answer."""
+    client = triton_client(url)
+    try:
+        config = await client.get_model_config(model, as_json=True, client_timeout=READY_TIMEOUT_S)
+    except InferenceServerException as error:
+        drop_client(url, client)
+        raise TritonUnavailable(f"Triton at {url}: {error.message() or error}") from error
+    return int(config["config"].get("max_batch_size", 0))

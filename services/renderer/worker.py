@@ -28,13 +28,22 @@ from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, WorkerState, vault_refusal
 from services.renderer.adapter_reference import adapter_token
 from services.renderer.provenance import PortraitProvenance
-from services.renderer.ranking import UNSCORED, Candidate, RankingSettings, candidate_seeds, rank
+from services.renderer.ranking import (
+    BATCHES_IN_FLIGHT,
+    FALLBACK_CONCURRENCY,
+    UNSCORED,
+    Candidate,
+    RankingSettings,
+    candidate_seeds,
+    rank,
+)
 from services.renderer.records import record_of, save_records
 from services.renderer.triton_client import (
     AdapterShipping,
     RenderRejected,
     RenderRequest,
     TritonUnavailable,
+    max_batch_size,
     render_via_triton,
 )
 
@@ -91,6 +100,7 @@ class RenderWorker:
     base_model_id: str = ""  # when set, LoRAs trained on another base model are refused
     ranking: RankingSettings = field(default_factory=RankingSettings)
     faceqa: faceqa_pb2_grpc.FaceQAStub | None = None  # required when ranking.scored
+    _derived_in_flight: int = field(default=0, init=False, repr=False)  # from Triton's max_batch_size, once known
 
     async def handle(self, payload: bytes) -> None:
         job = events_pb2.RenderJob.FromString(payload)
@@ -104,7 +114,7 @@ class RenderWorker:
             except ValueError as error:  # WrongBaseModel, or not a LoRA file at all
                 raise PermanentJobError(str(error)) from error
         ctx = JobContext(job, adapter, adapter_id_of(job.subject_id, adapter), await self._identity(job),
-                         adapter_token(adapter), slots=asyncio.Semaphore(self.ranking.concurrency))
+                         adapter_token(adapter), slots=asyncio.Semaphore(await self.in_flight()))
         async with CancelWatch(self.bus, job.order_id) as watch:  # polled while the styles render
             ctx.cancelled = watch.event.is_set
             try:
@@ -118,6 +128,21 @@ class RenderWorker:
         await publish_order_event(
             self.bus, job.order_id, job.tenant_id, job.subject_id, done=events_pb2.OrderDone(portraits=ctx.delivered)
         )
+
+    async def in_flight(self) -> int:
+        """Triton requests a job keeps in flight: STUDIO_RENDER_CONCURRENCY, else BATCHES_IN_FLIGHT of Triton's
+        max_batch_size. With no more than one batch in flight, a lone job left the GPU idle from each batch's
+        end until its next requests arrived and were batched (bench/render_in_flight.py)."""
+        if self.ranking.concurrency:
+            return self.ranking.concurrency
+        if not self._derived_in_flight:
+            try:
+                self._derived_in_flight = BATCHES_IN_FLIGHT * max(1, await max_batch_size(self.triton_url))
+            except TritonUnavailable as error:  # the job's renders will wait for Triton; ask again next job
+                log.warning("cannot read Triton's max_batch_size (%s); %d requests in flight", error,
+                            FALLBACK_CONCURRENCY)
+                return FALLBACK_CONCURRENCY
+        return self._derived_in_flight
 
     async def on_failure(self, payload: bytes, reason: str) -> None:
         job = events_pb2.RenderJob.FromString(payload)
