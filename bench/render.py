@@ -185,6 +185,8 @@ def main() -> None:
                         "CUDA only; -batched: subjects together; -fp8: FP8 transformer linears, GPUs of compute 8.9+)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="real-size: default bf16 on cuda")
     parser.add_argument("--no-triton", action="store_true", help="real-size: in-process only")
+    parser.add_argument("--serve-batch", type=int, default=0, help="real-size: the batch of every row but eager "
+                        "in-process, which keeps the reference's (SD1.5 8, SDXL 4); Triton's max_batch_size follows")
     parser.add_argument("--subjects", type=int, default=1, help="real-size: each batch's images cycle through this "
                         "many subjects' LoRAs (eager renders one pipeline call per subject, -batched modes one call)")
     parser.add_argument("--profile", action="store_true", help="real-size: each in-process row also prints where the "

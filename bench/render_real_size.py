@@ -179,7 +179,7 @@ def real_size(args) -> list[dict]:
 def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: str) -> list[dict]:
     from services.renderer.random_lora import make_lora
 
-    batch, reference = PLAN[model]
+    reference = PLAN[model][1]
     folder = write_random_model(model, args.tiny_shapes, args.device, work / model)
     loras = [work / f"{model}-lora-{subject}.safetensors" for subject in range(args.subjects)]
     for subject, lora in enumerate(loras):
@@ -189,6 +189,7 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
     rows, flops = [], meta_image_flops(model, steps, args.tiny_shapes).total
     order = measurement_order(args.modes, not args.no_triton)
     for position, (mode, path) in enumerate(order):
+        batch = serving_batch(args, model, mode, path)
         left = deadline - time.monotonic()
         if left < 30:
             rows.append({"model": model, "mode": mode, "path": path, "error": "skipped: bench budget spent"})
@@ -221,6 +222,15 @@ def _model_rows(args, model: str, steps: int, work: Path, deadline: float, gpu: 
         rows.append(row)
         print(_row_line(row), flush=True)
     return rows
+
+
+def serving_batch(args, model: str, mode: str, path: str) -> int:
+    """The row's batch: the reference's (PLAN), or --serve-batch for every row but the eager in-process baseline,
+    which stays the reference's configuration (Triton's max_batch_size is a serving choice; the target compares
+    images/s)."""
+    if args.serve_batch and (mode, path) != ("eager", "in-process"):
+        return args.serve_batch
+    return PLAN[model][0]
 
 
 def _unet_mode(mode: str):

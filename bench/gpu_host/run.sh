@@ -7,7 +7,7 @@
 #
 # STUDIO_RENDER_MODES replaces the --modes list of every render-* step it runs (bench/render.py's mode names).
 # Steps (default: render-sd15-whole:560, the whole-UNet compile through Triton, in one ~9.5-minute call; then
-# schedulers-sd15:200 in a second call if the session has the time):
+# render-sd15-batch16:230 in a second call if the session has the time):
 #   check          only the host checks below (always run first)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed
@@ -20,6 +20,10 @@
 #                  Triton graphed-batched (the deploy default), eager (the serving overhead) and the whole UNet
 #                  compiled with CUDA graphs, batched adapters and NHWC convolutions (cuda-graphs-batched-cl, a cold
 #                  compile inside Triton's load), then both in-process with their profiles (the compile warm)
+#   render-sd15-batch16
+#                  eager in-process at the reference's batch of 8 (the baseline), then graphed-batched and eager
+#                  through Triton with a max_batch_size of 16 (--serve-batch 16; a lone job's 64 candidates fill it),
+#                  then graphed-batched in-process at 16
 #   schedulers-sd15, schedulers-sdxl
 #                  bench/scheduler_mix.py --real-size: a batch whose images use four catalogue schedulers, one call
 #                  per scheduler against one call (services/renderer/row_schedulers.py), eager and graphed-batched
@@ -114,6 +118,9 @@ run_step() {
     render-sd15-whole|render-sdxl-whole)
       [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched cuda-graphs-batched-cl)
       command=(bench/render.py --real-size --only "$model" --profile --modes "${modes[@]}" --budget-s "$budget") ;;
+    render-sd15-batch16)
+      [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched)
+      command=(bench/render.py --real-size --only sd15 --serve-batch 16 --modes "${modes[@]}" --budget-s "$budget") ;;
     schedulers-sd15|schedulers-sdxl)
       [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched)
       command=(bench/scheduler_mix.py --real-size --device cuda --model "${step#schedulers-}" --steps 25
