@@ -35,13 +35,17 @@ def renderer_mode(mode: str) -> str:
 
 
 def _render(pipe, batch: int, side: int, steps: int, seed: int = 0, decode: bool = True):
+    """uint8 images, converted as the renderer converts them (to_uint8), or latents when not `decode`."""
     import torch
+
+    from services.renderer.pipeline import to_uint8
 
     generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)]
     with torch.inference_mode():
-        return pipe(prompt=[PROMPT] * batch, negative_prompt=["blurry"] * batch, num_inference_steps=steps,
-                    guidance_scale=6.0, width=side, height=side, generator=generators,
-                    output_type="np" if decode else "latent").images
+        result = pipe(prompt=[PROMPT] * batch, negative_prompt=["blurry"] * batch, num_inference_steps=steps,
+                      guidance_scale=6.0, width=side, height=side, generator=generators,
+                      output_type="pt" if decode else "latent").images
+    return to_uint8(result) if decode else result
 
 
 def _render_subjects(renderer, loras: list[bytes], batch: int, side: int, steps: int, seed: int = 0) -> list:
@@ -51,7 +55,7 @@ def _render_subjects(renderer, loras: list[bytes], batch: int, side: int, steps:
 
     items = [BatchItem(RenderParams(**_image(index, loras, steps, side, seed + index)), *_subject(index, loras))
              for index in range(batch)]
-    return [image.astype(np.float32) / 255 for image in renderer.render_batch(items)]
+    return renderer.render_batch(items)
 
 
 def _image(index: int, loras: list[bytes], steps: int, side: int, seed: int) -> dict:
@@ -92,7 +96,8 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
         images = render(0)
     sync_device(device)
     warmup_s = time.perf_counter() - started
-    np.save(first_image_path(loras[0].parent, model, mode), images[0])  # compared with eager's by the parent
+    # Compared with eager's by the parent, in 0..1 as the Triton rows save theirs.
+    np.save(first_image_path(loras[0].parent, model, mode), images[0].astype(np.float32) / 255)
     started, repeats = time.perf_counter(), 3
     for repeat in range(repeats):
         render(repeat)

@@ -296,15 +296,23 @@ class PortraitRenderer:
                     width=first.width,
                     height=first.height,
                     generator=generators,
-                    output_type="np" if decode else "latent",
+                    output_type="pt" if decode else "latent",
                 )
         finally:
             self.guidance.clear()
             self.row_timesteps.schedulers = None
-        if not decode:
-            return []
-        images = np.asarray(result.images, dtype=np.float32)
-        return list((np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8))
+        return list(to_uint8(result.images)) if decode else []
+
+
+def to_uint8(images) -> np.ndarray:
+    """A decoded batch ([N, 3, H, W], 0..1, on the pipeline's device) as uint8 HxWx3 images, converted where it
+    lies: from a GPU, bytes cross instead of float32 pixels, and the host, which the GPU waits on between Triton's
+    batches, does no per-pixel work (SD1.5 batch 8: 15 ms of numpy on a 2-core VM). Rounds as numpy did (float32,
+    half to even), so the pixels are those of output_type="np"."""
+    import torch
+
+    pixels = (images.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def _bytes_among(items: Sequence[BatchItem], entries: list[tuple[int, str, str]]) -> dict[str, bytes]:

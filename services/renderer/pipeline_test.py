@@ -20,6 +20,7 @@ from services.renderer.pipeline import (
     RenderParams,
     load_pipeline,
     pick_device_and_dtype,
+    to_uint8,
 )
 from services.renderer.random_lora import make_lora
 from services.renderer.unet_modes import prepare_unet
@@ -158,3 +159,18 @@ def test_dtype_and_compile_settings_are_checked(monkeypatch: pytest.MonkeyPatch)
         pick_device_and_dtype()
     with pytest.raises(ValueError, match="STUDIO_RENDER_COMPILE must be one of"):
         prepare_unet(object(), "turbo")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_pixels_convert_on_the_device_as_numpy_converted_them(dtype: str) -> None:
+    """to_uint8 against what the renderer did before: diffusers' output_type="np", then numpy clip, scale, round."""
+    import torch
+
+    generator = torch.Generator().manual_seed(3)
+    images = (torch.rand(3, 3, 17, 11, generator=generator) * 1.2 - 0.1).to(getattr(torch, dtype))
+    images[0, 0, 0, :4] = torch.tensor([0.5 / 255, 1.5 / 255, 2.5 / 255, 254.5 / 255])  # ties round to even
+    as_numpy = images.permute(0, 2, 3, 1).float().numpy()
+    expected = (np.clip(as_numpy, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    converted = to_uint8(images)
+    assert converted.dtype == np.uint8 and converted.shape == (3, 17, 11, 3) and converted.flags.c_contiguous
+    assert np.array_equal(converted, expected)
