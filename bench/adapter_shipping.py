@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.render import RENDER_CONCURRENCY, bench_requests, triton_seconds  # noqa: E402
-from bench.render_rows import MODEL_REPOSITORY  # noqa: E402
+from bench.render import RENDER_CONCURRENCY, bench_requests, tiny_triton, triton_seconds  # noqa: E402
 from services.common.machine import describe_machine  # noqa: E402
-from services.renderer.unet_modes import COMPILE_ENV  # noqa: E402
 
 TRAINED_RANKS = {"sd15": 16, "sdxl": 32}  # services/trainer/families.py
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # services/trainer/lora.py UNET_TARGET_MODULES
@@ -82,22 +79,13 @@ async def size_row(url: str, base_model: Path, model: str, args) -> dict:
 
 
 async def run(args) -> list[dict]:
-    from services.common.launchers.triton import start_triton
-    from services.common.tinymodel import write_tiny_model
-
     print(f"# {describe_machine(with_torch=True)}")
     print(f"# tiny model through tritonserver (fused), {args.images} requests of one subject per arm, "
           f"{RENDER_CONCURRENCY} in flight, {args.steps} steps, best of {args.repeats}: every request carries the "
           "LoRA (before) against the LoRA once per instance and its token after (AdapterShipping)")
-    os.environ[COMPILE_ENV] = "fused"
     with tempfile.TemporaryDirectory() as work:
-        base_model = write_tiny_model(Path(work) / "tiny")
-        server = await start_triton(MODEL_REPOSITORY, Path(work) / "triton", Path(work) / "logs",
-                                    base_model=base_model)
-        try:
+        async with tiny_triton(Path(work), "fused") as (server, base_model):
             return [await size_row(server.grpc_url, base_model, model, args) for model in args.sizes]
-        finally:
-            server.stop()
 
 
 def main() -> None:

@@ -31,6 +31,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -95,6 +97,23 @@ async def triton_seconds(url: str, requests: list, subjects: int, shipping=None,
     started = time.perf_counter()
     await asyncio.gather(*(one(request) for request in requests))
     return time.perf_counter() - started
+
+
+@asynccontextmanager
+async def tiny_triton(work: Path, mode: str) -> AsyncIterator[tuple]:
+    """A tritonserver serving the tiny model (written to `work`) in `mode`: (the server, the model's folder)."""
+    import os
+
+    from services.common.launchers.triton import start_triton
+    from services.common.tinymodel import write_tiny_model
+
+    os.environ[COMPILE_ENV] = renderer_mode(mode)  # Triton's instance reads it when it loads
+    base_model = write_tiny_model(work / "tiny")
+    server = await start_triton(MODEL_REPOSITORY, work / "triton", work / "logs", base_model=base_model)
+    try:
+        yield server, base_model
+    finally:
+        server.stop()
 
 
 async def tiny_cpu(args) -> list[dict]:

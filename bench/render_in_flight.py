@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -29,10 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.render import bench_requests, triton_seconds  # noqa: E402
-from bench.render_rows import MODEL_REPOSITORY, TRITON_MODEL  # noqa: E402
+from bench.render import bench_requests, tiny_triton, triton_seconds  # noqa: E402
+from bench.render_rows import TRITON_MODEL  # noqa: E402
 from services.common.machine import describe_machine  # noqa: E402
-from services.renderer.unet_modes import COMPILE_ENV  # noqa: E402
 
 OLD_DEFAULT = 4  # STUDIO_RENDER_CONCURRENCY's default before it followed Triton's max_batch_size
 
@@ -93,25 +91,17 @@ async def channel_row(url: str, calls: int) -> dict:
 
 
 async def run(args) -> list[dict]:
-    from services.common.launchers.triton import start_triton
-    from services.common.tinymodel import write_tiny_model
     from services.renderer.random_lora import make_lora
 
     print(f"# {describe_machine(with_torch=True)}")
     print(f"# tiny model through tritonserver (fused), one subject, {args.images} renders of {args.side} px, "
           f"{args.steps} steps, best of {args.repeats}")
-    os.environ[COMPILE_ENV] = "fused"
     with tempfile.TemporaryDirectory() as work:
-        base_model = write_tiny_model(Path(work) / "tiny")
-        lora = make_lora(base_model, seed=1)
-        requests = [replace(request, width=args.side, height=args.side)
-                    for request in bench_requests(base_model, [lora], 1, args.images, args.steps)]
-        server = await start_triton(MODEL_REPOSITORY, Path(work) / "triton", Path(work) / "logs",
-                                    base_model=base_model)
-        try:
+        async with tiny_triton(Path(work), "fused") as (server, base_model):
+            lora = make_lora(base_model, seed=1)
+            requests = [replace(request, width=args.side, height=args.side)
+                        for request in bench_requests(base_model, [lora], 1, args.images, args.steps)]
             return [*await in_flight_rows(server, requests, args), await channel_row(server.grpc_url, args.calls)]
-        finally:
-            server.stop()
 
 
 def main() -> None:

@@ -9,13 +9,13 @@ import asyncio
 
 import pytest
 
-from services.common.launchers.process import free_ports
+from services.common.launchers.process import free_port
 from services.renderer.triton_channels import close_clients, triton_client
 from services.renderer.triton_client import TritonUnavailable, max_batch_size, triton_ready
 
 
 def unreachable_url() -> str:
-    return f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    return f"127.0.0.1:{free_port()}"  # nothing listens there
 
 
 def test_calls_to_one_address_share_a_channel_and_others_get_their_own() -> None:

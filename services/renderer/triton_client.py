@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -137,6 +138,19 @@ def build_inputs(request: RenderRequest, with_bytes: bool = True) -> list[triton
     ]
 
 
+@contextmanager
+def _channel(url: str) -> Iterator[triton_grpc.InferenceServerClient]:
+    """The shared client for `url` (services/renderer/triton_channels.py), dropped when a call through it finds
+    Triton unreachable, so the next call connects afresh."""
+    client = triton_client(url)
+    try:
+        yield client
+    except InferenceServerException as error:
+        if error.status() in RETRYABLE_STATUSES:
+            drop_client(url, client)
+        raise
+
+
 def _classify(error: InferenceServerException, url: str) -> Exception:
     status = error.status()
     if status in RETRYABLE_STATUSES:
@@ -177,16 +191,13 @@ async def load_adapter(url: str, request: RenderRequest, *, timeout_s: float = 1
 
 async def _infer(url: str, inputs: list[triton_grpc.InferInput], output: str, timeout_s: float) -> np.ndarray:
     """`output` of one request to the model; TritonUnavailable or RenderRejected (or AdapterNotHeld) on error."""
-    client = triton_client(url)
     try:
-        result = await client.infer(
-            MODEL_NAME, inputs, outputs=[triton_grpc.InferRequestedOutput(output)], client_timeout=timeout_s
-        )
+        with _channel(url) as client:
+            result = await client.infer(
+                MODEL_NAME, inputs, outputs=[triton_grpc.InferRequestedOutput(output)], client_timeout=timeout_s
+            )
     except InferenceServerException as error:
-        failure = _classify(error, url)
-        if isinstance(failure, TritonUnavailable):
-            drop_client(url, client)
-        raise failure from error
+        raise _classify(error, url) from error
     return result.as_numpy(output)
 
 
@@ -210,23 +221,21 @@ async def evict_adapters(url: str, adapter_id_prefix: str, *, timeout_s: float =
 
 async def triton_ready(url: str, model: str = MODEL_NAME) -> bool:
     """Whether the server answers and `model` is loaded and ready."""
-    client = triton_client(url)
     try:
-        return bool(
-            await client.is_server_ready(client_timeout=READY_TIMEOUT_S)
-            and await client.is_model_ready(model, client_timeout=READY_TIMEOUT_S)
-        )
+        with _channel(url) as client:
+            return bool(
+                await client.is_server_ready(client_timeout=READY_TIMEOUT_S)
+                and await client.is_model_ready(model, client_timeout=READY_TIMEOUT_S)
+            )
     except InferenceServerException:
-        drop_client(url, client)
         return False
 
 
 async def max_batch_size(url: str, model: str = MODEL_NAME) -> int:
     """`model`'s max_batch_size in its Triton configuration; TritonUnavailable when Triton does not answer."""
-    client = triton_client(url)
     try:
-        config = await client.get_model_config(model, as_json=True, client_timeout=READY_TIMEOUT_S)
+        with _channel(url) as client:
+            config = await client.get_model_config(model, as_json=True, client_timeout=READY_TIMEOUT_S)
     except InferenceServerException as error:
-        drop_client(url, client)
         raise TritonUnavailable(f"Triton at {url}: {error.message() or error}") from error
     return int(config["config"].get("max_batch_size", 0))

@@ -33,8 +33,8 @@ def _healthz_ok(url: str) -> bool:
 
 
 async def start_nats(data_dir: Path, log_dir: Path, port: int | None = None) -> NatsServer:
-    port = port or free_ports(1)[0]
-    [monitor_port] = free_ports(1, exclude={port})  # never the client port (free_port() twice can collide)
+    given = [port] if port else []
+    port, monitor_port = given + free_ports(2 - len(given), exclude=given)  # distinct: never the client port
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         find_binary("nats-server"),

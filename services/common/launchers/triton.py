@@ -180,8 +180,8 @@ async def start_triton(
     for folder in (work_dir / "home", work_dir / "hf-home"):
         folder.mkdir(parents=True, exist_ok=True)
     # Distinct: tritonserver refuses to start with HTTP and gRPC on one port.
-    chosen = free_ports(3 if grpc_port is None else 2, exclude={grpc_port} if grpc_port else ())
-    grpc, http, metrics = ([grpc_port] if grpc_port else []) + chosen
+    given = [grpc_port] if grpc_port else []
+    grpc, http, metrics = given + free_ports(3 - len(given), exclude=given)
     ports = {"grpc": grpc, "http": http, "metrics": metrics}
     backend_dir = build_backend_directory(work_dir)
     argv = tritonserver_argv(Path(model_repository).resolve(), backend_dir, models, ports, host)
