@@ -270,7 +270,10 @@ def _row_line(row: dict) -> str:
     tflops = f" {row['tflops']:8.3g} TFLOP/s{utilisation}" if "tflops" in row else ""
     load = f"Triton load {row['load_s']:.0f} s, " if "load_s" in row else ""
     if row.get("mean_batch"):
-        load = f"Triton's mean batch {row['mean_batch']:.1f}, {load}"
+        load = (f"Triton's mean batch {row['mean_batch']:.1f}, model busy {row['model_busy']:.0%} of the wall, "
+                f"{row['execute_ms']:.0f} ms an execute, {load}")
+    elif row["path"] == "in-process":
+        load = f"{1000 * row['batch'] / row['images_per_s']:.0f} ms a call, "
     drift = f"; first image {row['levels_from_eager']:.1f} levels from eager's" \
         if row.get("levels_from_eager") is not None else ""
     profile = f"\n{'':39}{format_profile(row['profile'], ' ' * 39)}" if row.get("profile") else ""
@@ -285,4 +288,16 @@ def _print_summary(rows: list[dict]) -> None:
         for row in measured:
             versus_eager = f"x{row['images_per_s'] / eager['images_per_s']:.2f} vs in-process eager" if eager else ""
             print(f"{model:5} {row['mode']:20} {row['path']:10}: {versus_eager}, "
-                  f"x{row['images_per_s'] / row['reference']:.2f} vs reference {row['reference']} img/s")
+                  f"x{row['images_per_s'] / row['reference']:.2f} vs reference {row['reference']} img/s"
+                  f"{_execute_versus_call(row, measured)}")
+
+
+def _execute_versus_call(row: dict, measured: list[dict]) -> str:
+    """For a Triton row: its mean execute against the same mode's in-process call of the same batch, what serving
+    adds inside the model (above 1) as against between executions (model busy under 100%)."""
+    call = next((other for other in measured if other["path"] == "in-process" and other["mode"] == row["mode"]
+                 and other["batch"] == row["batch"]), None)
+    if not row.get("execute_ms") or call is None:
+        return ""
+    call_ms = 1000 * call["batch"] / call["images_per_s"]
+    return f"; execute x{row['execute_ms'] / call_ms:.2f} the in-process call, model busy {row['model_busy']:.0%}"

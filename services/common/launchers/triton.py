@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import sys
 import sysconfig
@@ -53,6 +54,12 @@ class TritonServer:
             lines = response.read().decode().splitlines()
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines
                    if line.startswith(name + "{") and f'model="{model}"' in line)
+
+    def statistics(self, model: str) -> dict:
+        """`model`'s statistics since Triton started (the statistics extension): its requests' queue and compute
+        times, and per batch size the executions and how long each part of them took."""
+        with urllib.request.urlopen(f"{self.http_url}/v2/models/{model}/stats", timeout=5) as response:
+            return json.load(response)["model_stats"][0]
 
 
 def pytriton_dir() -> Path:

@@ -1,0 +1,32 @@
+"""bench/render_rows.py: where a Triton row's wall time went, from Triton's statistics before and after a wave."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.render_rows import execution_totals, serving_breakdown
+
+
+def statistics(batches: dict[int, tuple[int, float, float, float]]) -> dict:
+    """Triton's per-model statistics, as its /stats endpoint gives them: batch size -> (executions, seconds of
+    compute_input, compute_infer, compute_output)."""
+    return {"batch_stats": [
+        {"batch_size": size, **{part: {"count": count, "ns": int(seconds * 1e9)}
+                                for part, seconds in zip(("compute_input", "compute_infer", "compute_output"),
+                                                         times, strict=True)}}
+        for size, (count, *times) in batches.items()]}
+
+
+def test_a_wave_counts_only_its_own_executions() -> None:
+    before = execution_totals(statistics({1: (3, 0.01, 3.0, 0.01)}))  # the warm-up's
+    after = execution_totals(statistics({1: (3, 0.01, 3.0, 0.01), 8: (2, 0.02, 1.6, 0.18), 4: (1, 0.0, 0.9, 0.1)}))
+    breakdown = serving_breakdown(before, after, wall_s=4.0)
+    assert breakdown["mean_batch"] == pytest.approx(20 / 3)
+    assert breakdown["model_busy"] == pytest.approx(2.8 / 4.0)  # inputs, executes and outputs of the wave
+    assert breakdown["execute_ms"] == pytest.approx(2500 / 3)
+
+
+def test_a_wave_without_executions_reports_nothing() -> None:
+    totals = execution_totals(statistics({8: (2, 0.0, 1.0, 0.0)}))
+    assert serving_breakdown(totals, totals, wall_s=1.0) == {}
+    assert execution_totals({})["executions"] == 0  # a model that never ran has no batch_stats
