@@ -273,7 +273,7 @@ def _row_line(row: dict) -> str:
         load = (f"Triton's mean batch {row['mean_batch']:.1f}, model busy {row['model_busy']:.0%} of the wall, "
                 f"{row['execute_ms']:.0f} ms an execute, {load}")
     elif row["path"] == "in-process":
-        load = f"{1000 * row['batch'] / row['images_per_s']:.0f} ms a call, "
+        load = f"{_call_ms(row):.0f} ms a call, "
     drift = f"; first image {row['levels_from_eager']:.1f} levels from eager's" \
         if row.get("levels_from_eager") is not None else ""
     profile = f"\n{'':39}{format_profile(row['profile'], ' ' * 39)}" if row.get("profile") else ""
@@ -292,6 +292,11 @@ def _print_summary(rows: list[dict]) -> None:
                   f"{_execute_versus_call(row, measured)}")
 
 
+def _call_ms(row: dict) -> float:
+    """An in-process row's milliseconds per pipeline call of its batch."""
+    return 1000 * row["batch"] / row["images_per_s"]
+
+
 def _execute_versus_call(row: dict, measured: list[dict]) -> str:
     """For a Triton row: its mean execute against the same mode's in-process call of the same batch, what serving
     adds inside the model (above 1) as against between executions (model busy under 100%)."""
@@ -299,5 +304,5 @@ def _execute_versus_call(row: dict, measured: list[dict]) -> str:
                  and other["batch"] == row["batch"]), None)
     if not row.get("execute_ms") or call is None:
         return ""
-    call_ms = 1000 * call["batch"] / call["images_per_s"]
-    return f"; execute x{row['execute_ms'] / call_ms:.2f} the in-process call, model busy {row['model_busy']:.0%}"
+    return (f"; execute x{row['execute_ms'] / _call_ms(call):.2f} the in-process call, "
+            f"model busy {row['model_busy']:.0%}")

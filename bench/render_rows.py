@@ -176,11 +176,11 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
         warm_started = time.perf_counter()
         await in_flight(requests[:batch])
         warmup_s = time.perf_counter() - warm_started
-        before = execution_totals(await asyncio.to_thread(server.statistics, TRITON_MODEL))
+        before = await asyncio.to_thread(server.executions, TRITON_MODEL)
         started = time.perf_counter()
         images = await in_flight(requests)
         wall_s = time.perf_counter() - started
-        after = execution_totals(await asyncio.to_thread(server.statistics, TRITON_MODEL))
+        after = await asyncio.to_thread(server.executions, TRITON_MODEL)
         # Seed 0 with the same prompt, LoRA and settings as eager in-process's first image.
         np.save(first_image_path(work, model, f"{mode}-triton"), images[0].astype(np.float32) / 255)
         return {"images_per_s": len(requests) / wall_s, "warmup_s": warmup_s, "load_s": load_s,
@@ -189,23 +189,8 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
         server.stop()
 
 
-_EXECUTION_PARTS = ("compute_input", "compute_infer", "compute_output")
-
-
-def execution_totals(statistics: dict) -> dict[str, float]:
-    """From Triton's statistics of a model (TritonServer.statistics), its executions so far: how many, how many
-    requests they held, the seconds spent in the model (inputs in, execute, outputs out) and in execute alone."""
-    batches = statistics.get("batch_stats", [])
-    return {
-        "executions": sum(int(batch["compute_infer"]["count"]) for batch in batches),
-        "requests": sum(int(batch["batch_size"]) * int(batch["compute_infer"]["count"]) for batch in batches),
-        "model_s": sum(int(batch[part]["ns"]) for batch in batches for part in _EXECUTION_PARTS) / 1e9,
-        "execute_s": sum(int(batch["compute_infer"]["ns"]) for batch in batches) / 1e9,
-    }
-
-
 def serving_breakdown(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
-    """Where a timed wave's wall time went, from execution_totals before and after it: Triton's mean batch (to
+    """Where a timed wave's wall time went, from TritonServer.executions before and after it: Triton's mean batch (to
     compare with in-process's), the share of the wall the model was running (the rest went between executions:
     the batcher, the transfers, the client) and how long one execute took (against an in-process call of the
     same batch, what the serving adds inside the model: the python backend, the renderer around the pipeline)."""

@@ -1,10 +1,12 @@
-"""bench/render_rows.py: where a Triton row's wall time went, from Triton's statistics before and after a wave."""
+"""bench/render_rows.py: where a Triton row's wall time went, from Triton's statistics (the launcher's
+execution_totals) before and after a wave."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.render_rows import execution_totals, serving_breakdown
+from bench.render_rows import serving_breakdown
+from services.common.launchers.triton import execution_totals
 
 
 def statistics(batches: dict[int, tuple[int, float, float, float]]) -> dict:

@@ -55,11 +55,25 @@ class TritonServer:
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines
                    if line.startswith(name + "{") and f'model="{model}"' in line)
 
-    def statistics(self, model: str) -> dict:
-        """`model`'s statistics since Triton started (the statistics extension): its requests' queue and compute
-        times, and per batch size the executions and how long each part of them took."""
+    def executions(self, model: str) -> dict[str, float]:
+        """`model`'s executions since Triton started, read from the statistics extension (execution_totals)."""
         with urllib.request.urlopen(f"{self.http_url}/v2/models/{model}/stats", timeout=5) as response:
-            return json.load(response)["model_stats"][0]
+            return execution_totals(json.load(response)["model_stats"][0])
+
+
+_EXECUTION_PARTS = ("compute_input", "compute_infer", "compute_output")
+
+
+def execution_totals(statistics: dict) -> dict[str, float]:
+    """From Triton's statistics of a model, its executions so far: how many, how many requests they held, the
+    seconds spent in the model (inputs in, execute, outputs out) and in execute alone."""
+    batches = statistics.get("batch_stats", [])
+    return {
+        "executions": sum(int(batch["compute_infer"]["count"]) for batch in batches),
+        "requests": sum(int(batch["batch_size"]) * int(batch["compute_infer"]["count"]) for batch in batches),
+        "model_s": sum(int(batch[part]["ns"]) for batch in batches for part in _EXECUTION_PARTS) / 1e9,
+        "execute_s": sum(int(batch["compute_infer"]["ns"]) for batch in batches) / 1e9,
+    }
 
 
 def pytriton_dir() -> Path:
