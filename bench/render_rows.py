@@ -209,6 +209,14 @@ def triton_row(folder: Path, work: Path, model: str, mode: str, batch: int, step
     except Exception as error:  # noqa: BLE001 - a bench row reports any failure and the run goes on
         log = work / "logs" / "tritonserver.log"
         lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-        # Triton's error lines start with E<date>; a model that failed to load says UNAVAILABLE in its table.
-        reasons = [line.strip(" |") for line in lines if line.startswith("E") or "UNAVAILABLE" in line][-5:]
-        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]} | {' | '.join(reasons)}"[:2000]}
+        return {"error": failure_text(error, lines)}
+
+
+def failure_text(error: Exception, log_lines: list[str]) -> str:
+    """A failed Triton row's error, one line: Triton's error lines (they start with E<date>; a model that failed
+    to load says UNAVAILABLE in its table), else the last lines of the log (a load still compiling when the
+    time box ran out: where it was), which a ProcessStartError carries after its first line."""
+    reasons = [line.strip(" |") for line in log_lines if line.startswith("E") or "UNAVAILABLE" in line][-5:]
+    head, *tail = str(error).splitlines() or [""]
+    reasons = reasons or [line.strip(" |") for line in (tail or log_lines) if line.strip(" |")][-3:]
+    return f"{type(error).__name__}: {head} | {' | '.join(reasons)}"[:2000]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.render_rows import serving_breakdown
+from bench.render_rows import failure_text, serving_breakdown
+from services.common.launchers.process import ProcessStartError
 from services.common.launchers.triton import execution_totals
 
 
@@ -32,3 +33,22 @@ def test_a_wave_without_executions_reports_nothing() -> None:
     totals = execution_totals(statistics({8: (2, 0.0, 1.0, 0.0)}))
     assert serving_breakdown(totals, totals, wall_s=1.0) == {}
     assert execution_totals({})["executions"] == 0  # a model that never ran has no batch_stats
+
+
+def test_a_failed_load_reports_tritons_error_lines() -> None:
+    log = ["I1127 loading: portrait_diffusion:1", "E1127 failed to load 'portrait_diffusion': CUDA out of memory",
+           "| portrait_diffusion | 1 | UNAVAILABLE: Internal: CUDA out of memory |"]
+    text = failure_text(ProcessStartError("tritonserver exited (exit code 1); last lines of x.log:\nI1127 bye"), log)
+    assert text.startswith("ProcessStartError: tritonserver exited (exit code 1)")
+    assert "CUDA out of memory" in text and "bye" not in text
+
+
+def test_a_load_cut_by_its_time_box_reports_where_it_was() -> None:
+    """No error line: a compile was still running. The launcher's log tail says so; the first line alone did not
+    (the 2026-11-27 H200 row read 'not ready after 259s; last lines of ...: |' and nothing after)."""
+    error = ProcessStartError("tritonserver not ready after 259s; last lines of x.log:\n"
+                              "I1127 loading: portrait_diffusion:1\n\nI1127 compiling the UNet")
+    text = failure_text(error, [])
+    assert text == ("ProcessStartError: tritonserver not ready after 259s; last lines of x.log: | "
+                    "I1127 loading: portrait_diffusion:1 | I1127 compiling the UNet")
+    assert failure_text(RuntimeError("gone"), ["I1 one", "I2 two"]) == "RuntimeError: gone | I1 one | I2 two"
