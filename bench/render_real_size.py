@@ -273,7 +273,8 @@ def _row_line(row: dict) -> str:
         load = (f"Triton's mean batch {row['mean_batch']:.1f}, model busy {row['model_busy']:.0%} of the wall, "
                 f"{row['execute_ms']:.0f} ms an execute, {load}")
     elif row["path"] == "in-process":
-        load = f"{_call_ms(row):.0f} ms a call, "
+        load = f"{_call_ms(row):.0f} ms a call" + (
+            f" ({row['render_batch_ms']:.0f} through render_batch), " if row.get("render_batch_ms") else ", ")
     drift = f"; first image {row['levels_from_eager']:.1f} levels from eager's" \
         if row.get("levels_from_eager") is not None else ""
     profile = f"\n{'':39}{format_profile(row['profile'], ' ' * 39)}" if row.get("profile") else ""
@@ -299,10 +300,13 @@ def _call_ms(row: dict) -> float:
 
 def _execute_versus_call(row: dict, measured: list[dict]) -> str:
     """For a Triton row: its mean execute against the same mode's in-process call of the same batch, what serving
-    adds inside the model (above 1) as against between executions (model busy under 100%)."""
+    adds inside the model (above 1) as against between executions (model busy under 100%); and against that
+    call's render_batch (one subject), whether what it adds is the renderer around the pipeline or the stub."""
     call = next((other for other in measured if other["path"] == "in-process" and other["mode"] == row["mode"]
                  and other["batch"] == row["batch"]), None)
     if not row.get("execute_ms") or call is None:
         return ""
-    return (f"; execute x{row['execute_ms'] / _call_ms(call):.2f} the in-process call, "
+    through_renderer = f" (x{row['execute_ms'] / call['render_batch_ms']:.2f} its render_batch)" \
+        if call.get("render_batch_ms") else ""
+    return (f"; execute x{row['execute_ms'] / _call_ms(call):.2f} the in-process call{through_renderer}, "
             f"model busy {row['model_busy']:.0%}")

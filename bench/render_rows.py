@@ -104,11 +104,34 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     sync_device(device)
     seconds = (time.perf_counter() - started) / repeats
     result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
+    if len(data) == 1:
+        result["render_batch_ms"] = render_batch_ms(renderer, data[0], batch, side, steps, device)
     if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
         from bench.kernel_profile import profile_render
 
         result["profile"] = profile_render(lambda: render(0, PROFILED_STEPS, decode=False), device)
     return result
+
+
+def render_batch_ms(renderer, lora: bytes, batch: int, side: int, steps: int, device: str, repeats: int = 3) -> float:
+    """Milliseconds per render_batch of the row's batch, called as Triton's execute calls it (one subject, its
+    LoRA by token once loaded): against the row's plain pipeline call, what the renderer adds around the
+    pipeline (adapter activation, row schedulers and guidance, uint8); against Triton's execute, what the
+    python backend's stub adds (its process and embedded interpreter)."""
+    from services.renderer.adapter_reference import adapter_token
+    from services.renderer.pipeline import BatchItem, RenderParams
+
+    token = adapter_token(lora)
+    items = [BatchItem(RenderParams(**_image(index, [lora], steps, side, index)), "bench", b"", token)
+             for index in range(batch)]
+    renderer.render_batch(items)  # a graphed mode captures the row timesteps' signature here
+    sync_device(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        failures = [image for image in renderer.render_batch(items) if isinstance(image, Exception)]
+        assert not failures, failures[0]
+    sync_device(device)
+    return 1000 * (time.perf_counter() - started) / repeats
 
 
 def first_image_path(work: Path, model: str, mode: str) -> Path:
