@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -278,7 +279,20 @@ def _row_line(row: dict) -> str:
     drift = f"; first image {row['levels_from_eager']:.1f} levels from eager's" \
         if row.get("levels_from_eager") is not None else ""
     profile = f"\n{'':39}{format_profile(row['profile'], ' ' * 39)}" if row.get("profile") else ""
+    profile = _syncs_text(row) + profile
     return f"{head}  {row['images_per_s']:7.2f} img/s{tflops} ({load}warm-up {row['warmup_s']:.0f} s){drift}{profile}"
+
+
+def _syncs_text(row: dict) -> str:
+    """Where an in-process call made the host wait for the GPU: how often a call, plain and through render_batch,
+    and the lines that waited most."""
+    if not row.get("syncs"):
+        return ""
+    counts = {path: sum(lines.values()) for path, lines in row["syncs"].items()}
+    places = ", ".join(f"{line} x{count}" for line, count in sum(map(Counter, row["syncs"].values()), Counter())
+                       .most_common(3))
+    return (f"\n{'':39}the host waited on the GPU {counts['pipeline']} times a call ({counts['render_batch']} "
+            f"through render_batch){': ' + places if places else ''}")
 
 
 def _print_summary(rows: list[dict]) -> None:

@@ -10,6 +10,9 @@ import json
 import re
 import shutil
 import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +107,13 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     sync_device(device)
     seconds = (time.perf_counter() - started) / repeats
     result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
-    if len(data) == 1:
-        result["render_batch_ms"] = render_batch_ms(renderer, data[0], batch, side, steps, device)
+    if len(data) == 1:  # the same batch as Triton's execute renders it, and where each waits on the GPU
+        serving = serving_call(renderer, data[0], batch, side, steps)
+        serving()  # a graphed mode captures the row timesteps' signature here
+        result["render_batch_ms"] = call_ms(serving, device)
+        if device == "cuda":
+            result["syncs"] = {"pipeline": synchronisations(lambda: render(0)),
+                               "render_batch": synchronisations(serving)}
     if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
         from bench.kernel_profile import profile_render
 
@@ -113,25 +121,49 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     return result
 
 
-def render_batch_ms(renderer, lora: bytes, batch: int, side: int, steps: int, device: str, repeats: int = 3) -> float:
-    """Milliseconds per render_batch of the row's batch, called as Triton's execute calls it (one subject, its
-    LoRA by token once loaded): against the row's plain pipeline call, what the renderer adds around the
-    pipeline (adapter activation, row schedulers and guidance, uint8); against Triton's execute, what the
-    python backend's stub adds (its process and embedded interpreter)."""
+def serving_call(renderer, lora: bytes, batch: int, side: int, steps: int) -> Callable[[], None]:
+    """A render_batch of the row's batch, as Triton's execute calls it (one subject, its LoRA by token once loaded):
+    against the row's plain pipeline call, what the renderer adds around the pipeline (adapter activation, row
+    schedulers and guidance); against Triton's execute, what the python backend's stub adds."""
     from services.renderer.adapter_reference import adapter_token
     from services.renderer.pipeline import BatchItem, RenderParams
 
     token = adapter_token(lora)
     items = [BatchItem(RenderParams(**_image(index, [lora], steps, side, index)), "bench", b"", token)
              for index in range(batch)]
-    renderer.render_batch(items)  # a graphed mode captures the row timesteps' signature here
+
+    def call() -> None:
+        failures = [image for image in renderer.render_batch(items) if isinstance(image, Exception)]
+        assert not failures, failures[0]
+
+    return call
+
+
+def call_ms(call: Callable[[], object], device: str, repeats: int = 3) -> float:
     sync_device(device)
     started = time.perf_counter()
     for _ in range(repeats):
-        failures = [image for image in renderer.render_batch(items) if isinstance(image, Exception)]
-        assert not failures, failures[0]
+        call()
     sync_device(device)
     return 1000 * (time.perf_counter() - started) / repeats
+
+
+def synchronisations(call: Callable[[], object]) -> dict[str, int]:
+    """Where one call made the host wait for the GPU (torch's CUDA sync debug mode), by source line, most first. A
+    render needs one (its images to the host); one per denoising step would leave the GPU idle each step while the
+    host prepares the next."""
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            call()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    lines = Counter(f"{Path(warning.filename).name}:{warning.lineno}" for warning in caught
+                    if "synchroniz" in str(warning.message))
+    return dict(lines.most_common())
 
 
 def first_image_path(work: Path, model: str, mode: str) -> Path:
