@@ -275,7 +275,8 @@ def _row_line(row: dict) -> str:
                 f"{row['execute_ms']:.0f} ms an execute, {load}")
     elif row["path"] == "in-process":
         load = f"{_call_ms(row):.0f} ms a call" + (
-            f" ({row['render_batch_ms']:.0f} through render_batch), " if row.get("render_batch_ms") else ", ")
+            f" ({row['render_batch_ms']:.0f} through render_batch), " if row.get("plain_pipeline") else
+            " through render_batch, " if "render_batch_ms" in row else ", ")
     drift = f"; first image {row['levels_from_eager']:.1f} levels from eager's" \
         if row.get("levels_from_eager") is not None else ""
     profile = f"\n{'':39}{format_profile(row['profile'], ' ' * 39)}" if row.get("profile") else ""
@@ -291,8 +292,9 @@ def _syncs_text(row: dict) -> str:
     counts = {path: sum(lines.values()) for path, lines in row["syncs"].items()}
     places = ", ".join(f"{line} x{count}" for line, count in sum(map(Counter, row["syncs"].values()), Counter())
                        .most_common(3))
-    return (f"\n{'':39}the host waited on the GPU {counts['pipeline']} times a call ({counts['render_batch']} "
-            f"through render_batch){': ' + places if places else ''}")
+    plain = f"{counts['pipeline']} times a call (" if "pipeline" in counts else ""
+    return (f"\n{'':39}the host waited on the GPU {plain}{counts['render_batch']} times through render_batch"
+            f"{')' if plain else ''}{': ' + places if places else ''}")
 
 
 def _print_summary(rows: list[dict]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.train_real_size import sync_device, unet_config
-from services.renderer.unet_modes import COMPILE_ENV
+from services.renderer.unet_modes import COMPILE_ENV, UNET_MODES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "services" / "renderer" / "model_repository"
@@ -79,19 +79,27 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
                        loras: list[Path], profile: bool = False) -> dict:
     """One child's work: load the saved model with its LoRA (or several subjects' LoRAs, mixed in each batch),
     compile as `mode` says, time renders; with `profile`, where the device time of PROFILED_STEPS denoising
-    steps goes (bench/kernel_profile.py; several subjects: with the decode)."""
+    steps goes (bench/kernel_profile.py; several subjects or a whole-UNet compile, rendered through render_batch:
+    with the decode)."""
     from services.renderer.pipeline import PortraitRenderer, load_pipeline
 
     pipe = load_pipeline(folder)
     data = [lora.read_bytes() for lora in loras]
     renderer = PortraitRenderer(pipe, adapter_cache_size=max(8, len(data)), compile_mode=renderer_mode(mode))
     side = image_side(model, tiny)
+    serving = None
     if len(data) == 1:
         renderer.adapters.activate("bench", data[0])
+        serving = serving_call(renderer, data[0], batch, side, steps)
+    # A whole-UNet compile keys on the timestep's shape: the plain pipeline's scalar would compile a second graph, not
+    # the one Triton's execute uses (a timestep per row), and leave the inductor cache cold for Triton's load.
+    plain = serving is not None and UNET_MODES[renderer_mode(mode)].whole is None
 
     def render(seed: int, render_steps: int = steps, decode: bool = True):
-        if len(data) == 1:
+        if plain:
             return _render(pipe, batch, side, render_steps, seed, decode)
+        if serving is not None:
+            return serving(render_steps)
         return _render_subjects(renderer, data, batch, side, render_steps, seed)
 
     started = time.perf_counter()
@@ -106,14 +114,9 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
         render(repeat)
     sync_device(device)
     seconds = (time.perf_counter() - started) / repeats
-    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
-    if len(data) == 1:  # the same batch as Triton's execute renders it, and where each waits on the GPU
-        serving = serving_call(renderer, data[0], batch, side, steps)
-        serving()  # a graphed mode captures the row timesteps' signature here
-        result["render_batch_ms"] = call_ms(serving, device)
-        if device == "cuda":
-            result["syncs"] = {"pipeline": synchronisations(lambda: render(0)),
-                               "render_batch": synchronisations(serving)}
+    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s, "plain_pipeline": plain}
+    if serving is not None:
+        result.update(serving_figures(serving, render if plain else None, device))
     if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
         from bench.kernel_profile import profile_render
 
@@ -121,7 +124,7 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     return result
 
 
-def serving_call(renderer, lora: bytes, batch: int, side: int, steps: int) -> Callable[[], None]:
+def serving_call(renderer, lora: bytes, batch: int, side: int, steps: int) -> Callable[..., list]:
     """A render_batch of the row's batch, as Triton's execute calls it (one subject, its LoRA by token once loaded):
     against the row's plain pipeline call, what the renderer adds around the pipeline (adapter activation, row
     schedulers and guidance); against Triton's execute, what the python backend's stub adds."""
@@ -129,14 +132,29 @@ def serving_call(renderer, lora: bytes, batch: int, side: int, steps: int) -> Ca
     from services.renderer.pipeline import BatchItem, RenderParams
 
     token = adapter_token(lora)
-    items = [BatchItem(RenderParams(**_image(index, [lora], steps, side, index)), "bench", b"", token)
-             for index in range(batch)]
 
-    def call() -> None:
-        failures = [image for image in renderer.render_batch(items) if isinstance(image, Exception)]
+    def call(render_steps: int = steps) -> list:
+        items = [BatchItem(RenderParams(**_image(index, [lora], render_steps, side, index)), "bench", b"", token)
+                 for index in range(batch)]
+        images = renderer.render_batch(items)
+        failures = [image for image in images if isinstance(image, Exception)]
         assert not failures, failures[0]
+        return images
 
     return call
+
+
+def serving_figures(serving: Callable[[], list], plain_render: Callable | None, device: str) -> dict:
+    """render_batch's milliseconds a call and, on a GPU, where a call waits on it: through render_batch and, when
+    the row timed the plain pipeline (`plain_render`), there too."""
+    if plain_render is not None:
+        serving()  # a graphed mode captures the row timesteps' signature here
+    figures: dict = {"render_batch_ms": call_ms(serving, device)}
+    if device == "cuda":
+        figures["syncs"] = {"render_batch": synchronisations(serving)}
+        if plain_render is not None:
+            figures["syncs"]["pipeline"] = synchronisations(lambda: plain_render(0))
+    return figures
 
 
 def call_ms(call: Callable[[], object], device: str, repeats: int = 3) -> float:
