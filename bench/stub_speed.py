@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,8 +62,8 @@ def libpython_in_use() -> str:
 
 def child_arm(python: str, rounds: int) -> tuple[float, str]:
     """The workload once in a child of `python`, with this process's packages: seconds and its libpython."""
-    paths = [str(REPO_ROOT), *(path for path in sys.path if Path(path or ".").is_dir() and path)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+    paths = [str(REPO_ROOT), *(path for path in sys.path if path and Path(path).is_dir())]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     done = subprocess.run([python, __file__, "--child", "--rounds", str(rounds)], env=env, capture_output=True,
                           text=True, timeout=600)
     if done.returncode:
@@ -71,7 +72,7 @@ def child_arm(python: str, rounds: int) -> tuple[float, str]:
     return result["seconds"], result["libpython"]
 
 
-def stub_runner(url: str):
+def stub_runner(url: str) -> Callable[[int], tuple[float, str]]:
     """A call of the workload inside the probe model's stub: seconds (timed there) and the stub's libpython."""
     import numpy as np
     import tritonclient.grpc as grpcclient
