@@ -28,7 +28,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from services.common.deletion_guard import DeletionGuard
@@ -38,6 +38,9 @@ M = TypeVar("M", bound=Message)
 # JetStream replicas of every stream and bucket: 1 on one server, 3 on a NATS cluster.
 REPLICAS_ENV = "STUDIO_NATS_REPLICAS"
 KV_LIST_ATTEMPTS = 3
+# A publish no stream answered is tried again after 0.1, 0.2, 0.4 and 0.8 s.
+PUBLISH_ATTEMPTS = 5
+PUBLISH_RETRY_S = 0.1
 
 TRAIN_SUBJECT = "studio.train.jobs"
 RENDER_SUBJECT = "studio.render.jobs"
@@ -273,8 +276,21 @@ class Bus:
         return self._buckets[name]
 
     async def publish(self, subject: str, message: Message, msg_id: str | None = None) -> None:
+        await self.publish_raw(subject, message.SerializeToString(), msg_id)
+
+    async def publish_raw(self, subject: str, payload: bytes, msg_id: str | None = None) -> None:
+        """Store `payload` in the stream that takes `subject`. No stream answering means nothing was stored: right
+        after a stream is created, or while a cluster elects its leader, its interest has not reached this server
+        yet, so the publish is tried again, up to PUBLISH_ATTEMPTS times."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        await self.js.publish(subject, message.SerializeToString(), headers=headers)
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                await self.js.publish(subject, payload, headers=headers)
+                return
+            except NoStreamResponseError:
+                if attempt == PUBLISH_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(PUBLISH_RETRY_S * 2**attempt)
 
     async def consume(
         self, stream: str, durable: str, handle: Callable[[Msg], Awaitable[None]], batch: int = 8

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
+from nats.js.api import StreamConfig
+from nats.js.errors import NoStreamResponseError
 from studio.v1 import state_pb2
 
 from services.common import bus as topology
@@ -46,5 +51,33 @@ async def test_duplicate_job_ids_are_dropped(nats_server: NatsServer) -> None:
         after = (await bus.js.stream_info(topology.RENDER_QUEUE.stream)).state.messages
         assert after == before + 1
         await bus.js.purge_stream(topology.RENDER_QUEUE.stream)
+    finally:
+        await bus.close()
+
+
+async def test_a_publish_waits_for_a_stream_that_is_not_answering_yet(nats_server: NatsServer) -> None:
+    """No responders means nothing was stored: the publish is tried again, as when a stream was just created or a
+    cluster is electing its leader (a 3-node deploy test once published before the new stream answered)."""
+    bus = await Bus.connect(nats_server.url, name="late-stream")
+    record = state_pb2.TenantRecord(tenant_id="late")
+    try:
+        publishing = asyncio.create_task(bus.publish("bustest.late.one", record, msg_id="late-1"))
+        await asyncio.sleep(0.05)  # the first attempt has found no stream
+        await bus.js.add_stream(StreamConfig(name="BUSTEST_LATE", subjects=["bustest.late.>"]))
+        await publishing
+        assert (await bus.js.stream_info("BUSTEST_LATE")).state.messages == 1
+    finally:
+        await bus.js.delete_stream("BUSTEST_LATE")
+        await bus.close()
+
+
+async def test_a_publish_no_stream_ever_takes_fails_after_its_attempts(nats_server: NatsServer) -> None:
+    bus = await Bus.connect(nats_server.url, name="no-stream")
+    try:
+        started = time.monotonic()
+        with pytest.raises(NoStreamResponseError):
+            await bus.publish("bustest.nowhere", state_pb2.TenantRecord(tenant_id="lost"))
+        waited = time.monotonic() - started
+        assert topology.PUBLISH_RETRY_S * (2 ** (topology.PUBLISH_ATTEMPTS - 1) - 1) <= waited < 10
     finally:
         await bus.close()

@@ -181,7 +181,7 @@ class Dispatcher:
         if not self.announcer.announced(job.order_id):  # watchers see queued before the work starts
             await self.announcer.announce(job, estimate(queue, 0, 0.0, workers, self.service))
         job_id = job_type(queue).FromString(raw.data).job_id
-        await self.bus.js.publish(queue.subject, raw.data, headers={"Nats-Msg-Id": job_id})
+        await self.bus.publish_raw(queue.subject, raw.data, msg_id=job_id)
         with contextlib.suppress(NotFoundError):  # a deletion or cancellation purged it meanwhile
             await self.bus.js.delete_msg(topology.PENDING_STREAM.name, raw.seq)
         self.announcer.forget(job.order_id)
