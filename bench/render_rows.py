@@ -114,7 +114,7 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
         render(repeat)
     sync_device(device)
     seconds = (time.perf_counter() - started) / repeats
-    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s, "plain_pipeline": plain}
+    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
     if serving is not None:
         result.update(serving_figures(serving, render if plain else None, device))
     if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
@@ -145,11 +145,12 @@ def serving_call(renderer, lora: bytes, batch: int, side: int, steps: int) -> Ca
 
 
 def serving_figures(serving: Callable[[], list], plain_render: Callable | None, device: str) -> dict:
-    """render_batch's milliseconds a call and, on a GPU, where a call waits on it: through render_batch and, when
-    the row timed the plain pipeline (`plain_render`), there too."""
+    """When the row timed the plain pipeline (`plain_render`), render_batch's milliseconds a call beside it (else the
+    row's own call was render_batch); on a GPU, where a call waits on it, through render_batch and plain."""
+    figures: dict = {}
     if plain_render is not None:
         serving()  # a graphed mode captures the row timesteps' signature here
-    figures: dict = {"render_batch_ms": call_ms(serving, device)}
+        figures["render_batch_ms"] = ms_per_call(serving, device)
     if device == "cuda":
         figures["syncs"] = {"render_batch": synchronisations(serving)}
         if plain_render is not None:
@@ -157,7 +158,7 @@ def serving_figures(serving: Callable[[], list], plain_render: Callable | None, 
     return figures
 
 
-def call_ms(call: Callable[[], object], device: str, repeats: int = 3) -> float:
+def ms_per_call(call: Callable[[], object], device: str, repeats: int = 3) -> float:
     sync_device(device)
     started = time.perf_counter()
     for _ in range(repeats):

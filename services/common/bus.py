@@ -34,6 +34,7 @@ from nats.js.kv import KeyValue
 from services.common.deletion_guard import DeletionGuard
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 # JetStream replicas of every stream and bucket: 1 on one server, 3 on a NATS cluster.
 REPLICAS_ENV = "STUDIO_NATS_REPLICAS"
@@ -239,6 +240,18 @@ async def fetch_or_stop(subscription: JetStreamContext.PullSubscription, batch: 
     return messages
 
 
+async def _attempts(call: Callable[[], Awaitable[T]], attempts: int, retry_on: type[BaseException],
+                    pause_s: Callable[[int], float]) -> T:
+    """call(), `attempts` times at most: after its n-th failure of kind `retry_on`, a pause of pause_s(n) and
+    another try; the last try's failure is raised."""
+    for failures in range(1, attempts):
+        try:
+            return await call()
+        except retry_on:
+            await asyncio.sleep(pause_s(failures))
+    return await call()
+
+
 class Bus:
     """A NATS connection with the studio's topology declared."""
 
@@ -283,14 +296,8 @@ class Bus:
         after a stream is created, or while a cluster elects its leader, its interest has not reached this server
         yet, so the publish is tried again, up to PUBLISH_ATTEMPTS times."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        for attempt in range(PUBLISH_ATTEMPTS):
-            try:
-                await self.js.publish(subject, payload, headers=headers)
-                return
-            except NoStreamResponseError:
-                if attempt == PUBLISH_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(PUBLISH_RETRY_S * 2**attempt)
+        await _attempts(lambda: self.js.publish(subject, payload, headers=headers), PUBLISH_ATTEMPTS,
+                        NoStreamResponseError, lambda failures: PUBLISH_RETRY_S * 2 ** (failures - 1))
 
     async def consume(
         self, stream: str, durable: str, handle: Callable[[Msg], Awaitable[None]], batch: int = 8
@@ -331,12 +338,7 @@ class Bus:
     async def kv_keys(self, bucket: str) -> list[str]:
         """Every key of `bucket`, [] when it is empty. A listing that fails (its watcher's consumer request timed
         out on a loaded host) is tried again, then raised: an empty answer would read as 'no such key'."""
-        for attempt in range(1, KV_LIST_ATTEMPTS):
-            try:
-                return await self._keys(bucket)
-            except Exception:
-                await asyncio.sleep(0.2 * attempt)
-        return await self._keys(bucket)
+        return await _attempts(lambda: self._keys(bucket), KV_LIST_ATTEMPTS, Exception, lambda failures: 0.2 * failures)
 
     async def _keys(self, bucket: str) -> list[str]:
         try:
