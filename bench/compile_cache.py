@@ -36,9 +36,11 @@ async def ready_seconds(base_model: Path, work: Path, cache: Path) -> tuple[floa
     """(seconds until the instance is ready, seconds for its first render) with `cache` as inductor's cache."""
     from services.common.launchers.triton import start_triton
     from services.common.tinymodel import TINY_RESOLUTION
+    from services.renderer.static_shapes import WARM_UP_SIZES_ENV
     from services.renderer.triton_client import RenderRequest, render_via_triton
 
     os.environ[CACHE_ENV] = str(cache)  # tritonserver and its python stub inherit it
+    os.environ[WARM_UP_SIZES_ENV] = f"{TINY_RESOLUTION}x{TINY_RESOLUTION}"  # the size it renders
     started = time.perf_counter()
     server = await start_triton(MODEL_REPOSITORY, work / "triton", work / "logs", base_model=base_model,
                                 ready_timeout=900)

@@ -226,14 +226,18 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
     import os
 
     from services.common.launchers.triton import start_triton
+    from services.renderer.static_shapes import BUCKETS_ENV, WARM_UP_SIZES_ENV
     from services.renderer.triton_client import AdapterShipping, RenderRequest, render_via_triton
 
+    side = image_side(model, tiny)
     os.environ[COMPILE_ENV] = renderer_mode(mode)
+    # The instance warms up at the size these requests render, and a whole-UNet compile at one batch size: every
+    # batch of this row is full, and each more size would add a cold compile to the load.
+    os.environ[WARM_UP_SIZES_ENV], os.environ[BUCKETS_ENV] = f"{side}x{side}", str(batch)
     load_started = time.perf_counter()  # a compiled instance compiles while loading (warm_up)
     server = await start_triton(model_repository_batching(work, batch), work / f"triton-{model}-{mode}",
                                 work / "logs", base_model=folder, ready_timeout=timeout_s)
     load_s = time.perf_counter() - load_started
-    side = image_side(model, tiny)
     requests = []
     for index in range(batch * 3):
         adapter_id, adapter = _subject(index % batch, loras)

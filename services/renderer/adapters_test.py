@@ -22,9 +22,10 @@ def _targeted_weights(renderer: PortraitRenderer) -> dict:
             if "attn" in name and name.endswith("weight")}
 
 
-# "regional": each repeated block compiled on its own, one graph per block kind for every size; "-cl": with
-# the convolutions NHWC inside the compiled graphs although their shapes are dynamic (unet_modes.compile_options).
-@pytest.mark.parametrize("mode", ["compile", "regional", "regional-cl"])
+# "regional": each repeated block compiled on its own, one graph per block kind for every size; "-cl": with the
+# convolutions NHWC inside the compiled graphs although their shapes are dynamic (unet_modes.compile_options). The
+# whole UNet's static compile serves subjects from one graph too (static_shapes_test.py).
+@pytest.mark.parametrize("mode", ["regional", "regional-cl"])
 def test_compiled_unet_serves_every_subject_from_one_graph(
     mode: str, base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
 ) -> None:

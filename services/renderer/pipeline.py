@@ -22,6 +22,7 @@ from services.renderer.batched_adapters import DEFAULT_MAX_RANK, BatchedAdapters
 from services.renderer.errors import RenderInputError
 from services.renderer.row_guidance import RowGuidance
 from services.renderer.row_schedulers import RowTimesteps, SchedulerSet
+from services.renderer.static_shapes import BUCKETS_ENV, bucket_for, image_buckets
 from services.renderer.unet_modes import COMPILE_ENV, prepare_unet, unet_mode
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
@@ -144,17 +145,19 @@ class PortraitRenderer:
     compile_mode ("" eager, or a services/renderer/unet_modes.py UNET_MODES name) compiles the UNet or
     captures it as CUDA graphs; adapters are then fused into its weights in place
     (services/renderer/adapters.py) or held in slots beside them (services/renderer/batched_adapters.py),
-    so it is compiled or captured once."""
+    so it is compiled or captured once. A whole-UNet compile is static: each pipeline call is padded to one of
+    `batch_buckets` images (set by warm_up, or given), and the padding's images dropped."""
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "",
-                 max_rank: int = DEFAULT_MAX_RANK) -> None:
+                 max_rank: int = DEFAULT_MAX_RANK, batch_buckets: Sequence[int] = ()) -> None:
         self.adapters: NamedAdapters | FusedAdapter | BatchedAdapters | None = None
 
         def install_batched(unet) -> None:  # the slot layers go in before any compile or capture
             self.adapters = BatchedAdapters(pipe, adapter_cache_size, max_rank)
 
         batched = unet_mode(compile_mode).batched_adapters
-        self.unet_mode = prepare_unet(pipe.unet, compile_mode, install_batched if batched else None)
+        self.unet_mode, self.static = prepare_unet(pipe.unet, compile_mode, install_batched if batched else None)
+        self.batch_buckets = sorted(batch_buckets)
         if self.unet_mode.channels_last:
             use_channels_last_vae(pipe.vae)
         self.pipe = pipe
@@ -171,30 +174,42 @@ class PortraitRenderer:
     @classmethod
     def from_env(cls, default_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE) -> PortraitRenderer:
         """STUDIO_BASE_MODEL's pipeline; STUDIO_ADAPTER_CACHE overrides the cache size, STUDIO_RENDER_COMPILE
-        compiles the UNet."""
+        compiles the UNet, STUDIO_RENDER_BATCH_BUCKETS sets the batch sizes a whole-UNet compile serves."""
         base_model = os.environ.get(BASE_MODEL_ENV)
         if not base_model:
             raise RuntimeError(f"{BASE_MODEL_ENV} must name a diffusers model folder")
         cache_size = int(os.environ.get(ADAPTER_CACHE_ENV) or default_cache_size)
         max_rank = int(os.environ.get(MAX_RANK_ENV) or DEFAULT_MAX_RANK)
-        return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""), max_rank)
+        buckets = image_buckets(1, os.environ[BUCKETS_ENV]) if os.environ.get(BUCKETS_ENV, "").strip() else ()
+        return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""), max_rank, buckets)
 
-    def warm_up(self, max_batch: int = 1) -> float:
+    def warm_up(self, max_batch: int = 1, sizes: Sequence[tuple[int, int]] = ()) -> float:
         """Compile or capture now, before serving (a Triton instance calls this while loading, so it is not
         ready until warm and no customer's request waits on a cold compile); seconds taken, 0 if eager.
-        At the base model's resolution, denoising only (the VAE is neither compiled nor captured): the
-        compiled modes denoise `max_batch` images and one (the compile has dynamic shapes and should cover
-        every size and batch that follows, but dynamo still specialises some sizes at the first trace, such as
-        dimensions of 1; the largest batch is then compiled here, not in front of a customer); the
-        graphed modes capture every batch size up to `max_batch`, largest first so the smaller graphs
-        reuse its memory. Other image sizes are captured on first use, in about two UNet calls' time."""
+        At each of `sizes` ((width, height); the base model's resolution when none), denoising only (the VAE is
+        neither compiled nor captured):
+        - a whole-UNet compile (static shapes) compiles each of `batch_buckets` (the powers of two up to
+          `max_batch` unless given), then is sealed: a shape not warmed up runs eager from then on;
+        - the regional compiles (dynamic shapes) denoise `max_batch` images and one (dynamo still specialises
+          some sizes at the first trace, such as dimensions of 1);
+        - the graphed modes capture every batch size up to `max_batch`, largest first so the smaller graphs reuse
+          its memory. Other image sizes are captured on first use, in about two UNet calls' time."""
         if not (self.unet_mode.compiles or self.unet_mode.graphed):
             return 0.0
         started = time.monotonic()
+        if self.static is not None and not self.batch_buckets:
+            self.batch_buckets = image_buckets(max_batch)
+        if self.static is not None:
+            batches = sorted(self.batch_buckets, reverse=True)
+        else:
+            batches = range(max_batch, 0, -1) if self.unet_mode.graphed else sorted({max_batch, 1}, reverse=True)
         side = int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
-        params = RenderParams(prompt="warm-up", steps=WARM_UP_STEPS, width=side, height=side)
-        for size in range(max_batch, 0, -1) if self.unet_mode.graphed else sorted({max_batch, 1}, reverse=True):
-            self._run_pipeline([params] * size, decode=False)  # only the UNet is compiled or captured
+        for width, height in sizes or [(side, side)]:
+            params = RenderParams(prompt="warm-up", steps=WARM_UP_STEPS, width=width, height=height)
+            for size in batches:
+                self._run_pipeline([params] * size, decode=False)  # only the UNet is compiled or captured
+        if self.static is not None:
+            self.static.seal()
         return time.monotonic() - started
 
     @property
@@ -258,7 +273,7 @@ class PortraitRenderer:
         outcomes: dict[int, object] = {}
         for positions in self.adapters.calls([adapter_id for _, adapter_id, _ in rendered]):
             call = [rendered[position] for position in positions]
-            self.adapters.use_rows([adapter_id for _, adapter_id, _ in call])
+            self.adapters.use_rows(self._padded([adapter_id for _, adapter_id, _ in call]))
             try:
                 images = self._run_pipeline([items[index].params for index, *_ in call])
             except RenderInputError as error:
@@ -280,6 +295,8 @@ class PortraitRenderer:
         not `decode`: a warm-up that runs the UNet and skips the VAE)."""
         import torch
 
+        count = len(batch)
+        batch = self._padded(batch)
         first = batch[0]
         self.pipe.scheduler = self.row_timesteps.schedulers = self.schedulers.for_call([p.scheduler for p in batch])
         # CPU generators give the same starting noise on every device, one per image: an image does
@@ -301,7 +318,13 @@ class PortraitRenderer:
         finally:
             self.guidance.clear()
             self.row_timesteps.schedulers = None
-        return list(to_uint8(result.images)) if decode else []
+        return list(to_uint8(result.images[:count])) if decode else []
+
+    def _padded(self, batch: Sequence) -> list:
+        """`batch` with its last entry repeated up to the static compile's next batch size (as is without one)."""
+        if self.static is None:
+            return list(batch)
+        return [*batch, *[batch[-1]] * (bucket_for(len(batch), self.batch_buckets) - len(batch))]
 
 
 def to_uint8(images) -> np.ndarray:

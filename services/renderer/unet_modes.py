@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.renderer.static_shapes import StaticShapes
 
 COMPILE_ENV = "STUDIO_RENDER_COMPILE"
 CHANNELS_LAST_SUFFIX = "-cl"
@@ -18,8 +22,9 @@ FP8_SUFFIX = "-fp8"
 
 @dataclass(frozen=True)
 class UNetMode:
-    # torch.compile mode for the whole UNet: "default" is inductor's (max-autotune would add a GEMM search
-    # to every cold start of an instance), "reduce-overhead" adds torch's own CUDA graphs.
+    # torch.compile mode for the whole UNet, at static shapes (services/renderer/static_shapes.py): "default" is
+    # inductor's (max-autotune would add a GEMM search to every cold start of an instance), "reduce-overhead" adds
+    # torch's own CUDA graphs.
     whole: str | None = None
     regional: bool = False  # compile each repeated block on its own (services/common/regional_compile.py)
     graphed: bool = False  # replay the forward as CUDA graphs of our own capture (services/renderer/graphs.py)
@@ -67,7 +72,8 @@ WHOLE_COMPILE_OPTIONS = {"default": {}, "reduce-overhead": {"triton.cudagraphs":
 def compile_options(mode: UNetMode) -> dict:
     """Inductor options for a mode's compiles. With `-cl`, convolutions stay NHWC inside the compiled graphs:
     inductor does that on its own only for static shapes (torch/_inductor/graph.py decide_layout_opt skips
-    dynamic ones, pytorch/pytorch#102670), and ours are dynamic so that one compile serves every batch size.
+    dynamic ones, pytorch/pytorch#102670), and the regional compiles are dynamic so that one compile serves every
+    batch size; the whole-UNet compiles are static, where `-cl` makes the layout certain.
     Without it cuDNN converts each NCHW input to NHWC first: 7-8% of an H200's device time at SD1.5 batch 8
     (bench/render_results.md)."""
     return {"force_layout_optimization": True} if mode.channels_last and mode.compiles else {}
@@ -79,8 +85,10 @@ def unet_mode(name: str) -> UNetMode:
     return UNET_MODES[name]
 
 
-def prepare_unet(unet, name: str, install_adapters: Callable[[object], None] | None = None) -> UNetMode:
-    """Convert, compile and capture `unet` in place as mode `name` says; the mode. `install_adapters(unet)`
+def prepare_unet(unet, name: str, install_adapters: Callable[[object], None] | None = None
+                 ) -> tuple[UNetMode, StaticShapes | None]:
+    """Convert, compile and capture `unet` in place as mode `name` says; the mode, and the whole UNet's static
+    compile where it has one (the renderer pads batches to its sizes and seals it once warm). `install_adapters(unet)`
     runs after the conversions and before any compile or capture (batched adapter layers go there)."""
     mode = unet_mode(name)
     if mode.channels_last:
@@ -93,19 +101,21 @@ def prepare_unet(unet, name: str, install_adapters: Callable[[object], None] | N
         to_float8(unet)
     if install_adapters is not None:
         install_adapters(unet)
-    # In place (Module.compile), not a wrapper: the adapter stores reach the UNet's layers by name.
-    # Dynamic shapes from the start: Triton's batches vary in size (each adapter's group is one pipeline
-    # call), and with static shapes the first batch of another size compiled the UNet a second time, cold,
-    # in the middle of serving. One compile covers every batch size.
+    # In place, not a wrapper: the adapter stores reach the UNet's layers by name. The blocks compile with dynamic
+    # shapes: Triton's batches vary in size (each adapter's group is one pipeline call), and one compile of a block
+    # covers every batch size. The whole UNet compiles at a few static batch sizes instead (static_shapes.py).
     options = compile_options(mode)
     if mode.regional:
         from services.common.regional_compile import compile_repeated_blocks
 
         compile_repeated_blocks(unet, dynamic=True, options=options)
+    static = None
     if mode.whole:
-        unet.compile(dynamic=True, options={**WHOLE_COMPILE_OPTIONS[mode.whole], **options})
+        from services.renderer.static_shapes import StaticShapes
+
+        static = StaticShapes(unet, options={**WHOLE_COMPILE_OPTIONS[mode.whole], **options})
     if mode.graphed:  # last: the capture replays whatever the forward runs, compiled blocks included
         from services.renderer.graphs import UNetGraphs
 
         UNetGraphs(unet)  # kept alive by the forward it installs
-    return mode
+    return mode, static

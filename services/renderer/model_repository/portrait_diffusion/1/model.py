@@ -35,6 +35,7 @@ from services.renderer.pipeline import (  # noqa: E402
     RenderInputError,
     RenderParams,
 )
+from services.renderer.static_shapes import warm_up_sizes  # noqa: E402
 
 
 def _first(request, name: str):
@@ -104,9 +105,10 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         model_config = json.loads(args["model_config"])
         self.renderer = PortraitRenderer.from_env(default_cache_size=_cache_size(model_config))
-        # A compiled UNet compiles here, a graphed one captures each batch size Triton may hand it: the
-        # instance is ready when warm.
-        compile_s = self.renderer.warm_up(max_batch=max(1, int(model_config.get("max_batch_size", 1))))
+        # A compiled UNet compiles here, a graphed one captures each batch size Triton may hand it, at the sizes
+        # orders render: the instance is ready when warm.
+        compile_s = self.renderer.warm_up(max_batch=max(1, int(model_config.get("max_batch_size", 1))),
+                                          sizes=warm_up_sizes())
         pb_utils.Logger.log_info(
             f"portrait_diffusion loaded on {self.renderer.pipe.device} ({self.renderer.pipe.dtype}), "
             f"adapter cache {self.renderer.adapter_cache_size}, UNet {self.renderer.compile_mode or 'eager'}"

@@ -1,0 +1,106 @@
+"""The whole UNet compiled at static shapes (render modes `compile` and `cuda-graphs`, with their suffixes), a few
+batch sizes warmed up, and every other shape run eager once the instance serves.
+
+Why static: compiled with dynamic shapes, one graph covered every batch and image size, but the cold compile took
+4.0x as long (SD1.5's UNet at toy widths, 16x16 latents, on a 2-core VM: 374 s against 94 s; bench/static_compile.py)
+and never finished on an H200 in the 259 s its Triton load had. Inductor also lays convolutions out NHWC on its own
+only for static shapes (torch/_inductor/graph.py decide_layout_opt).
+
+How a few compiles serve every batch: PortraitRenderer pads a pipeline call's images up to the next of a few batch
+sizes (`image_buckets`; the padding rows are copies whose images are dropped), and its warm-up compiles each of them
+at the image sizes orders use. Once warm, the instance is sealed: a call of a shape it did not warm up (an image size
+no style asks for) runs the eager UNet instead of compiling for minutes in front of a customer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from services.renderer.graphs import graph_inputs, signature
+
+BUCKETS_ENV = "STUDIO_RENDER_BATCH_BUCKETS"  # e.g. "1,2,4,8"; unset: powers of two up to Triton's max_batch_size
+WARM_UP_SIZES_ENV = "STUDIO_RENDER_WARM_UP_SIZES"  # e.g. "512x640,1024x1024"; unset: the style catalogue's sizes
+# Graphs one compiled forward keeps (dynamo's recompile limit): buckets x warm-up sizes, with room to spare.
+COMPILED_SHAPES_LIMIT = 64
+
+log = logging.getLogger(__name__)
+
+
+def image_buckets(max_batch: int, configured: str = "") -> list[int]:
+    """The batch sizes (images per pipeline call) a static compile serves, ascending: `configured` ("1,2,8"), or the
+    powers of two below `max_batch` and `max_batch` itself."""
+    if configured.strip():
+        try:
+            sizes = sorted({int(part) for part in configured.split(",") if part.strip()})
+        except ValueError:
+            sizes = []
+        if not sizes or sizes[0] < 1:
+            raise ValueError(f"{BUCKETS_ENV} must list batch sizes of 1 or more, like '1,2,4,8'; got '{configured}'")
+        return sizes
+    if max_batch < 1:
+        raise ValueError(f"a batch holds at least 1 image, got {max_batch}")
+    return sorted({1 << power for power in range(max_batch.bit_length()) if 1 << power < max_batch} | {max_batch})
+
+
+def bucket_for(count: int, buckets: Sequence[int]) -> int:
+    """The smallest of `buckets` that holds `count` images; `count` itself above them all (or with none)."""
+    return min((size for size in buckets if size >= count), default=count)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'512x640,1024x1024' as [(width, height), ...]: the image sizes a warm-up compiles or captures."""
+    sizes = []
+    for part in (part.strip() for part in text.split(",")):
+        width, _, height = part.lower().partition("x")
+        if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+            raise ValueError(f"{WARM_UP_SIZES_ENV} must list WIDTHxHEIGHT sizes, like '512x640'; got '{text}'")
+        sizes.append((int(width), int(height)))
+    return sizes
+
+
+def warm_up_sizes() -> list[tuple[int, int]]:
+    """The image sizes a Triton instance warms up: STUDIO_RENDER_WARM_UP_SIZES, or every size the style catalogue's
+    presets render at (what orders ask for unless an item overrides it)."""
+    configured = os.environ.get(WARM_UP_SIZES_ENV, "").strip()
+    if configured:
+        return parse_sizes(configured)
+    from services.common.styles import catalogue
+
+    return sorted({(preset.width, preset.height) for preset in catalogue().values()})
+
+
+class StaticShapes:
+    """Replaces `unet.forward` in place (the adapter stores and FP8 layers keep reaching the UNet's layers by name)
+    with a forward compiled at static shapes: one graph per input signature, compiled on first use until `seal`,
+    after which signatures never seen run eager."""
+
+    def __init__(self, unet, options: dict | None = None) -> None:
+        import torch
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_SHAPES_LIMIT)
+        self.eager_forward = unet.forward
+        self.compiled_forward = torch.compile(unet.forward, dynamic=False, options=options or None)
+        self.signatures: set[tuple] = set()
+        self.sealed = False
+        self.eager_calls = 0
+        self._reported: set[tuple | None] = set()
+        unet.forward = self.forward
+
+    def seal(self) -> None:
+        """From now on only the signatures compiled so far run compiled."""
+        self.sealed = True
+
+    def forward(self, sample, timestep, encoder_hidden_states, **options):
+        inputs = graph_inputs(sample, timestep, encoder_hidden_states, options)
+        key = signature(inputs) if inputs is not None else None
+        if key not in self.signatures and (self.sealed or key is None):
+            if key not in self._reported:
+                self._reported.add(key)
+                log.warning("UNet calls of a shape not compiled at warm-up run eager (%s)",
+                            "unusual options" if key is None else ", ".join(f"{n} {list(s)}" for n, s, _ in key))
+            self.eager_calls += 1
+            return self.eager_forward(sample, timestep, encoder_hidden_states, **options)
+        self.signatures.add(key)
+        return self.compiled_forward(sample, timestep, encoder_hidden_states, **options)
