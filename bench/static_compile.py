@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.train_real_size import run_child, sync_device, unet_config  # noqa: E402
+from bench.train_real_size import run_child, sync_device, unet_config, unet_inputs  # noqa: E402
 from services.common.machine import describe_machine  # noqa: E402
 
 ARMS = ("eager", "static", "dynamic")
@@ -39,14 +39,13 @@ def measure(arm: str, model: str, batch: int, device: str, tiny: bool, mode: str
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     config = {**unet_config(model, tiny), **({"sample_size": latent} if latent else {})}
     unet = UNet2DConditionModel(**config).to(device=device, dtype=dtype).eval()
-    rows, side = 2 * batch, config["sample_size"]
-    inputs = {"sample": torch.randn(rows, config["in_channels"], side, side, device=device, dtype=dtype),
-              "timestep": torch.full((rows,), 500.0, device=device),
-              "encoder_hidden_states": torch.randn(rows, 77, config["cross_attention_dim"], device=device, dtype=dtype)}
-    if config.get("addition_embed_type") == "text_time":
-        pooled = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
-        inputs["added_cond_kwargs"] = {"text_embeds": torch.randn(rows, pooled, device=device, dtype=dtype),
-                                       "time_ids": torch.randn(rows, 6, device=device, dtype=dtype)}
+    rows = 2 * batch
+    latents, conditioning = unet_inputs(config, rows, device, model)
+    conditioning = conditioning.expand(rows).to(device, dtype)
+    inputs = {"sample": latents.to(dtype), "timestep": torch.full((rows,), 500.0, device=device),
+              "encoder_hidden_states": conditioning.encoder_hidden_states.contiguous(),  # a row each, as a pipeline's
+              "added_cond_kwargs": {name: value.contiguous() for name, value in conditioning.added_cond_kwargs.items()}
+              or None}
     forward = unet.forward
     if arm != "eager":
         options = {"triton.cudagraphs": True} if mode == "reduce-overhead" else None

@@ -66,7 +66,7 @@ def measure(model: str, mode: str, batch: int, steps: int, device: str, tiny: bo
     if optimized:
         freeze_in_bf16(unet)
     bf16 = device == "cuda" or optimized
-    latents, conditioning = _inputs(config, batch, device, model)
+    latents, conditioning = unet_inputs(config, batch, device, model)
     flops = _step_flops(unet, parts, bf16, latents, conditioning)  # before any compile touches the UNet
     trained = trainable_parameters(parts, False)
     step = LoraStep(unet, parts.noise_scheduler, trained.values(), 1e-4,
@@ -144,7 +144,7 @@ def count_step_ops(model: str, batch: int = 2) -> dict:
         "transformer_layers_per_block", 1)}
     unet, parts = _unet_with_lora(model, config, "cpu")
     freeze_in_bf16(unet)
-    latents, conditioning = _inputs(config, batch, "cpu", model)
+    latents, conditioning = unet_inputs(config, batch, "cpu", model)
     step = LoraStep(unet, parts.noise_scheduler, trainable_parameters(parts, False).values(), 1e-4,
                     device=torch.device("cpu"), bf16=True)
     generator = torch.Generator().manual_seed(0)
@@ -179,7 +179,8 @@ def _step_flops(unet, parts, bf16: bool, latents, conditioning) -> int:
     return counter.get_total_flops()
 
 
-def _inputs(config: dict, batch: int, device: str, model: str):
+def unet_inputs(config: dict, batch: int, device: str, model: str):
+    """Random latents of `batch` images and one caption's conditioning (SDXL's added conditioning too)."""
     import torch
 
     from services.trainer.components import Conditioning

@@ -22,7 +22,7 @@ from services.renderer.batched_adapters import DEFAULT_MAX_RANK, BatchedAdapters
 from services.renderer.errors import RenderInputError
 from services.renderer.row_guidance import RowGuidance
 from services.renderer.row_schedulers import RowTimesteps, SchedulerSet
-from services.renderer.static_shapes import BUCKETS_ENV, bucket_for, image_buckets
+from services.renderer.static_shapes import BUCKETS_ENV, bucket_for, image_buckets, parse_buckets
 from services.renderer.unet_modes import COMPILE_ENV, prepare_unet, unet_mode
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
@@ -180,7 +180,7 @@ class PortraitRenderer:
             raise RuntimeError(f"{BASE_MODEL_ENV} must name a diffusers model folder")
         cache_size = int(os.environ.get(ADAPTER_CACHE_ENV) or default_cache_size)
         max_rank = int(os.environ.get(MAX_RANK_ENV) or DEFAULT_MAX_RANK)
-        buckets = image_buckets(1, os.environ[BUCKETS_ENV]) if os.environ.get(BUCKETS_ENV, "").strip() else ()
+        buckets = parse_buckets(os.environ.get(BUCKETS_ENV, ""))
         return cls(load_pipeline(Path(base_model)), cache_size, os.environ.get(COMPILE_ENV, ""), max_rank, buckets)
 
     def warm_up(self, max_batch: int = 1, sizes: Sequence[tuple[int, int]] = ()) -> float:
@@ -197,9 +197,8 @@ class PortraitRenderer:
         if not (self.unet_mode.compiles or self.unet_mode.graphed):
             return 0.0
         started = time.monotonic()
-        if self.static is not None and not self.batch_buckets:
-            self.batch_buckets = image_buckets(max_batch)
         if self.static is not None:
+            self.batch_buckets = self.batch_buckets or image_buckets(max_batch)
             batches = sorted(self.batch_buckets, reverse=True)
         else:
             batches = range(max_batch, 0, -1) if self.unet_mode.graphed else sorted({max_batch, 1}, reverse=True)

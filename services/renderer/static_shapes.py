@@ -28,16 +28,23 @@ COMPILED_SHAPES_LIMIT = 64
 log = logging.getLogger(__name__)
 
 
+def parse_buckets(configured: str) -> list[int]:
+    """STUDIO_RENDER_BATCH_BUCKETS ("1,2,8") as ascending batch sizes; [] when blank."""
+    if not configured.strip():
+        return []
+    try:
+        sizes = sorted({int(part) for part in configured.split(",") if part.strip()})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"{BUCKETS_ENV} must list batch sizes of 1 or more, like '1,2,4,8'; got '{configured}'")
+    return sizes
+
+
 def image_buckets(max_batch: int, configured: str = "") -> list[int]:
     """The batch sizes (images per pipeline call) a static compile serves, ascending: `configured` ("1,2,8"), or the
     powers of two below `max_batch` and `max_batch` itself."""
-    if configured.strip():
-        try:
-            sizes = sorted({int(part) for part in configured.split(",") if part.strip()})
-        except ValueError:
-            sizes = []
-        if not sizes or sizes[0] < 1:
-            raise ValueError(f"{BUCKETS_ENV} must list batch sizes of 1 or more, like '1,2,4,8'; got '{configured}'")
+    if sizes := parse_buckets(configured):
         return sizes
     if max_batch < 1:
         raise ValueError(f"a batch holds at least 1 image, got {max_batch}")
@@ -95,7 +102,7 @@ class StaticShapes:
     def forward(self, sample, timestep, encoder_hidden_states, **options):
         inputs = graph_inputs(sample, timestep, encoder_hidden_states, options)
         key = signature(inputs) if inputs is not None else None
-        if key not in self.signatures and (self.sealed or key is None):
+        if key is None or (self.sealed and key not in self.signatures):
             if key not in self._reported:
                 self._reported.add(key)
                 log.warning("UNet calls of a shape not compiled at warm-up run eager (%s)",
