@@ -18,10 +18,11 @@ from deploy.k8s.manifests import named
 from services.common import bus as topology
 from services.common.bus import Bus
 from services.common.launchers.binaries import find_binary
-from services.common.launchers.process import ManagedProcess, free_port
+from services.common.launchers.process import ManagedProcess, free_port, tcp_port_open
 
 NODES = 3
 READY_TIMEOUT_S = 60.0
+QUORUM_DELAY_S = 3.0
 
 
 def _get_json(url: str) -> dict:
@@ -52,27 +53,60 @@ def _node_config(shipped: str, store: Path, ports: list[dict[str, int]], index: 
     return text
 
 
-@pytest.fixture
-async def nats_cluster(tmp_path):
-    shipped = named(validate.build(validate.K8S_DIR / "overlays" / "prod"), "ConfigMap", "nats-config")
-    ports = [{"client": free_port(), "cluster": free_port(), "monitor": free_port()} for _ in range(NODES)]
-    processes = []
-    try:
-        for index in range(NODES):
-            config = tmp_path / f"nats-{index}.conf"
-            (tmp_path / f"data-{index}").mkdir()
-            config.write_text(_node_config(shipped["data"]["nats.conf"], tmp_path / f"data-{index}", ports, index))
-            process = ManagedProcess(f"nats-{index}", [find_binary("nats-server"), "--config", str(config)],
-                                     tmp_path / "logs", env={**os.environ, "POD_NAME": f"nats-{index}"})
-            process.start()
-            processes.append(process)
-        for process, port in zip(processes, ports, strict=True):  # the startup probe: JetStream is current
+class Cluster:
+    """The shipped configuration's nodes on loopback ports; a node runs once started."""
+
+    def __init__(self, root: Path) -> None:
+        shipped = named(validate.build(validate.K8S_DIR / "overlays" / "prod"), "ConfigMap", "nats-config")
+        self.config = shipped["data"]["nats.conf"]
+        self.root = root
+        self.ports = [{"client": free_port(), "cluster": free_port(), "monitor": free_port()} for _ in range(NODES)]
+        self.processes: list[ManagedProcess] = []
+
+    def start(self, index: int) -> ManagedProcess:
+        store = self.root / f"data-{index}"
+        store.mkdir()
+        config = self.root / f"nats-{index}.conf"
+        config.write_text(_node_config(self.config, store, self.ports, index))
+        process = ManagedProcess(f"nats-{index}", [find_binary("nats-server"), "--config", str(config)],
+                                 self.root / "logs", env={**os.environ, "POD_NAME": f"nats-{index}"})
+        process.start()
+        self.processes.append(process)
+        return process
+
+    async def wait_ready(self) -> None:
+        """The pods' startup probe (JetStream is current), then a meta leader every node knows."""
+        for process, port in zip(self.processes, self.ports, strict=True):
             url = f"http://127.0.0.1:{port['monitor']}/healthz"
             await process.wait_ready(lambda url=url: asyncio.to_thread(_healthy, url), READY_TIMEOUT_S)
-        yield ports
-    finally:
-        for process in processes:
+            url = f"http://127.0.0.1:{port['monitor']}/jsz"
+            await process.wait_ready(lambda url=url: asyncio.to_thread(_has_meta_leader, url), READY_TIMEOUT_S)
+
+    def client_url(self, index: int) -> str:
+        return f"nats://127.0.0.1:{self.ports[index]['client']}"
+
+    def stop(self) -> None:
+        for process in self.processes:
             process.stop()
+
+
+def _has_meta_leader(url: str) -> bool:
+    try:
+        return bool(_get_json(url).get("meta_cluster", {}).get("leader"))
+    except OSError:
+        return False
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path):
+    cluster = Cluster(tmp_path)
+    try:
+        for index in range(NODES):
+            cluster.start(index)
+        await cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def _keda_lag(ports: list[dict[str, int]], stream: str, consumer: str) -> int:
@@ -90,21 +124,45 @@ def _keda_lag(ports: list[dict[str, int]], stream: str, consumer: str) -> int:
 
 
 async def test_shipped_nats_config_forms_a_jetstream_cluster_keda_can_read(nats_cluster):
-    bus = await Bus.connect(f"nats://127.0.0.1:{nats_cluster[1]['client']}", name="deploy-test")
+    bus = await Bus.connect(nats_cluster.client_url(1), name="deploy-test")
     try:
         for number in range(3):
             job = events_pb2.TrainJob(job_id=f"train-{number}", order_id=f"order-{number}")
             await bus.publish(topology.TRAIN_SUBJECT, job, msg_id=job.job_id)
         queue = topology.TRAIN_QUEUE
-        assert _keda_lag(nats_cluster, queue.stream, queue.durable) == 3
+        assert _keda_lag(nats_cluster.ports, queue.stream, queue.durable) == 3
         subscription = await bus.pull(queue)
         [in_progress] = await subscription.fetch(1, timeout=5)
         # A job being worked on still counts, so KEDA keeps its worker: 2 pending + 1 unacknowledged.
-        assert _keda_lag(nats_cluster, queue.stream, queue.durable) == 3
+        assert _keda_lag(nats_cluster.ports, queue.stream, queue.durable) == 3
         await in_progress.ack_sync()
-        assert _keda_lag(nats_cluster, queue.stream, queue.durable) == 2
-        assert _keda_lag(nats_cluster, topology.RENDER_QUEUE.stream, topology.RENDER_QUEUE.durable) == 0
-        servers = _get_json(f"http://127.0.0.1:{nats_cluster[0]['monitor']}/jsz")
+        assert _keda_lag(nats_cluster.ports, queue.stream, queue.durable) == 2
+        assert _keda_lag(nats_cluster.ports, topology.RENDER_QUEUE.stream, topology.RENDER_QUEUE.durable) == 0
+        servers = _get_json(f"http://127.0.0.1:{nats_cluster.ports[0]['monitor']}/jsz")
         assert servers["meta_cluster"]["cluster_size"] == NODES
     finally:
         await bus.close()
+
+
+async def test_a_service_started_before_the_cluster_has_a_quorum_declares_once_it_forms(tmp_path):
+    """Pods start in any order: a service whose NATS node has no peers yet keeps declaring until a meta leader is
+    elected, then has its topology, and it was created once."""
+    cluster = Cluster(tmp_path)
+    try:
+        alone = cluster.start(0)
+        port = cluster.ports[0]["client"]
+        await alone.wait_ready(lambda: tcp_port_open("127.0.0.1", port), READY_TIMEOUT_S)
+        connecting = asyncio.create_task(Bus.connect(cluster.client_url(0), name="early-service"))
+        await asyncio.sleep(QUORUM_DELAY_S)
+        assert not connecting.done(), "declared without a meta leader"
+        cluster.start(1)
+        cluster.start(2)
+        bus = await asyncio.wait_for(connecting, READY_TIMEOUT_S)
+        try:
+            streams = [info.config.name for info in await bus.js.streams_info()]
+            expected = [config.name for config in topology.STREAMS] + [f"KV_{name}" for name in topology.BUCKETS]
+            assert sorted(streams) == sorted(expected)
+        finally:
+            await bus.close()
+    finally:
+        cluster.stop()

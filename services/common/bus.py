@@ -28,7 +28,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import KeyNotFoundError, NoKeysError, NoStreamResponseError, NotFoundError
+from nats.js.errors import (
+    KeyNotFoundError,
+    NoKeysError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from services.common.deletion_guard import DeletionGuard
@@ -42,6 +48,9 @@ KV_LIST_ATTEMPTS = 3
 # A publish no stream answered is tried again after 0.1, 0.2, 0.4 and 0.8 s.
 PUBLISH_ATTEMPTS = 5
 PUBLISH_RETRY_S = 0.1
+# A JetStream cluster that is still electing its meta leader drops or refuses API requests for a few seconds.
+DECLARE_ATTEMPTS = 5
+DECLARE_RETRY_S = 1.0
 
 TRAIN_SUBJECT = "studio.train.jobs"
 RENDER_SUBJECT = "studio.render.jobs"
@@ -240,7 +249,8 @@ async def fetch_or_stop(subscription: JetStreamContext.PullSubscription, batch: 
     return messages
 
 
-async def _attempts(call: Callable[[], Awaitable[T]], attempts: int, retry_on: type[BaseException],
+async def _attempts(call: Callable[[], Awaitable[T]], attempts: int,
+                    retry_on: type[BaseException] | tuple[type[BaseException], ...],
                     pause_s: Callable[[int], float]) -> T:
     """call(), `attempts` times at most: after its n-th failure of kind `retry_on`, a pause of pause_s(n) and
     another try; the last try's failure is raised."""
@@ -270,20 +280,28 @@ class Bus:
         return bus
 
     async def declare(self) -> None:
-        """Idempotent: every service declares the topology on start, whoever starts first."""
+        """Idempotent: every service declares the topology on start, whoever starts first. Each declaration is
+        tried again while the cluster cannot answer yet (a pod may start beside a NATS cluster that is forming)."""
         replicas = int(os.environ.get(REPLICAS_ENV, "1") or 1)
         for config in STREAMS:
-            await self.js.add_stream(dataclasses.replace(config, num_replicas=replicas))
+            await self._declared(lambda config=config: self.js.add_stream(
+                dataclasses.replace(config, num_replicas=replicas)))
         for queue in WORK_QUEUES:
-            await self.js.add_consumer(queue.stream, queue.consumer_config())
-            await self.js.add_consumer(PENDING_STREAM.name, backlog_consumer(queue))
+            await self._declared(lambda queue=queue: self.js.add_consumer(queue.stream, queue.consumer_config()))
+            await self._declared(lambda queue=queue: self.js.add_consumer(PENDING_STREAM.name,
+                                                                          backlog_consumer(queue)))
         for service in PURGING_SERVICES:
-            await self.js.add_consumer(DELETIONS_STREAM.name, purge_consumer(service))
-        await self.js.add_consumer(DELETIONS_STREAM.name, VAULT_CONFIRMATIONS_CONSUMER)
+            await self._declared(lambda service=service: self.js.add_consumer(DELETIONS_STREAM.name,
+                                                                              purge_consumer(service)))
+        await self._declared(lambda: self.js.add_consumer(DELETIONS_STREAM.name, VAULT_CONFIRMATIONS_CONSUMER))
         for bucket in BUCKETS:
-            self._buckets[bucket] = await self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
-            )
+            self._buckets[bucket] = await self._declared(lambda bucket=bucket: self.js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)))
+
+    @staticmethod
+    async def _declared(call: Callable[[], Awaitable[T]]) -> T:
+        return await _attempts(call, DECLARE_ATTEMPTS, (nats.errors.TimeoutError, ServiceUnavailableError),
+                               lambda failures: DECLARE_RETRY_S * failures)
 
     def bucket(self, name: str) -> KeyValue:
         return self._buckets[name]
