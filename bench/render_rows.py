@@ -109,11 +109,7 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     warmup_s = time.perf_counter() - started
     # Compared with eager's by the parent, in 0..1 as the Triton rows save theirs.
     np.save(first_image_path(loras[0].parent, model, mode), images[0].astype(np.float32) / 255)
-    started, repeats = time.perf_counter(), 3
-    for repeat in range(repeats):
-        render(repeat)
-    sync_device(device)
-    seconds = (time.perf_counter() - started) / repeats
+    seconds = ms_per_call(render, device) / 1000
     result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
     if serving is not None:
         result.update(serving_figures(serving, render if plain else None, device))
@@ -150,7 +146,7 @@ def serving_figures(serving: Callable[[], list], plain_render: Callable | None, 
     figures: dict = {}
     if plain_render is not None:
         serving()  # a graphed mode captures the row timesteps' signature here
-        figures["render_batch_ms"] = ms_per_call(serving, device)
+        figures["render_batch_ms"] = ms_per_call(lambda _: serving(), device)
     if device == "cuda":
         figures["syncs"] = {"render_batch": synchronisations(serving)}
         if plain_render is not None:
@@ -158,11 +154,12 @@ def serving_figures(serving: Callable[[], list], plain_render: Callable | None, 
     return figures
 
 
-def ms_per_call(call: Callable[[], object], device: str, repeats: int = 3) -> float:
+def ms_per_call(call: Callable[[int], object], device: str, repeats: int = 3) -> float:
+    """Milliseconds a call of `call(repeat)` (the repeat's index: a seed where it takes one), mean of `repeats`."""
     sync_device(device)
     started = time.perf_counter()
-    for _ in range(repeats):
-        call()
+    for repeat in range(repeats):
+        call(repeat)
     sync_device(device)
     return 1000 * (time.perf_counter() - started) / repeats
 

@@ -98,15 +98,19 @@ def _has_meta_leader(url: str) -> bool:
 
 
 @pytest.fixture
-async def nats_cluster(tmp_path):
+def cluster(tmp_path):
+    """Nodes not started yet; whichever the test starts are stopped after it."""
     cluster = Cluster(tmp_path)
-    try:
-        for index in range(NODES):
-            cluster.start(index)
-        await cluster.wait_ready()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+async def nats_cluster(cluster):
+    for index in range(NODES):
+        cluster.start(index)
+    await cluster.wait_ready()
+    return cluster
 
 
 def _keda_lag(ports: list[dict[str, int]], stream: str, consumer: str) -> int:
@@ -144,25 +148,21 @@ async def test_shipped_nats_config_forms_a_jetstream_cluster_keda_can_read(nats_
         await bus.close()
 
 
-async def test_a_service_started_before_the_cluster_has_a_quorum_declares_once_it_forms(tmp_path):
+async def test_a_service_started_before_the_cluster_has_a_quorum_declares_once_it_forms(cluster):
     """Pods start in any order: a service whose NATS node has no peers yet keeps declaring until a meta leader is
     elected, then has its topology, and it was created once."""
-    cluster = Cluster(tmp_path)
+    alone = cluster.start(0)
+    port = cluster.ports[0]["client"]
+    await alone.wait_ready(lambda: tcp_port_open("127.0.0.1", port), READY_TIMEOUT_S)
+    connecting = asyncio.create_task(Bus.connect(cluster.client_url(0), name="early-service"))
+    await asyncio.sleep(QUORUM_DELAY_S)
+    assert not connecting.done(), "declared without a meta leader"
+    cluster.start(1)
+    cluster.start(2)
+    bus = await asyncio.wait_for(connecting, READY_TIMEOUT_S)
     try:
-        alone = cluster.start(0)
-        port = cluster.ports[0]["client"]
-        await alone.wait_ready(lambda: tcp_port_open("127.0.0.1", port), READY_TIMEOUT_S)
-        connecting = asyncio.create_task(Bus.connect(cluster.client_url(0), name="early-service"))
-        await asyncio.sleep(QUORUM_DELAY_S)
-        assert not connecting.done(), "declared without a meta leader"
-        cluster.start(1)
-        cluster.start(2)
-        bus = await asyncio.wait_for(connecting, READY_TIMEOUT_S)
-        try:
-            streams = [info.config.name for info in await bus.js.streams_info()]
-            expected = [config.name for config in topology.STREAMS] + [f"KV_{name}" for name in topology.BUCKETS]
-            assert sorted(streams) == sorted(expected)
-        finally:
-            await bus.close()
+        streams = [info.config.name for info in await bus.js.streams_info()]
+        expected = [config.name for config in topology.STREAMS] + [f"KV_{name}" for name in topology.BUCKETS]
+        assert sorted(streams) == sorted(expected)
     finally:
-        cluster.stop()
+        await bus.close()

@@ -284,23 +284,21 @@ class Bus:
         tried again while the cluster cannot answer yet (a pod may start beside a NATS cluster that is forming)."""
         replicas = int(os.environ.get(REPLICAS_ENV, "1") or 1)
         for config in STREAMS:
-            await self._declared(lambda config=config: self.js.add_stream(
-                dataclasses.replace(config, num_replicas=replicas)))
+            await self._declared(self.js.add_stream, dataclasses.replace(config, num_replicas=replicas))
         for queue in WORK_QUEUES:
-            await self._declared(lambda queue=queue: self.js.add_consumer(queue.stream, queue.consumer_config()))
-            await self._declared(lambda queue=queue: self.js.add_consumer(PENDING_STREAM.name,
-                                                                          backlog_consumer(queue)))
+            await self._declared(self.js.add_consumer, queue.stream, queue.consumer_config())
+            await self._declared(self.js.add_consumer, PENDING_STREAM.name, backlog_consumer(queue))
         for service in PURGING_SERVICES:
-            await self._declared(lambda service=service: self.js.add_consumer(DELETIONS_STREAM.name,
-                                                                              purge_consumer(service)))
-        await self._declared(lambda: self.js.add_consumer(DELETIONS_STREAM.name, VAULT_CONFIRMATIONS_CONSUMER))
+            await self._declared(self.js.add_consumer, DELETIONS_STREAM.name, purge_consumer(service))
+        await self._declared(self.js.add_consumer, DELETIONS_STREAM.name, VAULT_CONFIRMATIONS_CONSUMER)
         for bucket in BUCKETS:
-            self._buckets[bucket] = await self._declared(lambda bucket=bucket: self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)))
+            self._buckets[bucket] = await self._declared(self.js.create_key_value, KeyValueConfig(
+                bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas))
 
     @staticmethod
-    async def _declared(call: Callable[[], Awaitable[T]]) -> T:
-        return await _attempts(call, DECLARE_ATTEMPTS, (nats.errors.TimeoutError, ServiceUnavailableError),
+    async def _declared(declare: Callable[..., Awaitable[T]], *args: object) -> T:
+        return await _attempts(lambda: declare(*args), DECLARE_ATTEMPTS,
+                               (nats.errors.TimeoutError, ServiceUnavailableError),
                                lambda failures: DECLARE_RETRY_S * failures)
 
     def bucket(self, name: str) -> KeyValue:

@@ -41,11 +41,9 @@ def parse_buckets(configured: str) -> list[int]:
     return sizes
 
 
-def image_buckets(max_batch: int, configured: str = "") -> list[int]:
-    """The batch sizes (images per pipeline call) a static compile serves, ascending: `configured` ("1,2,8"), or the
+def image_buckets(max_batch: int) -> list[int]:
+    """The batch sizes (images per pipeline call) a static compile serves when none are configured, ascending: the
     powers of two below `max_batch` and `max_batch` itself."""
-    if sizes := parse_buckets(configured):
-        return sizes
     if max_batch < 1:
         raise ValueError(f"a batch holds at least 1 image, got {max_batch}")
     return sorted({1 << power for power in range(max_batch.bit_length()) if 1 << power < max_batch} | {max_batch})

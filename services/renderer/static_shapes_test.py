@@ -16,6 +16,7 @@ from services.renderer.static_shapes import (
     WARM_UP_SIZES_ENV,
     bucket_for,
     image_buckets,
+    parse_buckets,
     parse_sizes,
     warm_up_sizes,
 )
@@ -27,7 +28,7 @@ def test_batch_sizes_are_powers_of_two_up_to_the_largest_batch_unless_listed() -
     assert image_buckets(8) == [1, 2, 4, 8]
     assert image_buckets(6) == [1, 2, 4, 6]
     assert image_buckets(1) == [1]
-    assert image_buckets(8, " 8, 2,") == [2, 8]
+    assert parse_buckets(" 8, 2,") == [2, 8]
     assert [bucket_for(count, [1, 2, 4, 8]) for count in (1, 3, 5, 8, 9)] == [1, 4, 8, 8, 9]
     assert bucket_for(3, []) == 3
 
@@ -35,7 +36,7 @@ def test_batch_sizes_are_powers_of_two_up_to_the_largest_batch_unless_listed() -
 @pytest.mark.parametrize("configured", ["0,2", "two", ","])
 def test_a_bad_batch_size_list_says_what_it_expects(configured: str) -> None:
     with pytest.raises(ValueError, match="STUDIO_RENDER_BATCH_BUCKETS must list batch sizes of 1 or more"):
-        image_buckets(8, configured)
+        parse_buckets(configured)
 
 
 def test_warm_up_sizes_are_the_catalogues_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
