@@ -277,6 +277,7 @@ def _row_line(row: dict) -> str:
         load = f"{_call_ms(row):.0f} ms a call" + (
             f" ({row['render_batch_ms']:.0f} through render_batch), " if "render_batch_ms" in row else
             " through render_batch, ")
+        load += f"decode {row['decode_ms']:.0f} ms, " if "decode_ms" in row else ""
     drift = f"; first image {row['levels_from_eager']:.1f} levels from eager's" \
         if row.get("levels_from_eager") is not None else ""
     profile = f"\n{'':39}{format_profile(row['profile'], ' ' * 39)}" if row.get("profile") else ""

@@ -110,7 +110,7 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     # Compared with eager's by the parent, in 0..1 as the Triton rows save theirs.
     np.save(first_image_path(loras[0].parent, model, mode), images[0].astype(np.float32) / 255)
     seconds = ms_per_call(render, device) / 1000
-    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
+    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s, "decode_ms": decode_ms(pipe, batch, side, device)}
     if serving is not None:
         result.update(serving_figures(serving, render if plain else None, device))
     if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
@@ -118,6 +118,19 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
 
         result["profile"] = profile_render(lambda: render(0, PROFILED_STEPS, decode=False), device)
     return result
+
+
+def decode_ms(pipe, batch: int, side: int, device: str) -> float:
+    """Milliseconds the VAE takes to decode the row's batch, as the pipeline calls it: the part of a call outside the
+    denoising loop that no UNet mode speeds up (a whole-UNet compile compiles the decoder too)."""
+    import torch
+
+    latent_side = side // int(pipe.vae_scale_factor)
+    latents = torch.randn(batch, pipe.vae.config.latent_channels, latent_side, latent_side, device=pipe.device,
+                          dtype=pipe.vae.dtype) / pipe.vae.config.scaling_factor
+    with torch.inference_mode():
+        pipe.vae.decode(latents, return_dict=False)  # a compiled decoder compiles here if the renders did not
+        return ms_per_call(lambda _: pipe.vae.decode(latents, return_dict=False), device)
 
 
 def serving_call(renderer, lora: bytes, batch: int, side: int, steps: int) -> Callable[..., list]:

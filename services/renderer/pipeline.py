@@ -22,8 +22,8 @@ from services.renderer.batched_adapters import DEFAULT_MAX_RANK, BatchedAdapters
 from services.renderer.errors import RenderInputError
 from services.renderer.row_guidance import RowGuidance
 from services.renderer.row_schedulers import RowTimesteps, SchedulerSet
-from services.renderer.static_shapes import BUCKETS_ENV, bucket_for, image_buckets, parse_buckets
-from services.renderer.unet_modes import COMPILE_ENV, prepare_unet, unet_mode
+from services.renderer.static_shapes import BUCKETS_ENV, bucket_for, compile_decoder, image_buckets, parse_buckets
+from services.renderer.unet_modes import COMPILE_ENV, compile_options, prepare_unet, unet_mode
 
 BASE_MODEL_ENV = "STUDIO_BASE_MODEL"
 ADAPTER_CACHE_ENV = "STUDIO_ADAPTER_CACHE"
@@ -145,8 +145,9 @@ class PortraitRenderer:
     compile_mode ("" eager, or a services/renderer/unet_modes.py UNET_MODES name) compiles the UNet or
     captures it as CUDA graphs; adapters are then fused into its weights in place
     (services/renderer/adapters.py) or held in slots beside them (services/renderer/batched_adapters.py),
-    so it is compiled or captured once. A whole-UNet compile is static: each pipeline call is padded to one of
-    `batch_buckets` images (set by warm_up, or given), and the padding's images dropped."""
+    so it is compiled or captured once. A whole-UNet compile is static, the VAE's decoder compiled beside it: each
+    pipeline call is padded to one of `batch_buckets` images (set by warm_up, or given), and the padding's images
+    dropped."""
 
     def __init__(self, pipe, adapter_cache_size: int = DEFAULT_ADAPTER_CACHE_SIZE, compile_mode: str = "",
                  max_rank: int = DEFAULT_MAX_RANK, batch_buckets: Sequence[int] = ()) -> None:
@@ -160,6 +161,7 @@ class PortraitRenderer:
         self.batch_buckets = sorted(batch_buckets)
         if self.unet_mode.channels_last:
             use_channels_last_vae(pipe.vae)
+        self.static_decoder = compile_decoder(pipe.vae, compile_options(self.unet_mode)) if self.static else None
         self.pipe = pipe
         self.compile_mode = compile_mode
         self.adapter_cache_size = adapter_cache_size
@@ -186,10 +188,10 @@ class PortraitRenderer:
     def warm_up(self, max_batch: int = 1, sizes: Sequence[tuple[int, int]] = ()) -> float:
         """Compile or capture now, before serving (a Triton instance calls this while loading, so it is not
         ready until warm and no customer's request waits on a cold compile); seconds taken, 0 if eager.
-        At each of `sizes` ((width, height); the base model's resolution when none), denoising only (the VAE is
-        neither compiled nor captured):
-        - a whole-UNet compile (static shapes) compiles each of `batch_buckets` (the powers of two up to
-          `max_batch` unless given), then is sealed: a shape not warmed up runs eager from then on;
+        At each of `sizes` ((width, height); the base model's resolution when none), denoising only unless the VAE's
+        decoder is compiled too:
+        - a whole-UNet compile (static shapes) compiles the UNet and the decoder at each of `batch_buckets` (the
+          powers of two up to `max_batch` unless given), then both are sealed: a shape not warmed up runs eager;
         - the regional compiles (dynamic shapes) denoise `max_batch` images and one (dynamo still specialises
           some sizes at the first trace, such as dimensions of 1);
         - the graphed modes capture every batch size up to `max_batch`, largest first so the smaller graphs reuse
@@ -206,9 +208,10 @@ class PortraitRenderer:
         for width, height in sizes or [(side, side)]:
             params = RenderParams(prompt="warm-up", steps=WARM_UP_STEPS, width=width, height=height)
             for size in batches:
-                self._run_pipeline([params] * size, decode=False)  # only the UNet is compiled or captured
-        if self.static is not None:
-            self.static.seal()
+                self._run_pipeline([params] * size, decode=self.static_decoder is not None)
+        for compiled in (self.static, self.static_decoder):
+            if compiled is not None:
+                compiled.seal()
         return time.monotonic() - started
 
     @property

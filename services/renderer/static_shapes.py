@@ -10,13 +10,18 @@ How a few compiles serve every batch: PortraitRenderer pads a pipeline call's im
 sizes (`image_buckets`; the padding rows are copies whose images are dropped), and its warm-up compiles each of them
 at the image sizes orders use. Once warm, the instance is sealed: a call of a shape it did not warm up (an image size
 no style asks for) runs the eager UNet instead of compiling for minutes in front of a customer.
+
+The VAE's decoder compiles the same way beside the UNet (`compile_decoder`): once the UNet's steps are fused, the decode
+is a larger share of a call (on an H200 at SD1.5 batch 8 the eager decode and the rest of a call outside the denoising
+loop took about 9% of it; bench/render_results.md), and its full-resolution group norms, activations and layout
+conversions fuse like the UNet's.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from services.renderer.graphs import graph_inputs, signature
 
@@ -76,36 +81,56 @@ def warm_up_sizes() -> list[tuple[int, int]]:
     return sorted({(preset.width, preset.height) for preset in catalogue().values()})
 
 
-class StaticShapes:
-    """Replaces `unet.forward` in place (the adapter stores and FP8 layers keep reaching the UNet's layers by name)
-    with a forward compiled at static shapes: one graph per input signature, compiled on first use until `seal`,
-    after which signatures never seen run eager."""
+def unet_inputs(sample, timestep, encoder_hidden_states, **options) -> dict | None:
+    """A UNet call's tensors by name, or None where it has options a compiled graph does not take (graphs.py)."""
+    return graph_inputs(sample, timestep, encoder_hidden_states, options)
 
-    def __init__(self, unet, options: dict | None = None) -> None:
+
+def decoder_inputs(sample, latent_embeds=None) -> dict | None:
+    """A VAE decoder call's latents, or None with latent embeddings (no pipeline of ours passes them)."""
+    return {"sample": sample} if latent_embeds is None else None
+
+
+class StaticShapes:
+    """Replaces `module.forward` in place (the adapter stores and FP8 layers keep reaching the UNet's layers by name)
+    with a forward compiled at static shapes: one graph per input signature (`inputs_of` names a call's tensors; None
+    where a call must run eager), compiled on first use until `seal`, after which signatures never seen run eager."""
+
+    def __init__(self, module, options: dict | None = None,
+                 inputs_of: Callable[..., dict | None] = unet_inputs, part: str = "UNet") -> None:
         import torch
 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_SHAPES_LIMIT)
-        self.eager_forward = unet.forward
-        self.compiled_forward = torch.compile(unet.forward, dynamic=False, options=options or None)
+        self.eager_forward = module.forward
+        self.compiled_forward = torch.compile(module.forward, dynamic=False, options=options or None)
+        self.inputs_of = inputs_of
+        self.part = part
         self.signatures: set[tuple] = set()
         self.sealed = False
         self.eager_calls = 0
         self._reported: set[tuple | None] = set()
-        unet.forward = self.forward
+        module.forward = self.forward
 
     def seal(self) -> None:
         """From now on only the signatures compiled so far run compiled."""
         self.sealed = True
 
-    def forward(self, sample, timestep, encoder_hidden_states, **options):
-        inputs = graph_inputs(sample, timestep, encoder_hidden_states, options)
+    def forward(self, *args, **kwargs):
+        inputs = self.inputs_of(*args, **kwargs)
         key = signature(inputs) if inputs is not None else None
         if key is None or (self.sealed and key not in self.signatures):
             if key not in self._reported:
                 self._reported.add(key)
-                log.warning("UNet calls of a shape not compiled at warm-up run eager (%s)",
+                log.warning("%s calls of a shape not compiled at warm-up run eager (%s)", self.part,
                             "unusual options" if key is None else ", ".join(f"{n} {list(s)}" for n, s, _ in key))
             self.eager_calls += 1
-            return self.eager_forward(sample, timestep, encoder_hidden_states, **options)
+            return self.eager_forward(*args, **kwargs)
         self.signatures.add(key)
-        return self.compiled_forward(sample, timestep, encoder_hidden_states, **options)
+        return self.compiled_forward(*args, **kwargs)
+
+
+def compile_decoder(vae, options: dict) -> StaticShapes:
+    """The VAE's decoder compiled at static shapes, warmed up and sealed with the UNet; `options` are the layout's
+    (unet_modes.compile_options), in inductor's default mode whatever the UNet's: one decode a call launches few
+    kernels against its work, so CUDA graphs of it would only hold memory."""
+    return StaticShapes(vae.decoder, options, decoder_inputs, "VAE decoder")
