@@ -6,13 +6,15 @@
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
 # STUDIO_RENDER_MODES replaces the --modes list of every render-* step it runs (bench/render.py's mode names).
-# Steps (default: stub-speed:45 render-sd15:520, the stub's interpreter against this host's, then the whole-UNet
-# compile in-process with most of one ~9.5-minute call; then, in a second call on the warm machine, the same
+# Steps (default: stub-speed:45 batched-lora:25 render-sd15:500, the stub's interpreter against this host's, the
+# batched LoRA layer's two formulations, then the whole-UNet compile in-process with most of one ~9.5-minute call; then, in a second call on the warm machine, the same
 # compile through Triton from the warm inductor cache: STUDIO_RENDER_MODES="eager cuda-graphs-batched-cl"
 # run.sh render-sd15-whole:200):
 #   check          only the host checks below (always run first)
 #   stub-speed     bench/stub_speed.py: the same host-bound work in this venv's python and inside Triton's python
 #                  backend stub, which embeds libpython3.x.so (Ubuntu's python3 is linked statically)
+#   batched-lora   bench/batched_lora_layer.py: the -batched modes' LoRA layer at the real models' sizes, its
+#                  up-projection added after the product against added by the product (baddbmm_, what it does now)
 #   render-smoke   the real-size render path at toy widths, eager, in-process and through Triton
 #   render-sd15-graphed, render-sdxl-graphed
 #                  bench/render.py --real-size --only sd15|sdxl --profile: eager in-process (the baseline, with
@@ -117,6 +119,7 @@ run_step() {
   case "$step" in
     render-smoke) command=(bench/render.py --real-size --tiny-shapes --steps 3 --modes eager --budget-s "$budget") ;;
     stub-speed) command=(bench/stub_speed.py --rounds 4000 --repeats 7) ;;
+    batched-lora) command=(bench/batched_lora_layer.py) ;;
     render-sd15-graphed|render-sdxl-graphed)
       [ ${#modes[@]} -gt 0 ] || modes=(eager graphed-batched regional-graphed-batched-cl regional-graphed-batched)
       command=(bench/render.py --real-size --only "$model" --profile --modes "${modes[@]}" --budget-s "$budget") ;;
@@ -148,7 +151,7 @@ run_step() {
     *) echo "unknown step $step" >&2; return 2 ;;
   esac
   # STUDIO_GPU_CPU_SMOKE=1: the same steps on the CPU at toy widths, to try a bundle on a machine without a GPU.
-  if [ "${STUDIO_GPU_CPU_SMOKE:-}" = 1 ] && [ "$step" != stub-speed ]; then
+  if [ "${STUDIO_GPU_CPU_SMOKE:-}" = 1 ] && [ "$step" != stub-speed ] && [ "$step" != batched-lora ]; then
     command+=(--device cpu)
     [ "$step" = trainer-path ] || command+=(--tiny-shapes --steps 2)
   fi
@@ -163,7 +166,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(stub-speed:45 render-sd15:520)
+[ ${#steps[@]} -eq 0 ] && steps=(stub-speed:45 batched-lora:25 render-sd15:500)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue
