@@ -75,8 +75,12 @@ def compile_options(mode: UNetMode) -> dict:
     dynamic ones, pytorch/pytorch#102670), and the regional compiles are dynamic so that one compile serves every
     batch size; the whole-UNet compiles are static, where `-cl` makes the layout certain.
     Without it cuDNN converts each NCHW input to NHWC first: 7-8% of an H200's device time at SD1.5 batch 8
-    (bench/render_results.md)."""
-    return {"force_layout_optimization": True} if mode.channels_last and mode.compiles else {}
+    (bench/render_results.md).
+    A whole-UNet compile (and the VAE decoder's beside it) also runs 1x1 convolutions as matrix products, which
+    inductor can fuse with their bias and neighbours: the resnets' shortcuts and SD1.5's transformer projections, the
+    flag diffusers' guide to compiled SDXL sets (its "Accelerate inference of text-to-image diffusion models")."""
+    options = {"force_layout_optimization": True} if mode.channels_last and mode.compiles else {}
+    return {**options, "conv_1x1_as_mm": True} if mode.whole else options
 
 
 def unet_mode(name: str) -> UNetMode:
