@@ -46,7 +46,9 @@ class RowGuidance:
         noise = output[0] if isinstance(output, tuple) else getattr(output, "sample", None)
         if ratios is None or noise is None or noise.shape[0] != 2 * len(ratios):
             return None  # a shared guidance, or a call without guidance (a warm-up): the output as it is
+        if ratios.device != noise.device:  # once a call: a copy from the host makes it wait for the GPU
+            ratios = self._ratios = ratios.to(noise.device)
         unconditional, conditional = noise.float().chunk(2)
-        ratios = ratios.to(noise.device).view(-1, *[1] * (noise.dim() - 1))
+        ratios = ratios.view(-1, *[1] * (noise.dim() - 1))
         rescaled = torch.cat([unconditional, unconditional + ratios * (conditional - unconditional)]).to(noise.dtype)
         return (rescaled, *output[1:]) if isinstance(output, tuple) else replace(output, sample=rescaled)

@@ -50,6 +50,9 @@ class RowSchedulers:
         self.image_count = sum(len(images) for images in self.images_of)
         self.timesteps = torch.arange(0)
         self.row_timesteps: list[torch.Tensor] = []  # per step: each image's own timestep
+        # Which rows show scheduler k's images, by (k, row count, device): made once a call, not once a step, since
+        # a tensor copied from the host makes the host wait for the GPU to finish the step before.
+        self._rows_of: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     @property
     def init_noise_sigma(self):
@@ -114,13 +117,20 @@ class RowSchedulers:
         images, twice with guidance), the results put back in row order. One scheduler: the tensors whole."""
         if len(self.schedulers) == 1:
             return apply(0, *tensors)
-        count = tensors[0].shape[0]
+        count, device = tensors[0].shape[0], tensors[0].device
         parts = []
-        for which, images in enumerate(self.images_of):
-            rows = torch.tensor([copy * self.image_count + image for copy in range(count // self.image_count)
-                                 for image in images], device=tensors[0].device)
+        for which in range(len(self.schedulers)):
+            rows = self._rows(which, count, device)
             parts.append((rows, apply(which, *(tensor[rows] for tensor in tensors))))
         return _scatter(parts, count)
+
+    def _rows(self, which: int, count: int, device: torch.device) -> torch.Tensor:
+        key = (which, count, device)
+        if key not in self._rows_of:
+            copies = range(count // self.image_count)
+            rows = [copy * self.image_count + image for copy in copies for image in self.images_of[which]]
+            self._rows_of[key] = torch.tensor(rows, device=device)
+        return self._rows_of[key]
 
 
 class _Output:

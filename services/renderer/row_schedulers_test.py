@@ -86,3 +86,29 @@ def test_schedulers_that_disagree_on_timesteps_render_in_calls_of_their_own(
     alone = [renderer.render_batch([item])[0] for item in items]
     together = renderer.render_batch(items)
     assert all(differs(single, shared) <= 1 for single, shared in zip(alone, together, strict=True))
+
+
+def host_waits(renderer: PortraitRenderer, items: list[BatchItem]) -> int:
+    """How often one render_batch of `items` made the host wait for the GPU (torch's CUDA sync debug mode)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            renderer.render_batch(items)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(warning.message) for warning in caught)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the host waits on a CUDA GPU only")
+def test_a_call_of_mixed_schedulers_and_guidances_waits_on_the_gpu_per_call_not_per_step(base_model: Path) -> None:
+    renderer = PortraitRenderer(load_pipeline(base_model))
+    # Schedulers whose own steps do not wait on the GPU: diffusers' DDIM indexes a host tensor with a GPU timestep,
+    # Euler ancestral draws its noise on the host (our generators are CPU ones), UniPC copies its coefficients over.
+    items = mixed(["dpmpp-2m", "euler", "dpmpp-2m"])
+    renderer.render_batch(items)  # first-call set-up
+    short, long = ([dataclasses.replace(item, params=dataclasses.replace(item.params, steps=steps)) for item in items]
+                   for steps in (4, 12))
+    assert host_waits(renderer, long) == host_waits(renderer, short), "a denoising step made the host wait"
