@@ -50,6 +50,9 @@ class RowSchedulers:
         self.image_count = sum(len(images) for images in self.images_of)
         self.timesteps = torch.arange(0)
         self.row_timesteps: list[torch.Tensor] = []  # per step: each image's own timestep
+        # Each scheduler's timesteps on the host, as its step and scale_model_input get them: DDIM indexes its host
+        # tensors with the timestep, which with a GPU timestep makes the host wait for the GPU every step.
+        self.host_timesteps: list[torch.Tensor] = []
         # Which rows show scheduler k's images, by (k, row count, device): made once a call, not once a step, since
         # a tensor copied from the host makes the host wait for the GPU to finish the step before.
         self._rows_of: dict[tuple[int, int, torch.device], torch.Tensor] = {}
@@ -76,6 +79,7 @@ class RowSchedulers:
         for scheduler, images in zip(self.schedulers, self.images_of, strict=True):
             per_image[:, images] = scheduler.timesteps.to(device=device, dtype=torch.float32)[:, None]
         self.row_timesteps = list(per_image)
+        self.host_timesteps = [scheduler.timesteps.cpu() for scheduler in self.schedulers]
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         for scheduler in self.schedulers:
@@ -85,7 +89,7 @@ class RowSchedulers:
     def scale_model_input(self, sample: torch.Tensor, step) -> torch.Tensor:
         index = int(step)
         return self._per_scheduler(lambda which, rows: self.schedulers[which].scale_model_input(
-            rows, self.schedulers[which].timesteps[index]), sample)
+            rows, self.host_timesteps[which][index]), sample)
 
     def step(self, model_output: torch.Tensor, step, sample: torch.Tensor, eta: float = 0.0, generator=None,
              return_dict: bool = True, **options):
@@ -103,7 +107,7 @@ class RowSchedulers:
         kwargs = {"eta": eta} if "eta" in accepted else {}
         if "generator" in accepted:
             kwargs["generator"] = [generator[image] for image in images] if isinstance(generator, list) else generator
-        return scheduler.step(model_output, scheduler.timesteps[index], sample, **kwargs, **options,
+        return scheduler.step(model_output, self.host_timesteps[which][index], sample, **kwargs, **options,
                               return_dict=False)[0]
 
     def unet_timesteps(self, step, rows: int) -> torch.Tensor:
