@@ -121,8 +121,9 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
 
 
 def decode_ms(pipe, batch: int, side: int, device: str) -> float:
-    """Milliseconds the VAE takes to decode the row's batch, as the pipeline calls it: the part of a call outside the
-    denoising loop that no UNet mode speeds up (a whole-UNet compile compiles the decoder too)."""
+    """Milliseconds the VAE takes to decode the row's batch, as the pipeline calls it: the largest part of a call
+    outside the denoising loop, which of the UNet modes only a whole-UNet compile speeds up (it compiles the decoder
+    too)."""
     import torch
 
     latent_side = side // int(pipe.vae_scale_factor)

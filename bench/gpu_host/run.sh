@@ -7,9 +7,9 @@
 #
 # STUDIO_RENDER_MODES replaces the --modes list of every render-* step it runs (bench/render.py's mode names).
 # Steps (default: stub-speed:45 batched-lora:25 render-sd15:500, the stub's interpreter against this host's, the
-# batched LoRA layer's two formulations, then the whole-UNet compile in-process with most of one ~9.5-minute call; then, in a second call on the warm machine, the same
-# compile through Triton from the warm inductor cache: STUDIO_RENDER_MODES="eager cuda-graphs-batched-cl"
-# run.sh render-sd15-whole:200):
+# batched LoRA layer's two formulations, then the whole-UNet compile in-process with most of one ~9.5-minute call;
+# then, in a second call on the warm machine, the same compile through Triton from the warm inductor cache:
+# STUDIO_RENDER_MODES="eager cuda-graphs-batched-cl" run.sh render-sd15-whole:200):
 #   check          only the host checks below (always run first)
 #   stub-speed     bench/stub_speed.py: the same host-bound work in this venv's python and inside Triton's python
 #                  backend stub, which embeds libpython3.x.so (Ubuntu's python3 is linked statically)
