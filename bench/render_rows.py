@@ -110,7 +110,9 @@ def measure_in_process(folder: Path, model: str, mode: str, batch: int, steps: i
     # Compared with eager's by the parent, in 0..1 as the Triton rows save theirs.
     np.save(first_image_path(loras[0].parent, model, mode), images[0].astype(np.float32) / 255)
     seconds = ms_per_call(render, device) / 1000
-    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s, "decode_ms": decode_ms(pipe, batch, side, device)}
+    result = {"images_per_s": batch / seconds, "warmup_s": warmup_s}
+    if len(data) == 1 or renderer.unet_mode.batched_adapters:  # the row's calls decode its whole batch at once
+        result["decode_ms"] = decode_ms(pipe, batch, side, device)
     if serving is not None:
         result.update(serving_figures(serving, render if plain else None, device))
     if profile:  # denoising only, a few steps: what the modes change, without a trace of millions of events
@@ -242,9 +244,9 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
 
     side = image_side(model, tiny)
     os.environ[COMPILE_ENV] = renderer_mode(mode)
-    # The instance warms up at the size these requests render, and a whole-UNet compile at one batch size: every
-    # batch of this row is full, and each more size would add a cold compile to the load.
-    os.environ[WARM_UP_SIZES_ENV], os.environ[BUCKETS_ENV] = f"{side}x{side}", str(batch)
+    # The instance warms up at the size these requests render, and a whole-UNet compile at the sizes its pipeline
+    # calls take: every batch of this row is full, and each more size would add a cold compile to the load.
+    os.environ[WARM_UP_SIZES_ENV], os.environ[BUCKETS_ENV] = f"{side}x{side}", serving_buckets(mode, batch, len(loras))
     load_started = time.perf_counter()  # a compiled instance compiles while loading (warm_up)
     server = await start_triton(model_repository_batching(work, batch), work / f"triton-{model}-{mode}",
                                 work / "logs", base_model=folder, ready_timeout=timeout_s)
@@ -276,6 +278,14 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
                 **serving_breakdown(before, after, wall_s)}
     finally:
         server.stop()
+
+
+def serving_buckets(mode: str, batch: int, subjects: int) -> str:
+    """STUDIO_RENDER_BATCH_BUCKETS for a Triton row: the row's batch, and where the mode renders each subject in a
+    pipeline call of its own, a subject's share of a batch (its images cycle through the subjects). Padded up to the
+    whole batch instead, each of those calls would render `subjects` times the images."""
+    split = subjects > 1 and not UNET_MODES[renderer_mode(mode)].batched_adapters
+    return ",".join(str(size) for size in sorted({batch, -(-batch // subjects)} if split else {batch}))
 
 
 def serving_breakdown(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:

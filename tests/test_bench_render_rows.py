@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.render_rows import failure_text, serving_breakdown
+from bench.render_rows import failure_text, serving_breakdown, serving_buckets
 from services.common.launchers.process import ProcessStartError
 from services.common.launchers.triton import execution_totals
 
@@ -52,3 +52,10 @@ def test_a_load_cut_by_its_time_box_reports_where_it_was() -> None:
     assert text == ("ProcessStartError: tritonserver not ready after 259s; last lines of x.log: | "
                     "I1127 loading: portrait_diffusion:1 | I1127 compiling the UNet")
     assert failure_text(RuntimeError("gone"), ["I1 one", "I2 two"]) == "RuntimeError: gone | I1 one | I2 two"
+
+
+def test_a_whole_compile_served_to_several_subjects_warms_up_each_subjects_call() -> None:
+    assert serving_buckets("cuda-graphs-cl", 8, 1) == "8"
+    assert serving_buckets("cuda-graphs-cl", 8, 4) == "2,8", "a fused mode renders each subject's 2 images alone"
+    assert serving_buckets("cuda-graphs-batched-cl", 8, 4) == "8", "a batched mode renders the batch in one call"
+    assert serving_buckets("compile", 4, 3) == "2,4"
