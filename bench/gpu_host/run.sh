@@ -6,7 +6,7 @@
 #   bash bench/gpu_host/run.sh [STEP[:SECONDS] ...]
 #
 # STUDIO_RENDER_MODES replaces the --modes list of every render-* step it runs (bench/render.py's mode names).
-# Steps (default: stub-speed:45 batched-lora:25 render-sd15:500, the stub's interpreter against this host's, the
+# Steps (default: stub-speed:40 batched-lora:20 render-sd15:505, the stub's interpreter against this host's, the
 # batched LoRA layer's two formulations, then the whole-UNet compile in-process with most of one ~9.5-minute call;
 # then, in a second call on the warm machine, the same compile through Triton from the warm inductor cache:
 # STUDIO_RENDER_MODES="eager cuda-graphs-batched-cl" run.sh render-sd15-whole:200):
@@ -166,7 +166,7 @@ started=$(date +%s)
 install_bundle || exit 1
 check_host 2>&1 | tee "$out/check.log" || exit 1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(stub-speed:45 batched-lora:25 render-sd15:500)
+[ ${#steps[@]} -eq 0 ] && steps=(stub-speed:40 batched-lora:20 render-sd15:505)
 for entry in "${steps[@]}"; do
   name=${entry%%:*}
   [ "$name" = check ] && continue
