@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.train_real_size import sync_device, unet_config
+from bench.train_real_size import log_progress, sync_device, unet_config
 from services.renderer.unet_modes import COMPILE_ENV, UNET_MODES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -213,6 +213,7 @@ def difference_from_eager(work: Path, model: str, mode: str) -> float | None:
 
 
 def child(argv: list[str]) -> None:
+    log_progress()  # a cold compile's start and end: a row cut off by its time box says where it was
     folder, model, mode, batch, steps, device, loras = argv[:7]
     result = measure_in_process(Path(folder), model, mode, int(batch), int(steps), device, "--tiny-shapes" in argv,
                                 [Path(lora) for lora in loras.split(",")], profile="--profile" in argv)

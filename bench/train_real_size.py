@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PROGRESS_PREFIX = "# progress "  # a child's progress lines on stderr (log_progress)
 BF16_DENSE_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
 LORA_RANK = 32
 
@@ -232,13 +233,32 @@ def run_child(args: list[str], timeout_s: float, script: str = "train.py") -> di
     command = [sys.executable, str(REPO_ROOT / "bench" / script), "--child", *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=max(timeout_s, 1), cwd=REPO_ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"time box of {timeout_s:.0f} s reached"}
+    except subprocess.TimeoutExpired as error:
+        return {"error": timed_out(error, timeout_s)}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         return {"error": f"exit {done.returncode}: {' | '.join(tail)}"}
     return json.loads(lines[-1])
+
+
+def log_progress() -> None:
+    """A child's progress lines (our services' INFO logs, such as a cold compile's start and end) on stderr, where
+    `timed_out` finds the last one."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROGRESS_PREFIX}%(relativeCreated).0f ms: %(message)s"))
+    logger = logging.getLogger("services")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def timed_out(error: subprocess.TimeoutExpired, timeout_s: float) -> str:
+    """Why a child has no result: its time box, and the last progress line it logged (where a compile was)."""
+    stderr = error.stderr.decode(errors="replace") if isinstance(error.stderr, bytes) else error.stderr or ""
+    progress = [line.removeprefix(PROGRESS_PREFIX) for line in stderr.splitlines() if line.startswith(PROGRESS_PREFIX)]
+    return f"time box of {timeout_s:.0f} s reached" + (f"; last at {progress[-1]}" if progress else "")
 
 
 def peak_for(gpu: str) -> float | None:

@@ -3,9 +3,12 @@ execution_totals) before and after a wave."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from bench.render_rows import failure_text, serving_breakdown, serving_buckets
+from bench.train_real_size import timed_out
 from services.common.launchers.process import ProcessStartError
 from services.common.launchers.triton import execution_totals
 
@@ -59,3 +62,13 @@ def test_a_whole_compile_served_to_several_subjects_warms_up_each_subjects_call(
     assert serving_buckets("cuda-graphs-cl", 8, 4) == "2,8", "a fused mode renders each subject's 2 images alone"
     assert serving_buckets("cuda-graphs-batched-cl", 8, 4) == "8", "a batched mode renders the batch in one call"
     assert serving_buckets("compile", 4, 3) == "2,4"
+
+
+@pytest.mark.parametrize("as_bytes", [True, False])
+def test_a_child_cut_off_by_its_time_box_says_where_its_compile_was(as_bytes: bool) -> None:
+    stderr = "# progress 900 ms: UNet: compiling for sample [16, 4, 64, 64]\nW some warning\n" \
+             "# progress 95100 ms: VAE decoder: compiling for sample [8, 4, 64, 64]\nInductor noise\n"
+    error = subprocess.TimeoutExpired("python", 139, stderr=stderr.encode() if as_bytes else stderr)
+    assert timed_out(error, 139.2) == \
+        "time box of 139 s reached; last at 95100 ms: VAE decoder: compiling for sample [8, 4, 64, 64]"
+    assert timed_out(subprocess.TimeoutExpired("python", 10), 10) == "time box of 10 s reached"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 
 from services.renderer.graphs import graph_inputs, signature
@@ -122,11 +123,27 @@ class StaticShapes:
             if key not in self._reported:
                 self._reported.add(key)
                 log.warning("%s calls of a shape not compiled at warm-up run eager (%s)", self.part,
-                            "unusual options" if key is None else ", ".join(f"{n} {list(s)}" for n, s, _ in key))
+                            "unusual options" if key is None else _described(key))
             self.eager_calls += 1
             return self.eager_forward(*args, **kwargs)
+        if key in self.signatures:
+            return self.compiled_forward(*args, **kwargs)
+        return self._first_call(key, *args, **kwargs)
+
+    def _first_call(self, key: tuple, *args, **kwargs):
+        """A signature's first call, its cold compile (minutes at real size), logged as it starts and ends: a warm-up
+        cut off by a time box or a startup probe then says where it was."""
+        shapes = _described(key)
+        log.info("%s: compiling for %s", self.part, shapes)
+        started = time.monotonic()
+        output = self.compiled_forward(*args, **kwargs)
         self.signatures.add(key)
-        return self.compiled_forward(*args, **kwargs)
+        log.info("%s: compiled for %s in %.1f s", self.part, shapes, time.monotonic() - started)
+        return output
+
+
+def _described(key: tuple) -> str:
+    return ", ".join(f"{name} {list(shape)}" for name, shape, _ in key)
 
 
 def compile_decoder(vae, options: dict) -> StaticShapes:

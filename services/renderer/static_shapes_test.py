@@ -3,6 +3,7 @@ and on the tiny model a warmed-up, sealed compile that pads each call to its bat
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,15 +52,24 @@ def test_warm_up_sizes_are_the_catalogues_unless_configured(monkeypatch: pytest.
 
 
 def test_a_sealed_static_compile_pads_to_its_batch_size_and_runs_other_shapes_eager(
-    base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray]
+    base_model: Path, loras: dict[str, bytes], eager_images: dict[str, np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:
     from torch._dynamo.utils import counters
 
     renderer = PortraitRenderer(load_pipeline(base_model), adapter_cache_size=2, compile_mode="compile",
                                 batch_buckets=[2])
     graphs = counters["stats"]["unique_graphs"]
-    assert renderer.warm_up(max_batch=8, sizes=[(PARAMS.width, PARAMS.height)]) > 0
+    with caplog.at_level(logging.INFO, logger="services.renderer.static_shapes"):
+        assert renderer.warm_up(max_batch=8, sizes=[(PARAMS.width, PARAMS.height)]) > 0
     assert counters["stats"]["unique_graphs"] == graphs + 2, "the UNet and decoder at the given batch size alone"
+    scale = int(renderer.pipe.vae_scale_factor)
+    latents = f"sample [{{rows}}, 4, {PARAMS.height // scale}, {PARAMS.width // scale}]"
+    compiles = [record.getMessage() for record in caplog.records if "compil" in record.getMessage()]
+    assert [message.split(" in ")[0] for message in compiles] == [
+        f"UNet: compiling for {latents.format(rows=4)}, timestep [4], encoder_hidden_states [4, 77, 32]",
+        f"UNet: compiled for {latents.format(rows=4)}, timestep [4], encoder_hidden_states [4, 77, 32]",
+        f"VAE decoder: compiling for {latents.format(rows=2)}",
+        f"VAE decoder: compiled for {latents.format(rows=2)}"], "a cold compile's start and end, for a cut-off warm-up"
     graphs = counters["stats"]["unique_graphs"]
     subject = ("subject-a", loras["subject-a"])
 

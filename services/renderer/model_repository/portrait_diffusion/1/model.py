@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import locale
+import logging
 import os
 import sys
 import traceback
@@ -101,8 +102,20 @@ def _image_response(result) -> pb_utils.InferenceResponse:
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("IMAGE", image)])
 
 
+def _log_to_stderr() -> None:
+    """The renderer's own INFO lines (a cold compile's start and end) on the stub's stderr, which tritonserver's log
+    holds: a load that a startup probe cuts off then says where it was."""
+    logger = logging.getLogger("services")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s portrait_diffusion %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        _log_to_stderr()
         model_config = json.loads(args["model_config"])
         self.renderer = PortraitRenderer.from_env(default_cache_size=_cache_size(model_config))
         # A compiled UNet compiles here, a graphed one captures each batch size Triton may hand it, at the sizes
