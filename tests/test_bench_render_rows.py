@@ -1,5 +1,5 @@
 """bench/render_rows.py: where a Triton row's wall time went, from Triton's statistics (the launcher's
-execution_totals) before and after a wave."""
+execution_totals) before and after a wave; why a row failed or was cut off; the batch sizes a row's compile warms up."""
 
 from __future__ import annotations
 
