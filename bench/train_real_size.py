@@ -245,13 +245,9 @@ def run_child(args: list[str], timeout_s: float, script: str = "train.py") -> di
 def log_progress() -> None:
     """A child's progress lines (our services' INFO logs, such as a cold compile's start and end) on stderr, where
     `timed_out` finds the last one."""
-    import logging
+    from services.common.logs import services_log_to_stderr
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROGRESS_PREFIX}%(relativeCreated).0f ms: %(message)s"))
-    logger = logging.getLogger("services")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    services_log_to_stderr(f"{PROGRESS_PREFIX}%(relativeCreated).0f ms: %(message)s")
 
 
 def timed_out(error: subprocess.TimeoutExpired, timeout_s: float) -> str:

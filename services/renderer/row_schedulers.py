@@ -53,9 +53,9 @@ class RowSchedulers:
         # Each scheduler's timesteps on the host, as its step and scale_model_input get them: DDIM indexes its host
         # tensors with the timestep, which with a GPU timestep makes the host wait for the GPU every step.
         self.host_timesteps: list[torch.Tensor] = []
-        # Which rows show scheduler k's images, by (k, row count, device): made once a call, not once a step, since
-        # a tensor copied from the host makes the host wait for the GPU to finish the step before.
-        self._rows_of: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        # Which rows show scheduler k's images, by (k, row count): made once a call, not once a step, since a tensor
+        # copied from the host makes the host wait for the GPU to finish the step before.
+        self._rows_of: dict[tuple[int, int], torch.Tensor] = {}
 
     @property
     def init_noise_sigma(self):
@@ -129,7 +129,7 @@ class RowSchedulers:
         return _scatter(parts, count)
 
     def _rows(self, which: int, count: int, device: torch.device) -> torch.Tensor:
-        key = (which, count, device)
+        key = (which, count)
         if key not in self._rows_of:
             copies = range(count // self.image_count)
             rows = [copy * self.image_count + image for copy in copies for image in self.images_of[which]]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import locale
-import logging
 import os
 import sys
 import traceback
@@ -28,6 +27,7 @@ _REPO_ROOT = os.environ.get("STUDIO_REPO_ROOT")
 if _REPO_ROOT and _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from services.common.logs import services_log_to_stderr  # noqa: E402
 from services.renderer.adapter_reference import AdapterNotLoaded  # noqa: E402
 from services.renderer.pipeline import (  # noqa: E402
     DEFAULT_ADAPTER_CACHE_SIZE,
@@ -102,20 +102,11 @@ def _image_response(result) -> pb_utils.InferenceResponse:
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("IMAGE", image)])
 
 
-def _log_to_stderr() -> None:
-    """The renderer's own INFO lines (a cold compile's start and end) on the stub's stderr, which tritonserver's log
-    holds: a load that a startup probe cuts off then says where it was."""
-    logger = logging.getLogger("services")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s portrait_diffusion %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        _log_to_stderr()
+        # The renderer's own INFO lines (a cold compile's start and end) into tritonserver's log, which holds the stub's
+        # stderr: a load that a startup probe cuts off then says where it was.
+        services_log_to_stderr("%(asctime)s portrait_diffusion %(levelname)s %(name)s: %(message)s")
         model_config = json.loads(args["model_config"])
         self.renderer = PortraitRenderer.from_env(default_cache_size=_cache_size(model_config))
         # A compiled UNet compiles here, a graphed one captures each batch size Triton may hand it, at the sizes
