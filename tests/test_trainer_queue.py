@@ -49,6 +49,7 @@ from tests.fixtures_stack import faces
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 STEPS, CHECKPOINT_EVERY, VALIDATE_EVERY, ACK_WAIT_S = 60, 5, 30, 4
+EVENT_WAIT_S = 180  # between two events of a training job: a step or a validation, seconds even on a busy CI
 TRAINER_ENV = {
     "STUDIO_TRAIN_STEPS": str(STEPS), "STUDIO_TRAIN_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY),
     "STUDIO_TRAIN_VALIDATE_EVERY": str(VALIDATE_EVERY), "STUDIO_TRAIN_ACK_WAIT_S": str(ACK_WAIT_S),
@@ -378,12 +379,20 @@ async def train_directly(stack: EmbeddedStack, raw_nats: nats.NATS, subject_id: 
         steps=steps, seed=1, lora_key=f"tenants/{subject.tenant_id}/subjects/{subject_id}/loras/{name}.safetensors",
         render=events_pb2.RenderJob(job_id=f"render-{name}", order_id=f"order_{name}", tenant_id=subject.tenant_id,
                                     subject_id=subject_id))
-    js = raw_nats.jetstream()
-    subscription = await js.subscribe(topology.order_events_subject(job.order_id), ordered_consumer=True)
-    await js.publish(topology.TRAIN_SUBJECT, job.SerializeToString(), headers={"Nats-Msg-Id": job.job_id})
+    # A plain subscription, made before the job is queued: the order's events as they are published,
+    # without a JetStream consumer between the trainer and this test.
+    subscription = await raw_nats.subscribe(topology.order_events_subject(job.order_id))
+    await raw_nats.flush()
+    await raw_nats.jetstream().publish(topology.TRAIN_SUBJECT, job.SerializeToString(),
+                                       headers={"Nats-Msg-Id": job.job_id})
     progress: list[events_pb2.TrainingProgress] = []
     while True:
-        event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=180)).data)
+        try:
+            message = await subscription.next_msg(timeout=EVENT_WAIT_S)
+        except nats.errors.TimeoutError:
+            logs = "".join(f"\n--- {name}:\n{stack.processes[name].log_tail()}" for name in ("trainer", "faceqa"))
+            pytest.fail(f"job {job.job_id}: no event in {EVENT_WAIT_S} s after {len(progress)} progress events{logs}")
+        event = events_pb2.OrderEvent.FromString(message.data)
         kind = event.WhichOneof("kind")
         assert kind in ("training", "trained"), event
         if kind == "trained":

@@ -4,6 +4,8 @@ the subject's sealed crops, with every way they can be missing turned into a cle
 from __future__ import annotations
 
 import io
+import logging
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -18,6 +20,8 @@ from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, vault_refusal
 from services.trainer.checkpoint import CheckpointUnreadable, checkpoint_bytes, checkpoint_key, read_checkpoint
 from services.trainer.training import RunState
+
+log = logging.getLogger(__name__)
 
 # Checkpoints are the trainer's own output: sealed and reopened by the trainer alone.
 CHECKPOINT_PURPOSE = privacy_pb2.KEY_PURPOSE_TRAINER_CHECKPOINT
@@ -54,12 +58,15 @@ class JobStore:
         return images
 
     async def save_checkpoint(self, job: events_pb2.TrainJob, state: RunState) -> None:
+        started = time.monotonic()
         key = checkpoint_key(job.tenant_id, job.subject_id, job.job_id)
         data = checkpoint_bytes(state, job.job_id, self.base_model_id)
         await self.sealed.put(job.tenant_id, job.subject_id, key, data, CHECKPOINT_PURPOSE)
         record = await self.record(job)
         record.checkpoint_key, record.checkpoint_step = key, state.step
         await self.save_record(record)
+        log.info("job %s: checkpoint of step %d sealed (%d bytes) in %.1f s", job.job_id, state.step, len(data),
+                 time.monotonic() - started)
 
     async def load_checkpoint(self, job: events_pb2.TrainJob, record: trainer_pb2.TrainJobRecord) -> RunState | None:
         if not record.checkpoint_key:

@@ -4,6 +4,8 @@ with an IdentityScorer (in-process dlib or faceqa over gRPC: services/trainer/sc
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +14,8 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLP
 
 from services.trainer.components import BaseModelParts
 from services.trainer.scoring import IdentityScorer, InProcessScorer
+
+log = logging.getLogger(__name__)
 
 VALIDATION_PROMPTS = (
     "a portrait photo of {token}, studio lighting, looking at the camera",
@@ -35,6 +39,7 @@ class IdentityValidator:
             self.scorer = InProcessScorer(self.scorer)
 
     def __call__(self, parts: BaseModelParts, step: int) -> float | None:
+        started = time.monotonic()
         pipeline = _pipeline(parts)
         images = []
         for index, prompt in enumerate(VALIDATION_PROMPTS):
@@ -45,8 +50,12 @@ class IdentityValidator:
                     height=self.resolution, width=self.resolution,
                     generator=torch.Generator(device=device).manual_seed(self.seed + index),
                 ).images[0])
+        rendered = time.monotonic()
         scores = self.scorer.score(images)
-        return None if scores is None else float(np.mean(scores))
+        score = None if scores is None else float(np.mean(scores))
+        log.info("validation at step %d: %d renders in %.1f s, scored in %.1f s: %s", step, len(images),
+                 rendered - started, time.monotonic() - rendered, "unscored" if score is None else f"{score:.3f}")
+        return score
 
 
 def _pipeline(parts: BaseModelParts):

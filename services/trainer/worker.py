@@ -112,6 +112,8 @@ class TrainerWorker:
         record.state, record.worker_id = State.TRAIN_JOB_STATE_RUNNING, self.state.worker_id
         record.attempts += 1
         await self.jobs.save_record(record)
+        log.info("job %s: training %s steps on %d crops from step %d (attempt %d)", job.job_id, job.steps or "default",
+                 len(images), resume.step if resume else 0, record.attempts)
         try:
             async with CancelWatch(self.bus, job.order_id) as watch:
                 lora = await asyncio.to_thread(self._train, job, images, resume, watch, asyncio.get_running_loop())
@@ -173,6 +175,7 @@ class TrainerWorker:
         record.state = State.TRAIN_JOB_STATE_DONE
         await self.jobs.save_record(record)
         await self.jobs.drop_checkpoint(job)
+        log.info("job %s done: %.1f s of training, best step %d", job.job_id, lora.seconds, lora.best_step)
 
     async def _cancelled(self, job: events_pb2.TrainJob, record: trainer_pb2.TrainJobRecord) -> None:
         """Dropped: ingest already told the order's watchers; only our own leftovers go."""
