@@ -145,6 +145,7 @@ async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch, re
             stage = _switch(bar, clock, stage, "rendering", event.rendering.total)
             bar.total = event.rendering.total
             bar.n = event.rendering.rendered
+            bar.set_postfix_str("", refresh=False)  # the render queue's position and ETA are past once portraits come
         elif kind == "failed":
             bar.close()
             raise SystemExit(f"order failed at {event.failed.stage}: {event.failed.reason}")
