@@ -166,3 +166,27 @@ def test_a_relative_data_dir_reaches_the_services_as_an_absolute_path(tmp_path: 
     stack = EmbeddedStack(data_dir=Path("relative-data"))
     assert stack.data_dir == tmp_path / "relative-data"
     assert stack.paths.tokens_file.is_absolute()
+
+
+@pytest.mark.parametrize("case", ["missing folder", "empty folder", "missing headshot"])
+def test_demo_refuses_a_wrong_photos_path_before_starting_any_stack(tmp_path: Path, case: str) -> None:
+    photos = tmp_path / "photos"
+    if case != "missing folder":
+        photos.mkdir()
+    if case == "missing headshot":
+        (photos / faces("lisa")[0].name).symlink_to(faces("lisa")[0])
+    headshot = ["--headshot", str(tmp_path / "absent.jpg")] if case == "missing headshot" else []
+    # Nothing answers on this port, so the demo would start an embedded stack if it checked the photos late.
+    run = subprocess.run(
+        [*STUDIO, "demo", "--photos", str(photos), *headshot, "--endpoint", f"127.0.0.1:{free_port()}",
+         "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    expected = {
+        "missing folder": f"no such folder: {photos}",
+        "empty folder": f"no photos (.jpg/.png/.webp) in {photos}",
+        "missing headshot": f"no such headshot file: {tmp_path / 'absent.jpg'}",
+    }[case]
+    assert run.returncode != 0 and expected in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "starting" not in run.stdout
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()

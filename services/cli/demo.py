@@ -38,6 +38,11 @@ class DemoResult:
 
 
 def pick_photos(photos_dir: Path, headshot: Path | None) -> list[tuple[Path, int]]:
+    """The headshot first, then the references; checked before any stack starts, so a wrong path costs nothing."""
+    if not photos_dir.is_dir():
+        raise SystemExit(f"no such folder: {photos_dir}")
+    if headshot is not None and not headshot.is_file():
+        raise SystemExit(f"no such headshot file: {headshot}")
     files = sorted(p for p in photos_dir.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
     if not files:
         raise SystemExit(f"no photos (.jpg/.png/.webp) in {photos_dir}")
@@ -58,13 +63,14 @@ class Stopwatch:
 
 
 async def run_demo(args) -> DemoResult:
+    photos = pick_photos(Path(args.photos), Path(args.headshot) if args.headshot else None)
     async with AsyncExitStack() as exits:
         api_key_file = args.api_key_file
         if not await grpc_healthy(args.endpoint):
             api_key_file = await _start_embedded(args, exits)
         client = StudioClient(args.endpoint, Path(api_key_file).read_text().strip())
         exits.push_async_callback(client.close)
-        return await _job(client, args)
+        return await _job(client, photos, args)
 
 
 async def _start_embedded(args, exits: AsyncExitStack) -> Path:
@@ -85,10 +91,9 @@ def _note(args, message: str) -> None:
     print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
-async def _job(client: StudioClient, args) -> DemoResult:
+async def _job(client: StudioClient, photos: list[tuple[Path, int]], args) -> DemoResult:
     result = DemoResult()
     clock = Stopwatch(result.seconds)
-    photos = pick_photos(Path(args.photos), Path(args.headshot) if args.headshot else None)
     subject = await client.create_subject(external_ref="demo")
     result.subject_id = subject.subject_id
     total_bytes = sum(path.stat().st_size for path, _ in photos)
