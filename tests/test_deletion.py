@@ -186,6 +186,26 @@ async def test_cli_delete_wait_and_verify(client: StudioClient, stack: EmbeddedS
     assert forged.returncode == 1 and "NOT valid" in forged.stderr
 
 
+async def test_cli_refusals_end_in_one_line_with_the_status_and_reason(stack: EmbeddedStack, tmp_path: Path) -> None:
+    tenant = ("--endpoint", stack.public_endpoint, "--api-key-file", str(stack.paths.api_key_file))
+    unknown = await asyncio.to_thread(studio_cli, "subjects", "delete", "subj_nobody", *tenant)
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip() == "error: NOT_FOUND: subject 'subj_nobody' not found"
+    as_json = await asyncio.to_thread(studio_cli, "subjects", "delete", "subj_nobody", *tenant, "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout) == {"ok": False, "error": "NOT_FOUND: subject 'subj_nobody' not found"}
+    wrong_token = tmp_path / "wrong.token"
+    wrong_token.write_text("not-the-operator")
+    refused = await asyncio.to_thread(studio_cli, "keys", "rotate", "--data", str(stack.data_dir),
+                                      "--token-file", str(wrong_token))
+    assert refused.returncode == 1 and refused.stderr.startswith("error: UNAUTHENTICATED: ")
+    assert "Traceback" not in refused.stderr and "not-the-operator" not in refused.stderr
+    no_key = await asyncio.to_thread(studio_cli, "subjects", "delete", "subj_nobody", "--endpoint",
+                                     stack.public_endpoint, "--api-key-file", str(tmp_path / "absent.key"))
+    assert no_key.returncode == 1 and f"no API key file at {tmp_path / 'absent.key'}" in no_key.stderr
+    assert "Traceback" not in no_key.stderr
+
+
 async def test_a_service_down_purges_on_return_and_a_killed_vault_resumes(
     client: StudioClient, stack: EmbeddedStack
 ) -> None:

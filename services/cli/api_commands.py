@@ -5,22 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tarfile
 from pathlib import Path
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 from studio.v1 import common_pb2
 from tqdm import tqdm
 
+from services.cli.failures import read_api_key
 from studio_client import StudioClient
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 
 
 def _client(args) -> StudioClient:
-    return StudioClient(args.endpoint, Path(args.api_key_file).read_text().strip())
+    return StudioClient(args.endpoint, read_api_key(Path(args.api_key_file), args.json))
 
 
 def _as_dict(message) -> dict:
@@ -35,13 +34,7 @@ def _run(args, work) -> None:
         finally:
             await client.close()
 
-    try:
-        result = asyncio.run(run())
-    except grpc.aio.AioRpcError as error:
-        message = f"{error.code().name}: {error.details()}"
-        print(json.dumps({"ok": False, "error": message}) if args.json else f"error: {message}",
-              file=sys.stdout if args.json else sys.stderr)
-        sys.exit(1)
+    result = asyncio.run(run())  # a refused call ends in services/cli/main.py, as every command's does
     if args.json:
         print(json.dumps(result))
     else:

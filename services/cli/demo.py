@@ -15,6 +15,7 @@ from studio.v1 import common_pb2, events_pb2, studio_pb2
 from tqdm import tqdm
 
 from services.cli.client import StudioClient
+from services.cli.failures import read_api_key
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
@@ -68,7 +69,7 @@ async def run_demo(args) -> DemoResult:
         api_key_file = args.api_key_file
         if not await grpc_healthy(args.endpoint):
             api_key_file = await _start_embedded(args, exits)
-        client = StudioClient(args.endpoint, Path(api_key_file).read_text().strip())
+        client = StudioClient(args.endpoint, read_api_key(Path(api_key_file), args.json))
         exits.push_async_callback(client.close)
         return await _job(client, photos, args)
 

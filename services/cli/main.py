@@ -10,8 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
+import grpc
+
 from services.cli.api_commands import add_commands as add_order_commands
 from services.cli.capacity import add_capacity_command
+from services.cli.failures import fail, rpc_error_message
 from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
 from services.cli.styles import add_styles_command
@@ -123,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except KeyboardInterrupt:
         sys.exit(130)
+    except grpc.RpcError as error:  # a call the server refused or that found no server: its status and reason
+        fail(rpc_error_message(error), getattr(args, "json", False))
 
 
 if __name__ == "__main__":

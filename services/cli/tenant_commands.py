@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 from studio.v1 import admin_pb2, common_pb2
 
+from services.cli.failures import fail
 from studio_client.admin import AdminClient
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
@@ -36,14 +35,8 @@ def _client(args) -> AdminClient:
         endpoint = json.loads(stack_file.read_text())["public_endpoint"] if stack_file.exists() else DEFAULT_ENDPOINT
     token_file = Path(args.token_file) if args.token_file else data / "secrets" / "operator.token"
     if not token_file.exists():
-        _fail(f"no operator token at {token_file} (give --token-file)", args.json)
+        fail(f"no operator token at {token_file} (give --token-file)", args.json)
     return AdminClient(endpoint, token_file.read_text().strip())
-
-
-def _fail(message: str, as_json: bool) -> None:
-    print(json.dumps({"ok": False, "error": message}) if as_json else f"error: {message}",
-          file=sys.stdout if as_json else sys.stderr)
-    sys.exit(1)
 
 
 async def _tenant_id(admin: AdminClient, tenant: str) -> str:
@@ -114,10 +107,7 @@ def _print(result: dict) -> None:
 
 
 def cmd_tenants(args) -> None:
-    try:
-        result = asyncio.run(_run(args))
-    except grpc.aio.AioRpcError as error:
-        _fail(f"{error.code().name}: {error.details()}", args.json)
+    result = asyncio.run(_run(args))
     if args.json:
         print(json.dumps(result))
     else:

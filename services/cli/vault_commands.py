@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from services.cli.api_commands import add_subject_commands
 from services.cli.client import StudioClient
+from services.cli.failures import fail, read_api_key
 from services.common.audit_chain import parse_export, verify_records
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import SignatureError, load_public_key, verify_document
@@ -27,28 +28,20 @@ from services.common.tls import internal_channel
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 
 
-def _fail(message: str, as_json: bool, **extra) -> None:
-    if as_json:
-        print(json.dumps({"ok": False, "error": message, **extra}))
-    else:
-        print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
 def _public_key(args):
     path = Path(args.public_key) if args.public_key else Path(args.data) / "vault-signing.pub"
     if not path.exists():
-        _fail(f"no vault public key at {path} (give --public-key)", args.json)
+        fail(f"no vault public key at {path} (give --public-key)", args.json)
     try:
         return load_public_key(path.read_bytes())
     except SignatureError as error:
-        _fail(f"{path}: {error}", args.json)
+        fail(f"{path}: {error}", args.json)
 
 
 # --- studio subjects delete -------------------------------------------------------------------
 
 async def _delete(args) -> dict:
-    client = StudioClient(args.endpoint, Path(args.api_key_file).read_text().strip())
+    client = StudioClient(args.endpoint, read_api_key(Path(args.api_key_file), args.json))
     started = time.monotonic()
     try:
         deletion = await client.delete_subject(args.subject_id)
@@ -77,7 +70,7 @@ def cmd_subjects_delete(args) -> None:
     try:
         result = asyncio.run(_delete(args))
     except TimeoutError as error:
-        _fail(str(error), args.json)
+        fail(str(error), args.json)
     if args.json:
         print(json.dumps(result))
         return
@@ -95,7 +88,7 @@ def cmd_certificate_verify(args) -> None:
         document = json.loads(Path(args.file).read_bytes())
         verify_document(document, _public_key(args))
     except (OSError, ValueError, SignatureError) as error:
-        _fail(f"certificate {args.file} is NOT valid: {error}", args.json)
+        fail(f"certificate {args.file} is NOT valid: {error}", args.json)
     summary = {key: document.get(key) for key in ("deletion_id", "subject_id", "reason", "issued_at", "key_id")}
     summary["services"] = [entry["service"] for entry in document.get("destroyed", [])]
     if args.json:
@@ -114,7 +107,7 @@ def _vault_stub(args):
     if not address:
         stack_file = data / "stack.json"
         if not stack_file.exists():
-            _fail(f"no running stack in {data} (give --privacy-addr)", args.json)
+            fail(f"no running stack in {data} (give --privacy-addr)", args.json)
         address = json.loads(stack_file.read_text())["services"]["privacy"]
     token_file = Path(args.token_file) if args.token_file else data / "secrets" / "operator.token"
     metadata = ((SERVICE_TOKEN_METADATA, token_file.read_text().strip()),) if token_file.exists() else ()
@@ -147,7 +140,7 @@ def cmd_audit_verify(args) -> None:
         records = (parse_export(Path(args.file).read_text().splitlines()) if args.file
                    else asyncio.run(_export_records(args)))
     except (OSError, ValueError) as error:
-        _fail(str(error), args.json)
+        fail(str(error), args.json)
     verdict = verify_records(records, _public_key(args))
     if args.json:
         print(json.dumps(verdict.as_dict()))

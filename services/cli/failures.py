@@ -1,0 +1,32 @@
+"""How a `studio` command ends on an error a user can mend: one line, `error: ...` on stderr, or
+{"ok": false, "error": ...} on stdout with --json, and exit status 1; no traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import grpc
+
+
+def fail(message: str, as_json: bool, **extra) -> NoReturn:
+    if as_json:
+        print(json.dumps({"ok": False, "error": message, **extra}))
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def rpc_error_message(error: grpc.RpcError) -> str:
+    """'NOT_FOUND: subject 's1' not found': the status and the server's reason."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = error.details() if hasattr(error, "details") else str(error)
+    return f"{code.name}: {details}"
+
+
+def read_api_key(path: Path, as_json: bool) -> str:
+    if not path.is_file():
+        fail(f"no API key file at {path} (give --api-key-file, or start a stack with `studio up`)", as_json)
+    return path.read_text().strip()
