@@ -205,3 +205,20 @@ async def test_cli_export(world: World, stack: EmbeddedStack, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
     assert "manifest.json" in output["files"] and output["bytes"] == out.stat().st_size
+
+
+async def test_cli_listings_say_when_nothing_matches(world: World, stack: EmbeddedStack, tmp_path) -> None:
+    key_file = tmp_path / "owner.key"
+    key_file.write_text(world.owner.metadata[0][1])
+
+    async def studio(*args: str) -> str:
+        result = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "services.cli.main", *args, "--endpoint", stack.public_endpoint,
+            "--api-key-file", str(key_file)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert world.subject_id in await studio("subjects", "list", "--external-ref", "owner-customer")
+    assert await studio("subjects", "list", "--external-ref", "nobody") == "no subjects with external ref 'nobody'\n"
+    assert world.order_id in await studio("orders", "list", "--subject", world.subject_id)
+    assert await studio("orders", "list", "--subject", world.other_subject_id) == "no orders matching the filters\n"

@@ -46,6 +46,7 @@ async def _list_subjects(client: StudioClient, args) -> dict:
     page = await client.list_subjects(args.page_size, args.page_token, external_ref=args.external_ref or "")
     subjects = [_as_dict(subject) for subject in page.subjects]
     lines = [f"{s['subject_id']}  {s.get('created_at', '')}  {s.get('external_ref', '')}" for s in subjects]
+    lines = lines or ["no subjects" + (f" with external ref {args.external_ref!r}" if args.external_ref else "")]
     if page.next_page_token:
         lines.append(f"more: --page-token {page.next_page_token}")
     return {"subjects": subjects, "next_page_token": page.next_page_token, "lines": lines}
@@ -67,6 +68,7 @@ async def _list_orders(client: StudioClient, args) -> dict:
     orders = [_as_dict(order) for order in page.orders]
     lines = [f"{o['order_id']}  {o.get('state', '')}  {o.get('subject_id', '')}  {o.get('created_at', '')}"
              for o in orders]
+    lines = lines or ["no orders" + (" matching the filters" if args.subject or args.state else "")]
     if page.next_page_token:
         lines.append(f"more: --page-token {page.next_page_token}")
     return {"orders": orders, "next_page_token": page.next_page_token, "lines": lines}
