@@ -83,6 +83,8 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
     first = _start_up(data_dir, port, blob_url)
     try:
         subject_id = await _use_first_stack(first, endpoint, StackPaths(data_dir), seaweed_s3)
+        await asyncio.to_thread(_a_second_up_is_refused, data_dir, port, tmp_path)
+        assert await grpc_healthy(endpoint)
     finally:
         assert _stop(first) == [], "processes left behind after SIGTERM"
     assert first.returncode == 0
@@ -101,6 +103,21 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
         assert await _trainer_devices(data_dir) == ["cuda (GPU 0)", "cuda (GPU 1)"]
     finally:
         assert _stop(second) == []
+
+
+def _a_second_up_is_refused(data_dir: Path, port: int, tmp_path: Path) -> None:
+    """On the running stack's data directory, or on its port, `studio up` starts nothing and says why."""
+    stack_file = (data_dir / "stack.json").read_text()
+    other_dir = tmp_path / "other-data"
+    for args, reason in (
+        (["--data", str(data_dir), "--port", str(free_port())], f"{data_dir} is in use by another stack (pid "),
+        (["--data", str(other_dir), "--port", str(port)], f"port {port} is already in use"),
+    ):
+        run = subprocess.run([*STUDIO, "up", *args], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and run.stderr.startswith(f"error: {reason}"), run.stderr[-2000:]
+        assert "starting" not in run.stdout and "stopped" not in run.stdout
+    assert (data_dir / "stack.json").read_text() == stack_file
+    assert not (other_dir / "nats").exists() and not (other_dir / "secrets").exists()
 
 
 async def _trainer_devices(data_dir: Path) -> list[str]:

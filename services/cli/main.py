@@ -17,6 +17,7 @@ from services.cli.capacity import add_capacity_command
 from services.cli.failures import fail, rpc_error_message
 from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
+from services.cli.stack_guard import StackConflict
 from services.cli.styles import add_styles_command
 from services.cli.tenant_commands import add_commands as add_tenant_commands
 from services.cli.train import add_parser as add_train_parser
@@ -54,8 +55,8 @@ async def _up(args) -> None:
         await asyncio.gather(starting, return_exceptions=True)
         stack.stop()
         return
+    starting.result()  # a failed start has already stopped what it started
     try:
-        starting.result()
         print(f"Portrait Studio is up. Public gRPC endpoint: {stack.public_endpoint}")
         print(f"Tenant API key (default tenant): {stack.paths.api_key_file}")
         print(f"Logs: {stack.paths.logs}. Ctrl-C stops everything.", flush=True)
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except grpc.RpcError as error:  # a call the server refused or that found no server: its status and reason
         fail(rpc_error_message(error), getattr(args, "json", False))
+    except StackConflict as error:
+        fail(str(error), getattr(args, "json", False))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.cli.stack_guard import DataDirLock, ensure_port_free
 from services.common.basemodel import read_resolution
 from services.common.launchers.nats import NatsServer, start_nats
 from services.common.launchers.process import ManagedProcess, free_port_run
@@ -109,6 +110,7 @@ class EmbeddedStack:
     addresses: dict[str, str] = field(default_factory=dict)
     # Every instance's address: one per service, one per GPU for the trainer fleet.
     instances: dict[str, list[str]] = field(default_factory=dict)
+    data_dir_lock: DataDirLock | None = None
 
     def __post_init__(self) -> None:
         # Services run with the repository as their working directory: every path they get is absolute.
@@ -131,6 +133,8 @@ class EmbeddedStack:
 
     async def _start(self, progress) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir_lock = DataDirLock(self.data_dir)
+        ensure_port_free(self.public_port)
         self._prepare_secrets()
         base_model = self._base_model(progress)
         progress("starting nats-server")
@@ -257,4 +261,7 @@ class EmbeddedStack:
             self.triton.stop()
         if self.nats:
             self.nats.stop()
-        (self.data_dir / "stack.json").unlink(missing_ok=True)
+        if self.data_dir_lock:  # a stack refused for a held data directory leaves the holder's stack.json be
+            (self.data_dir / "stack.json").unlink(missing_ok=True)
+            self.data_dir_lock.release()
+            self.data_dir_lock = None

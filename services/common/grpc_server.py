@@ -22,6 +22,9 @@ RPC_SECONDS = Histogram("studio_rpc_seconds", "RPC handling time (unary calls)",
 
 BackgroundTask = Callable[[], Awaitable[None]]
 HEALTH_PORT_ENV = "STUDIO_HEALTH_PORT"
+# gRPC sets SO_REUSEPORT by default: a second server on a taken port would start and share its calls. Off,
+# the second one fails to bind instead.
+NO_PORT_SHARING = [("grpc.so_reuseport", 0)]
 # Statuses from a downstream service that mean the same thing to our caller.
 PASSED_THROUGH = (
     grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
@@ -113,7 +116,7 @@ async def serve(
 ) -> None:
     """Run until SIGTERM/SIGINT. `register` adds servicers and returns their full service names.
     With `credentials` (internal services under mTLS) the port is TLS-only."""
-    server = grpc.aio.server(interceptors=[_ServiceInterceptor(service_name), *interceptors])
+    server = grpc.aio.server(interceptors=[_ServiceInterceptor(service_name), *interceptors], options=NO_PORT_SHARING)
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -155,7 +158,7 @@ def _plaintext_health_server(health_servicer, listen: str) -> grpc.aio.Server | 
     port = int(os.environ.get(HEALTH_PORT_ENV, "0") or 0)
     if not port:
         return None
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=NO_PORT_SHARING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.add_insecure_port(f"{listen.rsplit(':', 1)[0]}:{port}")
     return server
