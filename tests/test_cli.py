@@ -185,13 +185,15 @@ def test_a_relative_data_dir_reaches_the_services_as_an_absolute_path(tmp_path: 
     assert stack.paths.tokens_file.is_absolute()
 
 
-@pytest.mark.parametrize("case", ["missing folder", "empty folder", "missing headshot"])
-def test_demo_refuses_a_wrong_photos_path_before_starting_any_stack(tmp_path: Path, case: str) -> None:
+@pytest.mark.parametrize("case", ["missing folder", "empty folder", "missing headshot", "out is a file"])
+def test_demo_refuses_a_wrong_path_before_starting_any_stack(tmp_path: Path, case: str) -> None:
     photos = tmp_path / "photos"
     if case != "missing folder":
         photos.mkdir()
-    if case == "missing headshot":
+    if case in ("missing headshot", "out is a file"):
         (photos / faces("lisa")[0].name).symlink_to(faces("lisa")[0])
+    if case == "out is a file":
+        (tmp_path / "out").write_text("not a folder")
     headshot = ["--headshot", str(tmp_path / "absent.jpg")] if case == "missing headshot" else []
     # Nothing answers on this port, so the demo would start an embedded stack if it checked the photos late.
     run = subprocess.run(
@@ -203,7 +205,8 @@ def test_demo_refuses_a_wrong_photos_path_before_starting_any_stack(tmp_path: Pa
         "missing folder": f"no such folder: {photos}",
         "empty folder": f"no photos (.jpg/.png/.webp) in {photos}",
         "missing headshot": f"no such headshot file: {tmp_path / 'absent.jpg'}",
+        "out is a file": f"--out {tmp_path / 'out'} is a file, not a folder",
     }[case]
     assert run.returncode != 0 and expected in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr and "starting" not in run.stdout
-    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
+    assert not (tmp_path / "data").exists() and (case == "out is a file") == (tmp_path / "out").exists()

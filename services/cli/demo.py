@@ -65,6 +65,8 @@ class Stopwatch:
 
 async def run_demo(args) -> DemoResult:
     photos = pick_photos(Path(args.photos), Path(args.headshot) if args.headshot else None)
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # found now, not after the whole job
+        raise SystemExit(f"--out {args.out} is a file, not a folder")
     async with AsyncExitStack() as exits:
         api_key_file = args.api_key_file
         if not await grpc_healthy(args.endpoint):
