@@ -19,11 +19,13 @@ class AdminClient:
         await self.channel.close()
 
     async def create(self, name: str, **settings) -> admin_pb2.CreateTenantResponse:
-        quotas = admin_pb2.TenantQuotas(**{k: v for k, v in settings.items() if k.startswith("max_")})
+        quota_names = admin_pb2.TenantQuotas.DESCRIPTOR.fields_by_name
+        quotas = admin_pb2.TenantQuotas(**{k: v for k, v in settings.items() if k in quota_names})
         request = admin_pb2.CreateTenantRequest(
             name=name, quotas=quotas, min_accepted_photos=settings.get("min_accepted_photos", 0),
             default_retention_days=settings.get("default_retention_days", 0),
             cert_identities=settings.get("cert_identities", ()),
+            max_photo_age_days=settings.get("max_photo_age_days", 0),
         )
         return await self.stub.CreateTenant(request, metadata=self.metadata, timeout=30)
 

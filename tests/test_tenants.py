@@ -50,9 +50,16 @@ async def expect_code(code: grpc.StatusCode, call) -> str:
 
 
 async def test_tenant_lifecycle_through_the_cli(stack: EmbeddedStack, tenants: Tenants) -> None:  # noqa: F811
-    created = await tenant_cli(stack, "create", "Lifecycle Photo", "--max-subjects-per-day", "7")
+    created = await tenant_cli(stack, "create", "Lifecycle Photo", "--max-subjects-per-day", "7",
+                               "--max-photo-age-days", "500")
     key, tenant_id = created["api_key"], created["tenant"]["tenant_id"]
     assert created["tenant"]["quotas"]["max_subjects_per_day"] == 7
+    assert created["tenant"]["max_photo_age_days"] == 500
+    shown = await asyncio.to_thread(studio_cli, "tenants", "list", "--data", str(stack.data_dir))
+    assert "max_photo_age_days 500" in shown.stdout, shown.stdout + shown.stderr
+    negative = await asyncio.to_thread(studio_cli, "tenants", "set", tenant_id, "--max-concurrent-orders", "-3",
+                                       "--data", str(stack.data_dir))
+    assert negative.returncode == 2 and "-3 is negative" in negative.stderr, negative.stderr
     first = tenants.client(key)
     await first.create_subject()
 
@@ -115,6 +122,20 @@ async def test_settings_are_validated(admin: AdminClient) -> None:  # noqa: F811
     tenant = await admin.update(created.tenant.tenant_id, max_subjects_per_day=3, default_retention_days=14)
     assert tenant.quotas.max_subjects_per_day == 3 and tenant.default_retention_days == 14
     assert tenant.quotas.max_concurrent_orders == 20  # the default, shown
+
+    # A tenant needing more accepted photos than it may upload could never order: refused, nothing written.
+    details = await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.update(
+        created.tenant.tenant_id, max_photos_per_subject=4, min_accepted_photos=5))
+    assert "min_accepted_photos 5 is more than max_photos_per_subject 4" in details
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.update(created.tenant.tenant_id,
+                                                                    min_accepted_photos=61))  # default max: 60
+    await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.create("never-orders", min_accepted_photos=70))
+    assert "never-orders" not in {tenant.name for tenant in await admin.list()}
+    unchanged = next(t for t in await admin.list() if t.tenant_id == created.tenant.tenant_id)
+    assert unchanged.min_accepted_photos == 0 and unchanged.quotas.max_photos_per_subject == 60
+    exact = await admin.create("exact-photos", min_accepted_photos=5, max_photos_per_subject=5,
+                               max_photo_age_days=400)
+    assert exact.tenant.max_photo_age_days == 400 and exact.tenant.quotas.max_photos_per_subject == 5
 
 
 async def test_quota_edges(stack: EmbeddedStack, tenants: Tenants, admin: AdminClient) -> None:  # noqa: F811

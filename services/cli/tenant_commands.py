@@ -102,8 +102,22 @@ def _print(result: dict) -> None:
         state = "disabled" if tenant.get("disabled") else "enabled"
         quotas = ", ".join(f"{name} {value}" for name, value in tenant.get("quotas", {}).items())
         print(f"{tenant['tenant_id']:32} {tenant['name']:24} {state}; {quotas}")
+        if own := _own_settings(tenant):
+            print(f"{'':32} {'':24} {own}")
     if "api_key" in result:
         print(f"API key (shown once; store it safely): {result['api_key']}")
+
+
+def _own_settings(tenant: dict) -> str:
+    """The settings the operator set (0 means the studio's default, so those are left out)."""
+    parts = [f"{name} {tenant[name]}" for name in SETTING_OPTIONS[:3] if tenant.get(name)]
+    label = tenant.get("visible_label") or {}
+    if label.get("enabled"):
+        corner = label.get("corner", "").removeprefix("LABEL_CORNER_").lower().replace("_", "-")
+        parts.append(f"visible label {label.get('text') or 'AI-generated'!r} {corner}")
+    if tenant.get("cert_identities"):
+        parts.append("certificate identities " + ", ".join(tenant["cert_identities"]))
+    return "; ".join(parts)
 
 
 def cmd_tenants(args) -> None:
@@ -146,4 +160,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _settings(parser: argparse.ArgumentParser) -> None:
     for name in SETTING_OPTIONS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_count, metavar="N")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative (0 means the studio's default)")
+    return value

@@ -42,7 +42,7 @@ async def main() -> None:
 
     def register(server: grpc.aio.Server) -> list[str]:
         studio_pb2_grpc.add_StudioServicer_to_server(StudioServicer(ctx), server)
-        admin = TenantAdminServicer(bus, operator_token_hash_from_env())
+        admin = TenantAdminServicer(bus, operator_token_hash_from_env(), ctx.min_accepted_photos)
         admin_pb2_grpc.add_TenantAdminServicer_to_server(admin, server)
         add_public_mtls_port(server)  # client-certificate integrations, when configured
         return [studio_pb2.DESCRIPTOR.services_by_name["Studio"].full_name,

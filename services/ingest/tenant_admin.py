@@ -43,9 +43,10 @@ def public_tenant(account: state_pb2.TenantRecord) -> admin_pb2.Tenant:
 
 
 class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
-    def __init__(self, bus: Bus, operator_token_hash: str) -> None:
+    def __init__(self, bus: Bus, operator_token_hash: str, default_min_accepted_photos: int = 0) -> None:
         self.bus = bus
         self._token_hash = operator_token_hash
+        self._default_min_accepted = default_min_accepted_photos
 
     async def _authorise(self, context: grpc.aio.ServicerContext) -> None:
         if not self._token_hash:
@@ -74,6 +75,7 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
             tenant_id=new_id("tenant"), name=name, api_key_hash=hash_api_key(api_key),
             min_accepted_photos=request.min_accepted_photos, default_retention_days=request.default_retention_days,
             quotas=request.quotas, cert_identities=request.cert_identities,
+            max_photo_age_days=request.max_photo_age_days,
         )
         await self._check_settings(account, context)
         account.created_at.GetCurrentTime()
@@ -135,9 +137,19 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
         if account.default_retention_days > MAX_RETENTION_DAYS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"default_retention_days must be 0..{MAX_RETENTION_DAYS} (0: the studio's default)")
+        await self._check_photo_limits(account, context)
         for identity in account.cert_identities:
             owner = await self.bus.kv_get(topology.TENANTS_BUCKET, tenants.cert_index_key(identity),
                                           state_pb2.TenantRecord)
             if not identity.strip() or (owner is not None and owner.tenant_id != account.tenant_id):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"certificate identity {identity!r} is empty or belongs to another tenant")
+
+    async def _check_photo_limits(self, account: state_pb2.TenantRecord, context) -> None:
+        """A tenant whose subjects need more accepted photos than they may upload could never order."""
+        needed = account.min_accepted_photos or self._default_min_accepted
+        allowed = effective_quotas(account).max_photos_per_subject
+        if needed > allowed:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"min_accepted_photos {needed} is more than max_photos_per_subject {allowed}: "
+                                "no subject of this tenant could ever be trained")

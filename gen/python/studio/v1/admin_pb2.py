@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from studio.v1 import common_pb2 as studio_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15studio/v1/admin.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\"\x8d\x01\n\x0cTenantQuotas\x12\x1d\n\x15max_concurrent_orders\x18\x01 \x01(\r\x12\x1c\n\x14max_subjects_per_day\x18\x02 \x01(\r\x12\x1e\n\x16max_photos_per_subject\x18\x03 \x01(\r\x12 \n\x18max_upload_bytes_per_day\x18\x04 \x01(\x04\"\xb6\x02\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x12\x1b\n\x13min_accepted_photos\x18\x04 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_retention_days\x18\x05 \x01(\r\x12\'\n\x06quotas\x18\x06 \x01(\x0b\x32\x17.studio.v1.TenantQuotas\x12\x17\n\x0f\x63\x65rt_identities\x18\x07 \x03(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12max_photo_age_days\x18\t \x01(\r\x12.\n\rvisible_label\x18\n \x01(\x0b\x32\x17.studio.v1.VisibleLabel\"\xa2\x01\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13min_accepted_photos\x18\x02 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_retention_days\x18\x03 \x01(\r\x12\'\n\x06quotas\x18\x04 \x01(\x0b\x32\x17.studio.v1.TenantQuotas\x12\x17\n\x0f\x63\x65rt_identities\x18\x05 \x03(\t\"J\n\x14\x43reateTenantResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.studio.v1.Tenant\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\"\x14\n\x12ListTenantsRequest\"9\n\x13ListTenantsResponse\x12\"\n\x07tenants\x18\x01 \x03(\x0b\x32\x11.studio.v1.Tenant\"+\n\x16RotateTenantKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"M\n\x17RotateTenantKeyResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.studio.v1.Tenant\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\"9\n\x14\x44isableTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65nable\x18\x02 \x01(\x08\":\n\x15\x44isableTenantResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.studio.v1.Tenant\"\xc5\x04\n\x13UpdateTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12 \n\x13min_accepted_photos\x18\x02 \x01(\rH\x00\x88\x01\x01\x12#\n\x16\x64\x65\x66\x61ult_retention_days\x18\x03 \x01(\rH\x01\x88\x01\x01\x12\"\n\x15max_concurrent_orders\x18\x04 \x01(\rH\x02\x88\x01\x01\x12!\n\x14max_subjects_per_day\x18\x05 \x01(\rH\x03\x88\x01\x01\x12#\n\x16max_photos_per_subject\x18\x06 \x01(\rH\x04\x88\x01\x01\x12%\n\x18max_upload_bytes_per_day\x18\x07 \x01(\x04H\x05\x88\x01\x01\x12\x1b\n\x13\x61\x64\x64_cert_identities\x18\x08 \x03(\t\x12\x1e\n\x16remove_cert_identities\x18\t \x03(\t\x12\x1f\n\x12max_photo_age_days\x18\n \x01(\rH\x06\x88\x01\x01\x12.\n\rvisible_label\x18\x0b \x01(\x0b\x32\x17.studio.v1.VisibleLabelB\x16\n\x14_min_accepted_photosB\x19\n\x17_default_retention_daysB\x18\n\x16_max_concurrent_ordersB\x17\n\x15_max_subjects_per_dayB\x19\n\x17_max_photos_per_subjectB\x1b\n\x19_max_upload_bytes_per_dayB\x15\n\x13_max_photo_age_days\"9\n\x14UpdateTenantResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.studio.v1.Tenant2\xab\x03\n\x0bTenantAdmin\x12O\n\x0c\x43reateTenant\x12\x1e.studio.v1.CreateTenantRequest\x1a\x1f.studio.v1.CreateTenantResponse\x12L\n\x0bListTenants\x12\x1d.studio.v1.ListTenantsRequest\x1a\x1e.studio.v1.ListTenantsResponse\x12X\n\x0fRotateTenantKey\x12!.studio.v1.RotateTenantKeyRequest\x1a\".studio.v1.RotateTenantKeyResponse\x12R\n\rDisableTenant\x12\x1f.studio.v1.DisableTenantRequest\x1a .studio.v1.DisableTenantResponse\x12O\n\x0cUpdateTenant\x12\x1e.studio.v1.UpdateTenantRequest\x1a\x1f.studio.v1.UpdateTenantResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15studio/v1/admin.proto\x12\tstudio.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16studio/v1/common.proto\"\x8d\x01\n\x0cTenantQuotas\x12\x1d\n\x15max_concurrent_orders\x18\x01 \x01(\r\x12\x1c\n\x14max_subjects_per_day\x18\x02 \x01(\r\x12\x1e\n\x16max_photos_per_subject\x18\x03 \x01(\r\x12 \n\x18max_upload_bytes_per_day\x18\x04 \x01(\x04\"\xb6\x02\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x12\x1b\n\x13min_accepted_photos\x18\x04 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_retention_days\x18\x05 \x01(\r\x12\'\n\x06quotas\x18\x06 \x01(\x0b\x32\x17.studio.v1.TenantQuotas\x12\x17\n\x0f\x63\x65rt_identities\x18\x07 \x03(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12max_photo_age_days\x18\t \x01(\r\x12.\n\rvisible_label\x18\n \x01(\x0b\x32\x17.studio.v1.VisibleLabel\"\xbe\x01\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13min_accepted_photos\x18\x02 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_retention_days\x18\x03 \x01(\r\x12\'\n\x06quotas\x18\x04 \x01(\x0b\x32\x17.studio.v1.TenantQuotas\x12\x17\n\x0f\x63\x65rt_identities\x18\x05 \x03(\t\x12\x1a\n\x12max_photo_age_days\x18\x06 \x01(\r\"J\n\x14\x43reateTenantResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.studio.v1.Tenant\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\"\x14\n\x12ListTenantsRequest\"9\n\x13ListTenantsResponse\x12\"\n\x07tenants\x18\x01 \x03(\x0b\x32\x11.studio.v1.Tenant\"+\n\x16RotateTenantKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"M\n\x17RotateTenantKeyResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.studio.v1.Tenant\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\"9\n\x14\x44isableTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65nable\x18\x02 \x01(\x08\":\n\x15\x44isableTenantResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.studio.v1.Tenant\"\xc5\x04\n\x13UpdateTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12 \n\x13min_accepted_photos\x18\x02 \x01(\rH\x00\x88\x01\x01\x12#\n\x16\x64\x65\x66\x61ult_retention_days\x18\x03 \x01(\rH\x01\x88\x01\x01\x12\"\n\x15max_concurrent_orders\x18\x04 \x01(\rH\x02\x88\x01\x01\x12!\n\x14max_subjects_per_day\x18\x05 \x01(\rH\x03\x88\x01\x01\x12#\n\x16max_photos_per_subject\x18\x06 \x01(\rH\x04\x88\x01\x01\x12%\n\x18max_upload_bytes_per_day\x18\x07 \x01(\x04H\x05\x88\x01\x01\x12\x1b\n\x13\x61\x64\x64_cert_identities\x18\x08 \x03(\t\x12\x1e\n\x16remove_cert_identities\x18\t \x03(\t\x12\x1f\n\x12max_photo_age_days\x18\n \x01(\rH\x06\x88\x01\x01\x12.\n\rvisible_label\x18\x0b \x01(\x0b\x32\x17.studio.v1.VisibleLabelB\x16\n\x14_min_accepted_photosB\x19\n\x17_default_retention_daysB\x18\n\x16_max_concurrent_ordersB\x17\n\x15_max_subjects_per_dayB\x19\n\x17_max_photos_per_subjectB\x1b\n\x19_max_upload_bytes_per_dayB\x15\n\x13_max_photo_age_days\"9\n\x14UpdateTenantResponse\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.studio.v1.Tenant2\xab\x03\n\x0bTenantAdmin\x12O\n\x0c\x43reateTenant\x12\x1e.studio.v1.CreateTenantRequest\x1a\x1f.studio.v1.CreateTenantResponse\x12L\n\x0bListTenants\x12\x1d.studio.v1.ListTenantsRequest\x1a\x1e.studio.v1.ListTenantsResponse\x12X\n\x0fRotateTenantKey\x12!.studio.v1.RotateTenantKeyRequest\x1a\".studio.v1.RotateTenantKeyResponse\x12R\n\rDisableTenant\x12\x1f.studio.v1.DisableTenantRequest\x1a .studio.v1.DisableTenantResponse\x12O\n\x0cUpdateTenant\x12\x1e.studio.v1.UpdateTenantRequest\x1a\x1f.studio.v1.UpdateTenantResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,25 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANT']._serialized_start=238
   _globals['_TENANT']._serialized_end=548
   _globals['_CREATETENANTREQUEST']._serialized_start=551
-  _globals['_CREATETENANTREQUEST']._serialized_end=713
-  _globals['_CREATETENANTRESPONSE']._serialized_start=715
-  _globals['_CREATETENANTRESPONSE']._serialized_end=789
-  _globals['_LISTTENANTSREQUEST']._serialized_start=791
-  _globals['_LISTTENANTSREQUEST']._serialized_end=811
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=813
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=870
-  _globals['_ROTATETENANTKEYREQUEST']._serialized_start=872
-  _globals['_ROTATETENANTKEYREQUEST']._serialized_end=915
-  _globals['_ROTATETENANTKEYRESPONSE']._serialized_start=917
-  _globals['_ROTATETENANTKEYRESPONSE']._serialized_end=994
-  _globals['_DISABLETENANTREQUEST']._serialized_start=996
-  _globals['_DISABLETENANTREQUEST']._serialized_end=1053
-  _globals['_DISABLETENANTRESPONSE']._serialized_start=1055
-  _globals['_DISABLETENANTRESPONSE']._serialized_end=1113
-  _globals['_UPDATETENANTREQUEST']._serialized_start=1116
-  _globals['_UPDATETENANTREQUEST']._serialized_end=1697
-  _globals['_UPDATETENANTRESPONSE']._serialized_start=1699
-  _globals['_UPDATETENANTRESPONSE']._serialized_end=1756
-  _globals['_TENANTADMIN']._serialized_start=1759
-  _globals['_TENANTADMIN']._serialized_end=2186
+  _globals['_CREATETENANTREQUEST']._serialized_end=741
+  _globals['_CREATETENANTRESPONSE']._serialized_start=743
+  _globals['_CREATETENANTRESPONSE']._serialized_end=817
+  _globals['_LISTTENANTSREQUEST']._serialized_start=819
+  _globals['_LISTTENANTSREQUEST']._serialized_end=839
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=841
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=898
+  _globals['_ROTATETENANTKEYREQUEST']._serialized_start=900
+  _globals['_ROTATETENANTKEYREQUEST']._serialized_end=943
+  _globals['_ROTATETENANTKEYRESPONSE']._serialized_start=945
+  _globals['_ROTATETENANTKEYRESPONSE']._serialized_end=1022
+  _globals['_DISABLETENANTREQUEST']._serialized_start=1024
+  _globals['_DISABLETENANTREQUEST']._serialized_end=1081
+  _globals['_DISABLETENANTRESPONSE']._serialized_start=1083
+  _globals['_DISABLETENANTRESPONSE']._serialized_end=1141
+  _globals['_UPDATETENANTREQUEST']._serialized_start=1144
+  _globals['_UPDATETENANTREQUEST']._serialized_end=1725
+  _globals['_UPDATETENANTRESPONSE']._serialized_start=1727
+  _globals['_UPDATETENANTRESPONSE']._serialized_end=1784
+  _globals['_TENANTADMIN']._serialized_start=1787
+  _globals['_TENANTADMIN']._serialized_end=2214
 # @@protoc_insertion_point(module_scope)

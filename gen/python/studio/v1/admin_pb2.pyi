@@ -47,18 +47,20 @@ class Tenant(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., disabled: _Optional[bool] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., quotas: _Optional[_Union[TenantQuotas, _Mapping]] = ..., cert_identities: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_photo_age_days: _Optional[int] = ..., visible_label: _Optional[_Union[_common_pb2.VisibleLabel, _Mapping]] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
-    __slots__ = ("name", "min_accepted_photos", "default_retention_days", "quotas", "cert_identities")
+    __slots__ = ("name", "min_accepted_photos", "default_retention_days", "quotas", "cert_identities", "max_photo_age_days")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MIN_ACCEPTED_PHOTOS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     CERT_IDENTITIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PHOTO_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
     name: str
     min_accepted_photos: int
     default_retention_days: int
     quotas: TenantQuotas
     cert_identities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., quotas: _Optional[_Union[TenantQuotas, _Mapping]] = ..., cert_identities: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_photo_age_days: int
+    def __init__(self, name: _Optional[str] = ..., min_accepted_photos: _Optional[int] = ..., default_retention_days: _Optional[int] = ..., quotas: _Optional[_Union[TenantQuotas, _Mapping]] = ..., cert_identities: _Optional[_Iterable[str]] = ..., max_photo_age_days: _Optional[int] = ...) -> None: ...
 
 class CreateTenantResponse(_message.Message):
     __slots__ = ("tenant", "api_key")
