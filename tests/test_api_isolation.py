@@ -14,6 +14,7 @@ import sys
 import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -197,14 +198,23 @@ async def test_export_holds_every_part_and_nothing_of_another_subject(world: Wor
 async def test_cli_export(world: World, stack: EmbeddedStack, tmp_path) -> None:
     key_file = tmp_path / "owner.key"
     key_file.write_text(world.owner.metadata[0][1])
-    out = tmp_path / "export.tar"
-    result = await asyncio.to_thread(subprocess.run, [
-        sys.executable, "-m", "services.cli.main", "subjects", "export", world.subject_id, "--out", str(out),
-        "--endpoint", stack.public_endpoint, "--api-key-file", str(key_file), "--json",
-    ], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    async def export(subject_id: str, out: Path) -> subprocess.CompletedProcess:
+        return await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "services.cli.main", "subjects", "export", subject_id, "--out", str(out),
+            "--endpoint", stack.public_endpoint, "--api-key-file", str(key_file), "--json",
+        ], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    out = tmp_path / "exports" / "export.tar"  # a folder that does not exist yet
+    result = await export(world.subject_id, out)
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
     assert "manifest.json" in output["files"] and output["bytes"] == out.stat().st_size
+    assert out.stat().st_mode & 0o777 == 0o600  # the customer's photos, in clear
+    refused = await export("subj_missing", tmp_path / "missing.tar")
+    assert refused.returncode == 1 and "NOT_FOUND" in json.loads(refused.stdout)["error"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["exports", "owner.key"]  # nothing half-written
+    assert (await export(world.subject_id, out.parent)).returncode == 1
 
 
 async def test_cli_listings_say_when_nothing_matches(world: World, stack: EmbeddedStack, tmp_path) -> None:
