@@ -217,8 +217,7 @@ async def test_cli_export(world: World, stack: EmbeddedStack, tmp_path) -> None:
     assert (await export(world.subject_id, out.parent)).returncode == 1
 
 
-async def test_cli_listings_say_when_nothing_matches(world: World, stack: EmbeddedStack, tmp_path) -> None:
-    key_file = tmp_path / "owner.key"
+def owner_cli(world: World, stack: EmbeddedStack, key_file: Path):
     key_file.write_text(world.owner.metadata[0][1])
 
     async def studio(*args: str) -> str:
@@ -228,6 +227,20 @@ async def test_cli_listings_say_when_nothing_matches(world: World, stack: Embedd
         assert result.returncode == 0, result.stderr
         return result.stdout
 
+    return studio
+
+
+async def test_cli_order_details_say_where_it_went_and_what_it_delivered(world: World, stack: EmbeddedStack,
+                                                                        tmp_path) -> None:
+    shown = await owner_cli(world, stack, tmp_path / "owner.key")("orders", "get", world.order_id)
+    lines = shown.splitlines()
+    assert lines[0] == f"{world.order_id}: ORDER_STATE_DONE, 1 of 1 portraits", shown
+    assert any("training step" in line and "loss" in line for line in lines), shown
+    assert any(world.portrait_id in line and f"{STYLE[0]}  seed " in line for line in lines), shown
+
+
+async def test_cli_listings_say_when_nothing_matches(world: World, stack: EmbeddedStack, tmp_path) -> None:
+    studio = owner_cli(world, stack, tmp_path / "owner.key")
     assert world.subject_id in await studio("subjects", "list", "--external-ref", "owner-customer")
     assert await studio("subjects", "list", "--external-ref", "nobody") == "no subjects with external ref 'nobody'\n"
     assert world.order_id in await studio("orders", "list", "--subject", world.subject_id)
