@@ -249,9 +249,10 @@ async def test_operator_rotates_keys_and_audits(client: StudioClient, stack: Emb
 
     verified = await asyncio.to_thread(studio_cli, "audit", "verify", "--data", data, "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"], verified.stdout
-    export = tmp_path / "audit.jsonl"
+    export = tmp_path / "audits" / "audit.jsonl"  # the folder is made
     exported = await asyncio.to_thread(studio_cli, "audit", "export", "--data", data, "--out", str(export))
     assert exported.returncode == 0, exported.stderr
+    assert [path.name for path in export.parent.iterdir()] == ["audit.jsonl"]  # no stand-in left
     lines = export.read_text().splitlines()
     assert any('"RotateKek"' in line for line in lines)
     for secret in [stack.paths.api_key_file.read_text(), *json.loads(stack.paths.tokens_file.read_text()).values()]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tarfile
 from pathlib import Path
 
@@ -13,7 +12,8 @@ from google.protobuf.json_format import MessageToDict
 from studio.v1 import common_pb2
 from tqdm import tqdm
 
-from services.cli.failures import fail, read_api_key
+from services.cli.failures import read_api_key
+from services.cli.output_files import whole_file
 from studio_client import StudioClient
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
@@ -56,20 +56,12 @@ async def _list_subjects(client: StudioClient, args) -> dict:
 async def _export(client: StudioClient, args) -> dict:
     """The archive holds the customer's photos in clear: written owner-only, and whole or not at all."""
     out = Path(args.out)
-    if out.is_dir():
-        fail(f"--out {out} is a folder; give the archive's file name", args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle, tqdm(unit="B", unit_scale=True, desc="export",
-                                                          disable=args.json) as bar:
+    with whole_file(out, args.json, private=True) as handle:
+        with tqdm(unit="B", unit_scale=True, desc="export", disable=args.json) as bar:
             await client.export_subject(args.subject_id, handle, on_bytes=bar.update)
-        with tarfile.open(partial) as archive:
+        handle.seek(0)
+        with tarfile.open(fileobj=handle, mode="r:") as archive:
             names = archive.getnames()
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
     return {"subject_id": args.subject_id, "out": str(out.resolve()), "bytes": out.stat().st_size, "files": names,
             "lines": [f"{len(names)} files, {out.stat().st_size} bytes written to {out}"]}
 

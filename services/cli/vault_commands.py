@@ -20,6 +20,7 @@ from tqdm import tqdm
 from services.cli.api_commands import add_subject_commands
 from services.cli.client import StudioClient
 from services.cli.failures import fail, read_api_key
+from services.cli.output_files import whole_file
 from services.common.audit_chain import parse_export, verify_records
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import SignatureError, load_public_key, verify_document
@@ -128,7 +129,8 @@ def cmd_audit_export(args) -> None:
     records = asyncio.run(_export_records(args))
     lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
     if args.out:
-        Path(args.out).write_text(lines)
+        with whole_file(Path(args.out), args.json) as handle:
+            handle.write(lines.encode())
         print(json.dumps({"out": args.out, "records": len(records)}) if args.json
               else f"{len(records)} audit records written to {args.out}")
     else:

@@ -1,0 +1,29 @@
+"""Files a command writes for its user: whole or not at all, so a refused or broken call leaves no
+half-written file behind that looks like a good one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from services.cli.failures import fail
+
+
+@contextmanager
+def whole_file(out: Path, as_json: bool, private: bool = False) -> Iterator[BinaryIO]:
+    """A handle on OUT's stand-in; OUT appears only when the block ends without an error.
+    Missing parent folders are made; a folder as OUT is refused in one line. `private`: owner-only (0600)."""
+    if out.is_dir():
+        fail(f"--out {out} is a folder; give a file name", as_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        descriptor = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        with os.fdopen(descriptor, "w+b") as handle:  # readable too: a caller may check what it wrote
+            yield handle
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
