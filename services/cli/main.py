@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(rpc_error_message(error), getattr(args, "json", False))
     except StackConflict as error:
         fail(str(error), getattr(args, "json", False))
+    except BrokenPipeError:  # the reader went away (`studio styles list | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not raise again
+        sys.exit(141)
 
 
 if __name__ == "__main__":
