@@ -101,6 +101,7 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
         await client.close()
         assert found.external_ref == "kept" and len(found.photos) == 1
         assert await _trainer_devices(data_dir) == ["cuda (GPU 0)", "cuda (GPU 1)"]
+        await _a_killed_service_comes_back_on_its_address(data_dir, endpoint)
     finally:
         assert _stop(second) == []
 
@@ -118,6 +119,29 @@ def _a_second_up_is_refused(data_dir: Path, port: int, tmp_path: Path) -> None:
         assert "starting" not in run.stdout and "stopped" not in run.stdout
     assert (data_dir / "stack.json").read_text() == stack_file
     assert not (other_dir / "nats").exists() and not (other_dir / "secrets").exists()
+
+
+async def _a_killed_service_comes_back_on_its_address(data_dir: Path, endpoint: str) -> None:
+    """faceqa, which ingest and the trainer dial, is killed: `studio up` starts it again on the same address,
+    and uploads are checked again."""
+    stack_file = data_dir / "stack.json"
+    before = json.loads(stack_file.read_text())
+    os.kill(before["pids"]["faceqa"], signal.SIGKILL)
+    for _ in range(240):
+        await asyncio.sleep(0.5)
+        after = json.loads(stack_file.read_text())
+        if after["pids"]["faceqa"] != before["pids"]["faceqa"]:
+            break
+    else:
+        raise AssertionError("faceqa was not started again")
+    assert after["services"]["faceqa"] == before["services"]["faceqa"]
+    client = StudioClient(endpoint, StackPaths(data_dir).api_key_file.read_text().strip())
+    try:
+        subject = await client.create_subject()
+        [photo] = await client.upload(subject.subject_id, [(faces("lisa")[1], 2)])
+        assert photo.verdict.accepted, photo.verdict
+    finally:
+        await client.close()
 
 
 async def _trainer_devices(data_dir: Path) -> list[str]:

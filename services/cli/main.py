@@ -38,6 +38,7 @@ def cmd_models_tiny(args) -> None:
 
 async def _up(args) -> None:
     from services.cli.stack import EmbeddedStack
+    from services.cli.supervisor import Supervisor, stack_processes
 
     stack = EmbeddedStack(
         data_dir=Path(args.data), base_model=Path(args.base_model) if args.base_model else None,
@@ -56,12 +57,18 @@ async def _up(args) -> None:
         stack.stop()
         return
     starting.result()  # a failed start has already stopped what it started
+    supervisor = Supervisor(lambda: stack_processes(stack), say=lambda line: print(line, flush=True),
+                            on_restart=stack.write_stack_file)
+    supervising = asyncio.create_task(supervisor.run())
     try:
         print(f"Portrait Studio is up. Public gRPC endpoint: {stack.public_endpoint}")
         print(f"Tenant API key (default tenant): {stack.paths.api_key_file}")
-        print(f"Logs: {stack.paths.logs}. Ctrl-C stops everything.", flush=True)
+        print(f"Logs: {stack.paths.logs}. A process that ends is started again. Ctrl-C stops everything.",
+              flush=True)
         await stopper
     finally:
+        supervising.cancel()  # before the stop: nothing may start again what is being stopped
+        await asyncio.gather(supervising, return_exceptions=True)
         stack.stop()  # first: printing can fail when whoever reads our output is gone
         print("stopped", flush=True)
 

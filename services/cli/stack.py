@@ -146,7 +146,7 @@ class EmbeddedStack:
         for service in SERVICES:
             progress(f"starting {service}")
             await self._start_service(service, base_model)
-        self._write_stack_file()
+        self.write_stack_file()
 
     def _prepare_secrets(self) -> None:
         tokens = {service: new_token() for service in (*SERVICES, OPERATOR)}
@@ -242,15 +242,21 @@ class EmbeddedStack:
         self.processes[service].stop()
         await self._start_service(service, self._base_model(lambda message: None))
 
-    def _write_stack_file(self) -> None:
+    def write_stack_file(self) -> None:
+        """DATA/stack.json: where everything listens, and each process's pid (rewritten after a restart)."""
         assert self.nats and self.triton
+        pids = {"nats-server": self.nats.process.pid, "tritonserver": self.triton.process.pid}
+        pids.update({service: process.pid for service, process in self.processes.items()})
         stack = {
             "public_endpoint": self.public_endpoint, "api_key_file": str(self.paths.api_key_file),
             "nats_url": self.nats.url, "triton_grpc": self.triton.grpc_url,
             "triton_metrics": f"http://127.0.0.1:{self.triton.metrics_port}/metrics",
             "services": self.addresses, "instances": self.instances, "logs": str(self.paths.logs), "pid": os.getpid(),
+            "pids": pids,
         }
-        (self.data_dir / "stack.json").write_text(json.dumps(stack, indent=2))
+        written = self.data_dir / ".stack.json.partial"  # readers never see half a file
+        written.write_text(json.dumps(stack, indent=2))
+        written.replace(self.data_dir / "stack.json")
 
     def stop(self) -> None:
         """Stop everything this stack started, most dependent first; safe to call twice."""

@@ -23,6 +23,9 @@ class NatsServer:
     def stop(self, timeout: float = 10) -> None:
         self.process.stop(timeout)
 
+    async def ready(self) -> bool:
+        return await asyncio.to_thread(_healthz_ok, f"{self.monitor_url}/healthz?js-enabled-only=true")
+
 
 def _healthz_ok(url: str) -> bool:
     try:

@@ -163,6 +163,13 @@ class ManagedProcess:
     def is_running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
+    def ended_by_itself(self) -> int | None:
+        """The exit status of a process that ended without being stopped (a crash, a kill from outside);
+        None while it runs, before it started and after stop() or kill()."""
+        if self._popen is None or self._stopped:
+            return None
+        return self._popen.poll()
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

@@ -48,6 +48,9 @@ class TritonServer:
     def stop(self, timeout: float = EXIT_TIMEOUT_SECS + 5) -> None:
         self.process.stop(timeout)
 
+    async def ready(self, models: Sequence[str] = ("portrait_diffusion",)) -> bool:
+        return await _all_ready(self.http_url, self.metrics_url, models)
+
     def counter(self, name: str, model: str) -> float:
         """Sum of a Prometheus counter over `model`'s series, read from Triton's metrics port."""
         with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
