@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
+import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -29,6 +30,11 @@ class BlobNotFound(LookupError):
     def __init__(self, key: str) -> None:
         super().__init__(f"no blob at {key!r}")
         self.key = key
+
+
+class BlobStoreUnavailable(OSError):
+    """The object store cannot be reached or answers with a server error: retry later, the data is not
+    wrong. An OSError, so a public call that meets it answers UNAVAILABLE."""
 
 
 class BlobStore(Protocol):
@@ -179,32 +185,47 @@ class S3BlobStore:
         return f"S3BlobStore(endpoint={self.endpoint!r}, bucket={self.bucket!r})"
 
     async def ensure_bucket(self) -> None:
-        await asyncio.to_thread(self._ensure_bucket)
+        await self._call(self._ensure_bucket)
 
     async def put(self, key: str, data: bytes) -> None:
         validate_key(key)
-        await asyncio.to_thread(self._client.put_object, self.bucket, key, io.BytesIO(data), len(data))
+        await self._call(self._client.put_object, self.bucket, key, io.BytesIO(data), len(data))
 
     async def get(self, key: str) -> bytes:
         validate_key(key)
-        return await asyncio.to_thread(self._get, key)
+        return await self._call(self._get, key)
 
     async def delete(self, key: str) -> None:
         validate_key(key)
-        await asyncio.to_thread(self._client.remove_object, self.bucket, key)
+        await self._call(self._client.remove_object, self.bucket, key)
 
     async def delete_prefix(self, prefix: str) -> int:
         keys = await self.list(prefix)
         if keys:
-            await asyncio.to_thread(self._delete_many, keys)
+            await self._call(self._delete_many, keys)
         return len(keys)
 
     async def list(self, prefix: str) -> list[str]:
-        return await asyncio.to_thread(self._list, normalize_prefix(prefix))
+        return await self._call(self._list, normalize_prefix(prefix))
 
     async def exists(self, key: str) -> bool:
         validate_key(key)
-        return await asyncio.to_thread(self._exists, key)
+        return await self._call(self._exists, key)
+
+    async def _call(self, function, *args):
+        """`function` off the event loop; an outage of the store becomes BlobStoreUnavailable, without the
+        request's URL (its key names tenant and subject)."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except urllib3.exceptions.HTTPError as error:
+            reason = f"object store {self.endpoint} is unreachable ({type(error).__name__})"
+            raise BlobStoreUnavailable(reason) from None
+        except ServerError as error:
+            raise BlobStoreUnavailable(f"object store {self.endpoint} answered HTTP {error.status_code}") from None
+        except S3Error as error:
+            if error.response is not None and error.response.status >= 500:
+                raise BlobStoreUnavailable(f"object store {self.endpoint} answered {error.code}") from None
+            raise
 
     def _ensure_bucket(self) -> None:
         if self._client.bucket_exists(self.bucket):

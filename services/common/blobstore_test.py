@@ -9,10 +9,12 @@ import pytest_asyncio
 from services.common.blobstore import (
     BlobNotFound,
     BlobStore,
+    BlobStoreUnavailable,
     LocalDirBlobStore,
     S3BlobStore,
     blob_store_from_url,
 )
+from services.common.launchers.process import free_port
 from services.common.launchers.seaweed import SeaweedS3
 
 SUBJECT = "tenants/t1/subjects/s1"
@@ -201,3 +203,13 @@ async def test_s3_errors_do_not_leak_secret(seaweed_s3: SeaweedS3) -> None:
         await store.put("a", b"x")
     assert "wrong-secret-value" not in str(caught.value)
     assert "wrong-secret-value" not in repr(caught.value)
+
+
+async def test_an_unreachable_s3_store_is_an_outage_that_names_no_key_or_secret() -> None:
+    """A store that is down (here: nothing listens) is BlobStoreUnavailable, an OSError: public calls answer
+    UNAVAILABLE and jobs wait (services/common/workqueue.py), where it used to be an internal error."""
+    store = S3BlobStore(f"127.0.0.1:{free_port()}", "access", "secret-value", "bucket")
+    with pytest.raises(BlobStoreUnavailable) as caught:
+        await store.put(f"{SUBJECT}/photos/p1", b"x")
+    assert isinstance(caught.value, OSError) and "is unreachable" in str(caught.value)
+    assert "subjects" not in str(caught.value) and "secret-value" not in str(caught.value)

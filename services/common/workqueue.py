@@ -23,11 +23,13 @@ import grpc
 from nats.aio.msg import Msg
 from studio.v1 import common_pb2, events_pb2
 
+from services.common.blobstore import BlobStoreUnavailable
 from services.common.bus import Bus, WorkQueue, fetch_or_stop, worker_heartbeat_subject
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 5.0
+OUTAGE_RETRY_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # between runs of a job whose dependency is down
 HEARTBEAT_S = float(os.environ.get("STUDIO_WORKER_HEARTBEAT_S", "2"))
 # Missing this many heartbeats in a row, a worker counts as gone.
 HEARTBEATS_MISSED_BEFORE_GONE = 3
@@ -91,7 +93,7 @@ async def _process(
     heartbeat = asyncio.create_task(_heartbeat(message, queue.ack_wait_s / 3))
     completed = ""
     try:
-        await handle(message.data)
+        await _through_outages(handle, message.data)
     except PermanentJobError as error:
         await _give_up(message, on_failure, state, str(error))
     except asyncio.CancelledError:
@@ -115,6 +117,31 @@ async def _process(
         state.busy, state.current_job_id = False, ""
         with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
             await send_heartbeat(bus, queue, state, completed_job_id=completed, completed_seconds=seconds)
+
+
+def is_outage(error: Exception) -> bool:
+    """A dependency that is down for now (the object store, a service answering UNAVAILABLE): the job is
+    not at fault, and waiting costs it nothing."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code() == grpc.StatusCode.UNAVAILABLE
+    return isinstance(error, BlobStoreUnavailable)
+
+
+async def _through_outages(handle: JobHandler, payload: bytes) -> None:
+    """Run the job; through an outage it waits and runs it again, holding the message (the in-progress
+    heartbeats go on), so an outage longer than max_deliver retries does not fail the order. As with
+    Triton (services/renderer/worker.py), a job waits for as long as its dependency is down."""
+    attempt = 0
+    while True:
+        try:
+            return await handle(payload)
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            delay = OUTAGE_RETRY_S[min(attempt, len(OUTAGE_RETRY_S) - 1)]
+            log.warning("a dependency is unavailable (%s); running the job again in %.0f s", error, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
 
 
 async def _give_up(message: Msg, on_failure: FailureHandler, state: WorkerState, reason: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 from studio.v1 import events_pb2
 
 from services.common import workqueue
+from services.common.blobstore import BlobStoreUnavailable
 from services.common.bus import TRAIN_STREAM, Bus, WorkQueue
 from services.common.launchers.nats import NatsServer
 from services.common.workqueue import PermanentJobError, WorkerState, run_worker
@@ -123,3 +124,30 @@ async def test_a_job_whose_worker_is_killed_is_done_by_another(nats_server: Nats
     await stop(second)
     await bus.close()
     assert done == ["survivor"]
+
+
+async def test_a_job_waits_through_an_outage_longer_than_its_retries(nats_server: NatsServer, monkeypatch) -> None:
+    """The object store down for more runs than max_deliver: the job is held and run again, not failed."""
+    monkeypatch.setattr(workqueue, "OUTAGE_RETRY_S", (0.05,))
+    bus = await Bus.connect(nats_server.url, name="wq-outage")
+    queue = await fresh_queue(bus, "wq-outage")
+    runs: list[str] = []
+    failures: list[str] = []
+
+    async def handle(payload: bytes) -> None:
+        runs.append(events_pb2.TrainJob.FromString(payload).job_id)
+        if len(runs) <= 2 * queue.max_deliver:
+            raise BlobStoreUnavailable("object store 127.0.0.1:9 is unreachable (MaxRetryError)")
+
+    async def on_failure(payload: bytes, reason: str) -> None:
+        failures.append(reason)
+
+    state = WorkerState()
+    worker = asyncio.create_task(run_worker(bus, queue, handle, on_failure, state))
+    await bus.publish(queue.subject, events_pb2.TrainJob(job_id="patient"), msg_id="wq-patient")
+    await run_until(lambda: state.jobs_completed == 1, worker)
+    await stop(worker)
+    info = await bus.js.consumer_info(queue.stream, queue.durable)
+    await bus.close()
+    assert runs == ["patient"] * (2 * queue.max_deliver + 1) and failures == []
+    assert info.num_redelivered == 0  # held, not handed back: max_deliver never came into it
