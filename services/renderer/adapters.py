@@ -174,7 +174,8 @@ class NamedAdapters(LeastRecentlyUsed):
 @dataclass(frozen=True)
 class LayerDelta:
     """One targeted Linear layer of the UNet: its weight becomes W0 + scale * (up @ down). Kept in
-    float32 on the UNet's device from load on, so a switch copies nothing from the host."""
+    float32 (float64 for a float64 UNet) on the UNet's device from load on, so a switch copies nothing
+    from the host."""
 
     path: str
     down: object  # torch.Tensor [rank, in]
@@ -227,7 +228,8 @@ class FusedAdapter(LeastRecentlyUsed):
         if not fits:
             raise RenderInputError(f"adapter does not fit the base model: {delta.path} is not a "
                                    f"{delta.up.shape[0]}x{delta.down.shape[1]} linear layer")
-        return LayerDelta(delta.path, *(tensor.to(layer.weight.device, torch.float32)
+        exact = torch.promote_types(layer.weight.dtype, torch.float32)  # float32, or the weights' own if finer
+        return LayerDelta(delta.path, *(tensor.to(layer.weight.device, exact)
                                         for tensor in (delta.down, delta.up)), delta.scale)
 
     def _fuse(self, deltas: list[LayerDelta], digest: str) -> None:
@@ -244,7 +246,8 @@ class FusedAdapter(LeastRecentlyUsed):
             for delta in deltas:
                 layer = self.pipe.unet.get_submodule(delta.path)
                 pristine = self._pristine.setdefault(delta.path, layer.weight.detach().clone())
-                _write(layer, (pristine.float() + delta.scale * (delta.up @ delta.down)).to(layer.weight.dtype))
+                merged = pristine.to(delta.up.dtype) + delta.scale * (delta.up @ delta.down)
+                _write(layer, merged.to(layer.weight.dtype))
         self._fused = digest
 
     def _evict(self, adapter_id: str) -> None:
