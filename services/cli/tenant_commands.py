@@ -19,7 +19,8 @@ from studio_client.admin import AdminClient
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 QUOTA_OPTIONS = ("max_concurrent_orders", "max_subjects_per_day", "max_photos_per_subject", "max_upload_bytes_per_day")
-SETTING_OPTIONS = ("min_accepted_photos", "default_retention_days", "max_photo_age_days", *QUOTA_OPTIONS)
+TENANT_SETTINGS = ("min_accepted_photos", "default_retention_days", "max_photo_age_days")
+SETTING_OPTIONS = (*TENANT_SETTINGS, *QUOTA_OPTIONS)
 LABEL_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
 
 
@@ -110,7 +111,7 @@ def _print(result: dict) -> None:
 
 def _own_settings(tenant: dict) -> str:
     """The settings the operator set (0 means the studio's default, so those are left out)."""
-    parts = [f"{name} {tenant[name]}" for name in SETTING_OPTIONS[:3] if tenant.get(name)]
+    parts = [f"{name} {tenant[name]}" for name in TENANT_SETTINGS if tenant.get(name)]
     label = tenant.get("visible_label") or {}
     if label.get("enabled"):
         corner = label.get("corner", "").removeprefix("LABEL_CORNER_").lower().replace("_", "-")

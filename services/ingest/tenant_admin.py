@@ -150,6 +150,7 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
         needed = account.min_accepted_photos or self._default_min_accepted
         allowed = effective_quotas(account).max_photos_per_subject
         if needed > allowed:
+            whose = "" if account.min_accepted_photos else " (the studio's default)"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"min_accepted_photos {needed} is more than max_photos_per_subject {allowed}: "
+                                f"min_accepted_photos {needed}{whose} is more than max_photos_per_subject {allowed}: "
                                 "no subject of this tenant could ever be trained")
