@@ -1,5 +1,6 @@
 """A TCP proxy for tests that cuts a live connection on demand: after a number of bytes from the client
-(a stream interrupted mid-upload) or from the server (a reply lost after the server acted)."""
+(a stream interrupted mid-upload) or from the server (a reply lost after the server acted); or that takes the
+server behind it away altogether and brings it back on the same port (an outage, without the server's restart)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ class CuttingProxy:
         self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
         self.endpoint = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
         return self.endpoint
+
+    async def go_down(self) -> None:
+        """Refuse connections (nothing listens on the port) and reset the live ones."""
+        await self.close()
+        self._server = None
+
+    async def come_up(self) -> None:
+        """Listen again on the same port."""
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", port)
 
     def cut_after(self, direction: str, after_bytes: int) -> None:
         """Reset the connection once `after_bytes` more bytes went `direction` (once, then disarm)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
+import certifi
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
@@ -24,6 +25,9 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 TEMP_PREFIX = ".tmp-"
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
+S3_CONNECT_TIMEOUT_S = 10.0  # minio's default is 5 minutes: a store that drops packets hung every call that long
+S3_READ_TIMEOUT_S = 120.0  # between two reads of a response, not for the whole object
+S3_RETRIES = 3  # minio's default is 5 (about 6 s against a closed port); our callers retry an outage themselves
 
 
 class BlobNotFound(LookupError):
@@ -179,7 +183,7 @@ class S3BlobStore:
     ) -> None:
         self.endpoint = endpoint
         self.bucket = bucket
-        self._client = Minio(endpoint, access_key, secret_key, secure=secure, region=region)
+        self._client = Minio(endpoint, access_key, secret_key, secure=secure, region=region, http_client=_http_client())
 
     def __repr__(self) -> str:
         return f"S3BlobStore(endpoint={self.endpoint!r}, bucket={self.bucket!r})"
@@ -271,6 +275,15 @@ class S3BlobStore:
         if errors:
             failed = ", ".join(f"{e.name}: {e.code}" for e in errors[:5])
             raise OSError(f"could not delete {len(errors)} of {len(keys)} blobs ({failed})")
+
+
+def _http_client() -> urllib3.PoolManager:
+    """minio's own HTTP client, with the timeouts and retries above: an outage shows in seconds."""
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=S3_CONNECT_TIMEOUT_S, read=S3_READ_TIMEOUT_S), maxsize=16,
+        cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=S3_RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
 
 
 def blob_store_from_url(url: str) -> BlobStore:

@@ -135,7 +135,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    tasks = [asyncio.create_task(_supervise(task, stop)) for task in background]
+    failed: list[BaseException] = []
+    tasks = [asyncio.create_task(_supervise(task, stop, failed)) for task in background]
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s serving on port %d", service_name, port)
@@ -150,6 +151,8 @@ async def serve(
     if health_only:
         await health_only.stop(grace=None)
     log.info("%s stopped", service_name)
+    if failed:  # a crash, not a clean stop: the exit status says so to whoever restarts us
+        raise SystemExit(1)
 
 
 def _plaintext_health_server(health_servicer, listen: str) -> grpc.aio.Server | None:
@@ -164,12 +167,13 @@ def _plaintext_health_server(health_servicer, listen: str) -> grpc.aio.Server | 
     return server
 
 
-async def _supervise(task: BackgroundTask, stop: asyncio.Event) -> None:
-    """A background worker that crashes takes the service down, so the supervisor restarts it."""
+async def _supervise(task: BackgroundTask, stop: asyncio.Event, failed: list[BaseException]) -> None:
+    """A background worker that crashes takes the service down (exit status 1), so the supervisor restarts it."""
     try:
         await task()
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as error:
         log.exception("background task failed; stopping the service")
+        failed.append(error)
         stop.set()

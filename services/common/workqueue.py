@@ -145,7 +145,8 @@ async def _through_outages(handle: JobHandler, payload: bytes) -> None:
 
 
 async def _give_up(message: Msg, on_failure: FailureHandler, state: WorkerState, reason: str) -> None:
-    await on_failure(message.data, reason)
+    # Recording the failure meets outages too (the store holding the job's checkpoint): wait them out.
+    await _through_outages(lambda payload: on_failure(payload, reason), message.data)
     await message.term()
     state.jobs_failed += 1
 

@@ -47,11 +47,12 @@ class JobStore:
         for key in job.crop_keys:
             try:
                 data = await self.sealed.get(job.tenant_id, job.subject_id, key, privacy_pb2.KEY_PURPOSE_DECRYPT_CROP)
-                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
             except BlobNotFound as error:
                 raise PermanentJobError("the subject's training photos were deleted") from error
             except grpc.aio.AioRpcError as error:
                 raise vault_refusal(error) from error
+            try:  # only the decoding: a store that is down (BlobStoreUnavailable, an OSError) is no bad image
+                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
             except (UnidentifiedImageError, OSError) as error:
                 name = key.rsplit("/", 1)[-1]
                 raise PermanentJobError(f"a training crop is not a readable image ({name})") from error
