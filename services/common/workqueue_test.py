@@ -151,3 +151,33 @@ async def test_a_job_waits_through_an_outage_longer_than_its_retries(nats_server
     await bus.close()
     assert runs == ["patient"] * (2 * queue.max_deliver + 1) and failures == []
     assert info.num_redelivered == 0  # held, not handed back: max_deliver never came into it
+
+
+async def test_recording_a_failure_waits_out_an_outage_and_the_worker_lives_on(nats_server: NatsServer,
+                                                                               monkeypatch) -> None:
+    monkeypatch.setattr(workqueue, "OUTAGE_RETRY_S", (0.05,))
+    bus = await Bus.connect(nats_server.url, name="wq-record")
+    queue = await fresh_queue(bus, "wq-record")
+    recorded: list[str] = []
+    attempts_to_record = 0
+
+    async def handle(payload: bytes) -> None:
+        if events_pb2.TrainJob.FromString(payload).job_id == "hopeless":
+            raise PermanentJobError("bad input")
+
+    async def on_failure(payload: bytes, reason: str) -> None:
+        nonlocal attempts_to_record
+        attempts_to_record += 1
+        if attempts_to_record <= 2:  # the store holding the job's checkpoint is down
+            raise BlobStoreUnavailable("object store 127.0.0.1:9 is unreachable (MaxRetryError)")
+        recorded.append(reason)
+
+    state = WorkerState()
+    worker = asyncio.create_task(run_worker(bus, queue, handle, on_failure, state))
+    for job_id in ("hopeless", "fine"):
+        await bus.publish(queue.subject, events_pb2.TrainJob(job_id=job_id), msg_id=f"wq-record-{job_id}")
+    await run_until(lambda: state.jobs_failed == 1 and state.jobs_completed == 1, worker)
+    assert not worker.done()  # the worker did not die recording the failure
+    await stop(worker)
+    await bus.close()
+    assert recorded == ["bad input"] and attempts_to_record == 3
