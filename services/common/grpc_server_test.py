@@ -31,3 +31,27 @@ async def test_a_second_server_on_a_taken_port_fails_to_bind() -> None:
             await _bound_server(address, NO_PORT_SHARING)
     finally:
         await first.stop(grace=None)
+
+
+CRASHING_SERVICE = """
+import asyncio, sys
+from services.common.grpc_server import serve
+
+async def broken_worker():
+    raise RuntimeError("a bug in the worker")
+
+asyncio.run(serve("crashing", sys.argv[1], 0, lambda server: [], background=[broken_worker]))
+"""
+
+
+def test_a_service_whose_background_worker_crashes_exits_with_status_1() -> None:
+    """Kubernetes and `studio up` restart it either way; the status tells an operator it crashed."""
+    import subprocess
+    import sys
+
+    from services.cli.stack import REPO_ROOT
+
+    ended = subprocess.run([sys.executable, "-c", CRASHING_SERVICE, f"127.0.0.1:{free_port()}"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert ended.returncode == 1, ended.stderr[-2000:]
+    assert "background task failed; stopping the service" in ended.stderr
