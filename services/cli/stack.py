@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.cli.output_files import whole_file
 from services.cli.stack_guard import DataDirLock, ensure_port_free
 from services.common.basemodel import read_resolution
 from services.common.launchers.nats import NatsServer, start_nats
@@ -254,9 +255,8 @@ class EmbeddedStack:
             "services": self.addresses, "instances": self.instances, "logs": str(self.paths.logs), "pid": os.getpid(),
             "pids": pids,
         }
-        written = self.data_dir / ".stack.json.partial"  # readers never see half a file
-        written.write_text(json.dumps(stack, indent=2))
-        written.replace(self.data_dir / "stack.json")
+        with whole_file(self.data_dir / "stack.json", as_json=False) as handle:  # readers never see half a file
+            handle.write(json.dumps(stack, indent=2).encode())
 
     def stop(self) -> None:
         """Stop everything this stack started, most dependent first; safe to call twice."""
