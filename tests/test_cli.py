@@ -191,6 +191,7 @@ def test_demo_against_a_running_stack(stack: EmbeddedStack, tmp_path: Path) -> N
     assert result["state"] == "ORDER_STATE_DONE"
     assert [p["accepted"] for p in result["photos"]] == [True, True, True]
     assert len(result["portraits"]) == 2 and all(Path(p).stat().st_size > 0 for p in result["portraits"])
+    assert all(Path(p).stat().st_mode & 0o777 == 0o600 for p in result["portraits"])  # the face in clear: owner-only
     assert {"upload_and_check", "training", "rendering", "download"} <= set(result["seconds"])
     training = result["training"]
     assert training["final_loss"] > 0 and training["best_step"] >= 1

@@ -59,7 +59,8 @@ async def test_tenant_lifecycle_through_the_cli(stack: EmbeddedStack, tenants: T
     assert "max_photo_age_days 500" in shown.stdout, shown.stdout + shown.stderr
     negative = await asyncio.to_thread(studio_cli, "tenants", "set", tenant_id, "--max-concurrent-orders", "-3",
                                        "--data", str(stack.data_dir))
-    assert negative.returncode == 2 and "-3 is negative" in negative.stderr, negative.stderr
+    refusal = "--max-concurrent-orders: must be at least 0, got -3 (0 means the studio's default)"
+    assert negative.returncode == 2 and refusal in negative.stderr, negative.stderr
     first = tenants.client(key)
     await first.create_subject()
 

@@ -6,19 +6,20 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.v1 import common_pb2, events_pb2, studio_pb2
+from studio.v1 import common_pb2, studio_pb2
 from tqdm import tqdm
 
 from services.cli.client import StudioClient
 from services.cli.failures import read_api_key
+from services.cli.order_progress import OrderFailed, Stopwatch, watch_with_progress
+from services.cli.portrait_files import download_portraits
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
+from services.cli.subject_commands import PHOTO_SUFFIXES
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 # The demo runs on small sample sets (../shared/faces/lisa has 8 photos), below the production minimum.
 DEMO_MIN_ACCEPTED_PHOTOS = 1
 
@@ -50,17 +51,6 @@ def pick_photos(photos_dir: Path, headshot: Path | None) -> list[tuple[Path, int
     headshot = headshot or files[0]
     references = [p for p in files if p.resolve() != headshot.resolve()]
     return [(headshot, common_pb2.PHOTO_ROLE_HEADSHOT)] + [(p, common_pb2.PHOTO_ROLE_REFERENCE) for p in references]
-
-
-class Stopwatch:
-    def __init__(self, seconds: dict[str, float]) -> None:
-        self.seconds = seconds
-        self.started = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self.started, 3)
-        self.started = now
 
 
 async def run_demo(args) -> DemoResult:
@@ -117,99 +107,16 @@ async def _job(client: StudioClient, photos: list[tuple[Path, int]], args) -> De
     tier = common_pb2.PRIORITY_TIER_EXPRESS if getattr(args, "express", False) else common_pb2.PRIORITY_TIER_STANDARD
     order = await client.create_order(subject.subject_id, args.styles, args.count, tier=tier)
     result.order_id = order.order_id
-    await _watch(client, order.order_id, args, clock, result)
+    try:
+        progress = await watch_with_progress(client, order.order_id, len(args.styles) * args.count, args.json, clock)
+    except OrderFailed as failed:
+        raise SystemExit(str(failed)) from None
+    result.queued, result.training = progress.queued, progress.training
     order = await client.get_order(order.order_id)
     result.state = common_pb2.OrderState.Name(order.state)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for portrait in order.portraits:
-        path = out_dir / f"{portrait.portrait_id}.png"
-        path.write_bytes(await client.download(order.order_id, portrait.portrait_id))
-        result.portraits.append(str(path))
+    result.portraits = [p["file"] for p in await download_portraits(client, order, Path(args.out), args.json)]
     clock.lap("download")
     return result
-
-
-async def _watch(client: StudioClient, order_id: str, args, clock: Stopwatch, result: DemoResult) -> None:
-    ordered = len(args.styles) * args.count
-    bar = tqdm(total=0, desc="queued", disable=args.json)
-    stage = "queue"
-    async for response in client.watch(order_id):
-        event = response.event
-        kind = event.WhichOneof("kind")
-        if kind == "queued":
-            bar.set_postfix_str(queued_status(event.queued), refresh=False)
-            _note_queued(args, event.queued)
-            result.queued.append({"position": event.queued.position, "eta_seconds": event.queued.eta_seconds,
-                                  "stage": event.queued.stage, "workers": event.queued.workers})
-        elif kind == "training":
-            stage = _switch(bar, clock, stage, "training", event.training.total_steps)
-            bar.n = event.training.step
-            bar.set_postfix_str(training_postfix(event.training), refresh=False)
-        elif kind == "trained":  # rendering starts now: its queue and the first portrait's candidates count too
-            result.training = training_summary(event.trained)
-            stage = _switch(bar, clock, stage, "rendering", ordered)
-        elif kind == "rendering":
-            stage = _switch(bar, clock, stage, "rendering", event.rendering.total)
-            bar.total = event.rendering.total
-            bar.n = event.rendering.rendered
-            bar.set_postfix_str("", refresh=False)  # the render queue's position and ETA are past once portraits come
-        elif kind == "failed":
-            bar.close()
-            raise SystemExit(f"order failed at {event.failed.stage}: {event.failed.reason}")
-        bar.refresh()
-    clock.lap(stage)
-    bar.close()
-
-
-def training_postfix(progress: events_pb2.TrainingProgress) -> str:
-    """loss, time left and the validation curve so far, beside the training bar."""
-    parts = [f"loss {progress.loss:.4f}", f"ETA {progress.eta_seconds}s"]
-    if progress.validation:
-        curve = " ".join(_score(point) for point in progress.validation)
-        parts.append(f"identity {curve} (best step {progress.best_step})")
-    return ", ".join(parts)
-
-
-def training_summary(done: events_pb2.TrainingDone) -> dict:
-    return {
-        "seconds": round(done.seconds, 3), "final_loss": round(done.final_loss, 6), "best_step": done.best_step,
-        "best_identity_score": round(done.best_identity_score, 4),
-        "validation": [
-            {"step": p.step, "identity_score": round(p.identity_score, 4), "loss": round(p.loss, 6)}
-            for p in done.validation
-        ],
-    }
-
-
-def _score(point: events_pb2.ValidationPoint) -> str:
-    return f"{point.step}:" + ("unscored" if point.identity_score < 0 else f"{point.identity_score:.2f}")
-
-
-def queued_status(queued) -> str:
-    """'position 3, ETA 4m05s (training starts in 2m30s; 2 workers, 75.0 s per job)'."""
-    workers = f"{queued.workers} worker{'s' if queued.workers != 1 else ''}" if queued.workers else "no live worker yet"
-    return (f"position {queued.position}, ETA {_duration(queued.eta_seconds)} ({queued.stage or 'work'} starts in "
-            f"{_duration(queued.starts_in_seconds)}; {workers}, {queued.service_seconds:.1f} s per job)")
-
-
-def _duration(seconds: int) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def _note_queued(args, queued) -> None:
-    if args.json:  # the bar is off: say it on stderr, where --json keeps notes
-        _note(args, "queued: " + queued_status(queued))
-
-
-def _switch(bar: tqdm, clock: Stopwatch, stage: str, new_stage: str, total: int) -> str:
-    if stage != new_stage:
-        clock.lap(stage)
-        bar.reset(total=total)
-        bar.set_description(new_stage)
-        bar.set_postfix_str("", refresh=False)
-    return new_stage
 
 
 def print_result(result: DemoResult, as_json: bool) -> None:

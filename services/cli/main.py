@@ -12,9 +12,9 @@ from pathlib import Path
 
 import grpc
 
-from services.cli.api_commands import add_commands as add_order_commands
 from services.cli.capacity import add_capacity_command
 from services.cli.failures import fail, rpc_error_message
+from services.cli.order_commands import add_commands as add_order_commands
 from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
 from services.cli.stack_guard import StackConflict

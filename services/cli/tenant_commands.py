@@ -14,6 +14,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 from studio.v1 import admin_pb2, common_pb2
 
+from services.cli.arguments import whole_number
 from services.cli.failures import fail
 from studio_client.admin import AdminClient
 
@@ -160,15 +161,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _settings(parser: argparse.ArgumentParser) -> None:
+    count = whole_number(0, "the studio's default")
     for name in SETTING_OPTIONS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_count, metavar="N")
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=count, metavar="N")
 
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative (0 means the studio's default)")
-    return value

@@ -8,7 +8,6 @@ with a report.json beside it.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from services.cli.arguments import whole_number
 from services.trainer.modes import COMPILE_MODES, has_cuda
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -30,25 +30,18 @@ def add_parser(commands) -> None:
     train.add_argument("--photos", required=True, help="folder of one person's photos")
     train.add_argument("--base-model", required=True, help="diffusers SD1.5- or SDXL-family folder")
     train.add_argument("--out", required=True, help="folder for the LoRA and report.json")
-    train.add_argument("--steps", type=_positive, help="training steps (default: the model family's)")
-    train.add_argument("--validate-every", type=_positive, help="validation every K steps (default: steps/4)")
+    train.add_argument("--steps", type=whole_number(1), help="training steps (default: the model family's)")
+    train.add_argument("--validate-every", type=whole_number(1), help="validation every K steps (default: steps/4)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--rank", type=_positive, help="LoRA rank (default: the model family's)")
+    train.add_argument("--rank", type=whole_number(1), help="LoRA rank (default: the model family's)")
     train.add_argument("--text-encoder", action="store_true", help="also train a text-encoder LoRA")
     train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
-    train.add_argument("--batch-size", type=_positive, help="images per step (default: the model family's)")
+    train.add_argument("--batch-size", type=whole_number(1), help="images per step (default: the model family's)")
     train.add_argument("--compile", default="off", choices=COMPILE_MODES,
                        help="GPU speed-ups: torch.compile of the whole UNet or of each block, or CUDA graphs "
                             "without compiling (docs/operations.md)")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_train)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def cmd_train(args) -> None:

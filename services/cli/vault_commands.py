@@ -17,10 +17,10 @@ from pathlib import Path
 from studio.v1 import privacy_pb2, privacy_pb2_grpc
 from tqdm import tqdm
 
-from services.cli.api_commands import add_subject_commands
 from services.cli.client import StudioClient
 from services.cli.failures import fail, read_api_key
 from services.cli.output_files import whole_file
+from services.cli.subject_commands import add_subject_commands
 from services.common.audit_chain import parse_export, verify_records
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import SignatureError, load_public_key, verify_document
@@ -45,7 +45,8 @@ async def _delete(args) -> dict:
     client = StudioClient(args.endpoint, read_api_key(Path(args.api_key_file), args.json))
     started = time.monotonic()
     try:
-        deletion = await client.delete_subject(args.subject_id)
+        erase = client.revoke_consent if args.revoke else client.delete_subject  # both end in the same deletion
+        deletion = await erase(args.subject_id)
         result = {"deletion_id": deletion.deletion_id, "subject_id": args.subject_id,
                   "state": privacy_pb2.DeletionState.Name(deletion.state)}
         if args.wait:
@@ -174,15 +175,19 @@ def cmd_keys_rotate(args) -> None:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     subjects = commands.add_parser("subjects", help="data subjects").add_subparsers(dest="subjects_command",
                                                                                    required=True)
-    delete = subjects.add_parser("delete", help="delete a subject and (with --wait) get its certificate")
-    delete.add_argument("subject_id")
-    delete.add_argument("--wait", action="store_true", help="wait for the signed deletion certificate")
-    delete.add_argument("--timeout", type=float, default=120.0)
-    delete.add_argument("--out", default="certificates", help="folder for the certificate")
-    delete.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
-    delete.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
-    delete.add_argument("--json", action="store_true")
-    delete.set_defaults(func=cmd_subjects_delete)
+    for name, help_text, revoke in (
+        ("delete", "delete a subject and (with --wait) get its certificate", False),
+        ("revoke-consent", "the customer withdrew consent: record it, then delete as `delete` does", True),
+    ):
+        delete = subjects.add_parser(name, help=help_text)
+        delete.add_argument("subject_id")
+        delete.add_argument("--wait", action="store_true", help="wait for the signed deletion certificate")
+        delete.add_argument("--timeout", type=float, default=120.0)
+        delete.add_argument("--out", default="certificates", help="folder for the certificate")
+        delete.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+        delete.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
+        delete.add_argument("--json", action="store_true")
+        delete.set_defaults(func=cmd_subjects_delete, revoke=revoke)
     add_subject_commands(subjects)
 
     certificate = commands.add_parser("certificate").add_subparsers(dest="certificate_command", required=True)
