@@ -195,8 +195,8 @@ async def test_triton_killed_mid_job_the_job_completes_after_restart(
 ) -> None:
     if "subject" not in shared:
         pytest.skip("needs a subject with a LoRA")
-    # Four of Triton's batches of 8, two in flight (worker.in_flight): the first portrait arrives with work left.
-    styles, count = list(catalogue())[:4], 8
+    # Three of Triton's batches of 8, two in flight (worker.in_flight): the first portrait arrives with work left.
+    styles, count = list(catalogue())[:3], 8
     order = await client.create_order(shared["subject"], styles, count)
     triton, killed_at_progress = stack.triton.process, None
     try:
