@@ -74,6 +74,10 @@ def test_a_customer_from_consent_to_portraits_to_revocation(stack: EmbeddedStack
     assert [Path(p["file"]).read_bytes() for p in again["portraits"]] == [Path(p["file"]).read_bytes()
                                                                             for p in portraits]
     assert studio.json("orders", "watch", order_id)["order"]["state"] == "ORDER_STATE_DONE"  # a done order: at once
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    assert studio.refused("orders", "download", order_id, "--out", str(a_file)) == (
+        f"error: --out {a_file} is a file, not a folder")
     assert "FAILED_PRECONDITION: order already finished" in studio.refused("orders", "cancel", order_id)
 
     revoked = studio.json("subjects", "revoke-consent", subject_id, "--wait", "--out", str(tmp_path / "certs"))

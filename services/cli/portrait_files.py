@@ -7,6 +7,7 @@ from pathlib import Path
 from studio.v1 import common_pb2
 from tqdm import tqdm
 
+from services.cli.failures import fail
 from services.cli.output_files import whole_file
 from studio_client import StudioClient
 
@@ -16,7 +17,7 @@ async def download_portraits(client: StudioClient, order: common_pb2.Order, out_
     """Each portrait is written whole or not at all, owner-only (the customer's face, in clear).
     What each is (style, seed, size, identity score) comes back beside its file."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise SystemExit(f"--out {out_dir} is a file, not a folder")
+        fail(f"--out {out_dir} is a file, not a folder", as_json)
     delivered = []
     with tqdm(total=len(order.portraits), unit="portrait", desc="download", disable=as_json) as bar:
         for portrait in order.portraits:
