@@ -21,12 +21,11 @@ from services.cli.client import StudioClient
 from services.cli.failures import fail, read_api_key
 from services.cli.output_files import whole_file
 from services.cli.subject_commands import add_subject_commands
+from services.cli.tenant_api import DEFAULT_API_KEY_FILE, DEFAULT_ENDPOINT
 from services.common.audit_chain import parse_export, verify_records
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import SignatureError, load_public_key, verify_document
 from services.common.tls import internal_channel
-
-DEFAULT_ENDPOINT = "127.0.0.1:50051"
 
 
 def _public_key(args):
@@ -185,7 +184,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         delete.add_argument("--timeout", type=float, default=120.0)
         delete.add_argument("--out", default="certificates", help="folder for the certificate")
         delete.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
-        delete.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
+        delete.add_argument("--api-key-file", default=DEFAULT_API_KEY_FILE)
         delete.add_argument("--json", action="store_true")
         delete.set_defaults(func=cmd_subjects_delete, revoke=revoke)
     add_subject_commands(subjects)
