@@ -184,6 +184,17 @@ async def test_model_that_cannot_load_fails_start_with_log(tmp_path: Path) -> No
 MODEL, SERVED, EXECUTIONS = "portrait_diffusion", "nv_inference_request_success", "nv_inference_exec_count"
 
 
+async def metrics_after_serving(triton: TritonServer, served_before: float, requests: int) -> tuple[float, float]:
+    """(served, executions) once the metrics count all `requests`: the backend reports its statistics after the
+    responses leave, so a reading taken as the last response arrives can miss the batch (a CI run read 0 served)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        served = await asyncio.to_thread(triton.counter, SERVED, MODEL) - served_before
+        if served >= requests or asyncio.get_running_loop().time() > deadline:
+            return served, await asyncio.to_thread(triton.counter, EXECUTIONS, MODEL)
+        await asyncio.sleep(0.1)
+
+
 async def test_two_subjects_in_flight_are_batched_and_each_gets_its_own_adapter(
     triton: TritonServer, adapters: dict[str, bytes], in_process: PortraitRenderer
 ) -> None:
@@ -192,8 +203,8 @@ async def test_two_subjects_in_flight_are_batched_and_each_gets_its_own_adapter(
     subjects = ["subject-a", "subject-b"] * 4  # interleaved: a, b, a, b...
     requests = [with_adapter(s, adapters[s], seed=index // 2) for index, s in enumerate(subjects)]
     images = await asyncio.gather(*(render_via_triton(triton.grpc_url, request) for request in requests))
-    served = await asyncio.to_thread(triton.counter, SERVED, MODEL) - requests_before
-    executions = await asyncio.to_thread(triton.counter, EXECUTIONS, MODEL) - executions_before
+    served, executions_after = await metrics_after_serving(triton, requests_before, len(requests))
+    executions = executions_after - executions_before
     assert served == len(requests) and executions < len(requests), (served, executions)  # the batcher batched
     # The statistics extension counts the executions as the metrics do (read between two readings of the metric).
     counted = (await asyncio.to_thread(triton.executions, MODEL))["executions"]
@@ -228,11 +239,12 @@ async def test_a_batched_instance_renders_mixed_subjects_together_each_with_its_
 ) -> None:
     assert "UNet batched" in batched_triton.process.log_tail(400)
     executions_before = await asyncio.to_thread(batched_triton.counter, EXECUTIONS, MODEL)
+    requests_before = await asyncio.to_thread(batched_triton.counter, SERVED, MODEL)
     subjects = ["subject-a", "subject-b", ""] * 3  # two subjects and the base model, interleaved
     requests = [with_adapter(s, adapters.get(s, b""), seed=index // 3) for index, s in enumerate(subjects)]
     images = await asyncio.gather(*(render_via_triton(batched_triton.grpc_url, request) for request in requests))
-    executions = await asyncio.to_thread(batched_triton.counter, EXECUTIONS, MODEL) - executions_before
-    assert executions < len(requests)  # the batcher put subjects together
+    served, executions_after = await metrics_after_serving(batched_triton, requests_before, len(requests))
+    assert served == len(requests) and executions_after - executions_before < len(requests)  # subjects batched
     for request, image in zip(requests, images, strict=True):
         alone = render_in_process(in_process, request)  # eager PEFT, one request at a time
         assert_within_levels(image, alone, 8, request)
