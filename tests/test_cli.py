@@ -231,7 +231,7 @@ def test_demo_refuses_a_wrong_path_before_starting_any_stack(tmp_path: Path, cas
     )
     expected = {
         "missing folder": f"no such folder: {photos}",
-        "empty folder": f"no photos (.jpg/.png/.webp) in {photos}",
+        "empty folder": f"no photos (.jpg/.jpeg/.png/.webp/.heic/.heif) in {photos}",
         "missing headshot": f"no such headshot file: {tmp_path / 'absent.jpg'}",
         "out is a file": f"--out {tmp_path / 'out'} is a file, not a folder",
     }[case]

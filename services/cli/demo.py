@@ -16,9 +16,9 @@ from tqdm import tqdm
 from services.cli.client import StudioClient
 from services.cli.failures import read_api_key
 from services.cli.order_progress import OrderFailed, Stopwatch, watch_with_progress
+from services.cli.photo_files import no_photos_message, photos_in
 from services.cli.portrait_files import download_portraits
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
-from services.cli.subject_commands import PHOTO_SUFFIXES
 
 # The demo runs on small sample sets (../shared/faces/lisa has 8 photos), below the production minimum.
 DEMO_MIN_ACCEPTED_PHOTOS = 1
@@ -45,9 +45,9 @@ def pick_photos(photos_dir: Path, headshot: Path | None) -> list[tuple[Path, int
         raise SystemExit(f"no such folder: {photos_dir}")
     if headshot is not None and not headshot.is_file():
         raise SystemExit(f"no such headshot file: {headshot}")
-    files = sorted(p for p in photos_dir.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    files = photos_in(photos_dir)
     if not files:
-        raise SystemExit(f"no photos (.jpg/.png/.webp) in {photos_dir}")
+        raise SystemExit(no_photos_message(photos_dir))
     headshot = headshot or files[0]
     references = [p for p in files if p.resolve() != headshot.resolve()]
     return [(headshot, common_pb2.PHOTO_ROLE_HEADSHOT)] + [(p, common_pb2.PHOTO_ROLE_REFERENCE) for p in references]

@@ -19,10 +19,10 @@ from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
 from services.cli.stack_guard import StackConflict
 from services.cli.styles import add_styles_command
+from services.cli.tenant_api import DEFAULT_ENDPOINT
 from services.cli.tenant_commands import add_commands as add_tenant_commands
 from services.cli.train import add_parser as add_train_parser
 
-DEFAULT_ENDPOINT = "127.0.0.1:50051"
 # transformers warns about optional image backends we never use; keep the CLI's output readable.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

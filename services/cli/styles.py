@@ -13,10 +13,9 @@ from google.protobuf.json_format import MessageToDict
 from studio.v1 import studio_pb2
 
 from services.cli.client import StudioClient
+from services.cli.tenant_api import DEFAULT_API_KEY_FILE, DEFAULT_ENDPOINT
 from services.common.styles import catalogue
 
-DEFAULT_ENDPOINT = "127.0.0.1:50051"
-DEFAULT_API_KEY_FILE = "data/secrets/tenant-default.key"
 STACK_TIMEOUT_S = 3.0
 
 

@@ -13,10 +13,10 @@ from tqdm import tqdm
 from services.cli.arguments import whole_number
 from services.cli.failures import fail
 from services.cli.output_files import whole_file
+from services.cli.photo_files import photos_in
 from services.cli.tenant_api import as_dict, page_lines, page_options, tenant_command
 from studio_client import StudioClient
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 
 async def _create(client: StudioClient, args) -> dict:
     consent = common_pb2.ConsentRecord(agreement_version=args.consent_agreement, retention_days=args.retention_days,
@@ -32,7 +32,7 @@ def _photos(args) -> list[tuple[Path, int]]:
     """The headshot first, then every reference: files, or the photos in a folder. Checked before any call."""
     chosen = [(Path(args.headshot), common_pb2.PHOTO_ROLE_HEADSHOT)] if args.headshot else []
     for given in map(Path, args.references):
-        files = sorted(p for p in given.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) if given.is_dir() else [given]
+        files = photos_in(given) if given.is_dir() else [given]
         chosen += [(path, common_pb2.PHOTO_ROLE_REFERENCE) for path in files
                    if not (args.headshot and path.resolve() == Path(args.headshot).resolve())]
     missing = [str(path) for path, _ in chosen if not path.is_file()]

@@ -16,9 +16,9 @@ from studio.v1 import admin_pb2, common_pb2
 
 from services.cli.arguments import whole_number
 from services.cli.failures import fail
+from services.cli.tenant_api import DEFAULT_ENDPOINT
 from studio_client.admin import AdminClient
 
-DEFAULT_ENDPOINT = "127.0.0.1:50051"
 QUOTA_OPTIONS = ("max_concurrent_orders", "max_subjects_per_day", "max_photos_per_subject", "max_upload_bytes_per_day")
 TENANT_SETTINGS = ("min_accepted_photos", "default_retention_days", "max_photo_age_days")
 SETTING_OPTIONS = (*TENANT_SETTINGS, *QUOTA_OPTIONS)

@@ -19,9 +19,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from services.cli.arguments import whole_number
+from services.cli.photo_files import no_photos_message, photos_in
 from services.trainer.modes import COMPILE_MODES, has_cuda
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
@@ -97,9 +97,9 @@ def check_photos(folder: Path, resolution: int, quiet: bool) -> tuple[list[dict]
     """faceqa's checks on every photo; the accepted ones' aligned crops at the training resolution."""
     from services.faceqa.checks import check_photo
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) if folder.is_dir() else []
+    files = photos_in(folder)
     if not files:
-        raise SystemExit(f"no photos (.jpg/.png/.webp) in {folder}")
+        raise SystemExit(no_photos_message(folder))
     verdicts, crops = [], []
     for path in tqdm(files, desc="checking photos", unit="photo", disable=quiet, file=sys.stderr):
         result = check_photo(path.read_bytes(), crop_size=resolution)
