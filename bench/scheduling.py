@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from studio.v1 import events_pb2, state_pb2  # noqa: E402
 
-from services.common import bus as topology  # noqa: E402
+from services.common import topology  # noqa: E402
 from services.common.bus import Bus  # noqa: E402
 from services.common.holding import HeldJob, hold  # noqa: E402
 from services.common.launchers.nats import start_nats  # noqa: E402

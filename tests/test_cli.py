@@ -193,6 +193,9 @@ def test_demo_against_a_running_stack(stack: EmbeddedStack, tmp_path: Path) -> N
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["state"] == "ORDER_STATE_DONE"
     assert [p["accepted"] for p in result["photos"]] == [True, True, True]
+    # The set as the stack judged it (its minimum is 1; the demo's own note says what production needs).
+    assert result["photo_set"] == {"sufficient": True, "accepted": 3, "minimum": 1, "recommended": 20,
+                                   "headshot_accepted": True, "problems": result["photo_set"]["problems"]}
     assert len(result["portraits"]) == 2 and all(Path(p).stat().st_size > 0 for p in result["portraits"])
     assert all(Path(p).stat().st_mode & 0o777 == 0o600 for p in result["portraits"])  # the face in clear: owner-only
     assert {"upload_and_check", "training", "rendering", "download"} <= set(result["seconds"])

@@ -13,7 +13,7 @@ import pytest
 
 from deploy.k8s import validate
 from deploy.k8s.manifests import Manifest, named, of_kind, pod_templates
-from services.common.bus import RENDER_QUEUE, TRAIN_QUEUE
+from services.common.topology import RENDER_QUEUE, TRAIN_QUEUE
 
 OVERLAY_DIR = validate.K8S_DIR / "overlays"
 

@@ -15,7 +15,7 @@ from studio.v1 import events_pb2
 
 from deploy.k8s import validate
 from deploy.k8s.manifests import named
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.launchers.binaries import find_binary
 from services.common.launchers.process import ManagedProcess, free_port, tcp_port_open

@@ -11,7 +11,8 @@ from studio.v1 import common_pb2, studio_pb2
 
 from services.cli.client import PORTRAIT_CONSENT, StudioClient
 from services.cli.stack import EmbeddedStack
-from services.common.bus import PENDING_STREAM, Bus
+from services.common.bus import Bus
+from services.common.topology import PENDING_STREAM
 from services.ingest.context import ensure_tenant
 from tests.fixtures_stack import faces
 

@@ -20,8 +20,9 @@ from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2, rend
 from services.cli.client import StudioClient
 from services.cli.stack import REPO_ROOT, EmbeddedStack
 from services.common.blobstore import open_blob_store
-from services.common.bus import SUBJECTS_BUCKET, Bus
+from services.common.bus import Bus
 from services.common.styles import catalogue
+from services.common.topology import SUBJECTS_BUCKET
 from services.common.vault_client import SealedStore, VaultClient
 from services.common.workqueue import PermanentJobError, WorkerState
 from services.ingest.create_order import MAX_PORTRAITS_PER_STYLE

@@ -17,11 +17,12 @@ import pytest
 import pytest_asyncio
 from studio.v1 import events_pb2, state_pb2
 
-from services.common import bus as topology
-from services.common.bus import Bus, WorkQueue
+from services.common import topology
+from services.common.bus import Bus
 from services.common.holding import hold
 from services.common.launchers.nats import start_nats
 from services.common.order_events import publish_order_event
+from services.common.topology import WorkQueue
 from services.common.workqueue import WorkerState, run_worker
 from services.ingest.scheduling.dispatcher import Dispatcher, SchedulerConfig
 

@@ -10,7 +10,7 @@ from studio.v1 import common_pb2, events_pb2, studio_pb2, trainer_pb2
 
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from tests.fixtures_stack import faces
 

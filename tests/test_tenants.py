@@ -13,7 +13,7 @@ import pytest
 from studio.v1 import common_pb2
 
 from services.cli.stack import REPO_ROOT, EmbeddedStack
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from studio_client import NO_RETRIES, AdminClient
 from tests.fixtures_tenants import (  # noqa: F401  (fixtures)

@@ -35,7 +35,7 @@ from studio.v1 import (
 
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack
-from services.common import bus as topology
+from services.common import topology
 from services.common.basemodel import base_model_id
 from services.common.blobstore import open_blob_store
 from services.common.launchers.process import free_port

@@ -4,7 +4,7 @@ them ship offline, so each field the cluster needs is checked here, with its cro
 from __future__ import annotations
 
 from deploy.k8s.manifests import Manifest, Problem, named, of_kind, ref, selector_matches
-from services.common.bus import PENDING_STREAM, RENDER_QUEUE, TRAIN_QUEUE, WorkQueue, backlog_consumer
+from services.common.topology import PENDING_STREAM, RENDER_QUEUE, TRAIN_QUEUE, WorkQueue, backlog_consumer
 
 # Which work queue scales which Deployment: the names must be bus.py's, or KEDA reads a lag of zero.
 SCALED_QUEUES: dict[str, WorkQueue] = {"trainer": TRAIN_QUEUE, "renderer": RENDER_QUEUE, "tritonserver": RENDER_QUEUE}

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.v1 import common_pb2, studio_pb2
+from studio.v1 import common_pb2
 from tqdm import tqdm
 
 from services.cli.client import StudioClient
@@ -91,13 +91,12 @@ async def _job(client: StudioClient, photos: list[tuple[Path, int]], args) -> De
     result.subject_id = subject.subject_id
     total_bytes = sum(path.stat().st_size for path, _ in photos)
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="upload", disable=args.json) as bar:
-        summaries = await client.upload(subject.subject_id, photos, on_bytes=bar.update)
+        uploaded = await client.upload_photos(subject.subject_id, photos, on_bytes=bar.update)
     result.photos = [
-        {"file": s.filename, "accepted": s.verdict.accepted, "reasons": list(s.verdict.reasons)} for s in summaries
+        {"file": s.filename, "accepted": s.verdict.accepted, "reasons": list(s.verdict.reasons)}
+        for s in uploaded.photos
     ]
-    verdict = (await client.stub.GetSubject(
-        studio_pb2.GetSubjectRequest(subject_id=subject.subject_id), metadata=client.metadata, timeout=30
-    )).subject.set_verdict
+    verdict = uploaded.set_verdict  # the last batch's answer: the whole set as the server holds it
     result.photo_set = {
         "sufficient": verdict.sufficient, "accepted": verdict.accepted_photos,
         "minimum": verdict.min_accepted_photos, "recommended": verdict.recommended_photos,

@@ -1,6 +1,5 @@
-"""The one place that declares every NATS subject, stream, consumer and KV bucket.
-
-Payloads are protobuf messages (protos/studio/v1/events.proto), never ad-hoc JSON.
+"""The services' NATS client: declares the topology (services/common/topology.py) on start, publishes, pulls
+and keeps the KV buckets.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import dataclasses
 import json
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import nats
@@ -19,15 +17,7 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    KeyValueConfig,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
+from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
     KeyNotFoundError,
     NoKeysError,
@@ -38,12 +28,23 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from services.common.deletion_guard import DeletionGuard
+from services.common.topology import (
+    BUCKETS,
+    DELETIONS_STREAM,
+    PENDING_STREAM,
+    PURGING_SERVICES,
+    REPLICAS_ENV,
+    STREAMS,
+    VAULT_CONFIRMATIONS_CONSUMER,
+    WORK_QUEUES,
+    WorkQueue,
+    backlog_consumer,
+    purge_consumer,
+)
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 
-# JetStream replicas of every stream and bucket: 1 on one server, 3 on a NATS cluster.
-REPLICAS_ENV = "STUDIO_NATS_REPLICAS"
 KV_LIST_ATTEMPTS = 3
 # A publish no stream answered is tried again after 0.1, 0.2, 0.4 and 0.8 s.
 PUBLISH_ATTEMPTS = 5
@@ -51,187 +52,6 @@ PUBLISH_RETRY_S = 0.1
 # A JetStream cluster that is still electing its meta leader drops or refuses API requests for a few seconds.
 DECLARE_ATTEMPTS = 5
 DECLARE_RETRY_S = 1.0
-
-TRAIN_SUBJECT = "studio.train.jobs"
-RENDER_SUBJECT = "studio.render.jobs"
-ORDER_EVENTS_PREFIX = "studio.events.order"
-
-TRAIN_STREAM = StreamConfig(
-    name="TRAIN",
-    subjects=[TRAIN_SUBJECT],
-    retention=RetentionPolicy.WORK_QUEUE,
-    storage=StorageType.FILE,
-    duplicate_window=600.0,
-)
-RENDER_STREAM = StreamConfig(
-    name="RENDER",
-    subjects=[RENDER_SUBJECT],
-    retention=RetentionPolicy.WORK_QUEUE,
-    storage=StorageType.FILE,
-    duplicate_window=600.0,
-)
-EVENTS_STREAM = StreamConfig(
-    name="EVENTS",
-    subjects=["studio.events.>"],
-    retention=RetentionPolicy.LIMITS,
-    storage=StorageType.FILE,
-    max_age=30 * 24 * 3600.0,
-    duplicate_window=600.0,
-)
-# Deletion: the vault announces on studio.deletion.<id>.requested after shredding the key; each
-# service answers on studio.deletion.<id>.confirmed.<service>. The vault purges both once certified.
-DELETION_PREFIX = "studio.deletion"
-DELETIONS_STREAM = StreamConfig(
-    name="DELETIONS",
-    subjects=[f"{DELETION_PREFIX}.>"],
-    retention=RetentionPolicy.LIMITS,
-    storage=StorageType.FILE,
-    duplicate_window=600.0,
-)
-# Scheduling: jobs wait here, one message per job on pending_subject(...), until ingest's dispatcher
-# releases them into TRAIN/RENDER by weighted fair queuing as worker slots free up.
-PENDING_PREFIX = "studio.pending"
-PENDING_STREAM = StreamConfig(
-    name="PENDING",
-    subjects=[f"{PENDING_PREFIX}.>"],
-    retention=RetentionPolicy.LIMITS,
-    storage=StorageType.FILE,
-    duplicate_window=600.0,
-)
-STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM, DELETIONS_STREAM, PENDING_STREAM)
-# Every service that holds subject data; the vault certifies a deletion once each has confirmed.
-PURGING_SERVICES = ("ingest", "faceqa", "trainer", "renderer")
-
-
-@dataclass(frozen=True)
-class WorkQueue:
-    stream: str
-    subject: str
-    durable: str
-    ack_wait_s: float
-    max_deliver: int
-
-    def consumer_config(self) -> ConsumerConfig:
-        return ConsumerConfig(
-            durable_name=self.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.ack_wait_s,
-            max_deliver=self.max_deliver,
-            filter_subject=self.subject,
-            max_ack_pending=64,
-        )
-
-
-# Workers send in_progress heartbeats well inside ack_wait, so a live job is never redelivered
-# while a killed worker's job comes back after ack_wait.
-# STUDIO_TRAIN_ACK_WAIT_S (same value in every service) sets how soon a killed trainer's job returns.
-TRAIN_QUEUE = WorkQueue("TRAIN", TRAIN_SUBJECT, "trainer",
-                        ack_wait_s=float(os.environ.get("STUDIO_TRAIN_ACK_WAIT_S", "60")), max_deliver=5)
-RENDER_QUEUE = WorkQueue("RENDER", RENDER_SUBJECT, "renderer", ack_wait_s=60.0, max_deliver=5)
-WORK_QUEUES = (TRAIN_QUEUE, RENDER_QUEUE)
-
-
-def pending_subject(queue: WorkQueue, tier: str, tenant_id: str, subject_id: str, order_id: str) -> str:
-    """One job's place in PENDING: studio.pending.<queue>.<tier>.<tenant>.<subject>.<order>."""
-    tokens = (queue.stream, tier, tenant_id, subject_id, order_id)
-    if any(not token or any(c in token for c in ".*> \t") for token in tokens):
-        raise ValueError(f"cannot hold a job under {tokens}: ids must be non-empty NATS subject tokens")
-    return ".".join((PENDING_PREFIX, *tokens))
-
-
-def pending_of_subject(subject_id: str) -> str:
-    return f"{PENDING_PREFIX}.*.*.*.{subject_id}.*"
-
-
-def pending_of_order(order_id: str) -> str:
-    return f"{PENDING_PREFIX}.*.*.*.*.{order_id}"
-
-
-def backlog_consumer(queue: WorkQueue) -> ConsumerConfig:
-    """Never pulled: its lag is the queue's held backlog, which KEDA scales the workers on."""
-    return ConsumerConfig(
-        durable_name=f"{queue.durable}-backlog",
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        filter_subject=f"{PENDING_PREFIX}.{queue.stream}.>",
-    )
-
-
-# Workers' WorkerHeartbeat messages, core NATS only (nothing stored): studio.workers.<queue stream>.
-WORKER_HEARTBEAT_PREFIX = "studio.workers"
-
-
-def worker_heartbeat_subject(queue: WorkQueue) -> str:
-    return f"{WORKER_HEARTBEAT_PREFIX}.{queue.stream}"
-
-
-# ingest keeps the order view (KV) up to date from the event stream.
-ORDER_VIEW_CONSUMER = ConsumerConfig(
-    durable_name="ingest-order-view",
-    ack_policy=AckPolicy.EXPLICIT,
-    ack_wait=30.0,
-    deliver_policy=DeliverPolicy.ALL,
-    filter_subject=f"{ORDER_EVENTS_PREFIX}.>",
-)
-
-# Durable, so a service that is down when a deletion starts purges when it comes back.
-def purge_consumer(service: str) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=f"purge-{service}",
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=120.0,
-        deliver_policy=DeliverPolicy.ALL,
-        filter_subject=f"{DELETION_PREFIX}.*.requested",
-    )
-
-
-VAULT_CONFIRMATIONS_CONSUMER = ConsumerConfig(
-    durable_name="vault-confirmations",
-    ack_policy=AckPolicy.EXPLICIT,
-    ack_wait=30.0,
-    deliver_policy=DeliverPolicy.ALL,
-    filter_subject=f"{DELETION_PREFIX}.*.confirmed.*",
-)
-
-
-def deletion_requested_subject(deletion_id: str) -> str:
-    return f"{DELETION_PREFIX}.{deletion_id}.requested"
-
-
-def deletion_confirmed_subject(deletion_id: str, service: str) -> str:
-    return f"{DELETION_PREFIX}.{deletion_id}.confirmed.{service}"
-
-
-def deletion_subjects(deletion_id: str) -> str:
-    return f"{DELETION_PREFIX}.{deletion_id}.>"
-
-
-TENANTS_BUCKET = "studio_tenants"
-SUBJECTS_BUCKET = "studio_subjects"
-PHOTOS_BUCKET = "studio_photos"
-ORDERS_BUCKET = "studio_orders"
-IDEMPOTENCY_BUCKET = "studio_idempotency"
-# Trainer bookkeeping per training job (TrainJobRecord): checkpoint location, done-once marker.
-TRAIN_JOBS_BUCKET = "studio_train_jobs"
-# Cancelled orders (key = order id): workers drop their jobs. Written by ingest's CancelOrder.
-CANCELLED_ORDERS_BUCKET = "studio_cancelled_orders"
-# Tenant accounts by tenant id (TenantRecord; TENANTS_BUCKET indexes them by API key hash and by
-# `cert.<sha256 of a certificate identity>`). Written by ingest's TenantAdmin.
-TENANT_ACCOUNTS_BUCKET = "studio_tenant_accounts"
-# Quota usage per tenant: `<tenant>.<quota>.<yyyymmdd>` (UsageCounter), `<tenant>.active_orders` (ActiveOrders).
-TENANT_USAGE_BUCKET = "studio_tenant_usage"
-# Listing index, newest first by key: `<tenant>.s.<created ms>.<subject>` and
-# `<tenant>.o.<created ms>.<subject>.<order>` (empty values). Purged with the subject.
-TENANT_INDEX_BUCKET = "studio_tenant_index"
-# The dispatcher's lease (one active instance) and measured service times per work queue.
-SCHEDULER_BUCKET = "studio_scheduler"
-BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
-           CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET,
-           SCHEDULER_BUCKET)
-
-
-def order_events_subject(order_id: str) -> str:
-    return f"{ORDER_EVENTS_PREFIX}.{order_id}"
 
 
 async def fetch_or_stop(subscription: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:

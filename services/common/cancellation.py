@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 
 POLL_INTERVAL_S = 0.5

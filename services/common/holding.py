@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from studio.v1 import common_pb2, events_pb2
 
-from services.common import bus as topology
-from services.common.bus import Bus, WorkQueue
+from services.common import topology
+from services.common.bus import Bus
+from services.common.topology import WorkQueue
 
 EXPRESS, STANDARD = "express", "standard"
 TIER_NAMES = {common_pb2.PRIORITY_TIER_EXPRESS: EXPRESS, common_pb2.PRIORITY_TIER_STANDARD: STANDARD,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from studio.v1 import events_pb2
 
-from services.common.bus import Bus, order_events_subject
+from services.common.bus import Bus
+from services.common.topology import order_events_subject
 
 
 async def publish_order_event(bus: Bus, order_id: str, tenant_id: str, subject_id: str, **kind) -> None:

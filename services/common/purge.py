@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.msg import Msg
 from studio.v1 import events_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.deletion_guard import DeletionGuard
 from services.common.vault_client import SealedStore

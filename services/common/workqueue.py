@@ -24,7 +24,8 @@ from nats.aio.msg import Msg
 from studio.v1 import common_pb2, events_pb2
 
 from services.common.blobstore import BlobStoreUnavailable
-from services.common.bus import Bus, WorkQueue, fetch_or_stop, worker_heartbeat_subject
+from services.common.bus import Bus, fetch_or_stop
+from services.common.topology import WorkQueue, worker_heartbeat_subject
 
 log = logging.getLogger(__name__)
 

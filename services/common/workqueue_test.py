@@ -14,8 +14,9 @@ from studio.v1 import events_pb2
 
 from services.common import workqueue
 from services.common.blobstore import BlobStoreUnavailable
-from services.common.bus import TRAIN_STREAM, Bus, WorkQueue
+from services.common.bus import Bus
 from services.common.launchers.nats import NatsServer
+from services.common.topology import TRAIN_STREAM, WorkQueue
 from services.common.workqueue import PermanentJobError, WorkerState, run_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -82,7 +83,8 @@ async def test_retry_then_success_and_permanent_failure(nats_server: NatsServer,
 DOOMED_WORKER = """
 import asyncio, sys
 from dataclasses import replace
-from services.common.bus import WorkQueue, Bus
+from services.common.bus import Bus
+from services.common.topology import WorkQueue
 from services.common.workqueue import WorkerState, run_worker
 
 async def main():

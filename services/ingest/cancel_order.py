@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from studio.v1 import common_pb2, events_pb2, studio_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.cancellation import mark_cancelled
 from services.common.order_events import publish_order_event
 from services.ingest.context import IngestContext

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import grpc
 from studio.v1 import faceqa_pb2_grpc, state_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.secrets import API_KEY_METADATA
 from services.common.tls import peer_common_name

@@ -9,7 +9,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from studio.v1 import common_pb2, events_pb2, state_pb2, studio_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.holding import hold
 from services.common.objects import lora_key, new_id, portrait_key
 from services.common.styles import catalogue, unknown_styles

@@ -6,7 +6,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from studio.v1 import common_pb2, privacy_pb2, state_pb2, studio_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.objects import new_id
 from services.ingest import idempotency, quotas
 from services.ingest.context import IngestContext

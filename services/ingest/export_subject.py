@@ -25,7 +25,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from studio.v1 import privacy_pb2, state_pb2, studio_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.blobstore import BlobNotFound
 from services.common.objects import photo_key, portrait_key
 from services.ingest.context import IngestContext

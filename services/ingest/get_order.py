@@ -9,7 +9,7 @@ import grpc
 from nats.js.api import DeliverPolicy
 from studio.v1 import events_pb2, state_pb2, studio_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.ingest.context import IngestContext
 from services.ingest.order_view import TERMINAL_STATES
 

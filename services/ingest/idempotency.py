@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 from studio.v1 import state_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 
 # How long a repeat waits for its twin to finish before completing the creation itself.

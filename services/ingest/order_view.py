@@ -8,7 +8,7 @@ import logging
 
 from studio.v1 import common_pb2, events_pb2, state_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from studio.v1 import events_pb2, state_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.objects import subject_area
 from services.common.vault_client import SealedStore

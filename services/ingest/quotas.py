@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from studio.v1 import admin_pb2, common_pb2, state_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 
 DEFAULT_QUOTAS = admin_pb2.TenantQuotas(

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 from studio.v1 import admin_pb2, admin_pb2_grpc, state_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.objects import new_id
 from services.common.secrets import constant_time_equal, hash_api_key

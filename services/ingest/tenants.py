@@ -11,7 +11,7 @@ import secrets
 
 from studio.v1 import state_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.secrets import hash_api_key
 

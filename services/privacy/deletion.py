@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from studio.v1 import events_pb2, privacy_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.privacy.audit_log import AuditEntry
 from services.privacy.certificate import certificate_bytes

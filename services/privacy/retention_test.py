@@ -13,7 +13,7 @@ import pytest
 from nats.js.errors import NotFoundError
 from studio.v1 import events_pb2, privacy_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.signatures import verify_document

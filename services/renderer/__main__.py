@@ -8,7 +8,7 @@ import os
 import grpc
 from studio.v1 import common_pb2, faceqa_pb2_grpc, renderer_pb2, renderer_pb2_grpc
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.basemodel import base_model_id
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve

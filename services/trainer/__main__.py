@@ -8,7 +8,7 @@ import os
 import grpc
 from studio.v1 import faceqa_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.basemodel import base_model_id
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve

@@ -12,7 +12,7 @@ import grpc
 from PIL import Image, UnidentifiedImageError
 from studio.v1 import events_pb2, privacy_pb2, trainer_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.blobstore import BlobNotFound
 from services.common.bus import Bus
 from services.common.envelope import EnvelopeError

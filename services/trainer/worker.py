@@ -24,7 +24,7 @@ import grpc
 from PIL import Image
 from studio.v1 import events_pb2, faceqa_pb2_grpc, privacy_pb2, trainer_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.cancellation import CancelWatch, order_cancelled
 from services.common.holding import hold

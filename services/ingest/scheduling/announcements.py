@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from studio.v1 import events_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 from services.common.holding import STAGE_NAMES, HeldJob
 from services.common.order_events import publish_order_event

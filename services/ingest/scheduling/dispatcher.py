@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from nats.js.errors import NotFoundError
 from studio.v1 import events_pb2, state_pb2
 
-from services.common import bus as topology
-from services.common.bus import Bus, WorkQueue
+from services.common import topology
+from services.common.bus import Bus
 from services.common.cancellation import order_cancelled
 from services.common.holding import QUEUES_BY_STREAM, HeldJob, job_type
+from services.common.topology import WorkQueue
 from services.ingest.scheduling.announcements import Announcer, estimate
 from services.ingest.scheduling.estimates import ServiceTimes, WorkerRegistry
 from services.ingest.scheduling.fair_queue import FairQueue, parse_weights

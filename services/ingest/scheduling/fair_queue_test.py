@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.holding import HeldJob
 from services.ingest.scheduling.fair_queue import FairQueue, parse_weights
 

@@ -10,7 +10,7 @@ import time
 from nats.js.errors import KeyNotFoundError
 from studio.v1 import state_pb2
 
-from services.common import bus as topology
+from services.common import topology
 from services.common.bus import Bus
 
 LEASE_KEY = "dispatcher-lease"
