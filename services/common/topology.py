@@ -18,48 +18,24 @@ TRAIN_SUBJECT = "studio.train.jobs"
 RENDER_SUBJECT = "studio.render.jobs"
 ORDER_EVENTS_PREFIX = "studio.events.order"
 
-TRAIN_STREAM = StreamConfig(
-    name="TRAIN",
-    subjects=[TRAIN_SUBJECT],
-    retention=RetentionPolicy.WORK_QUEUE,
-    storage=StorageType.FILE,
-    duplicate_window=600.0,
-)
-RENDER_STREAM = StreamConfig(
-    name="RENDER",
-    subjects=[RENDER_SUBJECT],
-    retention=RetentionPolicy.WORK_QUEUE,
-    storage=StorageType.FILE,
-    duplicate_window=600.0,
-)
-EVENTS_STREAM = StreamConfig(
-    name="EVENTS",
-    subjects=["studio.events.>"],
-    retention=RetentionPolicy.LIMITS,
-    storage=StorageType.FILE,
-    max_age=30 * 24 * 3600.0,
-    duplicate_window=600.0,
-)
+
+def _stream(name: str, subject: str, retention: RetentionPolicy = RetentionPolicy.LIMITS, **limits) -> StreamConfig:
+    """A file-backed stream over one subject (pattern) that drops a message id seen in the last 10 minutes."""
+    return StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE,
+                        duplicate_window=600.0, **limits)
+
+
+TRAIN_STREAM = _stream("TRAIN", TRAIN_SUBJECT, RetentionPolicy.WORK_QUEUE)
+RENDER_STREAM = _stream("RENDER", RENDER_SUBJECT, RetentionPolicy.WORK_QUEUE)
+EVENTS_STREAM = _stream("EVENTS", "studio.events.>", max_age=30 * 24 * 3600.0)
 # Deletion: the vault announces on studio.deletion.<id>.requested after shredding the key; each
 # service answers on studio.deletion.<id>.confirmed.<service>. The vault purges both once certified.
 DELETION_PREFIX = "studio.deletion"
-DELETIONS_STREAM = StreamConfig(
-    name="DELETIONS",
-    subjects=[f"{DELETION_PREFIX}.>"],
-    retention=RetentionPolicy.LIMITS,
-    storage=StorageType.FILE,
-    duplicate_window=600.0,
-)
+DELETIONS_STREAM = _stream("DELETIONS", f"{DELETION_PREFIX}.>")
 # Scheduling: jobs wait here, one message per job on pending_subject(...), until ingest's dispatcher
 # releases them into TRAIN/RENDER by weighted fair queuing as worker slots free up.
 PENDING_PREFIX = "studio.pending"
-PENDING_STREAM = StreamConfig(
-    name="PENDING",
-    subjects=[f"{PENDING_PREFIX}.>"],
-    retention=RetentionPolicy.LIMITS,
-    storage=StorageType.FILE,
-    duplicate_window=600.0,
-)
+PENDING_STREAM = _stream("PENDING", f"{PENDING_PREFIX}.>")
 STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM, DELETIONS_STREAM, PENDING_STREAM)
 # Every service that holds subject data; the vault certifies a deletion once each has confirmed.
 PURGING_SERVICES = ("ingest", "faceqa", "trainer", "renderer")
