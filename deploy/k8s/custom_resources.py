@@ -6,7 +6,7 @@ from __future__ import annotations
 from deploy.k8s.manifests import Manifest, Problem, named, of_kind, ref, selector_matches
 from services.common.topology import PENDING_STREAM, RENDER_QUEUE, TRAIN_QUEUE, WorkQueue, backlog_consumer
 
-# Which work queue scales which Deployment: the names must be bus.py's, or KEDA reads a lag of zero.
+# Which work queue scales which Deployment: the names must be topology.py's, or KEDA reads a lag of zero.
 SCALED_QUEUES: dict[str, WorkQueue] = {"trainer": TRAIN_QUEUE, "renderer": RENDER_QUEUE, "tritonserver": RENDER_QUEUE}
 MAY_SCALE_TO_ZERO = frozenset({"trainer"})
 KEDA_NATS_PARAMETERS = frozenset({"natsServerMonitoringEndpoint", "account"})
@@ -67,7 +67,7 @@ def _trigger_problems(manifests: list[Manifest], scaled: Manifest, target: str |
     queue = SCALED_QUEUES.get(target or "")
     if queue and (metadata.get("stream"), metadata.get("consumer")) not in _scaling_sources(queue):
         problems.append(_problem(scaled, f"scales on {metadata.get('stream')}/{metadata.get('consumer')}, but "
-                                 f"{target} consumes {queue.stream}/{queue.durable} (services/common/bus.py)"))
+                                 f"{target} consumes {queue.stream}/{queue.durable} (services/common/topology.py)"))
     threshold = str(metadata.get("lagThreshold", ""))
     if not (threshold.isdigit() and int(threshold) > 0):
         problems.append(_problem(scaled, f"lagThreshold {threshold!r} is not a positive integer string"))

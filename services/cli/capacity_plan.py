@@ -21,7 +21,7 @@ import numpy as np
 
 from services.cli.queue_sim import ServiceTime, SimResult, Stage, simulate
 
-TRAIN, RENDER = "TRAIN", "RENDER"  # the JetStream work queues (services/common/bus.py)
+TRAIN, RENDER = "TRAIN", "RENDER"  # the JetStream work queues (services/common/topology.py)
 H100_FACTOR = 1.15
 GPU_FACTORS = {"h200": 1.0, "h100": H100_FACTOR}
 GROWTH = 1.25  # while over target, the slowest queue gets this many times its GPUs (at least one more)

@@ -2,7 +2,7 @@
 
 Orders arrive as a Poisson stream. An order without a LoRA for the base model first waits for a TRAIN
 GPU, then (like every order) for a RENDER GPU; each queue is first come, first served with its own
-pool of GPUs, one job per GPU (services/common/bus.py: TRAIN_QUEUE, RENDER_QUEUE). The event loop is
+pool of GPUs, one job per GPU (services/common/topology.py: TRAIN_QUEUE, RENDER_QUEUE). The event loop is
 a heap of (time, sequence, event); nothing here depends on wall-clock time.
 """
 
