@@ -103,33 +103,22 @@ def worker_heartbeat_subject(queue: WorkQueue) -> str:
     return f"{WORKER_HEARTBEAT_PREFIX}.{queue.stream}"
 
 
+def _from_the_start(durable: str, subject: str, ack_wait_s: float = 30.0) -> ConsumerConfig:
+    """A durable consumer of everything stored under `subject`, each message acked once handled."""
+    return ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=ack_wait_s,
+                          deliver_policy=DeliverPolicy.ALL, filter_subject=subject)
+
+
 # ingest keeps the order view (KV) up to date from the event stream.
-ORDER_VIEW_CONSUMER = ConsumerConfig(
-    durable_name="ingest-order-view",
-    ack_policy=AckPolicy.EXPLICIT,
-    ack_wait=30.0,
-    deliver_policy=DeliverPolicy.ALL,
-    filter_subject=f"{ORDER_EVENTS_PREFIX}.>",
-)
+ORDER_VIEW_CONSUMER = _from_the_start("ingest-order-view", f"{ORDER_EVENTS_PREFIX}.>")
+
 
 # Durable, so a service that is down when a deletion starts purges when it comes back.
 def purge_consumer(service: str) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=f"purge-{service}",
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=120.0,
-        deliver_policy=DeliverPolicy.ALL,
-        filter_subject=f"{DELETION_PREFIX}.*.requested",
-    )
+    return _from_the_start(f"purge-{service}", f"{DELETION_PREFIX}.*.requested", ack_wait_s=120.0)
 
 
-VAULT_CONFIRMATIONS_CONSUMER = ConsumerConfig(
-    durable_name="vault-confirmations",
-    ack_policy=AckPolicy.EXPLICIT,
-    ack_wait=30.0,
-    deliver_policy=DeliverPolicy.ALL,
-    filter_subject=f"{DELETION_PREFIX}.*.confirmed.*",
-)
+VAULT_CONFIRMATIONS_CONSUMER = _from_the_start("vault-confirmations", f"{DELETION_PREFIX}.*.confirmed.*")
 
 
 def deletion_requested_subject(deletion_id: str) -> str:
