@@ -35,6 +35,7 @@ from services.common.machine import describe_machine  # noqa: E402
 OLD_DEFAULT = 4  # STUDIO_RENDER_CONCURRENCY's default before it followed Triton's max_batch_size
 
 async def in_flight_rows(server, requests: list, args) -> list[dict]:
+    from services.common.launchers.triton import SERVED_COUNTER
     from services.renderer.ranking import BATCHES_IN_FLIGHT
     from services.renderer.triton_client import AdapterShipping, max_batch_size
 
@@ -50,7 +51,9 @@ async def in_flight_rows(server, requests: list, args) -> list[dict]:
     for _ in range(args.repeats):
         for arm, in_flight in arms.items():
             before = await asyncio.to_thread(server.counter, "nv_inference_exec_count", TRITON_MODEL)
+            served = await asyncio.to_thread(server.counter, SERVED_COUNTER, TRITON_MODEL)
             best[arm] = min(best[arm], await render_seconds(requests, in_flight))
+            await asyncio.to_thread(server.served_reaching, TRITON_MODEL, served + len(requests))
             executions[arm] = await asyncio.to_thread(server.counter, "nv_inference_exec_count", TRITON_MODEL) - before
     rows = [{"arm": arm, "in_flight": arms[arm], "images_per_s": len(requests) / best[arm],
              "mean_batch": len(requests) / executions[arm]} for arm in arms]

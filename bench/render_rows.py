@@ -239,7 +239,7 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
     at most `batch` (model_repository_batching) compare with in-process's."""
     import os
 
-    from services.common.launchers.triton import start_triton
+    from services.common.launchers.triton import SERVED_COUNTER, start_triton
     from services.renderer.static_shapes import BUCKETS_ENV, WARM_UP_SIZES_ENV
     from services.renderer.triton_client import AdapterShipping, RenderRequest, render_via_triton
 
@@ -269,9 +269,11 @@ async def measure_triton(folder: Path, work: Path, model: str, mode: str, batch:
         await in_flight(requests[:batch])
         warmup_s = time.perf_counter() - warm_started
         before = await asyncio.to_thread(server.executions, TRITON_MODEL)
+        served = await asyncio.to_thread(server.counter, SERVED_COUNTER, TRITON_MODEL)
         started = time.perf_counter()
         images = await in_flight(requests)
         wall_s = time.perf_counter() - started
+        await asyncio.to_thread(server.served_reaching, TRITON_MODEL, served + len(requests))
         after = await asyncio.to_thread(server.executions, TRITON_MODEL)
         # Seed 0 with the same prompt, LoRA and settings as eager in-process's first image.
         np.save(first_image_path(work, model, f"{mode}-triton"), images[0].astype(np.float32) / 255)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from services.common.launchers.process import ProcessStartError, free_port
-from services.common.launchers.triton import TritonServer, start_triton
+from services.common.launchers.triton import SERVED_COUNTER, TritonServer, start_triton
 from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
 from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
 from services.renderer.random_lora import make_lora
@@ -181,18 +181,13 @@ async def test_model_that_cannot_load_fails_start_with_log(tmp_path: Path) -> No
     assert processes_mentioning(str(tmp_path / "work")) == ""
 
 
-MODEL, SERVED, EXECUTIONS = "portrait_diffusion", "nv_inference_request_success", "nv_inference_exec_count"
+MODEL, SERVED, EXECUTIONS = "portrait_diffusion", SERVED_COUNTER, "nv_inference_exec_count"
 
 
 async def metrics_after_serving(triton: TritonServer, served_before: float, requests: int) -> tuple[float, float]:
-    """(served, executions) once the metrics count all `requests`: the backend reports its statistics after the
-    responses leave, so a reading taken as the last response arrives can miss the batch (a CI run read 0 served)."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        served = await asyncio.to_thread(triton.counter, SERVED, MODEL) - served_before
-        if served >= requests or asyncio.get_running_loop().time() > deadline:
-            return served, await asyncio.to_thread(triton.counter, EXECUTIONS, MODEL)
-        await asyncio.sleep(0.1)
+    """(served, executions) once the metrics count all `requests` (a CI run that read at once saw 0 served)."""
+    served = await asyncio.to_thread(triton.served_reaching, MODEL, served_before + requests)
+    return served - served_before, await asyncio.to_thread(triton.counter, EXECUTIONS, MODEL)
 
 
 async def test_two_subjects_in_flight_are_batched_and_each_gets_its_own_adapter(

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import sysconfig
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from services.common.launchers.process import ManagedProcess, free_ports
 READY_TIMEOUT = 300.0
 EXIT_TIMEOUT_SECS = 10
 SHM_GROWTH_BYTES = 32 * 1024 * 1024
+# Triton's Prometheus counter of a model's requests answered.
+SERVED_COUNTER = "nv_inference_request_success"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -57,6 +60,15 @@ class TritonServer:
             lines = response.read().decode().splitlines()
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines
                    if line.startswith(name + "{") and f'model="{model}"' in line)
+
+    def served_reaching(self, model: str, total: float, timeout_s: float = 30) -> float:
+        """`model`'s requests served (nv_inference_request_success) once it reaches `total`, or at `timeout_s`. The
+        python backend reports a batch's statistics after its responses leave, so a reading taken as the last
+        response arrives can miss the batch; wait on this before reading executions or statistics."""
+        deadline = time.monotonic() + timeout_s
+        while (served := self.counter(SERVED_COUNTER, model)) < total and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return served
 
     def executions(self, model: str) -> dict[str, float]:
         """`model`'s executions since Triton started, read from the statistics extension (execution_totals)."""
