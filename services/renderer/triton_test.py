@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from services.common.launchers.process import ProcessStartError, free_port
-from services.common.launchers.triton import SERVED_COUNTER, TritonServer, start_triton
+from services.common.launchers.triton import (
+    SERVED_COUNTER,
+    SHM_DIR,
+    TritonServer,
+    shm_region_prefix,
+    shm_regions,
+    start_triton,
+)
 from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
 from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
 from services.renderer.random_lora import make_lora
@@ -157,15 +164,22 @@ async def test_unreachable_server_is_unavailable_not_rejected() -> None:
         await render_via_triton(url, BASE_REQUEST, timeout_s=5)
 
 
-async def test_stop_leaves_no_tritonserver_or_stub(tmp_path: Path, base_model: Path) -> None:
-    work_dir = tmp_path / "work"
-    server = await start_triton(MODEL_REPOSITORY, work_dir, tmp_path / "logs", base_model=base_model)
+async def test_stop_leaves_no_tritonserver_or_stub_or_shared_memory(tmp_path: Path, base_model: Path) -> None:
+    work_dir, port = tmp_path / "work", free_port()
+    stale = SHM_DIR / f"{shm_region_prefix(port)}left-by-a-killed-server"
+    stale.write_bytes(b"a request's bytes")
+    server = await start_triton(MODEL_REPOSITORY, work_dir, tmp_path / "logs", base_model=base_model, grpc_port=port)
     # Both tritonserver's and the stub's command lines name this server's own backend directory.
     running = processes_mentioning(str(work_dir))
     assert "tritonserver" in running and "triton_python_backend_stub" in running
+    # Requests, decrypted adapters included, pass through the stub's regions: this user's alone, none stale.
+    regions = shm_regions(port)
+    assert regions and stale not in regions
+    assert {oct(region.stat().st_mode & 0o777) for region in regions} == {oct(0o600)}
     server.stop()
     server.stop()  # idempotent
     assert processes_mentioning(str(work_dir)) == ""
+    assert shm_regions(port) == []
     assert not await triton_ready(server.grpc_url)
 
 

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ SHM_GROWTH_BYTES = 32 * 1024 * 1024
 # Triton's Prometheus counter of a model's requests answered.
 SERVED_COUNTER = "nv_inference_request_success"
 REPO_ROOT = Path(__file__).resolve().parents[3]
+SHM_DIR = Path("/dev/shm")
 
 
 @dataclass
@@ -48,11 +50,22 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
+    @property
+    def grpc_port(self) -> int:
+        return int(self.grpc_url.rsplit(":", 1)[1])
+
     def stop(self, timeout: float = EXIT_TIMEOUT_SECS + 5) -> None:
         self.process.stop(timeout)
+        remove_shm_regions(self.grpc_port)
 
     async def ready(self, models: Sequence[str] = ("portrait_diffusion",)) -> bool:
-        return await _all_ready(self.http_url, self.metrics_url, models)
+        """Server and models ready. A model's stub creates its shared-memory region while the model loads, before
+        any request can reach it, so a ready server's regions are made private here (after a restart too: the
+        supervisor waits on this)."""
+        if not await _all_ready(self.http_url, self.metrics_url, models):
+            return False
+        make_shm_regions_private(self.grpc_port)
+        return True
 
     def counter(self, name: str, model: str) -> float:
         """Sum of a Prometheus counter over `model`'s series, read from Triton's metrics port."""
@@ -169,12 +182,35 @@ def tritonserver_argv(
         "--allow-gpu-metrics=false",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECS}",
         # Several servers may run on one host: keep their /dev/shm regions apart.
-        f"--backend-config=python,shm-region-prefix-name=studio_triton_{ports['grpc']}_",
+        f"--backend-config=python,shm-region-prefix-name={shm_region_prefix(ports['grpc'])}",
         # Adapters travel through /dev/shm: grow it in steps a LoRA fits in, not 1 MiB at a time.
         f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
     ]
     argv += [f"--load-model={model}" for model in models]
     return argv
+
+
+def shm_region_prefix(grpc_port: int) -> str:
+    return f"studio_triton_{grpc_port}_"
+
+
+def shm_regions(grpc_port: int) -> list[Path]:
+    """The python backend's shared-memory regions of the server on `grpc_port`: every request passes through them,
+    decrypted adapters and prompts included."""
+    return sorted(SHM_DIR.glob(shm_region_prefix(grpc_port) + "*"))
+
+
+def make_shm_regions_private(grpc_port: int) -> None:
+    # Boost creates the regions 0644 and fchmods them so whatever the umask: any local user could read them.
+    for region in shm_regions(grpc_port):
+        with suppress(FileNotFoundError):
+            region.chmod(0o600)
+
+
+def remove_shm_regions(grpc_port: int) -> None:
+    """A killed server (or stub) leaves its regions behind, requests' bytes and all."""
+    for region in shm_regions(grpc_port):
+        region.unlink(missing_ok=True)
 
 
 def _http_ok(url: str) -> bool:
@@ -220,6 +256,7 @@ async def start_triton(
     grpc, http, metrics = given + free_ports(3 - len(given), exclude=given)
     ports = {"grpc": grpc, "http": http, "metrics": metrics}
     backend_dir = build_backend_directory(work_dir)
+    remove_shm_regions(grpc)  # left by an earlier server on this port that was killed
     argv = tritonserver_argv(Path(model_repository).resolve(), backend_dir, models, ports, host)
     env = triton_environment(work_dir, Path(base_model).resolve())
     process = ManagedProcess("tritonserver", argv, log_dir, env=env, cwd=work_dir)
@@ -231,7 +268,7 @@ async def start_triton(
         process=process,
     )
     try:
-        await process.wait_ready(lambda: _all_ready(server.http_url, server.metrics_url, models), ready_timeout)
+        await process.wait_ready(lambda: server.ready(models), ready_timeout)
     except BaseException:
         server.stop()
         raise
