@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 
@@ -16,7 +17,12 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-@dataclass(frozen=True)
+def _without_credentials(url: str | None) -> str | None:
+    """The URL with everything between the scheme and its last '@' (an s3:// URL's ACCESS:SECRET) as ***."""
+    return re.sub(r"^([^:/?#]+://).*@", r"\1***@", url, flags=re.DOTALL) if url else url
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     service_name: str
     listen: str
@@ -52,6 +58,12 @@ class Settings:
             train_steps=int(_env("STUDIO_TRAIN_STEPS", "8") or 8),
             render_steps=int(_env("STUDIO_RENDER_STEPS", "4") or 4),
         )
+
+    def __repr__(self) -> str:
+        # blob_url may carry the object store's secret key; a logged or printed Settings must not show it.
+        shown = {item.name: getattr(self, item.name) for item in fields(self)}
+        shown["blob_url"] = _without_credentials(self.blob_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     def require(self, field: str):
         value = getattr(self, field)

@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +82,8 @@ class BatchItem:
 
     params: RenderParams
     adapter_id: str = ""
-    adapter: bytes = b""
-    adapter_token: str = ""
+    adapter: bytes = field(default=b"", repr=False)  # decrypted: no repr shows it, nor its token
+    adapter_token: str = field(default="", repr=False)
 
     def token(self) -> str:
         """The adapter's token ("" for the base model); bytes and a token that disagree are refused."""

@@ -174,3 +174,9 @@ def test_pixels_convert_on_the_device_as_numpy_converted_them(dtype: str) -> Non
     converted = to_uint8(images)
     assert converted.dtype == np.uint8 and converted.shape == (3, 17, 11, 3) and converted.flags.c_contiguous
     assert np.array_equal(converted, expected)
+
+
+def test_repr_shows_neither_the_adapter_nor_its_token() -> None:
+    item = BatchItem(TINY_PARAMS, adapter_id="subject-1", adapter=b"decrypted-lora", adapter_token="token-123")
+    assert "subject-1" in repr(item)
+    assert "decrypted-lora" not in repr(item) and "token-123" not in repr(item)
