@@ -59,9 +59,12 @@ async def _wait_until_up(process: subprocess.Popen, endpoint: str, timeout_s: fl
     raise AssertionError("studio up did not come up")
 
 
-def _start_up(data_dir: Path, port: int, blob_url: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _start_up(data_dir: Path, port: int, blob_url: str | None, env: dict[str, str] | None = None
+              ) -> subprocess.Popen:
+    """`studio up`, given the blob store on its command line, or (None) in its environment."""
+    blob_args = ["--blob-url", blob_url] if blob_url else []
     return subprocess.Popen(
-        [*STUDIO, "up", "--data", str(data_dir), "--port", str(port), "--blob-url", blob_url],
+        [*STUDIO, "up", "--data", str(data_dir), "--port", str(port), *blob_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
     )
 
@@ -93,8 +96,9 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
     assert first.returncode == 0
     assert not (data_dir / "stack.json").exists()
 
-    # The restart is told of two GPUs: it starts the trainer fleet, one worker per GPU.
-    second = _start_up(data_dir, port, blob_url, env={"STUDIO_TRAINER_GPUS": "0,1"})
+    # The restart is told of two GPUs: it starts the trainer fleet, one worker per GPU. It takes the blob store's
+    # URL, secret and all, from its environment: out of the process list.
+    second = _start_up(data_dir, port, None, env={"STUDIO_TRAINER_GPUS": "0,1", "STUDIO_BLOB_URL": blob_url})
     try:
         await _wait_until_up(second, endpoint)
         client = StudioClient(endpoint, StackPaths(data_dir).api_key_file.read_text().strip())
@@ -104,7 +108,7 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
         await client.close()
         assert found.external_ref == "kept" and len(found.photos) == 1
         assert await _trainer_devices(data_dir) == ["cuda (GPU 0)", "cuda (GPU 1)"]
-        await _a_killed_service_comes_back_on_its_address(data_dir, endpoint)
+        await _a_killed_service_comes_back_on_its_address(data_dir, endpoint, seaweed_s3)
     finally:
         assert _stop(second) == []
 
@@ -124,9 +128,9 @@ def _a_second_up_is_refused(data_dir: Path, port: int, tmp_path: Path) -> None:
     assert not (other_dir / "nats").exists() and not (other_dir / "secrets").exists()
 
 
-async def _a_killed_service_comes_back_on_its_address(data_dir: Path, endpoint: str) -> None:
+async def _a_killed_service_comes_back_on_its_address(data_dir: Path, endpoint: str, seaweed_s3: SeaweedS3) -> None:
     """faceqa, which ingest and the trainer dial, is killed: `studio up` starts it again on the same address,
-    and uploads are checked again."""
+    and uploads are checked again (and stored in the S3 bucket the stack was given)."""
     stack_file = data_dir / "stack.json"
     before = json.loads(stack_file.read_text())
     os.kill(before["pids"]["faceqa"], signal.SIGKILL)
@@ -145,6 +149,8 @@ async def _a_killed_service_comes_back_on_its_address(data_dir: Path, endpoint: 
         assert photo.verdict.accepted, photo.verdict
     finally:
         await client.close()
+    stored = [o.object_name for o in seaweed_s3.client().list_objects("studio-cli-test", recursive=True)]
+    assert any(f"/{subject.subject_id}/photos/" in name for name in stored), stored
 
 
 async def _trainer_devices(data_dir: Path) -> list[str]:

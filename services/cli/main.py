@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data", default="data", help="state directory (default ./data)")
     up.add_argument("--base-model", help="diffusers folder (default: the tiny model)")
     up.add_argument("--port", type=int, default=50051, help="public gRPC port")
-    up.add_argument("--blob-url", help="s3://ACCESS:SECRET@host:port/bucket (default: a directory in --data)")
+    up.add_argument("--blob-url", default=os.environ.get("STUDIO_BLOB_URL"),
+                    help="s3://ACCESS:SECRET@host:port/bucket (default: STUDIO_BLOB_URL, which keeps the secret out "
+                         "of the process list, else a directory in --data)")
     up.add_argument("--min-accepted-photos", type=int, help="accepted photos an order needs (default 10)")
     up.set_defaults(func=lambda args: asyncio.run(_up(args)))
 
