@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-from studio.v1 import common_pb2, studio_pb2
+from studio.v1 import common_pb2, state_pb2, studio_pb2
 
 from services.cli.client import PORTRAIT_CONSENT, StudioClient
 from services.cli.stack import EmbeddedStack
 from services.common.bus import Bus
-from services.common.topology import PENDING_STREAM
+from services.common.topology import PENDING_STREAM, SUBJECTS_BUCKET
 from services.ingest.context import ensure_tenant
 from tests.fixtures_stack import faces
 
@@ -187,3 +190,88 @@ async def test_another_tenant_sees_nothing(client: StudioClient, stack: Embedded
     async for response in client.watch(order.order_id, timeout_s=300):
         last = response.event.WhichOneof("kind")
     assert last == "done"
+
+
+async def subject_count(client: StudioClient) -> int:
+    return len([subject async for subject in client.all_subjects()])
+
+
+def consent(**changes) -> common_pb2.ConsentRecord:
+    record = common_pb2.ConsentRecord()
+    record.CopyFrom(PORTRAIT_CONSENT)  # retention_days=30
+    for name, value in changes.items():
+        if name == "granted_at":
+            record.granted_at.seconds = value
+        else:
+            setattr(record, name, value)
+    return record
+
+
+DAY_S = 86400
+
+
+@pytest.mark.parametrize("external_ref, consent_changes, field", [
+    ("r" * 257, {}, "external_ref is longer than 256"),
+    ("", {"agreement_version": "v" * 257}, "consent.agreement_version is longer than 256"),
+    ("", {"granted_at": int(time.time()) + 3600}, "consent.granted_at"),  # extends the retention
+    ("", {"granted_at": int(time.time()) - 31 * DAY_S}, "consent.granted_at"),  # retention already over
+    ("", {"granted_at": 10**12}, "consent.granted_at"),  # out of the Timestamp range
+])
+async def test_bad_subject_fields_are_refused_before_anything_is_written(
+    client: StudioClient, external_ref: str, consent_changes: dict, field: str
+):
+    before = await subject_count(client)
+    details = await expect_status(
+        grpc.StatusCode.INVALID_ARGUMENT, client.create_subject(external_ref, consent(**consent_changes))
+    )
+    assert field in details
+    assert await subject_count(client) == before
+
+
+async def test_subject_fields_at_their_limits_are_kept(client: StudioClient):
+    granted = int(time.time()) - 29 * DAY_S
+    subject = await client.create_subject("r" * 256, consent(agreement_version="v" * 256, granted_at=granted))
+    kept = await client.get_subject(subject.subject_id)
+    assert kept.external_ref == "r" * 256 and kept.consent.agreement_version == "v" * 256
+    assert kept.consent.granted_at.seconds == granted
+
+
+@pytest.mark.parametrize("filename, client_photo_id, reason", [
+    ("f" * 257 + ".jpg", "", "filename is longer than 256"),
+    ("x.jpg", "c" * 129, "client_photo_id is longer than 128"),
+    ("../escape.jpg", "", "filename"),
+    ("dir/x.jpg", "", "filename"),
+    ("dir\\x.jpg", "", "filename"),
+    ("..", "", "filename"),
+    ("new\nline.jpg", "", "filename"),
+])
+async def test_bad_photo_headers_store_nothing(
+    client: StudioClient, stack: EmbeddedStack, filename: str, client_photo_id: str, reason: str
+):
+    subject = await client.create_subject()
+    before = stored_blobs(stack)
+    message = header(subject.subject_id, filename)
+    message.header.client_photo_id = client_photo_id
+    messages = [message, studio_pb2.UploadPhotosRequest(chunk=faces("lisa")[0].read_bytes())]
+    assert reason in await expect_status(grpc.StatusCode.INVALID_ARGUMENT, raw_upload(client, messages))
+    assert stored_blobs(stack) == before
+    assert list((await client.get_subject(subject.subject_id)).photos) == []
+
+
+async def test_export_names_a_photo_by_the_base_of_its_stored_name(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    [summary] = await client.upload(subject.subject_id, [(faces("lisa")[0], common_pb2.PHOTO_ROLE_HEADSHOT)])
+    assert summary.verdict.accepted
+    bus = await Bus.connect(stack.nats.url, name="test")
+    try:  # a name stored before uploads were checked
+        record = await bus.kv_get(SUBJECTS_BUCKET, subject.subject_id, state_pb2.SubjectRecord)
+        record.subject.photos[0].filename = "../../../escape.jpg"
+        await bus.kv_put(SUBJECTS_BUCKET, subject.subject_id, record)
+    finally:
+        await bus.close()
+    buffer = io.BytesIO()
+    await client.export_subject(subject.subject_id, buffer)
+    with tarfile.open(fileobj=io.BytesIO(buffer.getvalue())) as tar:
+        names = tar.getnames()
+    assert f"photos/{summary.photo_id}-escape.jpg" in names
+    assert not any(".." in name for name in names), names

@@ -20,6 +20,7 @@ class SubjectDeleted(Exception):
 
     def __init__(self, subject_id: str) -> None:
         super().__init__(f"subject {subject_id} is being deleted")
+        self.subject_id = subject_id
 
 
 class DeletionGuard:

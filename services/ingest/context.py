@@ -14,7 +14,7 @@ from services.common.bus import Bus
 from services.common.secrets import API_KEY_METADATA
 from services.common.tls import peer_common_name
 from services.common.vault_client import SealedStore, VaultClient
-from services.ingest import tenants
+from services.ingest import fields, tenants
 from services.ingest.tenants import ensure_tenant
 
 __all__ = ["IngestContext", "ensure_tenant"]
@@ -58,12 +58,17 @@ class IngestContext:
     async def owned_subject(
         self, tenant: state_pb2.TenantRecord, subject_id: str, context: grpc.aio.ServicerContext
     ) -> state_pb2.SubjectRecord:
-        record = None
-        if subject_id:
-            record = await self.bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+        await self.check_subject_id(subject_id, context)
+        record = await self.bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
         if record is None or record.tenant_id != tenant.tenant_id:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"subject '{subject_id}' not found")
+            await context.abort(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(subject_id))
         return record
+
+    @staticmethod
+    async def check_subject_id(subject_id: str, context: grpc.aio.ServicerContext) -> None:
+        """An id not of the shape we hand out (NATS KV could not even look it up) answers like a missing one."""
+        if not fields.well_formed(fields.SUBJECT_ID, subject_id):
+            await context.abort(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(subject_id))
 
     async def update_subject(
         self, subject_id: str, mutate: Callable[[state_pb2.SubjectRecord], None]
@@ -86,8 +91,8 @@ class IngestContext:
         self, tenant: state_pb2.TenantRecord, order_id: str, context: grpc.aio.ServicerContext
     ) -> state_pb2.OrderRecord:
         record = None
-        if order_id:
+        if fields.well_formed(fields.ORDER_ID, order_id):  # else answered like a missing id
             record = await self.bus.kv_get(topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)
         if record is None or record.tenant_id != tenant.tenant_id:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"order '{order_id}' not found")
+            await context.abort(grpc.StatusCode.NOT_FOUND, fields.order_not_found(order_id))
         return record

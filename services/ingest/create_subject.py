@@ -8,7 +8,7 @@ from studio.v1 import common_pb2, privacy_pb2, state_pb2, studio_pb2
 
 from services.common import topology
 from services.common.objects import new_id
-from services.ingest import idempotency, quotas
+from services.ingest import fields, idempotency, quotas
 from services.ingest.context import IngestContext
 from services.ingest.listing import add_to_index, subject_index_key
 
@@ -17,15 +17,40 @@ MAX_RETENTION_DAYS = 3650
 DEFAULT_RETENTION_DAYS = 90
 
 
-def _consent_problem(consent: common_pb2.ConsentRecord) -> tuple[grpc.StatusCode, str] | None:
+def _retention_days(consent: common_pb2.ConsentRecord, tenant: state_pb2.TenantRecord) -> int:
+    """The per-subject value overrides the tenant's default."""
+    return consent.retention_days or tenant.default_retention_days or DEFAULT_RETENTION_DAYS
+
+
+def _subject_problem(
+    request: studio_pb2.CreateSubjectRequest, tenant: state_pb2.TenantRecord
+) -> tuple[grpc.StatusCode, str] | None:
+    if not request.HasField("consent"):
+        return grpc.StatusCode.INVALID_ARGUMENT, "consent record is required"
+    problem = fields.too_long("external_ref", request.external_ref, fields.MAX_EXTERNAL_REF_CHARS)
+    if problem:
+        return grpc.StatusCode.INVALID_ARGUMENT, problem
+    return _consent_problem(request.consent, _retention_days(request.consent, tenant))
+
+
+def _consent_problem(consent: common_pb2.ConsentRecord, retention_days: int) -> tuple[grpc.StatusCode, str] | None:
     if not consent.agreement_version:
         return grpc.StatusCode.INVALID_ARGUMENT, "consent.agreement_version is required"
+    problem = fields.too_long(
+        "consent.agreement_version", consent.agreement_version, fields.MAX_AGREEMENT_VERSION_CHARS
+    )
+    if problem:
+        return grpc.StatusCode.INVALID_ARGUMENT, problem
     if consent.retention_days > MAX_RETENTION_DAYS:
         return grpc.StatusCode.INVALID_ARGUMENT, (
             f"consent.retention_days must be 1..{MAX_RETENTION_DAYS} (0: the tenant's default)"
         )
     if common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION not in consent.scopes:
         return grpc.StatusCode.FAILED_PRECONDITION, "consent must include CONSENT_SCOPE_PORTRAIT_GENERATION"
+    if consent.HasField("granted_at"):  # unset: the time of registration
+        problem = fields.granted_at_problem(consent.granted_at, retention_days)
+        if problem:
+            return grpc.StatusCode.INVALID_ARGUMENT, problem
     return None
 
 
@@ -33,9 +58,7 @@ async def create_subject(
     ctx: IngestContext, request: studio_pb2.CreateSubjectRequest, context: grpc.aio.ServicerContext
 ) -> studio_pb2.CreateSubjectResponse:
     tenant = await ctx.authenticate(context)
-    if not request.HasField("consent"):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "consent record is required")
-    problem = _consent_problem(request.consent)
+    problem = _subject_problem(request, tenant)  # before anything is claimed, reserved or registered
     if problem:
         await context.abort(*problem)
     try:
@@ -73,8 +96,7 @@ async def _register(
     consent.CopyFrom(request.consent)
     if not consent.HasField("granted_at"):
         consent.granted_at.FromMilliseconds(claimed.created_ms)
-    if not consent.retention_days:  # the per-subject value overrides the tenant's default
-        consent.retention_days = tenant.default_retention_days or DEFAULT_RETENTION_DAYS
+    consent.retention_days = _retention_days(consent, tenant)
     try:
         await ctx.vault.stub.RegisterSubject(
             privacy_pb2.RegisterSubjectRequest(tenant_id=tenant.tenant_id, subject_id=subject_id, consent=consent),

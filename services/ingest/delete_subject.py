@@ -39,6 +39,7 @@ async def _start(ctx: IngestContext, request, context, revoke: bool) -> privacy_
     tenant = await ctx.authenticate(context)
     if not request.subject_id:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "subject_id is required")
+    await ctx.check_subject_id(request.subject_id, context)
     # A repeated request (the first one's reply lost) returns the same deletion.
     existing = await _deletion_status(ctx, tenant.tenant_id, subject_id=request.subject_id)
     if existing is not None:

@@ -5,7 +5,7 @@ export leaves no temporary data behind); manifest.json, last, lists every file w
   subject.json                     the subject as the tenant registered it
   consent.json                     the consent record held by the vault
   photos/verdicts.json             every photo's verdict (refused photos are not kept, their verdicts are)
-  photos/<photo id>-<filename>     each kept photo, decrypted
+  photos/<photo id>-<filename>     each kept photo, decrypted (the file name's base name only)
   orders/<order id>/order.json     each order and its history
   orders/<order id>/<portrait>.png each portrait, decrypted
   audit.jsonl                      the vault's audit entries about the subject
@@ -28,6 +28,7 @@ from studio.v1 import privacy_pb2, state_pb2, studio_pb2
 from services.common import topology
 from services.common.blobstore import BlobNotFound
 from services.common.objects import photo_key, portrait_key
+from services.ingest import fields
 from services.ingest.context import IngestContext
 
 CHUNK_BYTES = 64 * 1024
@@ -99,7 +100,7 @@ async def _consent(ctx: IngestContext, record: state_pb2.SubjectRecord, context)
         )
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.NOT_FOUND:  # shredded: being deleted
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"subject '{record.subject.subject_id}' not found")
+            await context.abort(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(record.subject.subject_id))
         raise
     return _as_dict(response.consent)
 
@@ -120,7 +121,7 @@ async def _members(ctx: IngestContext, record: state_pb2.SubjectRecord, consent:
             data = await _open(ctx, tenant_id, subject.subject_id, photo_key(tenant_id, subject.subject_id,
                                                                              photo.photo_id), missing)
             if data is not None:
-                yield f"photos/{photo.photo_id}-{photo.filename}", data
+                yield f"photos/{photo.photo_id}-{fields.archive_name(photo.filename)}", data
     for order_id in record.order_ids:
         async for member in _order_members(ctx, record, order_id, missing):
             yield member

@@ -15,7 +15,7 @@ from studio.v1 import common_pb2, faceqa_pb2, privacy_pb2, state_pb2, studio_pb2
 
 from services.common.image_formats import SIGNATURE_BYTES, is_image_signature
 from services.common.objects import crop_key, new_id, photo_key
-from services.ingest import quotas
+from services.ingest import fields, quotas
 from services.ingest.context import IngestContext
 
 MAX_PHOTO_BYTES = 25 * 1024 * 1024
@@ -88,6 +88,11 @@ def _validate_header(header: studio_pb2.PhotoHeader) -> None:
         raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, "photo header needs role HEADSHOT or REFERENCE")
     if not header.filename:
         raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, "photo header needs a filename")
+    problem = fields.filename_problem(header.filename) or fields.too_long(
+        "client_photo_id", header.client_photo_id, fields.MAX_CLIENT_PHOTO_ID_CHARS
+    )
+    if problem:
+        raise UploadError(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
 
 def _validate_content(photo: IncomingPhoto) -> None:
