@@ -1,18 +1,23 @@
-"""Idempotent retries under injected disconnects: a TCP proxy between the client library and ingest
+"""Idempotent retries under injected faults: a TCP proxy between the client library and ingest
 cuts the connection after the request went out (the reply is lost) or in the middle of an upload
-stream; the client retries, and every resource exists exactly once."""
+stream; the client retries, and every resource exists exactly once. A job queue that refuses an
+order's job leaves no order queued forever."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 import pytest_asyncio
+from studio.v1 import common_pb2
 
 from services.cli.stack import EmbeddedStack
-from studio_client import Photo, RetryPolicy, StudioClient
+from services.common import topology
+from services.common.bus import Bus
+from studio_client import NO_RETRIES, Photo, RetryPolicy, StudioClient
 from tests.fixtures_tenants import (  # noqa: F401  (fixtures)
     HEADSHOT,
     REFERENCE,
@@ -147,3 +152,36 @@ async def test_retries_stop_at_the_deadline(tenants: Tenants) -> None:  # noqa: 
         await nowhere.create_subject(timeout=2)
     assert raised.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert loop.time() - started < 4
+
+
+async def test_an_order_whose_job_cannot_be_queued_fails_instead_of_waiting_forever(
+    stack: EmbeddedStack, tenants: Tenants  # noqa: F811
+) -> None:
+    _, direct = await tenants.new(max_concurrent_orders=1)
+    client = tenants.client(direct.metadata[0][1], retry=NO_RETRIES)
+    subject = await direct.create_subject()
+    await direct.upload(subject.subject_id, [(lisa_headshot(), HEADSHOT)])
+    bus = await Bus.connect(stack.nats.url, name="test-refusing-queue")
+    pending = (await bus.js.stream_info(topology.PENDING_STREAM.name)).config
+    try:
+        await bus.js.update_stream(dataclasses.replace(pending, max_msg_size=16))  # every job is larger
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.create_order(subject.subject_id, STYLE, 1, idempotency_key="unqueued")
+    finally:
+        await bus.js.update_stream(pending)
+        await bus.close()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "could not be queued; create the order again" in raised.value.details()
+    [order] = (await direct.list_orders(subject_id=subject.subject_id)).orders
+    assert order.order_id in raised.value.details()
+    for _ in range(100):
+        if (order := await direct.get_order(order.order_id)).state == common_pb2.ORDER_STATE_FAILED:
+            break
+        await asyncio.sleep(0.1)
+    assert (order.state, order.failure_stage) == (common_pb2.ORDER_STATE_FAILED, "queueing")
+    again = await client.create_order(subject.subject_id, STYLE, 1, idempotency_key="unqueued")
+    assert again.order_id == order.order_id  # the key keeps its order
+    # The failed order holds none of the tenant's one concurrent-order slot: the next order is placed and queued.
+    placed = await client.create_order(subject.subject_id, STYLE, 1, idempotency_key="queued")
+    assert placed.state == common_pb2.ORDER_STATE_QUEUED and placed.order_id != order.order_id
+    await direct.cancel_order(placed.order_id)

@@ -3,7 +3,9 @@ one for this base model; idempotent on the tenant's idempotency key."""
 
 from __future__ import annotations
 
+import logging
 import secrets
+from contextlib import suppress
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -12,13 +14,18 @@ from studio.v1 import common_pb2, events_pb2, state_pb2, studio_pb2
 from services.common import topology
 from services.common.holding import hold
 from services.common.objects import lora_key, new_id, portrait_key
+from services.common.order_events import publish_order_event
 from services.common.styles import catalogue, unknown_styles
-from services.ingest import idempotency, quotas
+from services.ingest import fields, idempotency, quotas
 from services.ingest.context import IngestContext
 from services.ingest.listing import add_to_index, order_index_key
 
+log = logging.getLogger(__name__)
+
 MAX_PORTRAITS_PER_STYLE = 8
 MAX_STYLES_PER_ORDER = 10
+QUEUEING_STAGE = "queueing"
+NOT_QUEUED = "its job could not be queued; create the order again"
 
 
 def _order_problem(request: studio_pb2.CreateOrderRequest) -> str | None:
@@ -93,14 +100,28 @@ async def create_order(
     # The subject lists its orders first, so a deletion can always find everything it must purge.
     subject = await ctx.update_subject(request.subject_id, lambda record: _list_order(record, order_id, claimed.entry))
     if subject is None:
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"subject '{request.subject_id}' not found")
+        await context.abort(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(request.subject_id))
     order = _new_order(ctx, order_id, request)
     order.created_at.FromMilliseconds(claimed.created_ms)
     record = state_pb2.OrderRecord(tenant_id=tenant.tenant_id, order=order)
     await add_to_index(ctx.bus, order_index_key(tenant.tenant_id, claimed.created_ms, request.subject_id, order_id))
     await ctx.bus.kv_put(topology.ORDERS_BUCKET, order_id, record)
-    await _enqueue(ctx, tenant, subject, order)
+    try:
+        await _enqueue(ctx, tenant, subject, order)
+    except Exception as error:
+        log.warning("order %s: its job could not be queued: %s", order_id, type(error).__name__)
+        await _fail_unqueued(ctx, tenant, order)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"order {order_id} failed: {NOT_QUEUED}")
     return studio_pb2.CreateOrderResponse(order=order)
+
+
+async def _fail_unqueued(ctx: IngestContext, tenant: state_pb2.TenantRecord, order: common_pb2.Order) -> None:
+    """An order whose job was never queued would stay QUEUED forever and keep a concurrent-order slot: it fails
+    instead (a finished order holds no slot). Its idempotency key stays its own: a retry with the key gets this
+    order, failed, with the reason. Best effort: the bus may be what failed."""
+    with suppress(Exception):
+        await publish_order_event(ctx.bus, order.order_id, tenant.tenant_id, order.subject_id,
+                                  failed=events_pb2.OrderFailed(stage=QUEUEING_STAGE, reason=NOT_QUEUED))
 
 
 def _list_order(record: state_pb2.SubjectRecord, order_id: str, entry: str) -> None:

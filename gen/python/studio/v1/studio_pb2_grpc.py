@@ -139,7 +139,9 @@ class StudioServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """UNAVAILABLE when the order's job could not be queued: the order is then FAILED at stage "queueing", and a
+        retry with its idempotency key returns it so; place a new order (a new key).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
