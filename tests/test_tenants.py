@@ -187,6 +187,28 @@ async def wait_finished(client, order_id: str) -> None:
     raise AssertionError(f"order {order_id} did not finish")
 
 
+async def test_concurrent_admin_calls_keep_each_others_changes(
+    tenants: Tenants, admin: AdminClient  # noqa: F811
+) -> None:
+    tenant_id, first = await tenants.new()
+    for limit in range(1, 6):  # a rotation, a settings update and an enable, all at once
+        rotated, _, _ = await asyncio.gather(
+            admin.rotate_key(tenant_id), admin.update(tenant_id, max_subjects_per_day=limit),
+            admin.disable(tenant_id, enable=True))
+        [account] = [tenant for tenant in await admin.list() if tenant.tenant_id == tenant_id]
+        assert (account.quotas.max_subjects_per_day, account.disabled) == (limit, False)
+        await tenants.client(rotated.api_key, retry=NO_RETRIES).list_subjects()  # no update wrote back an old key
+    await expect_code(grpc.StatusCode.UNAUTHENTICATED, first.list_subjects())
+
+    name = f"twin-{tenant_id}"
+    created = await asyncio.gather(*(admin.create(name) for _ in range(4)), return_exceptions=True)
+    refused = [c for c in created if isinstance(c, grpc.aio.AioRpcError)]
+    assert len(created) - len(refused) == 1, created
+    exists = (grpc.StatusCode.ALREADY_EXISTS, f"a tenant named {name!r} exists")
+    assert {(c.code(), c.details()) for c in refused} == {exists}
+    assert [t.name for t in await admin.list()].count(name) == 1
+
+
 async def test_listing_pages_and_filters(tenants: Tenants) -> None:  # noqa: F811
     _, client = await tenants.new()
     made = []

@@ -57,8 +57,9 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
         if not constant_time_equal(hash_api_key(token), self._token_hash):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not the operator")
 
-    async def _account(self, tenant_id: str, context) -> state_pb2.TenantRecord:
-        account = await tenants.load_account(self.bus, tenant_id)
+    async def _updated(self, tenant_id: str, change: tenants.Change, context) -> state_pb2.TenantRecord:
+        """The account after `change`, written back against concurrent admin calls."""
+        account = await tenants.update_account(self.bus, tenant_id, change)
         if account is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"tenant '{tenant_id}' not found")
         return account
@@ -68,8 +69,6 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
         name = request.name.strip()
         if not name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name is required")
-        if any(account.name == name for account in await tenants.list_accounts(self.bus)):
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"a tenant named {name!r} exists")
         api_key = tenants.new_api_key()
         account = state_pb2.TenantRecord(
             tenant_id=new_id("tenant"), name=name, api_key_hash=hash_api_key(api_key),
@@ -78,8 +77,16 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
             max_photo_age_days=request.max_photo_age_days,
         )
         await self._check_settings(account, context)
+        # The listing covers tenants created before names were claimed; the claim, two creations at once.
+        taken = any(other.name == name for other in await tenants.list_accounts(self.bus))
+        if taken or not await tenants.claim_name(self.bus, name, account.tenant_id):
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"a tenant named {name!r} exists")
         account.created_at.GetCurrentTime()
-        await tenants.save_account(self.bus, account, None)
+        try:
+            await tenants.save_account(self.bus, account, None)
+        except BaseException:
+            await tenants.release_name(self.bus, name)
+            raise
         return admin_pb2.CreateTenantResponse(tenant=public_tenant(account), api_key=api_key)
 
     async def ListTenants(self, request, context):
@@ -89,42 +96,31 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
 
     async def RotateTenantKey(self, request, context):
         await self._authorise(context)
-        previous = await self._account(request.tenant_id, context)
-        account = state_pb2.TenantRecord()
-        account.CopyFrom(previous)
         api_key = tenants.new_api_key()
-        account.api_key_hash = hash_api_key(api_key)
-        await tenants.save_account(self.bus, account, previous)
+
+        async def rotate(account: state_pb2.TenantRecord) -> None:
+            account.api_key_hash = hash_api_key(api_key)
+
+        account = await self._updated(request.tenant_id, rotate, context)
         return admin_pb2.RotateTenantKeyResponse(tenant=public_tenant(account), api_key=api_key)
 
     async def DisableTenant(self, request, context):
         await self._authorise(context)
-        previous = await self._account(request.tenant_id, context)
-        account = state_pb2.TenantRecord()
-        account.CopyFrom(previous)
-        account.disabled = not request.enable
-        await tenants.save_account(self.bus, account, previous)
+
+        async def disable(account: state_pb2.TenantRecord) -> None:
+            account.disabled = not request.enable
+
+        account = await self._updated(request.tenant_id, disable, context)
         return admin_pb2.DisableTenantResponse(tenant=public_tenant(account))
 
     async def UpdateTenant(self, request, context):
         await self._authorise(context)
-        previous = await self._account(request.tenant_id, context)
-        account = state_pb2.TenantRecord()
-        account.CopyFrom(previous)
-        if request.HasField("visible_label"):
-            account.visible_label.CopyFrom(request.visible_label)
-        for name in ("min_accepted_photos", "default_retention_days", "max_photo_age_days"):
-            if request.HasField(name):
-                setattr(account, name, getattr(request, name))
-        for name in QUOTA_FIELDS:
-            if request.HasField(name):
-                setattr(account.quotas, name, getattr(request, name))
-        identities = [i for i in account.cert_identities if i not in request.remove_cert_identities]
-        identities += [i for i in request.add_cert_identities if i not in identities]
-        del account.cert_identities[:]
-        account.cert_identities.extend(identities)
-        await self._check_settings(account, context)
-        await tenants.save_account(self.bus, account, previous)
+
+        async def update(account: state_pb2.TenantRecord) -> None:
+            _apply_update(request, account)
+            await self._check_settings(account, context)
+
+        account = await self._updated(request.tenant_id, update, context)
         return admin_pb2.UpdateTenantResponse(tenant=public_tenant(account))
 
     async def _check_settings(self, account: state_pb2.TenantRecord, context) -> None:
@@ -154,3 +150,18 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"min_accepted_photos {needed}{whose} is more than max_photos_per_subject {allowed}: "
                                 "no subject of this tenant could ever be trained")
+
+
+def _apply_update(request: admin_pb2.UpdateTenantRequest, account: state_pb2.TenantRecord) -> None:
+    if request.HasField("visible_label"):
+        account.visible_label.CopyFrom(request.visible_label)
+    for name in ("min_accepted_photos", "default_retention_days", "max_photo_age_days"):
+        if request.HasField(name):
+            setattr(account, name, getattr(request, name))
+    for name in QUOTA_FIELDS:
+        if request.HasField(name):
+            setattr(account.quotas, name, getattr(request, name))
+    identities = [i for i in account.cert_identities if i not in request.remove_cert_identities]
+    identities += [i for i in request.add_cert_identities if i not in identities]
+    del account.cert_identities[:]
+    account.cert_identities.extend(identities)

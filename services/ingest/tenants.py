@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 
 from studio.v1 import state_pb2
 
@@ -17,6 +18,7 @@ from services.common.secrets import hash_api_key
 
 # Tenant ids appear in NATS subjects and object keys: one token, no dots or wildcards.
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CAS_ATTEMPTS = 16
 
 
 class InvalidTenant(ValueError):
@@ -29,6 +31,19 @@ def new_api_key() -> str:
 
 def cert_index_key(identity: str) -> str:
     return f"cert.{hashlib.sha256(identity.encode()).hexdigest()}"
+
+
+def name_index_key(name: str) -> str:
+    return f"name.{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+async def claim_name(bus: Bus, name: str, tenant_id: str) -> bool:
+    """Reserve a tenant name for `tenant_id`; False when another tenant holds it (two creations at once)."""
+    return await bus.kv_create(topology.TENANTS_BUCKET, name_index_key(name), tenant_id.encode())
+
+
+async def release_name(bus: Bus, name: str) -> None:
+    await bus.kv_purge(topology.TENANTS_BUCKET, name_index_key(name))
 
 
 def check_tenant_id(tenant_id: str) -> None:
@@ -55,6 +70,35 @@ async def save_account(bus: Bus, account: state_pb2.TenantRecord, previous: stat
     """Write the account, then its index entries; drop index entries the account no longer has."""
     check_tenant_id(account.tenant_id)
     await bus.kv_put(topology.TENANT_ACCOUNTS_BUCKET, account.tenant_id, account)
+    await _index(bus, account, previous)
+
+
+Change = Callable[[state_pb2.TenantRecord], Awaitable[None]]
+
+
+async def update_account(bus: Bus, tenant_id: str, change: Change) -> state_pb2.TenantRecord | None:
+    """Apply `change` to the stored account and write it back only if no other call wrote it meanwhile (else read
+    and apply again): a key rotation and a settings update at once must not write back the revoked key. The
+    account as written; None when there is no such tenant."""
+    if not TENANT_ID_PATTERN.match(tenant_id):
+        return None
+    for _ in range(CAS_ATTEMPTS):
+        raw, revision = await bus.kv_entry(topology.TENANT_ACCOUNTS_BUCKET, tenant_id)
+        if raw is None:
+            return None
+        previous = state_pb2.TenantRecord.FromString(raw)
+        account = state_pb2.TenantRecord()
+        account.CopyFrom(previous)
+        await change(account)
+        if await bus.kv_compare_and_set(topology.TENANT_ACCOUNTS_BUCKET, tenant_id, account.SerializeToString(),
+                                        revision):
+            await _index(bus, account, previous)
+            return account
+    raise RuntimeError(f"tenant {tenant_id} is contended")
+
+
+async def _index(bus: Bus, account: state_pb2.TenantRecord, previous: state_pb2.TenantRecord | None) -> None:
+    """Index entries may lag or outlive the account: authenticate() trusts the account alone."""
     await bus.kv_put(topology.TENANTS_BUCKET, account.api_key_hash, account)
     for identity in account.cert_identities:
         await bus.kv_put(topology.TENANTS_BUCKET, cert_index_key(identity), account)
