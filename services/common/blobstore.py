@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import secrets
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
@@ -20,6 +19,8 @@ import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
+
+from services.common.atomic_files import write_atomically
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -121,17 +122,7 @@ class LocalDirBlobStore:
 
     def _put(self, path: Path, data: bytes) -> None:
         self._make_dirs(path.parent)
-        temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        write_atomically(path, data, FILE_MODE, TEMP_PREFIX)
 
     @staticmethod
     def _get(key: str, path: Path) -> bytes:

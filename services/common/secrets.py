@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+from services.common.atomic_files import sync_directory, write_atomically
 
 SERVICE_TOKEN_METADATA = "x-service-token"
 API_KEY_METADATA = "x-api-key"
@@ -15,25 +16,8 @@ API_KEY_METADATA = "x-api-key"
 def write_secret_file(path: Path, value: bytes) -> None:
     """Write atomically and durably, with mode 0600 from the first byte (no window where others can read)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # A random name, created exclusively and never through a symlink: someone else able to write the directory
-    # can neither plant a link nor hand us a file of theirs for the secret to be written into.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(value)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    # The rename survives a crash only once the directory is synced: KEK rotation commits rewrapped keys after this.
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomically(path, value, 0o600, f".{path.name}.")
+    sync_directory(path.parent)  # KEK rotation commits rewrapped keys once this returns
 
 
 def read_secret_file(path: Path) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common import secrets as secret_files
+from services.common import atomic_files
 from services.common.secrets import write_secret_file
 
 
@@ -50,7 +50,7 @@ def test_a_symlink_at_the_temporary_name_is_refused_not_followed(
 ) -> None:
     victim = tmp_path / "victim"
     victim.write_bytes(b"untouched")
-    monkeypatch.setattr(secret_files.secrets, "token_hex", lambda _: "guessed")
+    monkeypatch.setattr(atomic_files.secrets, "token_hex", lambda _: "guessed")
     (tmp_path / ".kek.json.guessed.tmp").symlink_to(victim)
     with pytest.raises(FileExistsError):
         write_secret_file(tmp_path / "kek.json", b"secret")
@@ -67,7 +67,7 @@ def test_a_failed_write_keeps_the_original_and_leaves_no_temporary_file(
     def fail(*_: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(secret_files.os, "replace", fail)
+    monkeypatch.setattr(atomic_files.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         write_secret_file(key, b"replacement")
     assert key.read_bytes() == b"original"
