@@ -143,6 +143,54 @@ async def test_an_upload_whose_reply_is_lost_is_not_stored_twice(
     assert len(kept) == sum(1 for s in stored if s.verdict.accepted)
 
 
+def photo_blobs(stack: EmbeddedStack, subject_id: str) -> list:
+    return [p for p in (stack.data_dir / "blobs").rglob("*") if f"/{subject_id}/photos/" in str(p) and p.is_file()]
+
+
+async def test_a_client_photo_id_reused_for_another_photo_is_refused(
+    stack: EmbeddedStack, tenants: Tenants  # noqa: F811
+) -> None:
+    _, client = await tenants.new()
+    subject_id = (await client.create_subject()).subject_id
+    first, other, extra = (Photo(path.read_bytes(), REFERENCE, path.name) for path in lisa_references()[:3])
+    first = dataclasses.replace(first, client_photo_id="p-1")
+    [kept] = (await client.upload_photos(subject_id, [first])).photos
+    reuses = [
+        [dataclasses.replace(other, client_photo_id="p-1")],  # other bytes
+        [dataclasses.replace(first, role=HEADSHOT)],  # another role
+        [dataclasses.replace(extra, client_photo_id="p-2"), dataclasses.replace(other, client_photo_id="p-1")],
+    ]
+    for photos in reuses:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.upload_photos(subject_id, photos)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "client_photo_id 'p-1' was used for a different photo" in raised.value.details()
+    assert [s.photo_id for s in (await client.get_subject(subject_id)).photos] == [kept.photo_id]
+    assert len(photo_blobs(stack, subject_id)) == int(kept.verdict.accepted)
+    again = await client.upload_photos(subject_id, [dataclasses.replace(first, filename="renamed.jpg")])
+    assert again.photos[0].already_uploaded and again.photos[0].photo_id == kept.photo_id
+    # p-2 was refused with its stream: it is free for any photo.
+    [fresh] = (await client.upload_photos(subject_id, [dataclasses.replace(other, client_photo_id="p-2")])).photos
+    assert not fresh.already_uploaded
+
+
+async def test_concurrent_streams_reusing_a_client_photo_id_keep_one_photo(
+    stack: EmbeddedStack, tenants: Tenants  # noqa: F811
+) -> None:
+    _, client = await tenants.new()
+    subject_id = (await client.create_subject()).subject_id
+    photos = [Photo(path.read_bytes(), REFERENCE, path.name, "same") for path in lisa_references()[:2]]
+    results = await asyncio.gather(*(client.upload_photos(subject_id, [photo]) for photo in photos),
+                                   return_exceptions=True)
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(refused) == 1, results
+    assert refused[0].code() == grpc.StatusCode.INVALID_ARGUMENT and "different photo" in refused[0].details()
+    [stored] = (await client.get_subject(subject_id)).photos
+    [uploaded] = next(r for r in results if not isinstance(r, BaseException)).photos
+    assert stored.photo_id == uploaded.photo_id
+    assert len(photo_blobs(stack, subject_id)) == int(stored.verdict.accepted)
+
+
 async def test_retries_stop_at_the_deadline(tenants: Tenants) -> None:  # noqa: F811
     _, direct = await tenants.new()
     nowhere = tenants.client(direct.metadata[0][1], "127.0.0.1:9", retry=FAST_RETRIES)

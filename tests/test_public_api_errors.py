@@ -17,6 +17,7 @@ from services.cli.stack import EmbeddedStack
 from services.common.bus import Bus
 from services.common.topology import PENDING_STREAM, SUBJECTS_BUCKET
 from services.ingest.context import ensure_tenant
+from services.ingest.upload_photos import MAX_STREAM_MESSAGES
 from tests.fixtures_stack import faces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -100,6 +101,36 @@ async def test_oversized_photo_is_refused(client: StudioClient, stack: EmbeddedS
     chunk = b"\xff\xd8\xff" + bytes(1024 * 1024 - 3)
     messages = [header(subject.subject_id, "huge.jpg")] + [studio_pb2.UploadPhotosRequest(chunk=chunk)] * 26
     assert "exceeds" in await expect_status(grpc.StatusCode.INVALID_ARGUMENT, raw_upload(client, messages))
+    assert stored_blobs(stack) == before
+
+
+def chunk(data: bytes) -> studio_pb2.UploadPhotosRequest:
+    return studio_pb2.UploadPhotosRequest(chunk=data)
+
+
+async def test_empty_chunks_and_messages_are_refused_and_nothing_is_stored(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    good = faces("lisa")[0].read_bytes()
+    before = stored_blobs(stack)
+    cases = [
+        ([header(subject.subject_id), chunk(good[:100]), chunk(b""), chunk(good[100:])],
+         "chunk 2 of photo 'x.jpg' is empty"),
+        ([header(subject.subject_id), studio_pb2.UploadPhotosRequest(), chunk(good)],
+         "message 2 of the stream is empty"),
+    ]
+    for messages, reason in cases:
+        assert reason in await expect_status(grpc.StatusCode.INVALID_ARGUMENT, raw_upload(client, messages))
+    assert stored_blobs(stack) == before
+    assert list((await client.get_subject(subject.subject_id)).photos) == []
+
+
+async def test_a_stream_of_tiny_chunks_is_refused(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    before = stored_blobs(stack)
+    photo = b"\xff\xd8\xff" + bytes(MAX_STREAM_MESSAGES)  # one byte a message: a few hundred KiB in all
+    messages = [header(subject.subject_id)] + [chunk(photo[i : i + 1]) for i in range(MAX_STREAM_MESSAGES)]
+    details = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, raw_upload(client, messages))
+    assert f"at most {MAX_STREAM_MESSAGES} messages" in details
     assert stored_blobs(stack) == before
 
 
