@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
 from services.common.launchers.process import free_port
 from services.common.launchers.seaweed import SeaweedS3
+from services.common.launchers.triton import shm_regions
 from tests.fixtures_stack import FACES_DIR, faces
 
 STUDIO = [sys.executable, "-m", "services.cli.main"]
@@ -109,6 +111,7 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
         assert found.external_ref == "kept" and len(found.photos) == 1
         assert await _trainer_devices(data_dir) == ["cuda (GPU 0)", "cuda (GPU 1)"]
         await _a_killed_service_comes_back_on_its_address(data_dir, endpoint, seaweed_s3)
+        await _tritons_shared_memory_is_kept_private(data_dir)
     finally:
         assert _stop(second) == []
 
@@ -151,6 +154,20 @@ async def _a_killed_service_comes_back_on_its_address(data_dir: Path, endpoint: 
         await client.close()
     stored = [o.object_name for o in seaweed_s3.client().list_objects("studio-cli-test", recursive=True)]
     assert any(f"/{subject.subject_id}/photos/" in name for name in stored), stored
+
+
+async def _tritons_shared_memory_is_kept_private(data_dir: Path) -> None:
+    """A region readable by all, as a Triton that restarts a crashed python stub creates one, is made private
+    again by `studio up`'s next check."""
+    port = int(json.loads((data_dir / "stack.json").read_text())["triton_grpc"].rsplit(":", 1)[1])
+    regions = shm_regions(port)
+    assert regions and all(stat.S_IMODE(region.stat().st_mode) == 0o600 for region in regions)
+    regions[0].chmod(0o644)
+    for _ in range(100):
+        if stat.S_IMODE(regions[0].stat().st_mode) == 0o600:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("studio up left Triton's shared memory readable by all")
 
 
 async def _trainer_devices(data_dir: Path) -> list[str]:

@@ -64,8 +64,11 @@ class TritonServer:
         supervisor waits on this)."""
         if not await _all_ready(self.http_url, self.metrics_url, models):
             return False
-        make_shm_regions_private(self.grpc_port)
+        self.protect_shm_regions()
         return True
+
+    def protect_shm_regions(self) -> None:
+        make_shm_regions_private(self.grpc_port)
 
     def counter(self, name: str, model: str) -> float:
         """Sum of a Prometheus counter over `model`'s series, read from Triton's metrics port."""
