@@ -9,10 +9,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from studio.v1 import state_pb2
 
 from services.cli.stack import EmbeddedStack
 from services.common import topology
 from services.common.bus import Bus
+from services.ingest import photo_digests
 from studio_client import NO_RETRIES, Photo, StudioClient
 from tests.fixtures_tenants import (  # noqa: F401  (fixtures)
     HEADSHOT,
@@ -62,17 +64,25 @@ async def test_a_commit_that_fails_gives_back_blobs_quota_and_client_photo_id(
     stack: EmbeddedStack, tenants: Tenants  # noqa: F811
 ) -> None:
     photo = dataclasses.replace(Photo.from_path(lisa_headshot(), HEADSHOT), client_photo_id="d-1")
-    client = await tenant_without_retries(tenants, max_upload_bytes_per_day=len(photo.data))
+    tenant_id, direct = await tenants.new(max_upload_bytes_per_day=len(photo.data))
+    client = tenants.client(direct.metadata[0][1], retry=NO_RETRIES)
     subject_id = (await client.create_subject()).subject_id
     bus = await Bus.connect(stack.nats.url, name="test-refusing-subject-records")
     subjects = (await bus.js.stream_info(f"KV_{topology.SUBJECTS_BUCKET}")).config
+    # The stream first lists d-1's digest entry on the subject record, then commits the checked photo to it: a
+    # record size limit between the two lets the listing through and refuses the commit (a photo adds far more).
+    listed = await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+    entry = photo_digests.entry_name(tenant_id, subject_id, "d-1")
+    listed.idempotency_entries.append(entry)
     try:
-        await bus.js.update_stream(dataclasses.replace(subjects, max_msg_size=16))  # every record is larger
+        await bus.js.update_stream(dataclasses.replace(subjects, max_msg_size=listed.ByteSize() + 100))
         with pytest.raises(grpc.aio.AioRpcError):
             await client.upload_photos(subject_id, [photo])
+        kept = await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
     finally:
         await bus.js.update_stream(subjects)
         await bus.close()
+    assert entry in kept.idempotency_entries, "the stream failed before its commit"
     assert list((await client.get_subject(subject_id)).photos) == []
     assert subject_blobs(stack, subject_id, "photos") == [] and subject_blobs(stack, subject_id, "crops") == []
     # The day's bytes (exactly this photo) were given back, and d-1 is free for another photo.
