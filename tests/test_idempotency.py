@@ -28,6 +28,7 @@ from tests.fixtures_tenants import (  # noqa: F401  (fixtures)
     lisa_references,
     tenants,
 )
+from tests.nats_faults import messages_capped
 from tests.tcp_proxy import DOWN, UP, CuttingProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -210,13 +211,11 @@ async def test_an_order_whose_job_cannot_be_queued_fails_instead_of_waiting_fore
     subject = await direct.create_subject()
     await direct.upload(subject.subject_id, [(lisa_headshot(), HEADSHOT)])
     bus = await Bus.connect(stack.nats.url, name="test-refusing-queue")
-    pending = (await bus.js.stream_info(topology.PENDING_STREAM.name)).config
     try:
-        await bus.js.update_stream(dataclasses.replace(pending, max_msg_size=16))  # every job is larger
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await client.create_order(subject.subject_id, STYLE, 1, idempotency_key="unqueued")
+        async with messages_capped(bus, topology.PENDING_STREAM.name, 16):  # every job is larger
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await client.create_order(subject.subject_id, STYLE, 1, idempotency_key="unqueued")
     finally:
-        await bus.js.update_stream(pending)
         await bus.close()
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "could not be queued; create the order again" in raised.value.details()

@@ -25,6 +25,7 @@ from tests.fixtures_tenants import (  # noqa: F401  (fixtures)
     lisa_references,
     tenants,
 )
+from tests.nats_faults import messages_capped
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -68,19 +69,17 @@ async def test_a_commit_that_fails_gives_back_blobs_quota_and_client_photo_id(
     client = tenants.client(direct.metadata[0][1], retry=NO_RETRIES)
     subject_id = (await client.create_subject()).subject_id
     bus = await Bus.connect(stack.nats.url, name="test-refusing-subject-records")
-    subjects = (await bus.js.stream_info(f"KV_{topology.SUBJECTS_BUCKET}")).config
     # The stream first lists d-1's digest entry on the subject record, then commits the checked photo to it: a
     # record size limit between the two lets the listing through and refuses the commit (a photo adds far more).
     listed = await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
     entry = photo_digests.entry_name(tenant_id, subject_id, "d-1")
     listed.idempotency_entries.append(entry)
     try:
-        await bus.js.update_stream(dataclasses.replace(subjects, max_msg_size=listed.ByteSize() + 100))
-        with pytest.raises(grpc.aio.AioRpcError):
-            await client.upload_photos(subject_id, [photo])
-        kept = await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+        async with messages_capped(bus, f"KV_{topology.SUBJECTS_BUCKET}", listed.ByteSize() + 100):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await client.upload_photos(subject_id, [photo])
+            kept = await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
     finally:
-        await bus.js.update_stream(subjects)
         await bus.close()
     assert entry in kept.idempotency_entries, "the stream failed before its commit"
     assert list((await client.get_subject(subject_id)).photos) == []

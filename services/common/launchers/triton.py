@@ -68,7 +68,10 @@ class TritonServer:
         return True
 
     def protect_shm_regions(self) -> None:
-        make_shm_regions_private(self.grpc_port)
+        # Boost creates the regions 0644 and fchmods them so whatever the umask: any local user could read them.
+        for region in shm_regions(self.grpc_port):
+            with suppress(FileNotFoundError):
+                region.chmod(0o600)
 
     def counter(self, name: str, model: str) -> float:
         """Sum of a Prometheus counter over `model`'s series, read from Triton's metrics port."""
@@ -201,13 +204,6 @@ def shm_regions(grpc_port: int) -> list[Path]:
     """The python backend's shared-memory regions of the server on `grpc_port`: every request passes through them,
     decrypted adapters and prompts included."""
     return sorted(SHM_DIR.glob(shm_region_prefix(grpc_port) + "*"))
-
-
-def make_shm_regions_private(grpc_port: int) -> None:
-    # Boost creates the regions 0644 and fchmods them so whatever the umask: any local user could read them.
-    for region in shm_regions(grpc_port):
-        with suppress(FileNotFoundError):
-            region.chmod(0o600)
 
 
 def remove_shm_regions(grpc_port: int) -> None:
