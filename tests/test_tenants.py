@@ -232,6 +232,11 @@ async def test_listing_pages_and_filters(tenants: Tenants) -> None:  # noqa: F81
     before = await client.list_subjects(created_before=cutoff)
     assert [s.subject_id for s in before.subjects] == [made[1].subject_id, made[0].subject_id]
     await expect_code(grpc.StatusCode.INVALID_ARGUMENT, client.list_subjects(page_token="bm90LW1pbmU="))
+    for swapped in (client.list_subjects(created_after=cutoff + 1, created_before=cutoff),
+                    client.list_orders(created_after=cutoff, created_before=cutoff)):
+        details = await expect_code(grpc.StatusCode.INVALID_ARGUMENT, swapped)
+        assert details == "created_after must be earlier than created_before"
+    assert len((await client.list_subjects(created_after=cutoff - 60, created_before=cutoff + 60)).subjects) == 5
     assert list((await client.list_orders(states=[common_pb2.ORDER_STATE_DONE])).orders) == []
 
 
@@ -252,3 +257,41 @@ async def test_a_client_certificate_authenticates_as_its_tenant(
         await admin.disable(tenant_id, enable=True)
         await admin.update(tenant_id, remove_cert_identities=["lab-printer-01"])
         await expect_code(grpc.StatusCode.UNAUTHENTICATED, printer.get_subject(subject.subject_id))
+
+
+async def test_a_certificate_identity_belongs_to_one_tenant(admin: AdminClient) -> None:  # noqa: F811
+    owner = (await admin.create("scanner-owner", cert_identities=["shared-scanner"])).tenant
+    taken = (grpc.StatusCode.ALREADY_EXISTS, "certificate identity 'shared-scanner' belongs to another tenant")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await admin.create("scanner-thief", cert_identities=["shared-scanner"])
+    assert (refused.value.code(), refused.value.details()) == taken
+    other = (await admin.create("scanner-other")).tenant
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await admin.update(other.tenant_id, add_cert_identities=["new-desk", "shared-scanner"], max_subjects_per_day=4)
+    assert (refused.value.code(), refused.value.details()) == taken
+    listed = {tenant.name: tenant for tenant in await admin.list()}
+    assert "scanner-thief" not in listed
+    unchanged = listed["scanner-other"]
+    assert list(unchanged.cert_identities) == [] and unchanged.quotas.max_subjects_per_day != 4
+    assert list(listed["scanner-owner"].cert_identities) == ["shared-scanner"]
+    # The refused update claimed nothing: its other identity is free, and a failed creation frees its claims too.
+    await expect_code(grpc.StatusCode.ALREADY_EXISTS, admin.create("scanner-owner", cert_identities=["orphan-desk"]))
+    assert list((await admin.update(other.tenant_id, add_cert_identities=["new-desk", "orphan-desk"]))
+                .cert_identities) == ["new-desk", "orphan-desk"]
+
+    # Several tenants asking for one new identity at once: exactly one gets it.
+    racers = [(await admin.create(f"racer-{index}")).tenant.tenant_id for index in range(4)]
+    updates = await asyncio.gather(*(admin.update(racer, add_cert_identities=["contested"]) for racer in racers),
+                                   return_exceptions=True)
+    assert [isinstance(update, grpc.aio.AioRpcError) for update in updates].count(False) == 1, updates
+    creations = await asyncio.gather(*(admin.create(f"creator-{index}", cert_identities=["contested-2"])
+                                       for index in range(4)), return_exceptions=True)
+    assert [isinstance(created, grpc.aio.AioRpcError) for created in creations].count(False) == 1, creations
+    holders = [t for t in await admin.list() if {"contested", "contested-2"} & set(t.cert_identities)]
+    assert sorted(identity for t in holders for identity in t.cert_identities) == ["contested", "contested-2"]
+
+    await admin.update(owner.tenant_id, remove_cert_identities=["shared-scanner"])  # given up: free to claim
+    claimed = await admin.update(other.tenant_id, add_cert_identities=["shared-scanner"])
+    assert "shared-scanner" in claimed.cert_identities
+    for bad in ([" "], ["x" * 257], [f"desk-{index}" for index in range(33)]):
+        await expect_code(grpc.StatusCode.INVALID_ARGUMENT, admin.update(owner.tenant_id, add_cert_identities=bad))

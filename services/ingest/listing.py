@@ -57,15 +57,26 @@ async def _after_token(token: str, prefix: str, context: grpc.aio.ServicerContex
     return key
 
 
+async def _check_window(after: Timestamp, before: Timestamp, context: grpc.aio.ServicerContext) -> None:
+    """An empty window is a caller's mistake (swapped bounds), not an empty listing."""
+    if _is_set(after) and _is_set(before) and after.ToMilliseconds() >= before.ToMilliseconds():
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "created_after must be earlier than created_before")
+
+
+def _is_set(timestamp: Timestamp) -> bool:
+    return bool(timestamp.seconds or timestamp.nanos)
+
+
 def _in_window(key: str, after: Timestamp, before: Timestamp) -> bool:
     created_ms = int(key.split(".")[2])
-    if (after.seconds or after.nanos) and created_ms <= after.ToMilliseconds():
+    if _is_set(after) and created_ms <= after.ToMilliseconds():
         return False
-    return not ((before.seconds or before.nanos) and created_ms >= before.ToMilliseconds())
+    return not (_is_set(before) and created_ms >= before.ToMilliseconds())
 
 
 async def _page(ctx: IngestContext, request, context, prefix: str, pattern: str, load) -> tuple[list, str]:
     """Walk the index newest first from the page token; `load(key)` gives the item or None (filtered)."""
+    await _check_window(request.created_after, request.created_before, context)
     after = await _after_token(request.page_token, prefix, context)
     keys = sorted(await ctx.bus.kv_keys_matching(topology.TENANT_INDEX_BUCKET, pattern), reverse=True)
     if after is not None:

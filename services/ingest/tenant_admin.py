@@ -12,7 +12,6 @@ from pathlib import Path
 import grpc
 from studio.v1 import admin_pb2, admin_pb2_grpc, state_pb2
 
-from services.common import topology
 from services.common.bus import Bus
 from services.common.objects import new_id
 from services.common.secrets import constant_time_equal, hash_api_key
@@ -22,6 +21,8 @@ from services.ingest.quotas import effective_quotas
 
 MAX_PHOTO_AGE_DAYS = 36500
 MAX_LABEL_CHARS = 64
+MAX_CERT_IDENTITIES = 32
+MAX_CERT_IDENTITY_CHARS = 256
 
 OPERATOR_TOKEN_METADATA = "x-operator-token"
 OPERATOR_TOKEN_HASH_ENV = "STUDIO_OPERATOR_TOKEN_HASH_FILE"
@@ -82,10 +83,13 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
         if taken or not await tenants.claim_name(self.bus, name, account.tenant_id):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"a tenant named {name!r} exists")
         account.created_at.GetCurrentTime()
+        claimed: list[str] = []
         try:
+            claimed = await self._claim_identities(account, context)
             await tenants.save_account(self.bus, account, None)
         except BaseException:
             await tenants.release_name(self.bus, name)
+            await tenants.release_cert_identities(self.bus, claimed)
             raise
         return admin_pb2.CreateTenantResponse(tenant=public_tenant(account), api_key=api_key)
 
@@ -116,12 +120,25 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
     async def UpdateTenant(self, request, context):
         await self._authorise(context)
 
+        claimed: list[str] = []
+
         async def update(account: state_pb2.TenantRecord) -> None:
             _apply_update(request, account)
             await self._check_settings(account, context)
+            claimed.extend(await self._claim_identities(account, context))
 
-        account = await self._updated(request.tenant_id, update, context)
+        try:
+            account = await self._updated(request.tenant_id, update, context)
+        except BaseException:
+            await tenants.release_cert_identities(self.bus, claimed)
+            raise
         return admin_pb2.UpdateTenantResponse(tenant=public_tenant(account))
+
+    async def _claim_identities(self, account: state_pb2.TenantRecord, context) -> list[str]:
+        try:
+            return await tenants.claim_cert_identities(self.bus, account)
+        except tenants.IdentityTaken as taken:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(taken))
 
     async def _check_settings(self, account: state_pb2.TenantRecord, context) -> None:
         if account.max_photo_age_days > MAX_PHOTO_AGE_DAYS:
@@ -134,12 +151,7 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"default_retention_days must be 0..{MAX_RETENTION_DAYS} (0: the studio's default)")
         await self._check_photo_limits(account, context)
-        for identity in account.cert_identities:
-            owner = await self.bus.kv_get(topology.TENANTS_BUCKET, tenants.cert_index_key(identity),
-                                          state_pb2.TenantRecord)
-            if not identity.strip() or (owner is not None and owner.tenant_id != account.tenant_id):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"certificate identity {identity!r} is empty or belongs to another tenant")
+        await _check_identities(account, context)
 
     async def _check_photo_limits(self, account: state_pb2.TenantRecord, context) -> None:
         """A tenant whose subjects need more accepted photos than they may upload could never order."""
@@ -150,6 +162,16 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"min_accepted_photos {needed}{whose} is more than max_photos_per_subject {allowed}: "
                                 "no subject of this tenant could ever be trained")
+
+
+async def _check_identities(account: state_pb2.TenantRecord, context) -> None:
+    if len(account.cert_identities) > MAX_CERT_IDENTITIES:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"a tenant has at most {MAX_CERT_IDENTITIES} certificate identities")
+    for identity in account.cert_identities:
+        if not identity.strip() or len(identity) > MAX_CERT_IDENTITY_CHARS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a certificate identity must be 1-"
+                                f"{MAX_CERT_IDENTITY_CHARS} characters, not blank: {identity[:64]!r}")
 
 
 def _apply_update(request: admin_pb2.UpdateTenantRequest, account: state_pb2.TenantRecord) -> None:

@@ -25,6 +25,14 @@ class InvalidTenant(ValueError):
     pass
 
 
+class IdentityTaken(Exception):
+    """A certificate identity another tenant holds."""
+
+    def __init__(self, identity: str) -> None:
+        super().__init__(f"certificate identity {identity!r} belongs to another tenant")
+        self.identity = identity
+
+
 def new_api_key() -> str:
     return f"sk_{secrets.token_urlsafe(32)}"
 
@@ -44,6 +52,31 @@ async def claim_name(bus: Bus, name: str, tenant_id: str) -> bool:
 
 async def release_name(bus: Bus, name: str) -> None:
     await bus.kv_purge(topology.TENANTS_BUCKET, name_index_key(name))
+
+
+async def claim_cert_identities(bus: Bus, account: state_pb2.TenantRecord) -> list[str]:
+    """Reserve each of the account's certificate identities for it. Index entries are created only if absent, so
+    two tenants given one identity at once cannot both get it. The identities this call claimed (to release if the
+    account is not written after all); raises IdentityTaken, having released them."""
+    claimed: list[str] = []
+    try:
+        for identity in account.cert_identities:
+            key = cert_index_key(identity)
+            if await bus.kv_create(topology.TENANTS_BUCKET, key, account.SerializeToString()):
+                claimed.append(identity)
+                continue
+            owner = await bus.kv_get(topology.TENANTS_BUCKET, key, state_pb2.TenantRecord)
+            if owner is None or owner.tenant_id != account.tenant_id:
+                raise IdentityTaken(identity)
+    except BaseException:
+        await release_cert_identities(bus, claimed)
+        raise
+    return claimed
+
+
+async def release_cert_identities(bus: Bus, identities: list[str]) -> None:
+    for identity in identities:
+        await bus.kv_purge(topology.TENANTS_BUCKET, cert_index_key(identity))
 
 
 def check_tenant_id(tenant_id: str) -> None:
