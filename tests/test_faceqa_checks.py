@@ -205,7 +205,7 @@ def test_lisa_set_is_accepted_whole_with_its_headshot() -> None:
     assert summary.sufficient and summary.luminance_range[1] - summary.luminance_range[0] > 0.2
 
 
-def test_studio_qa_prints_one_json_object_per_photo(tmp_path: Path) -> None:
+def test_studio_qa_prints_one_json_document(tmp_path: Path) -> None:
     blurred = tmp_path / "blurred.jpg"
     blurred.write_bytes(encoded(rgb(london("001_smiling")).filter(ImageFilter.GaussianBlur(4))))
     run = subprocess.run(
@@ -214,12 +214,13 @@ def test_studio_qa_prints_one_json_object_per_photo(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, check=False,
     )
     assert run.returncode == 0, run.stderr
-    *photos, last = [json.loads(line) for line in run.stdout.splitlines()]
+    document = json.loads(run.stdout)  # one document: a script reads it whole
+    photos, photo_set = document["photos"], document["set"]
     assert [p["reasons"] for p in photos] == [[], [codes.IDENTITY_MISMATCH], [codes.BLURRY]]
     assert {"file", "accepted", "face_box", "yaw", "roll", "pitch", "sharpness", "exposure",
             "identity_distance"} <= set(photos[0])
     assert photos[1]["identity_distance"] > 0.5 and len(photos[0]["face_box"]) == 4
-    assert last["set"]["accepted_photos"] == 1 and last["set"]["problems"] == [TOO_FEW_PHOTOS]
+    assert photo_set["accepted_photos"] == 1 and photo_set["problems"] == [TOO_FEW_PHOTOS]
 
 
 def test_studio_qa_names_a_missing_file() -> None:

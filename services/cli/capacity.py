@@ -15,6 +15,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from services.cli.arguments import finite_number
 from services.cli.capacity_plan import (
     BASE_MODELS,
     GPU_FACTORS,
@@ -29,6 +30,7 @@ from services.cli.capacity_plan import (
     evaluate_fleet,
     plan_capacity,
 )
+from services.cli.failures import fail
 from services.cli.queue_sim import DISTRIBUTIONS, percentiles_s
 
 # Upper bounds (seconds) of the wait histogram's buckets; the last bucket is open.
@@ -39,24 +41,25 @@ BAR_WIDTH = 40
 
 def add_capacity_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("capacity", help="GPUs needed for a peak arrival rate and a target P95 wait")
-    parser.add_argument("--arrivals", type=float, required=True, metavar="PER_HOUR", help="orders per hour at peak")
+    parser.add_argument("--arrivals", type=finite_number, required=True, metavar="PER_HOUR",
+                        help="orders per hour at peak")
     parser.add_argument("--gpu", choices=sorted(GPU_FACTORS), default="h200")
-    parser.add_argument("--target-p95-wait", type=float, default=15.0, metavar="MIN",
+    parser.add_argument("--target-p95-wait", type=finite_number, default=15.0, metavar="MIN",
                         help="P95 of an order's time queued for GPUs, train and render together (default 15)")
     parser.add_argument("--base", choices=sorted(BASE_MODELS), default="sdxl", help="base model family")
     costs = parser.add_argument_group("GPU seconds per job (defaults: H200 benchmarks for --base)")
     costs.add_argument("--train-steps", type=int)
-    costs.add_argument("--train-step-seconds", type=float)
-    costs.add_argument("--train-overhead-seconds", type=float, help="load, latent cache, validation per job")
+    costs.add_argument("--train-step-seconds", type=finite_number)
+    costs.add_argument("--train-overhead-seconds", type=finite_number, help="load, latent cache, validation per job")
     costs.add_argument("--images-per-order", type=int, help="portraits ordered x candidate factor")
-    costs.add_argument("--images-per-second", type=float)
-    costs.add_argument("--render-overhead-seconds", type=float, help="adapter load per job")
-    costs.add_argument("--h100-factor", type=float, default=H100_FACTOR,
+    costs.add_argument("--images-per-second", type=finite_number)
+    costs.add_argument("--render-overhead-seconds", type=finite_number, help="adapter load per job")
+    costs.add_argument("--h100-factor", type=finite_number, default=H100_FACTOR,
                        help=f"H100 time / H200 time (default {H100_FACTOR})")
     model = parser.add_argument_group("simulation")
-    model.add_argument("--returning-share", type=float, default=0.0,
+    model.add_argument("--returning-share", type=finite_number, default=0.0,
                        help="share of orders whose subject already has a LoRA (they skip training)")
-    model.add_argument("--service-cv", type=float, default=0.1, help="spread of GPU time per job (std/mean)")
+    model.add_argument("--service-cv", type=finite_number, default=0.1, help="spread of GPU time per job (std/mean)")
     model.add_argument("--service-distribution", choices=DISTRIBUTIONS, default="lognormal")
     model.add_argument("--backlog", type=int, default=0, help="orders already queued when the peak starts")
     model.add_argument("--orders", type=int, default=20_000, help="orders simulated per run")
@@ -81,17 +84,17 @@ def _costs(args) -> JobCosts:
     values = {field: getattr(args, flag) for field, flag in COST_FLAGS.items() if getattr(args, flag) is not None}
     bad = [f"--{COST_FLAGS[f].replace('_', '-')}" for f, v in values.items() if (v < 0 if f in OVERHEADS else v <= 0)]
     if bad:
-        raise SystemExit(f"studio capacity: {', '.join(bad)} must be positive (overheads: zero or more)")
+        fail(f"{', '.join(bad)} must be positive (overheads: zero or more)", args.json)
     if args.h100_factor <= 0:
-        raise SystemExit("studio capacity: --h100-factor must be positive")
+        fail("--h100-factor must be positive", args.json)
     return JobCosts(**{**vars(BASE_MODELS[args.base]), **values}).on(args.gpu, args.h100_factor)
 
 
 def _workload(args) -> Workload:
     if args.arrivals <= 0:
-        raise SystemExit("studio capacity: --arrivals must be positive")
+        fail("--arrivals must be positive", args.json)
     if not 0 <= args.returning_share <= 1:
-        raise SystemExit("studio capacity: --returning-share must be within 0..1")
+        fail("--returning-share must be within 0..1", args.json)
     return Workload(args.arrivals, _costs(args), train_share=1.0 - args.returning_share,
                     cv=args.service_cv, distribution=args.service_distribution)
 
@@ -103,7 +106,7 @@ def cmd_capacity(args) -> None:
     try:
         plan = _plan_or_evaluate(args, workload, settings, target_s)
     except (PlanError, ValueError) as error:
-        raise SystemExit(f"studio capacity: {error}") from None
+        fail(str(error), args.json)
     report = build_report(args, workload, plan)
     report["mode"] = "evaluate" if args.train_gpus is not None else "plan"
     print(json.dumps(report, indent=2) if args.json else render_text(report))
@@ -111,7 +114,7 @@ def cmd_capacity(args) -> None:
 
 def _plan_or_evaluate(args, workload: Workload, settings: SimSettings, target_s: float) -> Plan:
     if (args.train_gpus is None) != (args.render_gpus is None):
-        raise SystemExit("studio capacity: give both --train-gpus and --render-gpus, or neither")
+        fail("give both --train-gpus and --render-gpus, or neither", args.json)
     if args.train_gpus is not None:
         gpus = {TRAIN: args.train_gpus, RENDER: args.render_gpus}
         return evaluate_fleet(workload, {q: gpus[q] for q in workload.queues()}, target_s, settings)

@@ -13,8 +13,9 @@ from pathlib import Path
 from studio.v1 import common_pb2
 from tqdm import tqdm
 
+from services.cli.arguments import port_of
 from services.cli.client import StudioClient
-from services.cli.failures import read_api_key
+from services.cli.failures import fail, read_api_key
 from services.cli.order_progress import OrderFailed, Stopwatch, watch_with_progress
 from services.cli.photo_files import no_photos_message, photos_in
 from services.cli.portrait_files import download_portraits
@@ -39,24 +40,24 @@ class DemoResult:
     queued: list[dict] = field(default_factory=list)
 
 
-def pick_photos(photos_dir: Path, headshot: Path | None) -> list[tuple[Path, int]]:
+def pick_photos(photos_dir: Path, headshot: Path | None, as_json: bool) -> list[tuple[Path, int]]:
     """The headshot first, then the references; checked before any stack starts, so a wrong path costs nothing."""
     if not photos_dir.is_dir():
-        raise SystemExit(f"no such folder: {photos_dir}")
+        fail(f"no such folder: {photos_dir}", as_json)
     if headshot is not None and not headshot.is_file():
-        raise SystemExit(f"no such headshot file: {headshot}")
+        fail(f"no such headshot file: {headshot}", as_json)
     files = photos_in(photos_dir)
     if not files:
-        raise SystemExit(no_photos_message(photos_dir))
+        fail(no_photos_message(photos_dir), as_json)
     headshot = headshot or files[0]
     references = [p for p in files if p.resolve() != headshot.resolve()]
     return [(headshot, common_pb2.PHOTO_ROLE_HEADSHOT)] + [(p, common_pb2.PHOTO_ROLE_REFERENCE) for p in references]
 
 
 async def run_demo(args) -> DemoResult:
-    photos = pick_photos(Path(args.photos), Path(args.headshot) if args.headshot else None)
+    photos = pick_photos(Path(args.photos), Path(args.headshot) if args.headshot else None, args.json)
     if Path(args.out).exists() and not Path(args.out).is_dir():  # found now, not after the whole job
-        raise SystemExit(f"--out {args.out} is a file, not a folder")
+        fail(f"--out {args.out} is a file, not a folder", args.json)
     async with AsyncExitStack() as exits:
         api_key_file = args.api_key_file
         if not await grpc_healthy(args.endpoint):
@@ -68,10 +69,8 @@ async def run_demo(args) -> DemoResult:
 
 async def _start_embedded(args, exits: AsyncExitStack) -> Path:
     data_dir = Path(args.data) if args.data else Path(exits.enter_context(tempfile.TemporaryDirectory()))
-    port = int(args.endpoint.rsplit(":", 1)[1])
-    stack = EmbeddedStack(
-        data_dir=data_dir, base_model=args.base_model, public_port=port, min_accepted_photos=DEMO_MIN_ACCEPTED_PHOTOS
-    )
+    stack = EmbeddedStack(data_dir=data_dir, base_model=args.base_model, public_port=port_of(args.endpoint),
+                          min_accepted_photos=DEMO_MIN_ACCEPTED_PHOTOS)
     _note(args, f"no stack answers at {args.endpoint}; starting an embedded one in {data_dir}")
     _note(args, f"demo stack: an order needs {DEMO_MIN_ACCEPTED_PHOTOS} accepted photo(s) and the headshot "
                 "(a production stack needs 10; 20 recommended)")
@@ -109,7 +108,7 @@ async def _job(client: StudioClient, photos: list[tuple[Path, int]], args) -> De
     try:
         progress = await watch_with_progress(client, order.order_id, len(args.styles) * args.count, args.json, clock)
     except OrderFailed as failed:
-        raise SystemExit(str(failed)) from None
+        fail(str(failed), args.json, order_id=order.order_id, stage=failed.stage, reason=failed.reason)
     result.queued, result.training = progress.queued, progress.training
     order = await client.get_order(order.order_id)
     result.state = common_pb2.OrderState.Name(order.state)

@@ -26,6 +26,13 @@ def rpc_error_message(error: grpc.RpcError) -> str:
     return f"{code.name}: {details}"
 
 
+def os_error_message(error: OSError) -> str:
+    """'/proc/x: No such file or directory': the path(s) and the system's reason, without a traceback."""
+    paths = " -> ".join(str(path) for path in (error.filename, error.filename2) if path is not None)
+    reason = error.strerror or str(error)
+    return f"{paths}: {reason}" if paths else reason
+
+
 def read_api_key(path: Path, as_json: bool) -> str:
     if not path.is_file():
         fail(f"no API key file at {path} (give --api-key-file, or start a stack with `studio up`)", as_json)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import grpc
 
+from services.cli.arguments import CommandLineRefused, StudioParser, host_and_port, port_number, whole_number
 from services.cli.capacity import add_capacity_command
-from services.cli.failures import fail, rpc_error_message
+from services.cli.failures import fail, os_error_message, rpc_error_message
 from services.cli.order_commands import add_commands as add_order_commands
 from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
@@ -80,7 +81,7 @@ def cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="studio", description="Portrait Studio")
+    parser = StudioParser(prog="studio", description="Portrait Studio")
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="base models").add_subparsers(dest="models_command", required=True)
@@ -93,23 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start the whole stack on this machine")
     up.add_argument("--data", default="data", help="state directory (default ./data)")
     up.add_argument("--base-model", help="diffusers folder (default: the tiny model)")
-    up.add_argument("--port", type=int, default=50051, help="public gRPC port")
+    up.add_argument("--port", type=port_number, default=50051, help="public gRPC port")
     up.add_argument("--blob-url", default=os.environ.get("STUDIO_BLOB_URL"),
                     help="s3://ACCESS:SECRET@host:port/bucket (default: STUDIO_BLOB_URL, which keeps the secret out "
                          "of the process list, else a directory in --data)")
-    up.add_argument("--min-accepted-photos", type=int, help="accepted photos an order needs (default 10)")
+    up.add_argument("--min-accepted-photos", type=whole_number(0, "the default, 10"),
+                    help="accepted photos an order needs (default 10)")
     up.set_defaults(func=lambda args: asyncio.run(_up(args)))
 
     demo = commands.add_parser("demo", help="run one customer's job through the public API")
     demo.add_argument("--photos", required=True, help="folder of the customer's photos")
     demo.add_argument("--headshot", help="the frontal headshot (default: the first photo)")
     demo.add_argument("--out", default="portraits")
-    demo.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    demo.add_argument("--endpoint", type=host_and_port, default=DEFAULT_ENDPOINT,
+                      help="HOST:PORT of a running stack, else where an embedded one listens")
     demo.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
     demo.add_argument("--data", help="state directory for an embedded stack (default: a temporary one)")
     demo.add_argument("--base-model", help="base model for an embedded stack")
     demo.add_argument("--styles", nargs="+", default=["studio-frontal-soft"])
-    demo.add_argument("--count", type=int, default=2, help="portraits per style")
+    demo.add_argument("--count", type=whole_number(1), default=2, help="portraits per style")
     demo.add_argument("--express", action="store_true", help="order in the express tier (scheduled first)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
@@ -131,18 +134,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except CommandLineRefused as refused:
+        refused.report("--json" in argv)
+    as_json = getattr(args, "json", False)
     try:
         args.func(args)
     except KeyboardInterrupt:
         sys.exit(130)
+    except SystemExit as leaving:  # `raise SystemExit("why")` anywhere: reported as fail() reports it
+        if isinstance(leaving.code, str):
+            fail(leaving.code, as_json)
+        raise
     except grpc.RpcError as error:  # a call the server refused or that found no server: its status and reason
-        fail(rpc_error_message(error), getattr(args, "json", False))
+        fail(rpc_error_message(error), as_json)
     except StackConflict as error:
-        fail(str(error), getattr(args, "json", False))
+        fail(str(error), as_json)
     except BrokenPipeError:  # the reader went away (`studio styles list | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not raise again
         sys.exit(141)
+    except OSError as error:  # a path that cannot be read or written: which one, and why
+        fail(os_error_message(error), as_json)
 
 
 if __name__ == "__main__":

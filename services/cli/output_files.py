@@ -1,5 +1,5 @@
 """Files a command writes for its user: whole or not at all, so a refused or broken call leaves no
-half-written file behind that looks like a good one."""
+half-written file behind that looks like a good one; and a folder for them, checked before the work."""
 
 from __future__ import annotations
 
@@ -27,3 +27,13 @@ def whole_file(out: Path, as_json: bool, private: bool = False) -> Iterator[Bina
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def check_out_folder(out: Path, as_json: bool) -> None:
+    """Before a long job: OUT is a folder, or one that can be made, and we may write there. Makes nothing."""
+    existing = next(path for path in (out, *out.parents) if path.exists())  # '.' or '/' at the latest
+    where = "" if existing == out else f": {existing}"
+    if not existing.is_dir():
+        fail(f"--out {out}{where} is a file, not a folder", as_json)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"--out {out}{where} is not writable", as_json)

@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from services.cli.failures import fail
 from services.common.provenance import (
     ACTIONS_ASSERTION,
     PORTRAIT_ASSERTION,
@@ -84,14 +85,28 @@ class UnsupportedFile(ValueError):
     """Not an image format that can carry a C2PA manifest."""
 
 
+class BadTrustAnchor(ValueError):
+    """The --trust-anchor file is not PEM certificates c2pa can trust."""
+
+
+def _context(anchor: Path | None):
+    """A c2pa Context that verifies trust against ANCHOR's certificates (no trust check without one)."""
+    import c2pa
+
+    settings = {"verify": {"verify_trust": anchor is not None}}
+    try:
+        if anchor is not None:
+            settings["trust"] = {"trust_anchors": anchor.read_text()}
+        return c2pa.Context.from_dict(settings)
+    except (c2pa.C2paError, UnicodeDecodeError) as error:
+        raise BadTrustAnchor(f"bad trust anchor {anchor}: not PEM certificates ({error})") from None
+
+
 def _read_manifest(data: bytes, anchor: Path | None):
     """(manifest store as JSON, validation state) or None when the file carries no manifest."""
     import c2pa
 
-    settings = {"verify": {"verify_trust": anchor is not None}}
-    if anchor is not None:
-        settings["trust"] = {"trust_anchors": anchor.read_text()}
-    with c2pa.Context.from_dict(settings) as context:
+    with _context(anchor) as context:
         try:
             with c2pa.Reader(io.BytesIO(data), context=context) as reader:
                 return json.loads(reader.json()), reader.get_validation_state()
@@ -159,11 +174,14 @@ def _print_text(result: Verification) -> None:
 def cmd_verify(args) -> None:
     path = Path(args.file)
     if not path.is_file():
-        sys.exit(f"no such file: {path}")
+        fail(f"no such file: {path}", args.json)
     anchor, source = _trust_anchor(args)
     if anchor is not None and not anchor.is_file():
-        sys.exit(f"trust anchor not found: {anchor}")
-    result = verify(path, anchor, source)
+        fail(f"trust anchor not found: {anchor}", args.json)
+    try:
+        result = verify(path, anchor, source)
+    except BadTrustAnchor as error:
+        fail(str(error), args.json)
     if args.json:
         print(json.dumps(asdict(result)))
     else:

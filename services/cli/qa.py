@@ -1,8 +1,8 @@
 """`studio qa`: the face checks faceqa runs on an upload, in this process, on local files.
 
-Prints one verdict per photo and the set verdict. With --json: one JSON object per line, one per
-photo (file, accepted, reasons, face box, yaw, roll, pitch, sharpness, exposure, identity
-distance...), then a last line {"set": {...}} with the set verdict.
+Prints one verdict per photo and the set verdict. With --json: one JSON document,
+{"photos": [...], "set": {...}}: a verdict per photo (file, accepted, reasons, face box, yaw, roll,
+pitch, sharpness, exposure, identity distance...) and the set verdict.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from services.cli.arguments import whole_number
+from services.cli.failures import fail
+
+MIN_CROP_SIZE = 8  # as faceqa's service refuses smaller crops
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     qa = commands.add_parser("qa", help="check photos locally, as an upload would be checked (no servers)")
     qa.add_argument("--headshot", required=True, help="the frontal headshot")
     qa.add_argument("photos", nargs="*", help="reference photos")
-    qa.add_argument("--min-accepted-photos", type=int, help="accepted photos a sufficient set needs (default 10)")
-    qa.add_argument("--crop-size", type=int, default=512, help="training crop side in pixels")
-    qa.add_argument("--max-photo-age-days", type=int, default=0,
+    qa.add_argument("--min-accepted-photos", type=whole_number(0, "the default, 10"),
+                    help="accepted photos a sufficient set needs (default 10)")
+    qa.add_argument("--crop-size", type=whole_number(MIN_CROP_SIZE), default=512, help="training crop side in pixels")
+    qa.add_argument("--max-photo-age-days", type=whole_number(0, "3 years"), default=0,
                     help="photos taken longer ago get the OLD_PHOTO note (default 3 years)")
-    qa.add_argument("--workers", type=int, help="processes (default: one per core)")
-    qa.add_argument("--json", action="store_true", help="one JSON object per photo, then the set verdict")
+    qa.add_argument("--workers", type=whole_number(1), help="processes (default: one per core)")
+    qa.add_argument("--json", action="store_true", help='one JSON document: {"photos": [...], "set": {...}}')
     qa.set_defaults(func=cmd_qa)
 
 
@@ -38,7 +44,7 @@ def cmd_qa(args) -> None:
     files = [Path(args.headshot), *map(Path, args.photos)]
     unreadable = [str(path) for path in files if not path.is_file()]
     if unreadable:
-        sys.exit(f"studio qa: no such file: {', '.join(unreadable)}")
+        fail(f"no such file: {', '.join(unreadable)}", args.json)
     thresholds = Thresholds.from_env()
     inputs = [(path.read_bytes(), index == 0) for index, path in enumerate(files)]
     with (
@@ -50,9 +56,7 @@ def cmd_qa(args) -> None:
     photos = [SetPhoto(str(path), i == 0, check) for i, (path, check) in enumerate(zip(files, checks, strict=True))]
     summary = judge_set([], photos, thresholds, args.min_accepted_photos)
     if args.json:
-        for photo in photos:
-            print(json.dumps(photo_dict(photo.photo_id, photo)))
-        print(json.dumps({"set": set_dict(summary)}))
+        print(json.dumps({"photos": [photo_dict(photo.photo_id, photo) for photo in photos], "set": set_dict(summary)}))
         return
     for photo in photos:
         _print_photo(photo_dict(photo.photo_id, photo))

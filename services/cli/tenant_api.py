@@ -10,6 +10,7 @@ from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
+from services.cli.arguments import whole_number
 from services.cli.failures import read_api_key
 from studio_client import StudioClient
 
@@ -53,7 +54,7 @@ def tenant_command(parsers: argparse._SubParsersAction, name: str, help_text: st
 
 
 def page_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--page-size", type=int, default=20)
+    parser.add_argument("--page-size", type=whole_number(1), default=20, help="at most this many (the server caps it)")
     parser.add_argument("--page-token", default="")
 
 

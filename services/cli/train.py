@@ -14,13 +14,19 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from tqdm import tqdm
 
 from services.cli.arguments import whole_number
+from services.cli.failures import fail
+from services.cli.output_files import check_out_folder
 from services.cli.photo_files import no_photos_message, photos_in
 from services.trainer.modes import COMPILE_MODES, has_cuda
+
+if TYPE_CHECKING:
+    from services.trainer.training import TrainingConfig
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
@@ -45,29 +51,21 @@ def add_parser(commands) -> None:
 
 
 def cmd_train(args) -> None:
-    from services.common.basemodel import base_model_id
     from services.trainer.identity import chip_embedding
-    from services.trainer.training import TrainingConfig, TrainingRun
+    from services.trainer.training import TrainingRun
     from services.trainer.validation import IdentityValidator
 
     started = time.monotonic()
     if args.compile == "graphed" and not has_cuda(None):
-        raise SystemExit("--compile graphed replays CUDA graphs: this machine has no CUDA GPU")
+        fail("--compile graphed replays CUDA graphs: this machine has no CUDA GPU", args.json)
+    out = Path(args.out)
+    check_out_folder(out, args.json)  # now, not after the training: a LoRA with nowhere to go is lost
     base_model = Path(args.base_model)
-    try:
-        base_model_id(base_model)
-    except FileNotFoundError as error:
-        raise SystemExit(str(error)) from None
-    config = TrainingConfig.for_base_model(
-        base_model, steps=args.steps, seed=args.seed, rank=args.rank, alpha=args.rank,
-        train_text_encoder=args.text_encoder, gradient_checkpointing=args.gradient_checkpointing,
-        batch_size=args.batch_size, compile_mode=args.compile,
-    )
-    validate_every = args.validate_every or max(1, config.steps // 4)
-    config = TrainingConfig.for_base_model(base_model, **{**asdict(config), "validate_every": validate_every})
+    config = _config(args, base_model)
     photos, crops = check_photos(Path(args.photos), config.resolution, quiet=args.json)
     if not crops:
-        raise SystemExit(f"no usable photo in {args.photos}: every photo was rejected")
+        fail(f"no usable photo in {args.photos}: every photo was rejected", args.json)
+    out.mkdir(parents=True, exist_ok=True)
     run = TrainingRun(base_model, crops, config)
     validator = IdentityValidator([chip_embedding(crop) for crop in crops], run.resolution, config.subject_token,
                                   seed=args.seed)
@@ -78,8 +76,6 @@ def cmd_train(args) -> None:
             bar.set_postfix(loss=f"{report.loss:.4f}", identity="-" if best is None else f"{best:.3f}")
 
         lora = run.run(progress=progress, validator=validator)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / LORA_FILE).write_bytes(lora.safetensors_bytes)
     report = {
         "lora": str((out / LORA_FILE).resolve()), "base_model_id": lora.base_model_id, "family_defaults": {
@@ -93,13 +89,32 @@ def cmd_train(args) -> None:
     print(json.dumps(report) if args.json else _summary(report))
 
 
+def _config(args, base_model: Path) -> TrainingConfig:
+    """The base model family's defaults, with what the flags override."""
+    from services.common.basemodel import base_model_id
+    from services.trainer.training import TrainingConfig
+
+    try:
+        base_model_id(base_model)
+    except FileNotFoundError as error:
+        fail(str(error), args.json)
+    config = TrainingConfig.for_base_model(
+        base_model, steps=args.steps, seed=args.seed, rank=args.rank, alpha=args.rank,
+        train_text_encoder=args.text_encoder, gradient_checkpointing=args.gradient_checkpointing,
+        batch_size=args.batch_size, compile_mode=args.compile,
+    )
+    validate_every = args.validate_every or max(1, config.steps // 4)
+    return TrainingConfig.for_base_model(base_model, **{**asdict(config), "validate_every": validate_every})
+
+
 def check_photos(folder: Path, resolution: int, quiet: bool) -> tuple[list[dict], list[Image.Image]]:
-    """faceqa's checks on every photo; the accepted ones' aligned crops at the training resolution."""
+    """faceqa's checks on every photo; the accepted ones' aligned crops at the training resolution.
+    QUIET (--json): no progress bar, and a refusal as a JSON error object."""
     from services.faceqa.checks import check_photo
 
     files = photos_in(folder)
     if not files:
-        raise SystemExit(no_photos_message(folder))
+        fail(no_photos_message(folder), quiet)
     verdicts, crops = [], []
     for path in tqdm(files, desc="checking photos", unit="photo", disable=quiet, file=sys.stderr):
         result = check_photo(path.read_bytes(), crop_size=resolution)

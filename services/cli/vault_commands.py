@@ -18,6 +18,7 @@ from studio.v1 import privacy_pb2, privacy_pb2_grpc
 from tqdm import tqdm
 
 from services.cli.client import StudioClient
+from services.cli.elapsed import counting_seconds
 from services.cli.failures import fail, read_api_key
 from services.cli.output_files import whole_file
 from services.cli.subject_commands import add_subject_commands
@@ -110,37 +111,63 @@ def _vault_stub(args):
         if not stack_file.exists():
             fail(f"no running stack in {data} (give --privacy-addr)", args.json)
         address = json.loads(stack_file.read_text())["services"]["privacy"]
-    token_file = Path(args.token_file) if args.token_file else data / "secrets" / "operator.token"
-    metadata = ((SERVICE_TOKEN_METADATA, token_file.read_text().strip()),) if token_file.exists() else ()
+    metadata = _operator_token(args, data)
     channel = internal_channel(address)
     return channel, privacy_pb2_grpc.PrivacyStub(channel), metadata
+
+
+def _operator_token(args, data: Path) -> tuple[tuple[str, str], ...]:
+    """The operator token's call metadata; none where the default file is absent (mTLS names the operator)."""
+    token_file = Path(args.token_file) if args.token_file else data / "secrets" / "operator.token"
+    if token_file.exists():
+        return ((SERVICE_TOKEN_METADATA, token_file.read_text().strip()),)
+    if args.token_file:  # asked for by name: calling without it would only be refused as someone else
+        fail(f"no operator token at {token_file} (give --token-file)", args.json)
+    return ()
 
 
 async def _export_records(args) -> list[dict]:
     channel, stub, metadata = _vault_stub(args)
     try:
-        return [json.loads(item.json) async for item in stub.ExportAudit(
-            privacy_pb2.ExportAuditRequest(), metadata=metadata, timeout=120)]
+        with tqdm(desc="fetching audit records", unit=" records", disable=args.json, file=sys.stderr,
+                  leave=False) as bar:
+            records = []
+            async for item in stub.ExportAudit(privacy_pb2.ExportAuditRequest(), metadata=metadata, timeout=120):
+                records.append(json.loads(item.json))
+                bar.update()
+            return records
     finally:
         await channel.close()
 
 
 def cmd_audit_export(args) -> None:
     records = asyncio.run(_export_records(args))
-    lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
     if args.out:
         with whole_file(Path(args.out), args.json) as handle:
-            handle.write(lines.encode())
+            handle.write("".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode())
         print(json.dumps({"out": args.out, "records": len(records)}) if args.json
               else f"{len(records)} audit records written to {args.out}")
+    elif args.json:
+        print(json.dumps({"records": records}, sort_keys=True))
     else:
-        sys.stdout.write(lines)
+        sys.stdout.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+
+
+def _records_in(export: Path) -> list[dict]:
+    """An export's records; a file of JSON that is not one object per line is no audit export."""
+    try:
+        records = parse_export(export.read_text().splitlines())
+    except UnicodeDecodeError:
+        raise ValueError(f"{export} is not an audit export: it is not text") from None
+    wrong = next((number for number, record in enumerate(records, 1) if not isinstance(record, dict)), None)
+    if wrong is not None:
+        raise ValueError(f"{export} is not an audit export: record {wrong} is not a JSON object")
+    return records
 
 
 def cmd_audit_verify(args) -> None:
     try:
-        records = (parse_export(Path(args.file).read_text().splitlines()) if args.file
-                   else asyncio.run(_export_records(args)))
+        records = _records_in(Path(args.file)) if args.file else asyncio.run(_export_records(args))
     except (OSError, ValueError) as error:
         fail(str(error), args.json)
     verdict = verify_records(records, _public_key(args))
@@ -157,7 +184,8 @@ def cmd_audit_verify(args) -> None:
 async def _rotate(args) -> privacy_pb2.RotateKekResponse:
     channel, stub, metadata = _vault_stub(args)
     try:
-        return await stub.RotateKek(privacy_pb2.RotateKekRequest(), metadata=metadata, timeout=600)
+        async with counting_seconds("rotating the master key, rewrapping every data key", quiet=args.json):
+            return await stub.RotateKek(privacy_pb2.RotateKekRequest(), metadata=metadata, timeout=600)
     finally:
         await channel.close()
 
@@ -203,7 +231,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _operator_options(audit_verify, with_data=False)
     audit_verify.set_defaults(func=cmd_audit_verify)
     export = audit.add_parser("export", help="write the audit log as JSON lines")
-    export.add_argument("--out", help="file (default: stdout)")
+    export.add_argument("--out", help='file (default: stdout; with --json, one document {"records": [...]})')
     _operator_options(export)
     export.add_argument("--json", action="store_true")
     export.set_defaults(func=cmd_audit_export)
