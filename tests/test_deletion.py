@@ -17,9 +17,14 @@ from studio.v1 import common_pb2, privacy_pb2, privacy_pb2_grpc, studio_pb2
 
 from services.cli.client import StudioClient
 from services.cli.stack import REPO_ROOT, EmbeddedStack, grpc_healthy
+from services.common.blobstore import open_blob_store
 from services.common.bus import Bus
+from services.common.deletion_guard import DeletionGuard
+from services.common.objects import portrait_key
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import load_public_key, verify_document
+from services.common.vault_client import SealedStore, VaultClient
+from services.common.write_leases import WriteLeases
 from services.ingest.context import ensure_tenant
 from services.renderer.records import RECORDS_FILE
 from tests.fixtures_stack import faces
@@ -130,6 +135,30 @@ async def test_deletion_is_complete_and_certified(client: StudioClient, stack: E
     assert (await client.create_subject(idempotency_key="forget-me")).subject_id != subject_id
 
 
+async def test_a_write_on_another_replica_cannot_outlive_the_purge(client: StudioClient, stack: EmbeddedStack) -> None:
+    """A renderer replica that has not heard of the deletion yet, its data key cached from before the shred, stores
+    a portrait just after the subject is deleted: the purge waits for it, so the certificate leaves nothing."""
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(faces("lisa")[1], REFERENCE)])
+    bus = await Bus.connect(stack.nats.url, name="renderer-replica")
+    vault = VaultClient.from_token_file(stack.addresses["privacy"], stack.paths.token_file("renderer"))
+    replica = SealedStore(await open_blob_store(f"file://{stack.data_dir / 'blobs'}"), vault, DeletionGuard(),
+                          WriteLeases(bus))
+    late = portrait_key("default", subject.subject_id, "order_late", "p1")
+    try:
+        await replica.put("default", subject.subject_id, late, b"before", privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
+        deletion = await client.delete_subject(subject.subject_id)
+        await asyncio.sleep(0.3)  # the other replicas' purges have begun
+        await replica.put("default", subject.subject_id, late, b"after", privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
+        assert "p1.png" in [path.name for path in stored_traces(stack, subject.subject_id)]
+        await client.wait_for_certificate(deletion.deletion_id, timeout_s=60)
+    finally:
+        await vault.close()
+        await bus.close()
+    assert stored_traces(stack, subject.subject_id) == []
+    assert await nats_traces(stack, subject.subject_id) == []  # nor a lease naming it
+
+
 async def test_revocation_starts_deletion(client: StudioClient, stack: EmbeddedStack) -> None:
     subject = await client.create_subject()
     await client.upload(subject.subject_id, [(faces("lisa")[0], REFERENCE)])
@@ -215,8 +244,11 @@ async def test_a_service_down_purges_on_return_and_a_killed_vault_resumes(
     trainer.stop()
     try:
         deletion = await client.delete_subject(subject.subject_id)
-        await asyncio.sleep(3)
-        deletion = await client.get_deletion(deletion_id=deletion.deletion_id)
+        for _ in range(100):  # the others confirm once the data key can be cached nowhere (a few seconds)
+            deletion = await client.get_deletion(deletion_id=deletion.deletion_id)
+            if list(deletion.waiting_for) == ["trainer"]:
+                break
+            await asyncio.sleep(0.1)
         assert deletion.state != CERTIFIED and list(deletion.waiting_for) == ["trainer"]
         stack.processes["privacy"].kill()
         await restart(stack, "privacy")
@@ -255,6 +287,13 @@ async def test_operator_rotates_keys_and_audits(client: StudioClient, stack: Emb
     assert [path.name for path in export.parent.iterdir()] == ["audit.jsonl"]  # no stand-in left
     lines = export.read_text().splitlines()
     assert any('"RotateKek"' in line for line in lines)
+    as_json = await asyncio.to_thread(studio_cli, "audit", "export", "--data", data, "--json")  # one document
+    assert as_json.returncode == 0 and as_json.stderr == "", as_json.stderr
+    entries = [line for line in map(json.loads, lines) if line["type"] == "entry"]
+    assert audit_entries(json.loads(as_json.stdout)["records"])[: len(entries)] == entries
+    as_lines = await asyncio.to_thread(studio_cli, "audit", "export", "--data", data)  # JSON lines, progress aside
+    assert audit_entries(map(json.loads, as_lines.stdout.splitlines()))[: len(entries)] == entries
+    assert "fetching audit records" in as_lines.stderr
     for secret in [stack.paths.api_key_file.read_text(), *json.loads(stack.paths.tokens_file.read_text()).values()]:
         assert secret.strip() not in export.read_text()
     tampered = [json.loads(line) for line in lines]
@@ -264,6 +303,10 @@ async def test_operator_rotates_keys_and_audits(client: StudioClient, stack: Emb
     key = str(stack.paths.public_key_file)
     broken = await asyncio.to_thread(studio_cli, "audit", "verify", "--file", str(export), "--public-key", key)
     assert broken.returncode == 1 and "BROKEN at entry 3" in broken.stdout
+
+
+def audit_entries(records) -> list[dict]:
+    return [record for record in records if record["type"] == "entry"]
 
 
 async def test_retention_defaults_to_the_tenant_and_is_bounded(client: StudioClient) -> None:

@@ -22,12 +22,16 @@ async def mark_cancelled(bus: Bus, order_id: str, reason: str) -> None:
 
 
 class CancelWatch:
-    """While open, polls the order's cancellation; `event` is set (thread-safe) once it is cancelled."""
+    """While open, polls the order's cancellation; `event` is set (thread-safe) once it is cancelled.
+    `stopped()` (thread-safe too) is also true from the moment the order's subject is being deleted."""
 
-    def __init__(self, bus: Bus, order_id: str) -> None:
-        self.bus, self.order_id = bus, order_id
+    def __init__(self, bus: Bus, order_id: str, subject_id: str) -> None:
+        self.bus, self.order_id, self.subject_id = bus, order_id, subject_id
         self.event = threading.Event()
         self._task: asyncio.Task | None = None
+
+    def stopped(self) -> bool:
+        return self.event.is_set() or self.bus.guard.is_deleted(self.subject_id)
 
     async def __aenter__(self) -> CancelWatch:
         self._task = asyncio.create_task(self._poll())

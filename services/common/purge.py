@@ -2,12 +2,19 @@
 
 Each service consumes DeletionRequested from its own durable consumer (so it catches up after
 downtime), stops sealing and announcing anything for the subject, lets writes under way finish,
-destroys what it holds, and confirms to the vault with counts of what it destroyed."""
+destroys what it holds, and confirms to the vault with counts of what it destroyed.
+
+A service may run as several replicas, and the durable consumer hands each deletion to one of them. So
+every replica also reads every deletion request (ordered consumer) and stops the subject's work at once,
+and the purging replica waits, before it destroys anything, for the writes under way on any replica
+(WriteLeases) and until any data key a replica still caches has expired: a write it did not see
+cannot land after the purge."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
@@ -21,6 +28,10 @@ from services.common.vault_client import SealedStore
 log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 5.0
+# A key fetched just before the shred is used for at most the cache's lifetime after it; this covers the
+# time between the vault's requested_at and its shred, and clock differences between machines.
+KEY_EXPIRY_MARGIN_S = 2.0
+LEASE_WAIT_S = 60.0
 PurgeHandler = Callable[[events_pb2.DeletionRequested], Awaitable[dict[str, int]]]
 
 
@@ -34,6 +45,20 @@ class PurgeListener:
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
+        watch = await self.bus.js.subscribe(topology.DELETION_REQUESTS, stream=topology.DELETIONS_STREAM.name,
+                                            cb=self._stop_subject, ordered_consumer=True)
+        try:
+            await self._purge_each()
+        finally:
+            await watch.unsubscribe()
+
+    async def _stop_subject(self, message: Msg) -> None:
+        """Any replica, any deletion: nothing more of the subject is read, sealed or announced here."""
+        request = events_pb2.DeletionRequested.FromString(message.data)
+        self.sealed.guard.mark_deleted(request.subject_id)
+        self.sealed.vault.forget_subject(request.subject_id)
+
+    async def _purge_each(self) -> None:
         durable = topology.purge_consumer(self.service).durable_name
         info = await self.bus.js.consumer_info(topology.DELETIONS_STREAM.name, durable)
         if not info.num_pending and not info.num_ack_pending:
@@ -69,7 +94,17 @@ async def forget_and_purge(
     guard.mark_deleted(request.subject_id)
     sealed.vault.forget_subject(request.subject_id)
     await guard.wait_for_writes(request.subject_id)
+    if sealed.leases is not None:  # other replicas may write too
+        await outlast_cached_keys(request, sealed.vault.key_ttl_s)
+        await sealed.leases.wait_until_none(request.subject_id, LEASE_WAIT_S)
     return await purge(request)
+
+
+async def outlast_cached_keys(request: events_pb2.DeletionRequested, key_ttl_s: float) -> None:
+    """Wait until no replica can still hold the subject's data key: from then on a write whose lease came too late
+    to be seen asks the vault for the shredded key, and is refused."""
+    expired_at = request.requested_at.ToNanoseconds() / 1e9 + key_ttl_s + KEY_EXPIRY_MARGIN_S
+    await asyncio.sleep(max(0.0, expired_at - time.time()))
 
 
 async def confirm(bus: Bus, service: str, deletion_id: str, destroyed: dict[str, int]) -> None:

@@ -9,6 +9,7 @@ from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.tls import TlsFiles
 from services.common.vault_client import SealedStore, VaultClient
+from services.common.write_leases import WriteLeases
 
 
 @dataclass
@@ -24,7 +25,8 @@ class Runtime:
         token = token_file.read_text().strip() if token_file else ""
         vault = VaultClient(settings.require("privacy_addr"), token)
         bus = await Bus.connect(settings.require("nats_url"), name=settings.service_name) if with_bus else None
-        sealed = SealedStore(await open_blob_store(settings.require("blob_url")), vault, bus.guard if bus else None)
+        blobs = await open_blob_store(settings.require("blob_url"))
+        sealed = SealedStore(blobs, vault, bus.guard, WriteLeases(bus)) if bus else SealedStore(blobs, vault)
         return cls(bus=bus, vault=vault, sealed=sealed)
 
     async def close(self) -> None:

@@ -41,20 +41,25 @@ STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM, DELETIONS_STREAM, PENDING
 PURGING_SERVICES = ("ingest", "faceqa", "trainer", "renderer")
 
 
+# Deliveries past a queue's max_deliver only record the job's failure (services/common/workqueue.py): the
+# first comes when the last attempt's worker was killed, the others when recording the failure failed.
+FAILURE_DELIVERIES = 3
+
+
 @dataclass(frozen=True)
 class WorkQueue:
     stream: str
     subject: str
     durable: str
     ack_wait_s: float
-    max_deliver: int
+    max_deliver: int  # attempts at running a job; the server delivers it FAILURE_DELIVERIES more times
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
-            max_deliver=self.max_deliver,
+            max_deliver=self.max_deliver + FAILURE_DELIVERIES,
             filter_subject=self.subject,
             max_ack_pending=64,
         )
@@ -113,9 +118,15 @@ def _from_the_start(durable: str, subject: str, ack_wait_s: float = 30.0) -> Con
 ORDER_VIEW_CONSUMER = _from_the_start("ingest-order-view", f"{ORDER_EVENTS_PREFIX}.>")
 
 
-# Durable, so a service that is down when a deletion starts purges when it comes back.
+# Every replica of every purging service also reads each deletion request (an ordered consumer each, not
+# a durable one): its own guard then refuses the subject at once, whichever replica holds the purge.
+DELETION_REQUESTS = f"{DELETION_PREFIX}.*.requested"
+
+
+# Durable and shared by a service's replicas, so a service that is down when a deletion starts purges
+# when it comes back.
 def purge_consumer(service: str) -> ConsumerConfig:
-    return _from_the_start(f"purge-{service}", f"{DELETION_PREFIX}.*.requested", ack_wait_s=120.0)
+    return _from_the_start(f"purge-{service}", DELETION_REQUESTS, ack_wait_s=120.0)
 
 
 VAULT_CONFIRMATIONS_CONSUMER = _from_the_start("vault-confirmations", f"{DELETION_PREFIX}.*.confirmed.*")
@@ -152,9 +163,12 @@ TENANT_USAGE_BUCKET = "studio_tenant_usage"
 TENANT_INDEX_BUCKET = "studio_tenant_index"
 # The dispatcher's lease (one active instance) and measured service times per work queue.
 SCHEDULER_BUCKET = "studio_scheduler"
+# Sealed writes under way on any replica: `<subject>.<writer instance>.<n>` (empty values), purged when the
+# write ends. A deletion's purge waits for the subject's entries (services/common/write_leases.py).
+WRITE_LEASES_BUCKET = "studio_write_leases"
 BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
            CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET,
-           SCHEDULER_BUCKET)
+           SCHEDULER_BUCKET, WRITE_LEASES_BUCKET)
 
 
 def order_events_subject(order_id: str) -> str:

@@ -3,6 +3,8 @@ under it. Keys live only in memory, briefly; they are never logged."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +16,17 @@ from services.common.deletion_guard import DeletionGuard
 from services.common.envelope import object_aad, open_sealed, seal
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.tls import internal_channel
+from services.common.write_leases import WriteLeases
 
 KeyPurpose = privacy_pb2.KeyPurpose
-DATA_KEY_TTL_S = 30.0
+# How long a fetched data key is used without asking the vault again. A deletion's purge waits this long
+# after the key is shredded (services/common/purge.py), so it is also the least time a deletion takes.
+DATA_KEY_TTL_ENV = "STUDIO_DATA_KEY_TTL_S"
+DEFAULT_DATA_KEY_TTL_S = 10.0
+
+
+def data_key_ttl_s() -> float:
+    return float(os.environ.get(DATA_KEY_TTL_ENV) or DEFAULT_DATA_KEY_TTL_S)
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class VaultClient:
         self._stub = privacy_pb2_grpc.PrivacyStub(self._channel)
         self._metadata = ((SERVICE_TOKEN_METADATA, service_token),) if service_token else ()
         self._cache: dict[tuple[str, str, int], tuple[float, DataKey]] = {}
+        self.key_ttl_s = data_key_ttl_s()
 
     @classmethod
     def from_token_file(cls, address: str, token_file: Path) -> VaultClient:
@@ -48,14 +59,15 @@ class VaultClient:
     async def data_key(self, tenant_id: str, subject_id: str, purpose: int) -> DataKey:
         cache_key = (tenant_id, subject_id, purpose)
         cached = self._cache.get(cache_key)
-        if cached and time.monotonic() - cached[0] < DATA_KEY_TTL_S:
+        if cached and time.monotonic() - cached[0] < self.key_ttl_s:
             return cached[1]
+        asked_at = time.monotonic()  # not the answer's time: the vault may shred the key while the answer travels
         response = await self._stub.GetDataKey(
             privacy_pb2.GetDataKeyRequest(tenant_id=tenant_id, subject_id=subject_id, purpose=purpose),
             metadata=self._metadata, timeout=10,
         )
         data_key = DataKey(response.data_key, response.key_id, response.key_version)
-        self._cache[cache_key] = (time.monotonic(), data_key)
+        self._cache[cache_key] = (asked_at, data_key)
         return data_key
 
     def forget_subject(self, subject_id: str) -> None:
@@ -69,19 +81,25 @@ class VaultClient:
 class SealedStore:
     """The object store as services see it: plaintext in, ciphertext stored, bound to its name."""
 
-    def __init__(self, blobs: BlobStore, vault: VaultClient, guard: DeletionGuard | None = None) -> None:
+    def __init__(self, blobs: BlobStore, vault: VaultClient, guard: DeletionGuard | None = None,
+                 leases: WriteLeases | None = None) -> None:
         self.blobs = blobs
         self.vault = vault
         self.guard = guard or DeletionGuard()
+        self.leases = leases  # None: a single-process store (tools, tests), whose guard sees every write
 
     async def put(self, tenant_id: str, subject_id: str, key: str, plaintext: bytes, purpose: int) -> None:
-        async with self.guard.writing(subject_id):
+        # The lease comes before the key lookup: a purge that cannot see the lease outlasts any cached key.
+        async with self.guard.writing(subject_id), self._lease(subject_id):
             data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
             sealed = seal(
                 data_key.key, key_id=data_key.key_id, key_version=data_key.key_version,
                 aad=object_aad(tenant_id, subject_id, key), plaintext=plaintext,
             )
             await self.blobs.put(key, sealed)
+
+    def _lease(self, subject_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.leases.holding(subject_id) if self.leases else contextlib.nullcontext()
 
     async def get(self, tenant_id: str, subject_id: str, key: str, purpose: int) -> bytes:
         self.guard.check(subject_id)

@@ -1,8 +1,10 @@
 """The JetStream work-queue loop shared by trainer and renderer workers.
 
 One job at a time per worker; in_progress heartbeats keep a live job from being redelivered; a job
-that raises is redelivered (a crashed or killed worker's job too, after ack_wait) until max_deliver,
-and then given up with a failure the caller publishes.
+that raises is redelivered (a crashed or killed worker's job too, after ack_wait) until it has run
+max_deliver times, and then given up with a failure the caller publishes. The server delivers a job a
+few more times (topology.FAILURE_DELIVERIES) so that the failure is recorded even when the worker of
+the last attempt was killed or could not record it: such a delivery gives up at once.
 
 Every worker also sends a WorkerHeartbeat (core NATS) every HEARTBEAT_S and when a job starts or
 ends: the scheduler counts live workers and measures service times from them."""
@@ -94,22 +96,13 @@ async def _process(
     heartbeat = asyncio.create_task(_heartbeat(message, queue.ack_wait_s / 3))
     completed = ""
     try:
-        await _through_outages(handle, message.data)
-    except PermanentJobError as error:
-        await _give_up(message, on_failure, state, str(error))
-    except asyncio.CancelledError:
-        await message.nak()  # shutting down: hand the job to another worker now
-        raise
-    except Exception as error:
-        log.exception("job failed (delivery %d)", message.metadata.num_delivered)
-        if message.metadata.num_delivered >= queue.max_deliver:
-            await _give_up(message, on_failure, state, f"gave up after {queue.max_deliver} attempts: {error}")
-        else:
-            await message.nak(delay=RETRY_DELAY_S)
-    else:
-        await message.ack_sync()
-        state.jobs_completed += 1
-        completed = state.current_job_id
+        if await _settle(message, queue, handle, on_failure, state):
+            completed = state.current_job_id
+    except Exception:
+        # Left unsettled, the message comes back after ack_wait (handlers are idempotent); stopping here
+        # would stop the service and every other job in it.
+        log.exception("could not settle job %s (delivery %d); the server delivers it again",
+                      state.current_job_id, message.metadata.num_delivered)
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -118,6 +111,36 @@ async def _process(
         state.busy, state.current_job_id = False, ""
         with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
             await send_heartbeat(bus, queue, state, completed_job_id=completed, completed_seconds=seconds)
+
+
+async def _settle(
+    message: Msg, queue: WorkQueue, handle: JobHandler, on_failure: FailureHandler, state: WorkerState
+) -> bool:
+    """Run the job and ack, nak or term its message; True when it succeeded."""
+    delivery = message.metadata.num_delivered
+    if delivery > queue.max_deliver:  # the server delivers beyond the attempts only to record the failure
+        await _give_up(message, on_failure, state, f"gave up after {queue.max_deliver} attempts: the last one "
+                       "ended without a result (its worker stopped, or could not report the failure)")
+        return False
+    try:
+        await _through_outages(handle, message.data)
+    except PermanentJobError as error:
+        await _give_up(message, on_failure, state, str(error))
+        return False
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # unsettled, it returns after ack_wait all the same
+            await message.nak()  # shutting down: hand the job to another worker now
+        raise
+    except Exception as error:
+        log.exception("job failed (delivery %d)", delivery)
+        if delivery >= queue.max_deliver:
+            await _give_up(message, on_failure, state, f"gave up after {queue.max_deliver} attempts: {error}")
+        else:
+            await message.nak(delay=RETRY_DELAY_S)
+        return False
+    await message.ack_sync()
+    state.jobs_completed += 1
+    return True
 
 
 def is_outage(error: Exception) -> bool:
@@ -155,7 +178,10 @@ async def _give_up(message: Msg, on_failure: FailureHandler, state: WorkerState,
 async def _heartbeat(message: Msg, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        await message.in_progress()
+        try:
+            await message.in_progress()
+        except Exception as error:  # NATS reconnecting: the next beat may still come within ack_wait
+            log.warning("in-progress heartbeat lost: %s", error)
 
 
 async def send_heartbeat(

@@ -1,5 +1,6 @@
 """The work-queue loop against a real nats-server: success acks once, a failure is retried, a
-permanent failure is reported once and not redelivered, a worker that dies mid-job loses nothing."""
+permanent failure is reported once and not redelivered, a worker that dies mid-job loses nothing, not
+even its job's failure, and a message that cannot be settled comes back without stopping the worker."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import signal
 import sys
 from dataclasses import replace
 
+import nats.errors
 import pytest
+from nats.aio.msg import Msg
 from studio.v1 import events_pb2
 
 from services.common import workqueue
@@ -40,6 +43,8 @@ async def run_until(condition, worker: asyncio.Task, timeout_s: float = 20) -> N
     for _ in range(int(timeout_s * 20)):
         if condition():
             return
+        if worker.done():
+            raise AssertionError(f"the worker stopped: {worker.exception()!r}")
         await asyncio.sleep(0.05)
     worker.cancel()
     raise AssertionError("condition not reached")
@@ -183,3 +188,106 @@ async def test_recording_a_failure_waits_out_an_outage_and_the_worker_lives_on(n
     await stop(worker)
     await bus.close()
     assert recorded == ["bad input"] and attempts_to_record == 3
+
+
+async def test_a_job_whose_last_attempt_killed_its_worker_is_failed_by_the_next(nats_server: NatsServer) -> None:
+    """A job that kills its worker every time (OOM, SIGKILL): the failure is still recorded, the job not run again."""
+    bus = await Bus.connect(nats_server.url, name="wq-crasher")
+    queue = await fresh_queue(bus, "wq-crasher", ack_wait_s=1.0)
+    await bus.publish(queue.subject, events_pb2.TrainJob(job_id="crasher"), msg_id="wq-crasher")
+    killed = await bus.pull(queue)  # each attempt's worker dies holding the job: it never answers
+    for attempt in range(1, queue.max_deliver + 1):
+        [message] = await killed.fetch(1, timeout=5)
+        assert message.metadata.num_delivered == attempt
+    await killed.unsubscribe()
+    runs: list[str] = []
+    failures: list[str] = []
+
+    async def handle(payload: bytes) -> None:
+        runs.append(events_pb2.TrainJob.FromString(payload).job_id)
+
+    async def on_failure(payload: bytes, reason: str) -> None:
+        failures.append(reason)
+
+    state = WorkerState()
+    worker = asyncio.create_task(run_worker(bus, queue, handle, on_failure, state))
+    await run_until(lambda: state.jobs_failed == 1, worker, timeout_s=10)
+    await asyncio.sleep(1.5)  # past ack_wait: an unsettled copy would come back now
+    await stop(worker)
+    info = await bus.js.consumer_info(queue.stream, queue.durable)
+    await bus.close()
+    assert runs == [] and len(failures) == 1 and failures[0].startswith("gave up after 3 attempts:"), failures
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+
+
+@pytest.mark.parametrize("refusing", ["ack_sync", "nak"])
+async def test_a_message_that_cannot_be_settled_comes_back_and_the_worker_lives_on(
+    nats_server: NatsServer, quick_retries, monkeypatch: pytest.MonkeyPatch, refusing: str
+) -> None:
+    """ack_sync timing out (it waits 1 s) or a nak lost: the job runs again when the server redelivers it."""
+    settle = getattr(Msg, refusing)
+    refused: list[int] = []
+
+    async def refuse_once(message: Msg, *args, **kwargs) -> None:
+        if not refused:
+            refused.append(message.metadata.num_delivered)
+            raise nats.errors.TimeoutError
+        return await settle(message, *args, **kwargs)
+
+    monkeypatch.setattr(Msg, refusing, refuse_once)
+    bus = await Bus.connect(nats_server.url, name=f"wq-settle-{refusing}")
+    queue = await fresh_queue(bus, f"wq-settle-{refusing.replace('_', '-')}", ack_wait_s=1.0)
+    runs: list[str] = []
+
+    async def handle(payload: bytes) -> None:
+        runs.append(events_pb2.TrainJob.FromString(payload).job_id)
+        if refusing == "nak" and len(runs) == 1:
+            raise RuntimeError("transient")
+
+    async def on_failure(payload: bytes, reason: str) -> None:
+        raise AssertionError(reason)
+
+    state = WorkerState()
+    worker = asyncio.create_task(run_worker(bus, queue, handle, on_failure, state))
+    await bus.publish(queue.subject, events_pb2.TrainJob(job_id="unsettled"), msg_id=f"wq-unsettled-{refusing}")
+    await run_until(lambda: state.jobs_completed == 1, worker)
+    await stop(worker)
+    info = await bus.js.consumer_info(queue.stream, queue.durable)
+    await bus.close()
+    assert worker.cancelled()  # cancellation still stops the worker
+    assert refused == [1] and runs == ["unsettled", "unsettled"]
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_a_failure_that_could_not_be_recorded_is_recorded_on_the_next_delivery(
+    nats_server: NatsServer, quick_retries
+) -> None:
+    bus = await Bus.connect(nats_server.url, name="wq-unrecorded")
+    queue = await fresh_queue(bus, "wq-unrecorded", ack_wait_s=1.0)
+    runs = 0
+    recorded: list[str] = []
+    attempts_to_record = 0
+
+    async def handle(payload: bytes) -> None:
+        nonlocal runs
+        runs += 1
+        raise RuntimeError("broken")
+
+    async def on_failure(payload: bytes, reason: str) -> None:
+        nonlocal attempts_to_record
+        attempts_to_record += 1
+        if attempts_to_record == 1:
+            raise nats.errors.TimeoutError  # the KV put recording the failure timed out
+        recorded.append(reason)
+
+    state = WorkerState()
+    worker = asyncio.create_task(run_worker(bus, queue, handle, on_failure, state))
+    await bus.publish(queue.subject, events_pb2.TrainJob(job_id="broken"), msg_id="wq-unrecorded")
+    await run_until(lambda: state.jobs_failed == 1, worker)
+    await asyncio.sleep(1.5)  # past ack_wait: an unsettled copy would come back now
+    await stop(worker)
+    info = await bus.js.consumer_info(queue.stream, queue.durable)
+    await bus.close()
+    assert runs == queue.max_deliver and attempts_to_record == 2
+    assert len(recorded) == 1 and recorded[0].startswith("gave up after 3 attempts:"), recorded
+    assert info.num_pending == 0 and info.num_ack_pending == 0

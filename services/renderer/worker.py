@@ -20,6 +20,7 @@ from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2
 from services.common.blobstore import BlobNotFound
 from services.common.bus import Bus
 from services.common.cancellation import CancelWatch, order_cancelled
+from services.common.deletion_guard import SubjectDeleted
 from services.common.identity_scoring import IdentityClient, IdentityRefused
 from services.common.lora_file import require_base_model
 from services.common.order_events import publish_order_event
@@ -104,6 +105,13 @@ class RenderWorker:
 
     async def handle(self, payload: bytes) -> None:
         job = events_pb2.RenderJob.FromString(payload)
+        try:
+            await self._run(job)
+        except SubjectDeleted:  # no request more goes to Triton with its adapter, nothing more is stored
+            log.info("the subject of order %s is being deleted; dropping its render job", job.order_id)
+
+    async def _run(self, job: events_pb2.RenderJob) -> None:
+        self.sealed.guard.check(job.subject_id)
         if await order_cancelled(self.bus, job.order_id):  # before decrypting anything
             log.info("order %s was cancelled; dropping its render job", job.order_id)
             return
@@ -115,11 +123,12 @@ class RenderWorker:
                 raise PermanentJobError(str(error)) from error
         ctx = JobContext(job, adapter, adapter_id_of(job.subject_id, adapter), await self._identity(job),
                          adapter_token(adapter), slots=asyncio.Semaphore(await self.in_flight()))
-        async with CancelWatch(self.bus, job.order_id) as watch:  # polled while the styles render
-            ctx.cancelled = watch.event.is_set
+        async with CancelWatch(self.bus, job.order_id, job.subject_id) as watch:  # polled while the styles render
+            ctx.cancelled = watch.stopped
             try:
                 await self._deliver_styles(ctx)
             except OrderCancelled:
+                self.sealed.guard.check(job.subject_id)
                 log.info("order %s was cancelled; dropping its render job", job.order_id)
                 return
         if not ctx.delivered:
@@ -226,7 +235,7 @@ class RenderWorker:
                 if ctx.cancelled():
                     raise OrderCancelled
                 return Candidate(seed=request.seed,
-                                 image=await self._render_when_triton_is_up(request, ctx.shipping))
+                                 image=await self._render_when_triton_is_up(ctx, request))
 
         return list(await asyncio.gather(*(one(request) for request in requests)))
 
@@ -250,11 +259,13 @@ class RenderWorker:
                                                    portrait=portrait),
         )
 
-    async def _render_when_triton_is_up(self, request: RenderRequest, shipping: AdapterShipping) -> np.ndarray:
+    async def _render_when_triton_is_up(self, ctx: JobContext, request: RenderRequest) -> np.ndarray:
         attempt = 0
         while True:
+            if attempt and ctx.cancelled():  # cancelled or deleted while Triton was away: its adapter stays here
+                raise OrderCancelled
             try:
-                return await render_via_triton(self.triton_url, request, shipping=shipping)
+                return await render_via_triton(self.triton_url, request, shipping=ctx.shipping)
             except TritonUnavailable as error:
                 delay = TRITON_RETRY_S[min(attempt, len(TRITON_RETRY_S) - 1)]
                 log.warning("Triton unavailable (%s); retrying in %.0f s", error, delay)

@@ -40,6 +40,7 @@ class JobStore:
         return record
 
     async def save_record(self, record: trainer_pb2.TrainJobRecord) -> None:
+        self.sealed.guard.check(record.subject_id)  # a purged record must not come back
         await self.bus.kv_put(topology.TRAIN_JOBS_BUCKET, record.job_id, record)
 
     async def crops(self, job: events_pb2.TrainJob) -> list[Image.Image]:

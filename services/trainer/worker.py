@@ -27,6 +27,7 @@ from studio.v1 import events_pb2, faceqa_pb2_grpc, privacy_pb2, trainer_pb2
 from services.common import topology
 from services.common.bus import Bus
 from services.common.cancellation import CancelWatch, order_cancelled
+from services.common.deletion_guard import SubjectDeleted
 from services.common.holding import hold
 from services.common.order_events import publish_order_event
 from services.common.vault_client import SealedStore
@@ -94,6 +95,13 @@ class TrainerWorker:
 
     async def handle(self, payload: bytes) -> None:
         job = events_pb2.TrainJob.FromString(payload)
+        try:
+            await self._run(job)
+        except SubjectDeleted:  # its purge removes what the job left; nothing more is written for it
+            log.info("the subject of training job %s is being deleted; dropping the job", job.job_id)
+
+    async def _run(self, job: events_pb2.TrainJob) -> None:
+        self.sealed.guard.check(job.subject_id)
         record = await self.jobs.record(job)
         if record.state == State.TRAIN_JOB_STATE_DONE:
             log.info("job %s already completed; acknowledging the redelivery", job.job_id)
@@ -115,7 +123,7 @@ class TrainerWorker:
         log.info("job %s: training %s steps on %d crops from step %d (attempt %d)", job.job_id, job.steps or "default",
                  len(images), resume.step if resume else 0, record.attempts)
         try:
-            async with CancelWatch(self.bus, job.order_id) as watch:
+            async with CancelWatch(self.bus, job.order_id, job.subject_id) as watch:
                 lora = await asyncio.to_thread(self._train, job, images, resume, watch, asyncio.get_running_loop())
         except ResumeMismatch as error:
             step = record.checkpoint_step
@@ -132,6 +140,8 @@ class TrainerWorker:
 
     async def on_failure(self, payload: bytes, reason: str) -> None:
         job = events_pb2.TrainJob.FromString(payload)
+        if self.sealed.guard.is_deleted(job.subject_id):
+            return  # the order went with its subject: no record of the job comes back
         record = await self.jobs.record(job)
         record.state, record.reason = State.TRAIN_JOB_STATE_FAILED, reason
         await self.jobs.save_record(record)
@@ -156,7 +166,7 @@ class TrainerWorker:
             asyncio.run_coroutine_threadsafe(self.jobs.save_checkpoint(job, state), loop).result()
 
         report = self._progress_reporter(job, loop, resume.step if resume else 0)
-        return run.run(progress=report, should_stop=watch.event.is_set, on_checkpoint=save, validator=validator)
+        return run.run(progress=report, should_stop=watch.stopped, on_checkpoint=save, validator=validator)
 
     async def _complete(self, job: events_pb2.TrainJob, lora: TrainedLora) -> None:
         await self.sealed.put(
@@ -179,6 +189,7 @@ class TrainerWorker:
 
     async def _cancelled(self, job: events_pb2.TrainJob, record: trainer_pb2.TrainJobRecord) -> None:
         """Dropped: ingest already told the order's watchers; only our own leftovers go."""
+        self.sealed.guard.check(job.subject_id)  # stopped by a deletion: its purge takes the leftovers
         log.info("order %s was cancelled; dropping training job %s", job.order_id, job.job_id)
         record.state = State.TRAIN_JOB_STATE_CANCELLED
         await self.jobs.save_record(record)
