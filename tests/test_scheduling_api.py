@@ -72,7 +72,9 @@ async def test_held_orders_show_position_and_leave_on_cancel_and_delete(
         assert await held(bus, topology.pending_of_subject(subject_id)) >= 1
         deletion = await client.wait_for_certificate((await client.delete_subject(subject_id)).deletion_id)
         ingest = next(dict(c.destroyed) for c in deletion.confirmations if c.service == "ingest")
-        assert ingest["held_jobs"] >= 1
+        # Held jobs go with the purge, or earlier: the dispatcher drops a deleted subject's jobs the moment the
+        # deletion reaches it, while the purge waits out the services' key caches.
+        assert "held_jobs" in ingest
         assert await held(bus, topology.pending_of_subject(subject_id)) == 0
         # The cancelled order's job never reached the trainer.
         records = bus.bucket(topology.TRAIN_JOBS_BUCKET)

@@ -40,6 +40,7 @@ from services.common.basemodel import base_model_id
 from services.common.blobstore import open_blob_store
 from services.common.launchers.process import free_port
 from services.common.lora_file import BASE_MODEL_METADATA_KEY
+from services.common.objects import portrait_key
 from services.common.vault_client import SealedStore, VaultClient
 from services.trainer.checkpoint import checkpoint_key
 from services.trainer.faceqa_scoring import IMAGE_SIDE, FaceQAScorer, encode_for_scoring, reference_images
@@ -305,6 +306,35 @@ async def test_the_renderer_drops_a_cancelled_orders_job(
         await subscription.next_msg(timeout=2)  # and nothing rendered or reported for the order
     await subscription.unsubscribe()
     assert not (trainer_stack.data_dir / "blobs" / "x" / "p1").exists()
+
+
+async def test_a_render_job_delivered_again_is_announced_again_not_rendered_again(
+    trainer_stack: EmbeddedStack, studio: StudioClient, raw_nats: nats.NATS, shared: dict
+) -> None:
+    if "done_order" not in shared:
+        pytest.skip("needs the done order")
+    order = await studio.get_order(shared["done_order"])
+    assert order.state == common_pb2.ORDER_STATE_DONE and order.portraits
+    portraits = sorted((trainer_stack.data_dir / "blobs").rglob(f"orders/{order.order_id}/portraits/*"))
+    delivered = {path: path.read_bytes() for path in portraits}
+    assert len(delivered) == len(order.portraits)
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, order.subject_id, state_pb2.SubjectRecord)
+    js = raw_nats.jetstream()
+    subscription = await js.subscribe(topology.order_events_subject(order.order_id), ordered_consumer=True,
+                                      deliver_policy=DeliverPolicy.NEW)
+    # The job as ingest published it; a new message id, as the stream's dedup would drop a second publish.
+    again = events_pb2.RenderJob(
+        job_id=f"render-{order.order_id}", order_id=order.order_id, tenant_id=subject.tenant_id,
+        subject_id=order.subject_id, lora_key=next(iter(subject.lora_keys.values())),
+        items=[events_pb2.RenderItem(portrait_id=p.portrait_id, style=p.style, seed=p.seed,
+                                     portrait_key=portrait_key(subject.tenant_id, order.subject_id, order.order_id,
+                                                               p.portrait_id)) for p in order.portraits])
+    await js.publish(topology.RENDER_SUBJECT, again.SerializeToString(),
+                     headers={"Nats-Msg-Id": f"{again.job_id}-delivered-again"})
+    event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=60)).data)
+    await subscription.unsubscribe()
+    assert event.WhichOneof("kind") == "done" and list(event.done.portraits) == list(order.portraits)
+    assert {path: path.read_bytes() for path in portraits} == delivered  # not rendered, signed or stored again
 
 
 async def test_the_faceqa_scorer_gives_what_score_identity_says(trainer_stack: EmbeddedStack, raw_nats: nats.NATS,

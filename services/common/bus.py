@@ -215,6 +215,10 @@ class Bus:
         """Remove a key and its history without leaving a marker that names the key."""
         await self.purge_subject(f"KV_{bucket}", f"$KV.{bucket}.{key}")
 
+    async def kv_purge_matching(self, bucket: str, pattern: str) -> int:
+        """Remove every key matching a NATS wildcard pattern, with its history; how many messages went."""
+        return await self.purge_subject(f"KV_{bucket}", f"$KV.{bucket}.{pattern}")
+
     async def purge_subject(self, stream: str, subject: str) -> int:
         """Erase every message on `subject` (wildcards allowed) from `stream`; how many went."""
         response = await self.client.request(

@@ -166,9 +166,12 @@ SCHEDULER_BUCKET = "studio_scheduler"
 # Sealed writes under way on any replica: `<subject>.<writer instance>.<n>` (empty values), purged when the
 # write ends. A deletion's purge waits for the subject's entries (services/common/write_leases.py).
 WRITE_LEASES_BUCKET = "studio_write_leases"
+# Render jobs that finished: `<subject>.<render job id>` = their OrderDone (the portraits delivered), so a job
+# delivered again (its acknowledgement lost) is announced again, not rendered again. Purged with the subject.
+RENDERS_DONE_BUCKET = "studio_renders_done"
 BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
            CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET,
-           SCHEDULER_BUCKET, WRITE_LEASES_BUCKET)
+           SCHEDULER_BUCKET, WRITE_LEASES_BUCKET, RENDERS_DONE_BUCKET)
 
 
 def order_events_subject(order_id: str) -> str:

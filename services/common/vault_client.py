@@ -3,9 +3,12 @@ under it. Keys live only in memory, briefly; they are never logged."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,7 @@ KeyPurpose = privacy_pb2.KeyPurpose
 # after the key is shredded (services/common/purge.py), so it is also the least time a deletion takes.
 DATA_KEY_TTL_ENV = "STUDIO_DATA_KEY_TTL_S"
 DEFAULT_DATA_KEY_TTL_S = 10.0
+LARGE_PAYLOAD_BYTES = 1 << 20
 
 
 def data_key_ttl_s() -> float:
@@ -92,10 +96,10 @@ class SealedStore:
         # The lease comes before the key lookup: a purge that cannot see the lease outlasts any cached key.
         async with self.guard.writing(subject_id), self._lease(subject_id):
             data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
-            sealed = seal(
-                data_key.key, key_id=data_key.key_id, key_version=data_key.key_version,
+            sealed = await _sized(len(plaintext), functools.partial(
+                seal, data_key.key, key_id=data_key.key_id, key_version=data_key.key_version,
                 aad=object_aad(tenant_id, subject_id, key), plaintext=plaintext,
-            )
+            ))
             await self.blobs.put(key, sealed)
 
     def _lease(self, subject_id: str) -> contextlib.AbstractAsyncContextManager[None]:
@@ -105,4 +109,10 @@ class SealedStore:
         self.guard.check(subject_id)
         data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
         sealed = await self.blobs.get(key)
-        return open_sealed(data_key.key, aad=object_aad(tenant_id, subject_id, key), blob=sealed)
+        return await _sized(len(sealed), functools.partial(
+            open_sealed, data_key.key, aad=object_aad(tenant_id, subject_id, key), blob=sealed))
+
+
+async def _sized(size: int, work: Callable[[], bytes]) -> bytes:
+    """Small payloads sealed or opened in place; large ones (a LoRA, a checkpoint) in a thread, off the event loop."""
+    return work() if size < LARGE_PAYLOAD_BYTES else await asyncio.to_thread(work)

@@ -50,7 +50,6 @@ class WriteLeases:
             if time.monotonic() > deadline:
                 log.warning("%d writes of a deleted subject did not end in %.0f s; dropping their leases",
                             len(held), timeout_s)
-                await self.bus.purge_subject(f"KV_{topology.WRITE_LEASES_BUCKET}",
-                                             f"$KV.{topology.WRITE_LEASES_BUCKET}.{subject_id}.>")
+                await self.bus.kv_purge_matching(topology.WRITE_LEASES_BUCKET, f"{subject_id}.>")
                 return
             await asyncio.sleep(POLL_S)

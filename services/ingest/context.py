@@ -60,9 +60,13 @@ class IngestContext:
     ) -> state_pb2.SubjectRecord:
         await self.check_subject_id(subject_id, context)
         record = await self.bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
-        if record is None or record.tenant_id != tenant.tenant_id:
+        if record is None or record.tenant_id != tenant.tenant_id or self.being_deleted(subject_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(subject_id))
         return record
+
+    def being_deleted(self, subject_id: str) -> bool:
+        """Deleted, its purge not yet done (it waits out the services' key caches): gone for every caller."""
+        return self.bus.guard.is_deleted(subject_id)
 
     @staticmethod
     async def check_subject_id(subject_id: str, context: grpc.aio.ServicerContext) -> None:
@@ -93,6 +97,6 @@ class IngestContext:
         record = None
         if fields.well_formed(fields.ORDER_ID, order_id):  # else answered like a missing id
             record = await self.bus.kv_get(topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)
-        if record is None or record.tenant_id != tenant.tenant_id:
+        if record is None or record.tenant_id != tenant.tenant_id or self.being_deleted(record.order.subject_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, fields.order_not_found(order_id))
         return record

@@ -100,7 +100,7 @@ async def list_subjects(
 
     async def load(key: str):
         record = await ctx.bus.kv_get(topology.SUBJECTS_BUCKET, key.split(".")[3], state_pb2.SubjectRecord)
-        if record is None or record.tenant_id != tenant.tenant_id:
+        if record is None or record.tenant_id != tenant.tenant_id or ctx.being_deleted(record.subject.subject_id):
             return None
         if request.external_ref and record.subject.external_ref != request.external_ref:
             return None
@@ -124,7 +124,7 @@ async def list_orders(
 
     async def load(key: str):
         record = await ctx.bus.kv_get(topology.ORDERS_BUCKET, key.split(".")[4], state_pb2.OrderRecord)
-        if record is None or record.tenant_id != tenant.tenant_id:
+        if record is None or record.tenant_id != tenant.tenant_id or ctx.being_deleted(record.order.subject_id):
             return None
         return record.order if not states or record.order.state in states else None
 

@@ -316,9 +316,9 @@ async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> common
             await _delete_blobs(ctx, checked.items)
             await held.give_back(ctx)
         raise
-    if record is None:  # deleted meanwhile: keep nothing (its purge may have run already)
+    if record is None:  # deleted meanwhile: keep nothing (its purge may have run already), hold nothing
         dropped = list(checked.items)
-        await photo_digests.release(ctx.bus, held.digest_entries)
+        await held.give_back(ctx)
     await _delete_blobs(ctx, dropped)
     for item in checked.items:
         if item not in dropped and not item.crop_key:

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from studio.v1 import events_pb2, privacy_pb2
+from studio.v1 import common_pb2, events_pb2, privacy_pb2
 
 from services.common.provenance import (
     ACTIONS_ASSERTION,
@@ -93,12 +93,17 @@ class PortraitProvenance:
 
     async def portrait_png(self, pixels: np.ndarray, job: events_pb2.RenderJob, item: events_pb2.RenderItem) -> bytes:
         """The delivered portrait: visible label (if the tenant turned it on), XMP, signed C2PA manifest."""
-        labelled = draw_label(pixels, job.visible_label) if job.visible_label.enabled else pixels
         chain = await self._prepare(job.tenant_id, job.order_id)
         created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         facts = PortraitFacts(item.style, created, chain.order_reference, self.base_model_id)
         loop = asyncio.get_running_loop()
-        return await asyncio.to_thread(self._sign, png_with_xmp(labelled, facts), facts, chain, job.tenant_id, loop)
+        return await asyncio.to_thread(self._finish, pixels, job.visible_label, facts, chain, job.tenant_id, loop)
+
+    def _finish(self, pixels: np.ndarray, label: common_pb2.VisibleLabel, facts: PortraitFacts, chain: _Chain,
+                tenant_id: str, loop: asyncio.AbstractEventLoop) -> bytes:
+        """Runs in a worker thread: the label, the PNG encoding and the signing all take CPU time."""
+        labelled = draw_label(pixels, label) if label.enabled else pixels
+        return self._sign(png_with_xmp(labelled, facts), facts, chain, tenant_id, loop)
 
     async def _prepare(self, tenant_id: str, order_id: str) -> _Chain:
         cached = self._chains.get((tenant_id, order_id))

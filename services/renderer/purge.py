@@ -1,5 +1,6 @@
 """The renderer's part of a deletion: queued render jobs, portraits, their render records (seeds,
-settings, identity scores), and the subject's LoRA adapters held decrypted in Triton's memory.
+settings, identity scores), the marks of its finished render jobs, and the subject's LoRA adapters
+held decrypted in Triton's memory.
 Candidates and the subject's reference embedding live only in a job's memory."""
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def purge_handler(bus: Bus, sealed: SealedStore, triton_url: str):
         for key in records:
             await sealed.blobs.delete(key)
         portraits = await sealed.blobs.delete_prefix(orders)
+        finished = await bus.kv_purge_matching(topology.RENDERS_DONE_BUCKET, f"{request.subject_id}.>")
         return {"queued_render_jobs": jobs, "triton_adapters": evicted, "portraits": portraits,
-                "render_records": len(records)}
+                "render_records": len(records), "finished_render_jobs": finished}
 
     return purge

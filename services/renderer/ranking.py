@@ -104,7 +104,8 @@ def candidate_seeds(item_seeds: list[int], total: int) -> list[int]:
 async def identity_scores(identity: IdentityClient, candidates: list[Candidate]) -> list[float | None]:
     """Each candidate's score (1 − distance to the subject), None where faceqa found no face or
     someone else's. faceqa unreachable: waits and tries again."""
-    encoded = [encode_for_scoring(Image.fromarray(c.image), IMAGE_SIDE) for c in candidates]
+    encoded = await asyncio.to_thread(lambda: [encode_for_scoring(Image.fromarray(c.image), IMAGE_SIDE)
+                                               for c in candidates])  # resizing and JPEG: off the event loop
     scores: list[float | None] = []
     for start in range(0, len(encoded), SCORE_CHUNK):
         chunk = encoded[start : start + SCORE_CHUNK]

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from studio.v1 import common_pb2, events_pb2, faceqa_pb2_grpc, privacy_pb2
 
+from services.common import topology
 from services.common.blobstore import BlobNotFound
 from services.common.bus import Bus
 from services.common.cancellation import CancelWatch, order_cancelled
@@ -91,6 +92,10 @@ class JobContext:
     records: list[events_pb2.RenderRecord] = field(default_factory=list)
 
 
+def finished_key(job: events_pb2.RenderJob) -> str:
+    return f"{job.subject_id}.{job.job_id}"
+
+
 @dataclass
 class RenderWorker:
     bus: Bus
@@ -115,6 +120,11 @@ class RenderWorker:
         if await order_cancelled(self.bus, job.order_id):  # before decrypting anything
             log.info("order %s was cancelled; dropping its render job", job.order_id)
             return
+        finished = await self.bus.kv_get(topology.RENDERS_DONE_BUCKET, finished_key(job), events_pb2.OrderDone)
+        if finished is not None:  # delivered before, its acknowledgement lost: the portraits stay as delivered
+            log.info("render job %s finished before; announcing it again", job.job_id)
+            await publish_order_event(self.bus, job.order_id, job.tenant_id, job.subject_id, done=finished)
+            return
         adapter = await self._read(job, job.lora_key, privacy_pb2.KEY_PURPOSE_DECRYPT_LORA, "LoRA")
         if self.base_model_id:
             try:
@@ -134,9 +144,10 @@ class RenderWorker:
         if not ctx.delivered:
             raise PermanentJobError("no rendered candidate showed the subject's face; nothing to deliver")
         await save_records(self.sealed, job, ctx.records)
-        await publish_order_event(
-            self.bus, job.order_id, job.tenant_id, job.subject_id, done=events_pb2.OrderDone(portraits=ctx.delivered)
-        )
+        finished = events_pb2.OrderDone(portraits=ctx.delivered)
+        async with self.sealed.guard.writing(job.subject_id):  # a purge under way waits for the mark, or refuses it
+            await self.bus.kv_put(topology.RENDERS_DONE_BUCKET, finished_key(job), finished)
+        await publish_order_event(self.bus, job.order_id, job.tenant_id, job.subject_id, done=finished)
 
     async def in_flight(self) -> int:
         """Triton requests a job keeps in flight: STUDIO_RENDER_CONCURRENCY, else BATCHES_IN_FLIGHT of Triton's

@@ -3,6 +3,7 @@ the subject's sealed crops, with every way they can be missing turned into a cle
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -62,7 +63,7 @@ class JobStore:
     async def save_checkpoint(self, job: events_pb2.TrainJob, state: RunState) -> None:
         started = time.monotonic()
         key = checkpoint_key(job.tenant_id, job.subject_id, job.job_id)
-        data = checkpoint_bytes(state, job.job_id, self.base_model_id)
+        data = await asyncio.to_thread(checkpoint_bytes, state, job.job_id, self.base_model_id)  # torch.save: CPU
         await self.sealed.put(job.tenant_id, job.subject_id, key, data, CHECKPOINT_PURPOSE)
         record = await self.record(job)
         record.checkpoint_key, record.checkpoint_step = key, state.step

@@ -124,7 +124,7 @@ class TrainerWorker:
                  len(images), resume.step if resume else 0, record.attempts)
         try:
             async with CancelWatch(self.bus, job.order_id, job.subject_id) as watch:
-                lora = await asyncio.to_thread(self._train, job, images, resume, watch, asyncio.get_running_loop())
+                lora = await self._train_in_thread(job, images, resume, watch)
         except ResumeMismatch as error:
             step = record.checkpoint_step
             raise PermanentJobError(f"checkpoint of step {step} cannot be resumed: {error}") from error
@@ -150,6 +150,21 @@ class TrainerWorker:
             self.bus, job.order_id, job.tenant_id, job.subject_id,
             failed=events_pb2.OrderFailed(stage="training", reason=reason),
         )
+
+    async def _train_in_thread(self, job: events_pb2.TrainJob, images: list[Image.Image], resume: RunState | None,
+                               watch: CancelWatch) -> TrainedLora:
+        """The training thread; a worker shutting down stops it at its next step before handing the job back, so
+        the job never trains twice at once (here and on the worker that takes it next)."""
+        training = asyncio.ensure_future(
+            asyncio.to_thread(self._train, job, images, resume, watch, asyncio.get_running_loop()))
+        try:
+            return await asyncio.shield(training)
+        except asyncio.CancelledError:
+            watch.event.set()
+            await asyncio.wait([training])
+            if not training.cancelled():
+                training.exception()  # retrieved: the thread's TrainingCancelled is this shutdown's doing
+            raise
 
     def _train(self, job: events_pb2.TrainJob, images: list[Image.Image], resume: RunState | None,
                watch: CancelWatch, loop: asyncio.AbstractEventLoop) -> TrainedLora:
