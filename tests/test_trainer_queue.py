@@ -337,6 +337,42 @@ async def test_a_render_job_delivered_again_is_announced_again_not_rendered_agai
     assert {path: path.read_bytes() for path in portraits} == delivered  # not rendered, signed or stored again
 
 
+async def test_a_training_job_delivered_again_after_its_lora_was_stored_is_announced_not_trained_again(
+    trainer_stack: EmbeddedStack, raw_nats: nats.NATS, shared: dict
+) -> None:
+    """A trainer killed after storing the LoRA, before announcing it: the job comes back, and the stored LoRA is
+    announced, not replaced by another training's."""
+    if "done_subject" not in shared:
+        pytest.skip("needs the trained subject")
+    subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, shared["done_subject"], state_pb2.SubjectRecord)
+    lora_key = next(iter(subject.lora_keys.values()))
+    stored = (trainer_stack.data_dir / "blobs" / lora_key).read_bytes()
+    job = events_pb2.TrainJob(
+        job_id="train-announcing", order_id="order_announcing", tenant_id=subject.tenant_id,
+        subject_id=shared["done_subject"], base_model_id=base_model_id(trainer_stack.data_dir / "models" / "tiny"),
+        crop_keys=sorted(subject.crop_keys.values()), steps=STEPS, seed=1, lora_key=lora_key,
+        render=events_pb2.RenderJob(job_id="render-announcing", order_id="order_announcing",
+                                    tenant_id=subject.tenant_id, subject_id=shared["done_subject"]))
+    completion = events_pb2.TrainingDone(lora_key=lora_key, best_step=30, final_loss=0.25, seconds=12.0)
+    record = trainer_pb2.TrainJobRecord(job_id=job.job_id, state=trainer_pb2.TRAIN_JOB_STATE_RUNNING,
+                                        tenant_id=job.tenant_id, subject_id=job.subject_id, completion=completion)
+    js = raw_nats.jetstream()
+    await (await js.key_value(topology.TRAIN_JOBS_BUCKET)).put(job.job_id, record.SerializeToString())
+    subscription = await raw_nats.subscribe(topology.order_events_subject(job.order_id))
+    await raw_nats.flush()
+    await js.publish(topology.TRAIN_SUBJECT, job.SerializeToString(), headers={"Nats-Msg-Id": job.job_id})
+    event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=EVENT_WAIT_S)).data)
+    await subscription.unsubscribe()
+    assert event.WhichOneof("kind") == "trained" and event.trained == completion  # no training step first
+    assert (trainer_stack.data_dir / "blobs" / lora_key).read_bytes() == stored
+    for _ in range(100):
+        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, job.job_id, trainer_pb2.TrainJobRecord)
+        if record.state == trainer_pb2.TRAIN_JOB_STATE_DONE:
+            break
+        await asyncio.sleep(0.1)
+    assert record.state == trainer_pb2.TRAIN_JOB_STATE_DONE
+
+
 async def test_the_faceqa_scorer_gives_what_score_identity_says(trainer_stack: EmbeddedStack, raw_nats: nats.NATS,
                                                                  shared: dict) -> None:
     if "done_subject" not in shared:

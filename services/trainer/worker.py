@@ -111,6 +111,10 @@ class TrainerWorker:
         if await order_cancelled(self.bus, job.order_id):
             await self._cancelled(job, record)
             return
+        if record.HasField("completion"):  # the LoRA was stored; announcing it was cut short
+            log.info("job %s trained before; announcing it again", job.job_id)
+            await self._announce(job, record.completion)
+            return
         if job.base_model_id != self.base_model_id:
             raise PermanentJobError(f"job wants base model {job.base_model_id}; this worker has {self.base_model_id}")
         if not job.crop_keys:
@@ -192,6 +196,16 @@ class TrainerWorker:
             lora_key=job.lora_key, best_step=lora.best_step, best_identity_score=lora.best_identity_score,
             validation=[_point(p) for p in lora.validation],
         )
+        record = await self.jobs.record(job)
+        record.completion.CopyFrom(done)
+        await self.jobs.save_record(record)
+        await self._announce(job, done)
+        log.info("job %s done: %.1f s of training, best step %d", job.job_id, lora.seconds, lora.best_step)
+
+    async def _announce(self, job: events_pb2.TrainJob, done: events_pb2.TrainingDone) -> None:
+        """TrainingDone, the held render job, the DONE record. Announced again (a job delivered again), NATS drops the
+        repeats within its dedup window; after it, the finished order's view ignores the second TrainingDone, and a
+        render job that finished is announced again, not rendered again (services/renderer/worker.py)."""
         await self.bus.publish(topology.order_events_subject(job.order_id), _event(job, trained=done),
                                msg_id=f"{job.job_id}.trained")
         # Held for the scheduler; the job id makes a redelivered training job's render job a duplicate.
@@ -200,7 +214,6 @@ class TrainerWorker:
         record.state = State.TRAIN_JOB_STATE_DONE
         await self.jobs.save_record(record)
         await self.jobs.drop_checkpoint(job)
-        log.info("job %s done: %.1f s of training, best step %d", job.job_id, lora.seconds, lora.best_step)
 
     async def _cancelled(self, job: events_pb2.TrainJob, record: trainer_pb2.TrainJobRecord) -> None:
         """Dropped: ingest already told the order's watchers; only our own leftovers go."""

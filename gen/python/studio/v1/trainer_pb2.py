@@ -23,23 +23,24 @@ _sym_db = _symbol_database.Default()
 
 
 from studio.v1 import common_pb2 as studio_dot_v1_dot_common__pb2
+from studio.v1 import events_pb2 as studio_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17studio/v1/trainer.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\"\x19\n\x17GetTrainerStatusRequest\"Z\n\x18GetTrainerStatusResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.studio.v1.WorkerStatus\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\"\xd6\x01\n\x0eTrainJobRecord\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.studio.v1.TrainJobState\x12\x16\n\x0e\x63heckpoint_key\x18\x03 \x01(\t\x12\x17\n\x0f\x63heckpoint_step\x18\x04 \x01(\r\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x11\n\ttenant_id\x18\x08 \x01(\t\x12\x12\n\nsubject_id\x18\t \x01(\t*\xa2\x01\n\rTrainJobState\x12\x1f\n\x1bTRAIN_JOB_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRAIN_JOB_STATE_RUNNING\x10\x01\x12\x18\n\x14TRAIN_JOB_STATE_DONE\x10\x02\x12\x1a\n\x16TRAIN_JOB_STATE_FAILED\x10\x03\x12\x1d\n\x19TRAIN_JOB_STATE_CANCELLED\x10\x04\x32\x66\n\x07Trainer\x12[\n\x10GetTrainerStatus\x12\".studio.v1.GetTrainerStatusRequest\x1a#.studio.v1.GetTrainerStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17studio/v1/trainer.proto\x12\tstudio.v1\x1a\x16studio/v1/common.proto\x1a\x16studio/v1/events.proto\"\x19\n\x17GetTrainerStatusRequest\"Z\n\x18GetTrainerStatusResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.studio.v1.WorkerStatus\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\"\x83\x02\n\x0eTrainJobRecord\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.studio.v1.TrainJobState\x12\x16\n\x0e\x63heckpoint_key\x18\x03 \x01(\t\x12\x17\n\x0f\x63heckpoint_step\x18\x04 \x01(\r\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x11\n\ttenant_id\x18\x08 \x01(\t\x12\x12\n\nsubject_id\x18\t \x01(\t\x12+\n\ncompletion\x18\n \x01(\x0b\x32\x17.studio.v1.TrainingDone*\xa2\x01\n\rTrainJobState\x12\x1f\n\x1bTRAIN_JOB_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRAIN_JOB_STATE_RUNNING\x10\x01\x12\x18\n\x14TRAIN_JOB_STATE_DONE\x10\x02\x12\x1a\n\x16TRAIN_JOB_STATE_FAILED\x10\x03\x12\x1d\n\x19TRAIN_JOB_STATE_CANCELLED\x10\x04\x32\x66\n\x07Trainer\x12[\n\x10GetTrainerStatus\x12\".studio.v1.GetTrainerStatusRequest\x1a#.studio.v1.GetTrainerStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'studio.v1.trainer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRAINJOBSTATE']._serialized_start=399
-  _globals['_TRAINJOBSTATE']._serialized_end=561
-  _globals['_GETTRAINERSTATUSREQUEST']._serialized_start=62
-  _globals['_GETTRAINERSTATUSREQUEST']._serialized_end=87
-  _globals['_GETTRAINERSTATUSRESPONSE']._serialized_start=89
-  _globals['_GETTRAINERSTATUSRESPONSE']._serialized_end=179
-  _globals['_TRAINJOBRECORD']._serialized_start=182
-  _globals['_TRAINJOBRECORD']._serialized_end=396
-  _globals['_TRAINER']._serialized_start=563
-  _globals['_TRAINER']._serialized_end=665
+  _globals['_TRAINJOBSTATE']._serialized_start=468
+  _globals['_TRAINJOBSTATE']._serialized_end=630
+  _globals['_GETTRAINERSTATUSREQUEST']._serialized_start=86
+  _globals['_GETTRAINERSTATUSREQUEST']._serialized_end=111
+  _globals['_GETTRAINERSTATUSRESPONSE']._serialized_start=113
+  _globals['_GETTRAINERSTATUSRESPONSE']._serialized_end=203
+  _globals['_TRAINJOBRECORD']._serialized_start=206
+  _globals['_TRAINJOBRECORD']._serialized_end=465
+  _globals['_TRAINER']._serialized_start=632
+  _globals['_TRAINER']._serialized_end=734
 # @@protoc_insertion_point(module_scope)

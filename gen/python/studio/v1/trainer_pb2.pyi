@@ -1,4 +1,5 @@
 from studio.v1 import common_pb2 as _common_pb2
+from studio.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -33,7 +34,7 @@ class GetTrainerStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_common_pb2.WorkerStatus, _Mapping]] = ..., base_model_id: _Optional[str] = ...) -> None: ...
 
 class TrainJobRecord(_message.Message):
-    __slots__ = ("job_id", "state", "checkpoint_key", "checkpoint_step", "worker_id", "attempts", "reason", "tenant_id", "subject_id")
+    __slots__ = ("job_id", "state", "checkpoint_key", "checkpoint_step", "worker_id", "attempts", "reason", "tenant_id", "subject_id", "completion")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +44,7 @@ class TrainJobRecord(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: TrainJobState
     checkpoint_key: str
@@ -52,4 +54,5 @@ class TrainJobRecord(_message.Message):
     reason: str
     tenant_id: str
     subject_id: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[TrainJobState, str]] = ..., checkpoint_key: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., worker_id: _Optional[str] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
+    completion: _events_pb2.TrainingDone
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[TrainJobState, str]] = ..., checkpoint_key: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., worker_id: _Optional[str] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., completion: _Optional[_Union[_events_pb2.TrainingDone, _Mapping]] = ...) -> None: ...
