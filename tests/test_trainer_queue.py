@@ -320,8 +320,9 @@ async def test_a_render_job_delivered_again_is_announced_again_not_rendered_agai
     assert len(delivered) == len(order.portraits)
     subject = await kv(raw_nats, topology.SUBJECTS_BUCKET, order.subject_id, state_pb2.SubjectRecord)
     js = raw_nats.jetstream()
-    subscription = await js.subscribe(topology.order_events_subject(order.order_id), ordered_consumer=True,
-                                      deliver_policy=DeliverPolicy.NEW)
+    # A plain subscription (as in train_directly): no JetStream consumer between the renderer and this test.
+    subscription = await raw_nats.subscribe(topology.order_events_subject(order.order_id))
+    await raw_nats.flush()
     # The job as ingest published it; a new message id, as the stream's dedup would drop a second publish.
     again = events_pb2.RenderJob(
         job_id=f"render-{order.order_id}", order_id=order.order_id, tenant_id=subject.tenant_id,
@@ -340,7 +341,10 @@ async def test_a_render_job_delivered_again_is_announced_again_not_rendered_agai
     await marks.purge(f"{order.subject_id}.{again.job_id}")
     await js.publish(topology.RENDER_SUBJECT, again.SerializeToString(),
                      headers={"Nats-Msg-Id": f"{again.job_id}-cut-short"})
-    event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=120)).data)
+    try:
+        event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=120)).data)
+    except nats.errors.TimeoutError:
+        pytest.fail(f"no event for the job cut short:\n{trainer_stack.processes['renderer'].log_tail()}")
     await subscription.unsubscribe()
     assert event.WhichOneof("kind") == "done" and list(event.done.portraits) == list(order.portraits)
     assert {path: path.read_bytes() for path in portraits} == delivered

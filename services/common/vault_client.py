@@ -8,7 +8,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,9 +92,16 @@ class SealedStore:
         self.guard = guard or DeletionGuard()
         self.leases = leases  # None: a single-process store (tools, tests), whose guard sees every write
 
+    @contextlib.asynccontextmanager
+    async def writing(self, subject_id: str) -> AsyncIterator[None]:
+        """Around writes of the subject's data: a purge on any replica waits for them to end. Unsealed writes (KV
+        marks) belong after a sealed put inside the same block, which is refused once the key is shredded."""
+        async with self.guard.writing(subject_id), self._lease(subject_id):
+            yield
+
     async def put(self, tenant_id: str, subject_id: str, key: str, plaintext: bytes, purpose: int) -> None:
         # The lease comes before the key lookup: a purge that cannot see the lease outlasts any cached key.
-        async with self.guard.writing(subject_id), self._lease(subject_id):
+        async with self.writing(subject_id):
             data_key = await self.vault.data_key(tenant_id, subject_id, purpose)
             sealed = await _sized(len(plaintext), functools.partial(
                 seal, data_key.key, key_id=data_key.key_id, key_version=data_key.key_version,

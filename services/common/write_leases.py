@@ -4,7 +4,8 @@ A replica's own DeletionGuard knows only its own writes. Before a sealed write, 
 lease in NATS (`<subject>.<writer>.<n>`); the deletion's purge, on whichever replica holds it, waits
 until the subject has none left. With the data-key cache's lifetime (services/common/purge.py), that
 leaves no write to land after the purge: a write whose lease the purge did not see looks its key up
-after the key was shredded."""
+after the key was shredded. Unsealed writes that follow a sealed one (a KV record or mark) share its
+lease (SealedStore.writing), and so its refusal."""
 
 from __future__ import annotations
 

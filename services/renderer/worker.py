@@ -147,9 +147,9 @@ class RenderWorker:
                 return
         if not ctx.delivered:
             raise PermanentJobError("no rendered candidate showed the subject's face; nothing to deliver")
-        await save_records(self.sealed, job, ctx.records)
         finished = events_pb2.OrderDone(portraits=ctx.delivered)
-        async with self.sealed.guard.writing(job.subject_id):  # a purge under way waits for the mark, or refuses it
+        async with self.sealed.writing(job.subject_id):  # a deletion's purge waits for the records and the mark
+            await save_records(self.sealed, job, ctx.records)
             await self.bus.kv_put(topology.RENDERS_DONE_BUCKET, finished_key(job), finished)
         await publish_order_event(self.bus, job.order_id, job.tenant_id, job.subject_id, done=finished)
 
@@ -272,14 +272,14 @@ class RenderWorker:
         job = ctx.job
         # The winner only, after ranking: visible label, XMP and the C2PA manifest signed by the vault (issue 9).
         portrait_png = await self.provenance.portrait_png(candidate.image, job, item)
-        await self.sealed.put(job.tenant_id, job.subject_id, item.portrait_key, portrait_png,
-                              privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
         portrait = common_pb2.Portrait(
             portrait_id=item.portrait_id, style=item.style, seed=candidate.seed,
             width=int(candidate.image.shape[1]), height=int(candidate.image.shape[0]),
             identity_score=candidate.score if ctx.identity else UNSCORED,
         )
-        async with self.sealed.guard.writing(job.subject_id):
+        async with self.sealed.writing(job.subject_id):  # a deletion's purge waits for the portrait and its mark
+            await self.sealed.put(job.tenant_id, job.subject_id, item.portrait_key, portrait_png,
+                                  privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
             await self.bus.kv_put(topology.RENDERS_DONE_BUCKET, finished_key(job, item.portrait_id), portrait)
         ctx.delivered.append(portrait)
         ctx.records.append(record_of(request, item.portrait_id, item.style, job.lora_key, portrait.identity_score))

@@ -64,10 +64,11 @@ class JobStore:
         started = time.monotonic()
         key = checkpoint_key(job.tenant_id, job.subject_id, job.job_id)
         data = await asyncio.to_thread(checkpoint_bytes, state, job.job_id, self.base_model_id)  # torch.save: CPU
-        await self.sealed.put(job.tenant_id, job.subject_id, key, data, CHECKPOINT_PURPOSE)
-        record = await self.record(job)
-        record.checkpoint_key, record.checkpoint_step = key, state.step
-        await self.save_record(record)
+        async with self.sealed.writing(job.subject_id):  # a deletion's purge waits for the checkpoint and its record
+            await self.sealed.put(job.tenant_id, job.subject_id, key, data, CHECKPOINT_PURPOSE)
+            record = await self.record(job)
+            record.checkpoint_key, record.checkpoint_step = key, state.step
+            await self.save_record(record)
         log.info("job %s: checkpoint of step %d sealed (%d bytes) in %.1f s", job.job_id, state.step, len(data),
                  time.monotonic() - started)
 

@@ -188,17 +188,17 @@ class TrainerWorker:
         return run.run(progress=report, should_stop=watch.stopped, on_checkpoint=save, validator=validator)
 
     async def _complete(self, job: events_pb2.TrainJob, lora: TrainedLora) -> None:
-        await self.sealed.put(
-            job.tenant_id, job.subject_id, job.lora_key, lora.safetensors_bytes, privacy_pb2.KEY_PURPOSE_ENCRYPT_LORA
-        )
         done = events_pb2.TrainingDone(
             base_model_id=lora.base_model_id, seconds=lora.seconds, final_loss=lora.final_loss,
             lora_key=job.lora_key, best_step=lora.best_step, best_identity_score=lora.best_identity_score,
             validation=[_point(p) for p in lora.validation],
         )
-        record = await self.jobs.record(job)
-        record.completion.CopyFrom(done)
-        await self.jobs.save_record(record)
+        async with self.sealed.writing(job.subject_id):  # a deletion's purge waits for the LoRA and its record
+            await self.sealed.put(job.tenant_id, job.subject_id, job.lora_key, lora.safetensors_bytes,
+                                  privacy_pb2.KEY_PURPOSE_ENCRYPT_LORA)
+            record = await self.jobs.record(job)
+            record.completion.CopyFrom(done)
+            await self.jobs.save_record(record)
         await self._announce(job, done)
         log.info("job %s done: %.1f s of training, best step %d", job.job_id, lora.seconds, lora.best_step)
 
