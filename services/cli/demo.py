@@ -17,6 +17,7 @@ from services.cli.arguments import port_of
 from services.cli.client import StudioClient
 from services.cli.failures import fail, read_api_key
 from services.cli.order_progress import OrderFailed, Stopwatch, watch_with_progress
+from services.cli.output_files import check_out_folder
 from services.cli.photo_files import no_photos_message, photos_in
 from services.cli.portrait_files import download_portraits
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
@@ -56,8 +57,7 @@ def pick_photos(photos_dir: Path, headshot: Path | None, as_json: bool) -> list[
 
 async def run_demo(args) -> DemoResult:
     photos = pick_photos(Path(args.photos), Path(args.headshot) if args.headshot else None, args.json)
-    if Path(args.out).exists() and not Path(args.out).is_dir():  # found now, not after the whole job
-        fail(f"--out {args.out} is a file, not a folder", args.json)
+    check_out_folder(Path(args.out), args.json)  # found now, not after the whole job
     async with AsyncExitStack() as exits:
         api_key_file = args.api_key_file
         if not await grpc_healthy(args.endpoint):

@@ -22,7 +22,6 @@ from studio.v1 import events_pb2
 
 from services.common import topology
 from services.common.bus import Bus
-from services.common.deletion_guard import DeletionGuard
 from services.common.vault_client import SealedStore
 
 log = logging.getLogger(__name__)
@@ -54,9 +53,7 @@ class PurgeListener:
 
     async def _stop_subject(self, message: Msg) -> None:
         """Any replica, any deletion: nothing more of the subject is read, sealed or announced here."""
-        request = events_pb2.DeletionRequested.FromString(message.data)
-        self.sealed.guard.mark_deleted(request.subject_id)
-        self.sealed.vault.forget_subject(request.subject_id)
+        stop_subject(self.sealed, events_pb2.DeletionRequested.FromString(message.data).subject_id)
 
     async def _purge_each(self) -> None:
         durable = topology.purge_consumer(self.service).durable_name
@@ -90,14 +87,18 @@ class PurgeListener:
 async def forget_and_purge(
     request: events_pb2.DeletionRequested, sealed: SealedStore, purge: PurgeHandler
 ) -> dict[str, int]:
-    guard: DeletionGuard = sealed.guard
-    guard.mark_deleted(request.subject_id)
-    sealed.vault.forget_subject(request.subject_id)
-    await guard.wait_for_writes(request.subject_id)
+    stop_subject(sealed, request.subject_id)
+    await sealed.guard.wait_for_writes(request.subject_id)
     if sealed.leases is not None:  # other replicas may write too
         await outlast_cached_keys(request, sealed.vault.key_ttl_s)
         await sealed.leases.wait_until_none(request.subject_id, LEASE_WAIT_S)
     return await purge(request)
+
+
+def stop_subject(sealed: SealedStore, subject_id: str) -> None:
+    """Nothing more of the subject is read, sealed or announced by this process; its cached keys are gone."""
+    sealed.guard.mark_deleted(subject_id)
+    sealed.vault.forget_subject(subject_id)
 
 
 async def outlast_cached_keys(request: events_pb2.DeletionRequested, key_ttl_s: float) -> None:
