@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from services.cli.stack import REPO_ROOT, EmbeddedStack, grpc_healthy
-from services.common.launchers.process import ManagedProcess, free_port
+from services.common.launchers.process import ManagedProcess, free_ports
 from services.ingest.public_tls import CERT_ENV, CLIENT_CA_ENV, KEY_ENV, LISTEN_ENV
 from services.privacy.mtls_test import issue, make_ca
 from studio_client import ClientTls
@@ -39,7 +39,7 @@ async def start_tls_ingest(stack: EmbeddedStack, directory: Path, identities: li
     ca_pem = ca[1].public_bytes(serialization.Encoding.PEM)
     (directory / "ca.crt").write_bytes(ca_pem)
     server = issue(directory, ca, "ingest-public", directory / "ca.crt")
-    port, mtls_port = free_port(), free_port()
+    port, mtls_port = free_ports(2, exclude={stack.public_port})
     env = stack._service_env("ingest", stack._base_model(lambda message: None), f"127.0.0.1:{port}")
     env.update({CERT_ENV: str(server.cert), KEY_ENV: str(server.key), CLIENT_CA_ENV: str(server.ca),
                 LISTEN_ENV: f"127.0.0.1:{mtls_port}"})

@@ -18,7 +18,7 @@ from deploy.k8s.manifests import named
 from services.common import topology
 from services.common.bus import Bus
 from services.common.launchers.binaries import find_binary
-from services.common.launchers.process import ManagedProcess, free_port, tcp_port_open
+from services.common.launchers.process import ManagedProcess, free_ports, tcp_port_open
 
 NODES = 3
 READY_TIMEOUT_S = 60.0
@@ -60,7 +60,8 @@ class Cluster:
         shipped = named(validate.build(validate.K8S_DIR / "overlays" / "prod"), "ConfigMap", "nats-config")
         self.config = shipped["data"]["nats.conf"]
         self.root = root
-        self.ports = [{"client": free_port(), "cluster": free_port(), "monitor": free_port()} for _ in range(NODES)]
+        ports = iter(free_ports(3 * NODES))  # distinct: none is bound until its node starts
+        self.ports = [{"client": next(ports), "cluster": next(ports), "monitor": next(ports)} for _ in range(NODES)]
         self.processes: list[ManagedProcess] = []
 
     def start(self, index: int) -> ManagedProcess:

@@ -139,10 +139,11 @@ class EmbeddedStack:
         self._prepare_secrets()
         base_model = self._base_model(progress)
         progress("starting nats-server")
-        self.nats = await start_nats(self.data_dir / "nats", self.paths.logs)
+        self.nats = await start_nats(self.data_dir / "nats", self.paths.logs, avoid={self.public_port})
         progress("starting tritonserver")
         self.triton = await start_triton(
-            MODEL_REPOSITORY, self.data_dir / "triton", self.paths.logs, base_model=base_model
+            MODEL_REPOSITORY, self.data_dir / "triton", self.paths.logs, base_model=base_model,
+            avoid={self.public_port},
         )
         for service in SERVICES:
             progress(f"starting {service}")
@@ -218,10 +219,13 @@ class EmbeddedStack:
         module, instances = f"services.{service}", 1
         if service == "trainer" and (gpus := self.trainer_gpus()):
             module, instances = "services.trainer.fleet", len(gpus)  # one worker per GPU
-        port = self.public_port if service == "ingest" else free_port_run(instances)
+        # the public port and this service's listen ports are not bound yet: the kernel may offer them again
+        reserved = {self.public_port}
+        port = self.public_port if service == "ingest" else free_port_run(instances, exclude=reserved)
         listen = f"127.0.0.1:{port}"
         env = self._service_env(service, base_model, listen)
-        env["STUDIO_METRICS_PORT"] = str(free_port_run(instances))
+        reserved.update(range(port, port + instances))
+        env["STUDIO_METRICS_PORT"] = str(free_port_run(instances, exclude=reserved))
         process = ManagedProcess(service, [sys.executable, "-m", module], self.paths.logs, env=env, cwd=REPO_ROOT)
         process.start()
         self.processes[service] = process

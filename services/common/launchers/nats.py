@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +36,10 @@ def _healthz_ok(url: str) -> bool:
         return False
 
 
-async def start_nats(data_dir: Path, log_dir: Path, port: int | None = None) -> NatsServer:
+async def start_nats(data_dir: Path, log_dir: Path, port: int | None = None, avoid: Collection[int] = ()) -> NatsServer:
+    """`avoid`: ports chosen for something not started yet."""
     given = [port] if port else []
-    port, monitor_port = given + free_ports(2 - len(given), exclude=given)  # distinct: never the client port
+    port, monitor_port = given + free_ports(2 - len(given), exclude=[*given, *avoid])  # distinct: never the client port
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         find_binary("nats-server"),

@@ -49,11 +49,13 @@ def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
     return ports
 
 
-def free_port_run(count: int, attempts: int = 50) -> int:
-    """The first of `count` consecutive free ports (a fleet's workers listen on port, port+1, ...)."""
+def free_port_run(count: int, exclude: Collection[int] = (), attempts: int = 50) -> int:
+    """The first of `count` consecutive free ports (a fleet's workers listen on port, port+1, ...), none in
+    `exclude`: a run chosen earlier is not bound until its process starts, so the kernel may offer it again."""
     for _ in range(attempts):
         first = free_port()
-        if all(port_is_free(first + offset) for offset in range(1, count)):
+        run = range(first, first + count)
+        if not set(run) & set(exclude) and all(port_is_free(port) for port in run[1:]):
             return first
     raise RuntimeError(f"no run of {count} free ports found")
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from services.common.launchers import process
 from services.common.launchers.process import (
     ManagedProcess,
     ProcessStartError,
     free_port,
+    free_port_run,
     free_ports,
     tcp_port_open,
 )
@@ -115,3 +117,11 @@ def test_free_ports_are_distinct_and_skip_the_ones_already_chosen() -> None:
         chosen = free_ports(1)[0]
         ports = free_ports(3, exclude={chosen})
         assert len(set(ports)) == 3 and chosen not in ports
+
+
+def test_a_port_run_skips_a_run_chosen_earlier_that_the_kernel_offers_again(monkeypatch) -> None:
+    listen = free_port_run(1)  # chosen, not yet bound: the kernel may offer it again
+    other = free_ports(1, exclude={listen})[0]
+    offered = iter([listen, other])
+    monkeypatch.setattr(process, "free_port", lambda: next(offered))
+    assert process.free_port_run(1, exclude=range(listen, listen + 1)) == other

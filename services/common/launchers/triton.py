@@ -15,7 +15,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,14 +245,16 @@ async def start_triton(
     grpc_port: int | None = None,
     host: str = "127.0.0.1",
     ready_timeout: float = READY_TIMEOUT,
+    avoid: Collection[int] = (),
 ) -> TritonServer:
-    """Run tritonserver with `models` loaded; returns once the server and every model are ready."""
+    """Run tritonserver with `models` loaded; returns once the server and every model are ready.
+    `avoid`: ports chosen for something not started yet."""
     work_dir = Path(work_dir).resolve()
     for folder in (work_dir / "home", work_dir / "hf-home"):
         folder.mkdir(parents=True, exist_ok=True)
     # Distinct: tritonserver refuses to start with HTTP and gRPC on one port.
     given = [grpc_port] if grpc_port else []
-    grpc, http, metrics = given + free_ports(3 - len(given), exclude=given)
+    grpc, http, metrics = given + free_ports(3 - len(given), exclude=[*given, *avoid])
     ports = {"grpc": grpc, "http": http, "metrics": metrics}
     backend_dir = build_backend_directory(work_dir)
     remove_shm_regions(grpc)  # left by an earlier server on this port that was killed
