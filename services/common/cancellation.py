@@ -29,6 +29,7 @@ class CancelWatch:
         self.bus, self.order_id, self.subject_id = bus, order_id, subject_id
         self.event = threading.Event()
         self._task: asyncio.Task | None = None
+        self._closing = False
 
     def stopped(self) -> bool:
         return self.event.is_set() or self.bus.guard.is_deleted(self.subject_id)
@@ -39,13 +40,18 @@ class CancelWatch:
 
     async def __aexit__(self, *exc_info) -> None:
         if self._task:
+            # Also a flag: Python 3.11's wait_for (in nats-py's request) drops a cancellation that lands as the
+            # reply arrives, and the poll would go on forever, holding the job open with no event and no log.
+            self._closing = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _poll(self) -> None:
-        while not self.event.is_set():
+        while not (self.event.is_set() or self._closing):
             with contextlib.suppress(Exception):  # a NATS hiccup must not end the job; poll again
                 if await order_cancelled(self.bus, self.order_id):
                     self.event.set()
+            if self._closing:
+                return
             await asyncio.sleep(POLL_INTERVAL_S)

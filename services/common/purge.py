@@ -35,35 +35,40 @@ PurgeHandler = Callable[[events_pb2.DeletionRequested], Awaitable[dict[str, int]
 
 
 class PurgeListener:
-    """A service's deletion consumer. `caught_up` is set once the backlog (deletions that arrived
-    while the service was down) is purged: work queues start only then, so a restarted worker never
-    picks up a deleted subject's job and announces it again."""
+    """A service's deletion consumer. `caught_up` is set once this replica has stopped every subject whose
+    deletion was requested before it started (the ordered consumer's replay): work queues start only then, so a
+    restarted worker never picks up a deleted subject's job and announces it again. `on_stop` runs on every
+    replica for every deletion (e.g. forgetting what the process keeps of the subject in memory)."""
 
-    def __init__(self, bus: Bus, service: str, sealed: SealedStore, purge: PurgeHandler) -> None:
-        self.bus, self.service, self.sealed, self.purge = bus, service, sealed, purge
+    def __init__(self, bus: Bus, service: str, sealed: SealedStore, purge: PurgeHandler,
+                 on_stop: Callable[[str], object] = lambda subject_id: None) -> None:
+        self.bus, self.service, self.sealed, self.purge, self.on_stop = bus, service, sealed, purge, on_stop
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
         watch = await self.bus.js.subscribe(topology.DELETION_REQUESTS, stream=topology.DELETIONS_STREAM.name,
                                             cb=self._stop_subject, ordered_consumer=True)
+        # Not "until the durable consumer's backlog is empty": another replica may hold its last message for
+        # the whole purge, and this one would never start its workers.
+        if not (await self.bus.js.stream_info(topology.DELETIONS_STREAM.name)).state.messages:
+            self.caught_up.set()  # nothing to replay
         try:
-            await self._purge_each()
+            await self.bus.consume(topology.DELETIONS_STREAM.name, topology.purge_consumer(self.service).durable_name,
+                                   self._handle)
         finally:
             await watch.unsubscribe()
 
     async def _stop_subject(self, message: Msg) -> None:
         """Any replica, any deletion: nothing more of the subject is read, sealed or announced here."""
-        stop_subject(self.sealed, events_pb2.DeletionRequested.FromString(message.data).subject_id)
-
-    async def _purge_each(self) -> None:
-        durable = topology.purge_consumer(self.service).durable_name
-        info = await self.bus.js.consumer_info(topology.DELETIONS_STREAM.name, durable)
-        if not info.num_pending and not info.num_ack_pending:
+        subject_id = events_pb2.DeletionRequested.FromString(message.data).subject_id
+        stop_subject(self.sealed, subject_id)
+        self.on_stop(subject_id)
+        if message.metadata.num_pending == 0:
             self.caught_up.set()
-        await self.bus.consume(topology.DELETIONS_STREAM.name, durable, self._handle)
 
     def then(self, task: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        """`task`, started once the backlog is purged (a background-task factory for serve())."""
+        """`task`, started once this replica has stopped every deleted subject (a background-task factory for
+        serve())."""
         async def gated() -> None:
             await self.caught_up.wait()
             await task()
@@ -80,8 +85,6 @@ class PurgeListener:
             await message.nak(delay=RETRY_DELAY_S)
             return
         await message.ack()
-        if message.metadata.num_pending == 0:
-            self.caught_up.set()
 
 
 async def forget_and_purge(

@@ -32,7 +32,9 @@ class Replica:
     bus: Bus
     sealed: SealedStore
     task: asyncio.Task
+    listener: PurgeListener
     purged: list[tuple[str, float]] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
 
     @classmethod
     async def start(cls, url: str, blobs: Path) -> Replica:
@@ -40,13 +42,15 @@ class Replica:
         vault = VaultClient("127.0.0.1:9", "")  # never asked: nothing here fetches a key
         sealed = SealedStore(await open_blob_store(f"file://{blobs}"), vault, bus.guard, WriteLeases(bus))
         purged: list[tuple[str, float]] = []
+        stopped: list[str] = []
 
         async def purge(request: events_pb2.DeletionRequested) -> dict[str, int]:
             purged.append((request.subject_id, time.time()))
             return {"things": 1}
 
-        task = asyncio.create_task(PurgeListener(bus, SERVICE, sealed, purge).run())
-        return cls(bus, sealed, task, purged)
+        listener = PurgeListener(bus, SERVICE, sealed, purge, on_stop=stopped.append)
+        task = asyncio.create_task(listener.run())
+        return cls(bus, sealed, task, listener, purged, stopped)
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -74,8 +78,15 @@ async def test_every_replica_stops_and_one_purges_after_every_write(nats_server:
         request.requested_at.GetCurrentTime()
         await admin.publish(topology.deletion_requested_subject(deletion_id), request, msg_id=deletion_id)
         await until(lambda: all(r.bus.guard.is_deleted(subject_id) for r in replicas), timeout_s=2)
+        assert [r.stopped for r in replicas] == [[subject_id], [subject_id]]  # e.g. faceqa's cache, on each
         with pytest.raises(SubjectDeleted):  # neither replica starts another write
             await replicas[0].sealed.put("t", subject_id, "k", b"x", 0)
+
+        # A replica started while another holds the deletion (its purge waits) still starts its workers.
+        joining = await Replica.start(nats_server.url, tmp_path)
+        await asyncio.wait_for(joining.listener.caught_up.wait(), timeout=5)
+        assert joining.bus.guard.is_deleted(subject_id) and joining.stopped == [subject_id]
+        await joining.stop()
 
         key_ttl_s = replicas[0].sealed.vault.key_ttl_s
         await asyncio.sleep(key_ttl_s + KEY_EXPIRY_MARGIN_S + 0.5)

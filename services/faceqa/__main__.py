@@ -39,7 +39,8 @@ async def main() -> None:
 
     try:
         await serve("faceqa", settings.listen, settings.metrics_port, register, background=[
-            PurgeListener(runtime.bus, "faceqa", runtime.sealed, purge_handler(runtime.sealed, servicer.cache)).run,
+            PurgeListener(runtime.bus, "faceqa", runtime.sealed, purge_handler(runtime.sealed, servicer.cache),
+                          on_stop=servicer.cache.forget_subject).run,  # every replica's cache
         ], credentials=internal_server_credentials())
     finally:
         await runtime.close()

@@ -131,7 +131,7 @@ class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
         )
         for stored, photo in zip(request.photos, new, strict=True):
             if photo.check.accepted:
-                self.cache.put(stored.object_key, photo.check)
+                self._remember(subject_id, stored.object_key, photo.check)
         return faceqa_pb2.CheckPhotoSetResponse(
             photos=[
                 faceqa_pb2.CheckedPhoto(photo_id=p.photo_id, verdict=verdict_of(p.check, p), crop_key=key)
@@ -180,6 +180,10 @@ class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
         except BlobNotFound as missing:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"photo is not stored: {missing}")
 
+    def _remember(self, subject_id: str, object_key: str, check: PhotoCheck) -> None:
+        if not self.sealed.guard.is_deleted(subject_id):  # its deletion may have come during the analysis
+            self.cache.put(object_key, check)
+
     async def _earlier_checks(
         self, tenant_id: str, subject_id: str, accepted: list[faceqa_pb2.StoredPhoto]
     ) -> list[SetPhoto]:
@@ -201,7 +205,7 @@ class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
         for photo, check in zip(readable, checks, strict=True):
             found[photo.object_key] = check
             if check.accepted:
-                self.cache.put(photo.object_key, check)
+                self._remember(subject_id, photo.object_key, check)
         return [
             SetPhoto(p.photo_id, p.role == common_pb2.PHOTO_ROLE_HEADSHOT, found[p.object_key])
             for p in accepted if found[p.object_key] is not None and found[p.object_key].accepted

@@ -20,6 +20,7 @@ from services.renderer.pipeline import BatchItem, PortraitRenderer, load_pipelin
 from services.renderer.triton_client import (
     AdapterNotHeld,
     AdapterShipping,
+    AdapterWithdrawn,
     RenderRejected,
     RenderRequest,
     build_inputs,
@@ -115,6 +116,16 @@ async def test_a_job_ships_its_adapter_once_then_by_token(
     assert differs(again, images[0]) <= 1
     assert (shipping.loads, shipping.sent_with_bytes, shipping.sent_by_reference) == (1, 1, 4)
     assert shipping.bytes_sent == 2 * len(lora)
+
+    # Evicted by a deletion's purge while the job, stopped meanwhile, still had a render queued: nothing goes
+    # again, neither with that render nor as a load, and the instance holds nothing.
+    assert await evict_adapters(url, "job-1/") == 1
+    for adapter_id in ("job-1/a", "job-1/b"):
+        with pytest.raises(AdapterWithdrawn):
+            await render_via_triton(url, request_for(adapter_id, lora), shipping=shipping, stopped=lambda: True)
+    assert (shipping.loads, shipping.sent_with_bytes, shipping.bytes_sent) == (1, 1, 2 * len(lora))
+    with pytest.raises(AdapterNotHeld):
+        await render_inputs(url, build_inputs(request_for("job-1/a", lora), with_bytes=False), 30)
 
 
 async def test_a_load_of_bytes_that_are_no_lora_is_invalid_and_keeps_nothing(batched_triton: TritonServer) -> None:

@@ -41,6 +41,10 @@ class RenderRejected(RuntimeError):
         self.status = status
 
 
+class AdapterWithdrawn(RuntimeError):
+    """The job stopped (its order cancelled, its subject deleted) before its adapter went to Triton: not sent."""
+
+
 class AdapterNotHeld(RenderRejected):
     """A request that named its adapter by token reached an instance that does not hold it; with the bytes
     it will succeed."""
@@ -160,14 +164,17 @@ def _classify(error: InferenceServerException, url: str) -> Exception:
 
 
 async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: float = 120,
-                            shipping: AdapterShipping | None = None) -> np.ndarray:
+                            shipping: AdapterShipping | None = None,
+                            stopped: Callable[[], bool] = lambda: False) -> np.ndarray:
     """The rendered image as uint8 HxWx3; TritonUnavailable (retry) or RenderRejected (do not). With
     `shipping`, the adapter goes to `url` once (load_adapter) and each render names it by token; a render
-    the instance refuses for want of it carries the bytes."""
+    the instance refuses for want of it carries the bytes. Each time the bytes would go, `stopped()` is asked
+    first (AdapterWithdrawn): a deletion's purge may have evicted the adapter while this render was queued."""
     if shipping is None or not request.adapter:
         return await _render(url, build_inputs(request), timeout_s)
     key = (url, request.adapter_id, request.adapter_token)
     if key not in shipping.held:
+        _unless_stopped(stopped)
         await shipping.load_once(key, lambda: load_adapter(url, request, timeout_s=timeout_s))
     try:
         image = await _render(url, build_inputs(request, with_bytes=False), timeout_s)
@@ -175,11 +182,17 @@ async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: floa
         return image
     except AdapterNotHeld:
         shipping.held.discard(key)
+    _unless_stopped(stopped)
     image = await _render(url, build_inputs(request), timeout_s)
     shipping.held.add(key)
     shipping.sent_with_bytes += 1
     shipping.bytes_sent += len(request.adapter)
     return image
+
+
+def _unless_stopped(stopped: Callable[[], bool]) -> None:
+    if stopped():
+        raise AdapterWithdrawn("the job stopped; its adapter is not sent")
 
 
 async def load_adapter(url: str, request: RenderRequest, *, timeout_s: float = 120) -> int:

@@ -42,6 +42,7 @@ from services.renderer.ranking import (
 from services.renderer.records import record_of, save_records
 from services.renderer.triton_client import (
     AdapterShipping,
+    AdapterWithdrawn,
     RenderRejected,
     RenderRequest,
     TritonUnavailable,
@@ -276,7 +277,10 @@ class RenderWorker:
             if attempt and ctx.cancelled():  # cancelled or deleted while Triton was away: its adapter stays here
                 raise OrderCancelled
             try:
-                return await render_via_triton(self.triton_url, request, shipping=ctx.shipping)
+                return await render_via_triton(self.triton_url, request, shipping=ctx.shipping,
+                                               stopped=ctx.cancelled)
+            except AdapterWithdrawn as error:
+                raise OrderCancelled from error
             except TritonUnavailable as error:
                 delay = TRITON_RETRY_S[min(attempt, len(TRITON_RETRY_S) - 1)]
                 log.warning("Triton unavailable (%s); retrying in %.0f s", error, delay)
