@@ -50,6 +50,7 @@ from tests.fixtures_stack import faces
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 STEPS, CHECKPOINT_EVERY, VALIDATE_EVERY, ACK_WAIT_S = 60, 5, 30, 4
+DEFAULT_RENDER_STEPS = 4  # ingest's (STUDIO_RENDER_STEPS unset)
 EVENT_WAIT_S = 180  # between two events of a training job: a step or a validation, seconds even on a busy CI
 TRAINER_ENV = {
     "STUDIO_TRAIN_STEPS": str(STEPS), "STUDIO_TRAIN_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY),
@@ -327,15 +328,49 @@ async def test_a_render_job_delivered_again_is_announced_again_not_rendered_agai
     again = events_pb2.RenderJob(
         job_id=f"render-{order.order_id}", order_id=order.order_id, tenant_id=subject.tenant_id,
         subject_id=order.subject_id, lora_key=next(iter(subject.lora_keys.values())),
-        items=[events_pb2.RenderItem(portrait_id=p.portrait_id, style=p.style, seed=p.seed,
+        items=[events_pb2.RenderItem(portrait_id=p.portrait_id, style=p.style, seed=p.seed, width=p.width,
+                                     height=p.height, steps=DEFAULT_RENDER_STEPS,
                                      portrait_key=portrait_key(subject.tenant_id, order.subject_id, order.order_id,
                                                                p.portrait_id)) for p in order.portraits])
     await js.publish(topology.RENDER_SUBJECT, again.SerializeToString(),
                      headers={"Nats-Msg-Id": f"{again.job_id}-delivered-again"})
-    event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=60)).data)
-    await subscription.unsubscribe()
-    assert event.WhichOneof("kind") == "done" and list(event.done.portraits) == list(order.portraits)
+    rendered, event = await _rendered_then_done(subscription, trainer_stack, js)
+    assert rendered == [] and list(event.done.portraits) == list(order.portraits)
     assert {path: path.read_bytes() for path in portraits} == delivered  # not rendered, signed or stored again
+
+    # Cut short: a job of one more portrait, killed after delivering the order's, before its own mark. The
+    # delivered portraits are kept as they were (a customer may have downloaded them); only the rest is rendered.
+    marks = await js.key_value(topology.RENDERS_DONE_BUCKET)
+    await marks.purge(f"{order.subject_id}.{again.job_id}")
+    rest = events_pb2.RenderItem()
+    rest.CopyFrom(again.items[-1])
+    rest.portrait_id, rest.seed = "portrait_rest", rest.seed + 1
+    rest.portrait_key = portrait_key(subject.tenant_id, order.subject_id, order.order_id, rest.portrait_id)
+    again.items.append(rest)
+    await js.publish(topology.RENDER_SUBJECT, again.SerializeToString(),
+                     headers={"Nats-Msg-Id": f"{again.job_id}-cut-short"})
+    rendered, event = await _rendered_then_done(subscription, trainer_stack, js)
+    await subscription.unsubscribe()
+    assert rendered == [rest.portrait_id]  # without the marks every portrait was rendered and announced again
+    assert [p.portrait_id for p in event.done.portraits] == [*(p.portrait_id for p in order.portraits), "portrait_rest"]
+    assert {path: path.read_bytes() for path in portraits} == delivered
+    assert (await marks.get(f"{order.subject_id}.{again.job_id}.{rest.portrait_id}")).value
+
+
+async def _rendered_then_done(subscription, stack: EmbeddedStack, js) -> tuple[list[str], events_pb2.OrderEvent]:
+    """The portraits the renderer announced as rendered, then its done event; on a timeout, what it was doing."""
+    rendered = []
+    while True:
+        try:
+            event = events_pb2.OrderEvent.FromString((await subscription.next_msg(timeout=120)).data)
+        except nats.errors.TimeoutError:
+            queue = await js.consumer_info(topology.RENDER_QUEUE.stream, topology.RENDER_QUEUE.durable)
+            pytest.fail(f"no done event; render queue {queue.num_pending} pending, {queue.num_ack_pending} in "
+                        f"flight, {queue.num_redelivered} redelivered:\n{stack.processes['renderer'].log_tail()}")
+        if event.WhichOneof("kind") != "rendering":
+            assert event.WhichOneof("kind") == "done", event
+            return rendered, event
+        rendered.append(event.rendering.portrait.portrait_id)
 
 
 async def test_a_training_job_delivered_again_after_its_lora_was_stored_is_announced_not_trained_again(

@@ -166,8 +166,10 @@ SCHEDULER_BUCKET = "studio_scheduler"
 # Sealed writes under way on any replica: `<subject>.<writer instance>.<n>` (empty values), purged when the
 # write ends. A deletion's purge waits for the subject's entries (services/common/write_leases.py).
 WRITE_LEASES_BUCKET = "studio_write_leases"
-# Render jobs that finished: `<subject>.<render job id>` = their OrderDone (the portraits delivered), so a job
-# delivered again (its acknowledgement lost) is announced again, not rendered again. Purged with the subject.
+# What render jobs delivered: `<subject>.<render job id>` = a finished job's OrderDone, and
+# `<subject>.<render job id>.<portrait id>` = each Portrait as it was stored and announced. A job delivered again
+# (its worker killed before the acknowledgement) keeps what it delivered instead of rendering it again.
+# Purged with the subject.
 RENDERS_DONE_BUCKET = "studio_renders_done"
 BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
            CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET,

@@ -91,10 +91,13 @@ class JobContext:
     cancelled: Callable[[], bool] = lambda: False
     delivered: list[common_pb2.Portrait] = field(default_factory=list)
     records: list[events_pb2.RenderRecord] = field(default_factory=list)
+    # Portraits an earlier delivery of this job stored and announced (its worker killed before the end), by id.
+    delivered_before: dict[str, common_pb2.Portrait] = field(default_factory=dict)
 
 
-def finished_key(job: events_pb2.RenderJob) -> str:
-    return f"{job.subject_id}.{job.job_id}"
+def finished_key(job: events_pb2.RenderJob, portrait_id: str = "") -> str:
+    """The mark of the finished job, or of one portrait it delivered."""
+    return f"{job.subject_id}.{job.job_id}" + (f".{portrait_id}" if portrait_id else "")
 
 
 @dataclass
@@ -133,7 +136,8 @@ class RenderWorker:
             except ValueError as error:  # WrongBaseModel, or not a LoRA file at all
                 raise PermanentJobError(str(error)) from error
         ctx = JobContext(job, adapter, adapter_id_of(job.subject_id, adapter), await self._identity(job),
-                         adapter_token(adapter), slots=asyncio.Semaphore(await self.in_flight()))
+                         adapter_token(adapter), slots=asyncio.Semaphore(await self.in_flight()),
+                         delivered_before=await self._portraits_delivered_before(job))
         async with CancelWatch(self.bus, job.order_id, job.subject_id) as watch:  # polled while the styles render
             ctx.cancelled = watch.stopped
             try:
@@ -149,6 +153,14 @@ class RenderWorker:
             await save_records(self.sealed, job, ctx.records)
             await self.bus.kv_put(topology.RENDERS_DONE_BUCKET, finished_key(job), finished)
         await publish_order_event(self.bus, job.order_id, job.tenant_id, job.subject_id, done=finished)
+
+    async def _portraits_delivered_before(self, job: events_pb2.RenderJob) -> dict[str, common_pb2.Portrait]:
+        keys = await self.bus.kv_keys_matching(topology.RENDERS_DONE_BUCKET, finished_key(job, "*"))
+        marks = [await self.bus.kv_get(topology.RENDERS_DONE_BUCKET, key, common_pb2.Portrait) for key in keys]
+        delivered = {mark.portrait_id: mark for mark in marks if mark is not None}
+        if delivered:
+            log.info("render job %s was cut short; keeping the %d portraits it delivered", job.job_id, len(delivered))
+        return delivered
 
     async def in_flight(self) -> int:
         """Triton requests a job keeps in flight: STUDIO_RENDER_CONCURRENCY, else BATCHES_IN_FLIGHT of Triton's
@@ -219,6 +231,14 @@ class RenderWorker:
         preset = catalogue().get(style)
         if preset is None:
             raise PermanentJobError(f"unknown style '{style}'")
+        for item in items:  # kept as delivered: a customer may have downloaded them already
+            if (earlier := ctx.delivered_before.get(item.portrait_id)) is not None:
+                ctx.delivered.append(earlier)
+                ctx.records.append(record_of(self._request(ctx, preset, item, earlier.seed), item.portrait_id,
+                                             item.style, ctx.job.lora_key, earlier.identity_score))
+        items = [item for item in items if item.portrait_id not in ctx.delivered_before]
+        if not items:
+            return
         seeds = candidate_seeds([item.seed for item in items], self.ranking.candidates_for(len(items)))
         requests = {seed: self._request(ctx, preset, items[0], seed) for seed in seeds}
         candidates = await self._render_all(ctx, list(requests.values()))
@@ -261,8 +281,10 @@ class RenderWorker:
             width=int(candidate.image.shape[1]), height=int(candidate.image.shape[0]),
             identity_score=candidate.score if ctx.identity else UNSCORED,
         )
-        await self.sealed.put(job.tenant_id, job.subject_id, item.portrait_key, portrait_png,
-                              privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
+        async with self.sealed.writing(job.subject_id):  # a deletion's purge waits for the portrait and its mark
+            await self.sealed.put(job.tenant_id, job.subject_id, item.portrait_key, portrait_png,
+                                  privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
+            await self.bus.kv_put(topology.RENDERS_DONE_BUCKET, finished_key(job, item.portrait_id), portrait)
         ctx.delivered.append(portrait)
         ctx.records.append(record_of(request, item.portrait_id, item.style, job.lora_key, portrait.identity_score))
         await publish_order_event(
