@@ -1,6 +1,7 @@
 """Session-wide real servers for tests: nats-server with JetStream and SeaweedFS's S3 gateway.
 
-Registered for every test by the top-level conftest.py; request `nats_server` or `seaweed_s3`.
+Registered for every test by the top-level conftest.py; request `nats_server`, `bus` (a connection to
+it with the topology declared) or `seaweed_s3`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from services.common.bus import Bus
 from services.common.launchers.nats import NatsServer, start_nats
 from services.common.launchers.seaweed import SeaweedS3, start_seaweed_s3
 
@@ -25,6 +27,16 @@ async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         yield server
     finally:
         server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
+    bus = await Bus.connect(nats_server.url, name="test")
+    await bus.declare()
+    try:
+        yield bus
+    finally:
+        await bus.close()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import nats
@@ -42,6 +43,8 @@ from services.common.topology import (
     purge_consumer,
 )
 
+log = logging.getLogger(__name__)
+
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 
@@ -52,6 +55,27 @@ PUBLISH_RETRY_S = 0.1
 # A JetStream cluster that is still electing its meta leader drops or refuses API requests for a few seconds.
 DECLARE_ATTEMPTS = 5
 DECLARE_RETRY_S = 1.0
+
+
+async def keep_in_progress(message: Msg, interval_s: float) -> None:
+    """Tell the server every `interval_s` that `message` is still being worked on, so it is not delivered again."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await message.in_progress()
+        except Exception as error:  # NATS reconnecting: the next beat may still come within ack_wait
+            log.warning("in-progress heartbeat lost: %s", error)
+
+
+@contextlib.asynccontextmanager
+async def in_progress_while(message: Msg, interval_s: float) -> AsyncIterator[None]:
+    beating = asyncio.create_task(keep_in_progress(message, interval_s))
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
 
 
 async def fetch_or_stop(subscription: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:

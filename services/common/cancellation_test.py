@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from services.common import cancellation
 from services.common.bus import Bus
 from services.common.cancellation import CancelWatch, mark_cancelled
-from services.common.launchers.nats import NatsServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(nats_server.url, name="cancel-watch")
-    await bus.declare()
-    yield bus
-    await bus.close()
 
 
 async def test_an_open_watch_sees_the_order_cancelled_and_the_subject_deleted(bus: Bus) -> None:

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from studio.v1 import events_pb2
 
 from services.common import topology
-from services.common.bus import Bus
+from services.common.bus import Bus, in_progress_while
 from services.common.vault_client import SealedStore
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ RETRY_DELAY_S = 5.0
 # A key fetched just before the shred is used for at most the cache's lifetime after it; this covers the
 # time between the vault's requested_at and its shred, and clock differences between machines.
 KEY_EXPIRY_MARGIN_S = 2.0
-LEASE_WAIT_S = 60.0
+LEASE_WAIT_S = 60.0  # then the deletion is retried (nak): writes that renew their leases are still under way
 PurgeHandler = Callable[[events_pb2.DeletionRequested], Awaitable[dict[str, int]]]
 
 
@@ -44,6 +44,7 @@ class PurgeListener:
                  on_stop: Callable[[str], object] = lambda subject_id: None) -> None:
         self.bus, self.service, self.sealed, self.purge, self.on_stop = bus, service, sealed, purge, on_stop
         self.caught_up = asyncio.Event()
+        self._beat_every_s = 40.0
 
     async def run(self) -> None:
         watch = await self.bus.js.subscribe(topology.DELETION_REQUESTS, stream=topology.DELETIONS_STREAM.name,
@@ -52,9 +53,11 @@ class PurgeListener:
         # the whole purge, and this one would never start its workers.
         if not (await self.bus.js.stream_info(topology.DELETIONS_STREAM.name)).state.messages:
             self.caught_up.set()  # nothing to replay
-        try:
-            await self.bus.consume(topology.DELETIONS_STREAM.name, topology.purge_consumer(self.service).durable_name,
-                                   self._handle)
+        durable = topology.purge_consumer(self.service).durable_name
+        consumer = await self.bus.js.consumer_info(topology.DELETIONS_STREAM.name, durable)
+        self._beat_every_s = consumer.config.ack_wait / 3
+        try:  # one at a time: a purge waits seconds (cached keys, leases), and fetched messages would age meanwhile
+            await self.bus.consume(topology.DELETIONS_STREAM.name, durable, self._handle, batch=1)
         finally:
             await watch.unsubscribe()
 
@@ -78,8 +81,9 @@ class PurgeListener:
     async def _handle(self, message: Msg) -> None:
         request = events_pb2.DeletionRequested.FromString(message.data)
         try:
-            destroyed = await forget_and_purge(request, self.sealed, self.purge)
-            await confirm(self.bus, self.service, request.deletion_id, destroyed)
+            async with in_progress_while(message, self._beat_every_s):  # longer than ack_wait, not delivered again
+                destroyed = await forget_and_purge(request, self.sealed, self.purge)
+                await confirm(self.bus, self.service, request.deletion_id, destroyed)
         except Exception:
             log.exception("purge for deletion %s failed; retrying", request.deletion_id)
             await message.nak(delay=RETRY_DELAY_S)

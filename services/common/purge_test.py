@@ -5,6 +5,7 @@ replica may cache can still be used."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ class Replica:
     stopped: list[str] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, url: str, blobs: Path) -> Replica:
+    async def start(cls, url: str, blobs: Path, service: str = SERVICE) -> Replica:
         bus = await Bus.connect(url, name="replica")
         vault = VaultClient("127.0.0.1:9", "")  # never asked: nothing here fetches a key
         sealed = SealedStore(await open_blob_store(f"file://{blobs}"), vault, bus.guard, WriteLeases(bus))
@@ -48,7 +49,7 @@ class Replica:
             purged.append((request.subject_id, time.time()))
             return {"things": 1}
 
-        listener = PurgeListener(bus, SERVICE, sealed, purge, on_stop=stopped.append)
+        listener = PurgeListener(bus, service, sealed, purge, on_stop=stopped.append)
         task = asyncio.create_task(listener.run())
         return cls(bus, sealed, task, listener, purged, stopped)
 
@@ -110,6 +111,30 @@ async def test_every_replica_stops_and_one_purges_after_every_write(nats_server:
     await until(lambda: late.bus.guard.is_deleted(subject_id))
     await asyncio.sleep(0.5)
     assert sum(len(r.purged) for r in replicas) == 2  # each purged once, whichever replica came and went
+    for replica in replicas:
+        await replica.stop()
+    await admin.close()
+
+
+async def test_a_purge_longer_than_the_ack_wait_is_not_delivered_to_another_replica(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    service = "slow-purges"  # a consumer of its own, acknowledged within 1 s: each purge here waits 3 s
+    admin = await Bus.connect(nats_server.url, name="deleter")
+    await admin.js.add_consumer(topology.DELETIONS_STREAM.name,
+                                dataclasses.replace(topology.purge_consumer(service), ack_wait=1.0))
+    replicas = [await Replica.start(nats_server.url, tmp_path, service) for _ in range(2)]
+    request = events_pb2.DeletionRequested(deletion_id=f"deletion_{secrets.token_hex(6)}", tenant_id="t",
+                                           subject_id=f"subject_{secrets.token_hex(6)}")
+    request.requested_at.GetCurrentTime()
+    await admin.publish(topology.deletion_requested_subject(request.deletion_id), request, msg_id=request.deletion_id)
+    key_ttl_s = replicas[0].sealed.vault.key_ttl_s
+    def purges() -> list[str]:  # the session's earlier deletions are on record too: this consumer reads them all
+        return [subject for r in replicas for subject, _ in r.purged if subject == request.subject_id]
+
+    await until(purges, timeout_s=30)
+    await asyncio.sleep(key_ttl_s + KEY_EXPIRY_MARGIN_S + 1)  # a second delivery would have been purged by now
+    assert purges() == [request.subject_id]
     for replica in replicas:
         await replica.stop()
     await admin.close()

@@ -163,8 +163,8 @@ TENANT_USAGE_BUCKET = "studio_tenant_usage"
 TENANT_INDEX_BUCKET = "studio_tenant_index"
 # The dispatcher's lease (one active instance) and measured service times per work queue.
 SCHEDULER_BUCKET = "studio_scheduler"
-# Sealed writes under way on any replica: `<subject>.<writer instance>.<n>` (empty values), purged when the
-# write ends. A deletion's purge waits for the subject's entries (services/common/write_leases.py).
+# Sealed writes under way on any replica: `<subject>.<writer instance>.<n>` = when the writer last renewed it,
+# purged when the write ends. A deletion's purge waits for the subject's entries (services/common/write_leases.py).
 WRITE_LEASES_BUCKET = "studio_write_leases"
 # What render jobs delivered: `<subject>.<render job id>` = a finished job's OrderDone, and
 # `<subject>.<render job id>.<portrait id>` = each Portrait as it was stored and announced. A job delivered again

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from studio.v1 import common_pb2, events_pb2
 
 from services.common.blobstore import BlobStoreUnavailable
-from services.common.bus import Bus, fetch_or_stop
+from services.common.bus import Bus, fetch_or_stop, keep_in_progress
 from services.common.topology import WorkQueue, worker_heartbeat_subject
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ async def _process(
     state.job_started = time.monotonic()
     with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
         await send_heartbeat(bus, queue, state)
-    heartbeat = asyncio.create_task(_heartbeat(message, queue.ack_wait_s / 3))
+    heartbeat = asyncio.create_task(keep_in_progress(message, queue.ack_wait_s / 3))
     completed = ""
     try:
         if await _settle(message, queue, handle, on_failure, state):
@@ -173,15 +173,6 @@ async def _give_up(message: Msg, on_failure: FailureHandler, state: WorkerState,
     await _through_outages(lambda payload: on_failure(payload, reason), message.data)
     await message.term()
     state.jobs_failed += 1
-
-
-async def _heartbeat(message: Msg, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await message.in_progress()
-        except Exception as error:  # NATS reconnecting: the next beat may still come within ack_wait
-            log.warning("in-progress heartbeat lost: %s", error)
 
 
 async def send_heartbeat(

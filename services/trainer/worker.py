@@ -206,6 +206,7 @@ class TrainerWorker:
         """TrainingDone, the held render job, the DONE record. Announced again (a job delivered again), NATS drops the
         repeats within its dedup window; after it, the finished order's view ignores the second TrainingDone, and a
         render job that finished is announced again, not rendered again (services/renderer/worker.py)."""
+        self.sealed.guard.check(job.subject_id)  # deleted while the LoRA was stored: its purge takes it
         await self.bus.publish(topology.order_events_subject(job.order_id), _event(job, trained=done),
                                msg_id=f"{job.job_id}.trained")
         # Held for the scheduler; the job id makes a redelivered training job's render job a duplicate.
