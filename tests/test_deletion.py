@@ -159,6 +159,25 @@ async def test_a_write_on_another_replica_cannot_outlive_the_purge(client: Studi
     assert await nats_traces(stack, subject.subject_id) == []  # nor a lease naming it
 
 
+async def test_a_key_answered_after_the_deletion_arrived_is_not_cached(
+    client: StudioClient, stack: EmbeddedStack
+) -> None:
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(faces("lisa")[1], REFERENCE)])
+    vault = VaultClient.from_token_file(stack.addresses["privacy"], stack.paths.token_file("renderer"))
+    try:
+        asking = asyncio.create_task(
+            vault.data_key("default", subject.subject_id, privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT))
+        await asyncio.sleep(0)  # the request is on its way
+        vault.forget_subject(subject.subject_id)  # the deletion's broadcast arrives meanwhile
+        await asking
+        assert not vault.holds_key_of(subject.subject_id)
+        await vault.data_key("default", subject.subject_id, privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
+        assert vault.holds_key_of(subject.subject_id)  # a request sent after the forget is cached as before
+    finally:
+        await vault.close()
+
+
 async def test_revocation_starts_deletion(client: StudioClient, stack: EmbeddedStack) -> None:
     subject = await client.create_subject()
     await client.upload(subject.subject_id, [(faces("lisa")[0], REFERENCE)])

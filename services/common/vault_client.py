@@ -40,12 +40,17 @@ class DataKey:
     key_version: int
 
 
+# Longer than a GetDataKey call may take (its timeout): an answer to a request sent before the forget is not cached.
+FORGET_MARK_S = 60.0
+
+
 class VaultClient:
     def __init__(self, address: str, service_token: str) -> None:
         self._channel = internal_channel(address)
         self._stub = privacy_pb2_grpc.PrivacyStub(self._channel)
         self._metadata = ((SERVICE_TOKEN_METADATA, service_token),) if service_token else ()
         self._cache: dict[tuple[str, str, int], tuple[float, DataKey]] = {}
+        self._forgotten_at: dict[str, float] = {}  # subjects being deleted: a key asked for before is not cached
         self.key_ttl_s = data_key_ttl_s()
 
     @classmethod
@@ -65,18 +70,26 @@ class VaultClient:
         cached = self._cache.get(cache_key)
         if cached and time.monotonic() - cached[0] < self.key_ttl_s:
             return cached[1]
+        self._cache.pop(cache_key, None)  # expired: its bytes leave memory now, not at the next use
         asked_at = time.monotonic()  # not the answer's time: the vault may shred the key while the answer travels
         response = await self._stub.GetDataKey(
             privacy_pb2.GetDataKeyRequest(tenant_id=tenant_id, subject_id=subject_id, purpose=purpose),
             metadata=self._metadata, timeout=10,
         )
         data_key = DataKey(response.data_key, response.key_id, response.key_version)
-        self._cache[cache_key] = (asked_at, data_key)
+        if self._forgotten_at.get(subject_id, -1.0) < asked_at:  # else the deletion came while the answer travelled
+            self._cache[cache_key] = (asked_at, data_key)
         return data_key
 
     def forget_subject(self, subject_id: str) -> None:
         for cache_key in [k for k in self._cache if k[1] == subject_id]:
             del self._cache[cache_key]
+        now = time.monotonic()
+        self._forgotten_at = {s: at for s, at in self._forgotten_at.items() if now - at < FORGET_MARK_S}
+        self._forgotten_at[subject_id] = now
+
+    def holds_key_of(self, subject_id: str) -> bool:
+        return any(cache_key[1] == subject_id for cache_key in self._cache)
 
     async def close(self) -> None:
         await self._channel.close()
