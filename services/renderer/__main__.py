@@ -24,6 +24,7 @@ from services.renderer.triton_client import triton_ready
 from services.renderer.worker import RenderWorker
 
 WORKERS_ENV = "STUDIO_RENDER_WORKERS"
+TRITON_PODS_ENV = "STUDIO_TRITON_PODS"  # host:port resolving to every Triton server; unset: STUDIO_TRITON_URL
 DEFAULT_WORKERS = 1
 
 
@@ -78,7 +79,9 @@ async def main() -> None:
         await asyncio.gather(*(run_worker(bus, topology.RENDER_QUEUE, worker.handle, worker.on_failure, worker.state)
                                for worker in workers))
 
-    purges = PurgeListener(bus, "renderer", runtime.sealed, purge_handler(bus, runtime.sealed, triton_url))
+    # Evictions go to every Triton pod (a headless Service's name), renders to any (the Service's).
+    every_triton = os.environ.get(TRITON_PODS_ENV) or triton_url
+    purges = PurgeListener(bus, "renderer", runtime.sealed, purge_handler(bus, runtime.sealed, every_triton))
     try:
         await serve("renderer", settings.listen, settings.metrics_port, register,
                     background=[purges.run, purges.then(run_workers)], credentials=internal_server_credentials())

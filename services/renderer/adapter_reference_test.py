@@ -23,8 +23,11 @@ from services.renderer.triton_client import (
     AdapterWithdrawn,
     RenderRejected,
     RenderRequest,
+    TritonUnavailable,
     build_inputs,
     evict_adapters,
+    evict_on_every_instance,
+    instance_urls,
     render_via_triton,
 )
 from services.renderer.triton_client import _render as render_inputs
@@ -117,9 +120,11 @@ async def test_a_job_ships_its_adapter_once_then_by_token(
     assert (shipping.loads, shipping.sent_with_bytes, shipping.sent_by_reference) == (1, 1, 4)
     assert shipping.bytes_sent == 2 * len(lora)
 
-    # Evicted by a deletion's purge while the job, stopped meanwhile, still had a render queued: nothing goes
-    # again, neither with that render nor as a load, and the instance holds nothing.
-    assert await evict_adapters(url, "job-1/") == 1
+    # Evicted by a deletion's purge (on every server its name resolves to) while the job, stopped meanwhile, still
+    # had a render queued: nothing goes again, neither with that render nor as a load, and the instance holds nothing.
+    port = url.rsplit(":", 1)[1]
+    assert await instance_urls(f"localhost:{port}") == [f"127.0.0.1:{port}"]
+    assert await evict_on_every_instance(f"localhost:{port}", "job-1/") == 1
     for adapter_id in ("job-1/a", "job-1/b"):
         with pytest.raises(AdapterWithdrawn):
             await render_via_triton(url, request_for(adapter_id, lora), shipping=shipping, stopped=lambda: True)
@@ -162,3 +167,8 @@ async def test_bytes_with_another_adapters_token_are_invalid(
     with pytest.raises(RenderRejected, match="ADAPTER_TOKEN does not match") as rejected:
         await render_via_triton(batched_triton.grpc_url, request)
     assert rejected.value.status == "StatusCode.INVALID_ARGUMENT"
+
+
+async def test_an_eviction_to_a_name_that_does_not_resolve_is_retried_not_skipped() -> None:
+    with pytest.raises(TritonUnavailable, match="does not resolve"):
+        await evict_on_every_instance("tritonserver-pods.invalid:8001", "subject/")

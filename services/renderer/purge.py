@@ -12,7 +12,7 @@ from services.common.bus import Bus
 from services.common.objects import subject_area
 from services.common.vault_client import SealedStore
 from services.renderer.records import RECORDS_FILE
-from services.renderer.triton_client import evict_adapters
+from services.renderer.triton_client import evict_on_every_instance
 
 
 def adapter_prefix(subject_id: str) -> str:
@@ -20,12 +20,13 @@ def adapter_prefix(subject_id: str) -> str:
 
 
 def purge_handler(bus: Bus, sealed: SealedStore, triton_url: str):
+    """`triton_url`: a name that resolves to every Triton server (STUDIO_TRITON_PODS in deploy/k8s), or the one."""
     async def purge(request: events_pb2.DeletionRequested) -> dict[str, int]:
         def of_subject(payload: bytes) -> bool:
             return events_pb2.RenderJob.FromString(payload).subject_id == request.subject_id
 
         jobs = await bus.delete_queued_jobs(topology.RENDER_QUEUE, of_subject)
-        evicted = await evict_adapters(triton_url, adapter_prefix(request.subject_id))
+        evicted = await evict_on_every_instance(triton_url, adapter_prefix(request.subject_id))
         orders = subject_area(request.tenant_id, request.subject_id, "orders")
         records = [key for key in await sealed.blobs.list(orders) if key.endswith(RECORDS_FILE)]
         for key in records:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -230,6 +231,25 @@ async def evict_adapters(url: str, adapter_id_prefix: str, *, timeout_s: float =
         raise ValueError("an eviction needs a non-empty adapter id prefix")
     inputs = [_tensor("EVICT_PREFIX", adapter_id_prefix.encode("utf-8"), "BYTES", np.object_)]
     return int((await _infer(url, inputs, EVICTED_OUTPUT, timeout_s)).reshape(-1)[0])
+
+
+async def evict_on_every_instance(url: str, adapter_id_prefix: str, *, timeout_s: float = 30) -> int:
+    """evict_adapters on every Triton server `url`'s host name resolves to: with several servers behind one name (a
+    headless Service lists each pod), one request would reach only one of them and the others would keep the
+    adapters decrypted. TritonUnavailable when a name does not resolve or a server cannot be reached."""
+    urls = await instance_urls(url)
+    return sum(await asyncio.gather(*(evict_adapters(each, adapter_id_prefix, timeout_s=timeout_s) for each in urls)))
+
+
+async def instance_urls(url: str) -> list[str]:
+    """`host:port` for each IPv4 address `url`'s host resolves to."""
+    host, port = url.rsplit(":", 1)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, int(port), family=socket.AF_INET,
+                                                             type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise TritonUnavailable(f"{host} does not resolve: {error}") from error
+    return sorted({f"{address[0]}:{port}" for *_, address in found})
 
 
 async def triton_ready(url: str, model: str = MODEL_NAME) -> bool:
