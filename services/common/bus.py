@@ -57,7 +57,7 @@ DECLARE_ATTEMPTS = 5
 DECLARE_RETRY_S = 1.0
 
 
-async def keep_in_progress(message: Msg, interval_s: float) -> None:
+async def _keep_in_progress(message: Msg, interval_s: float) -> None:
     """Tell the server every `interval_s` that `message` is still being worked on, so it is not delivered again."""
     while True:
         await asyncio.sleep(interval_s)
@@ -69,7 +69,7 @@ async def keep_in_progress(message: Msg, interval_s: float) -> None:
 
 @contextlib.asynccontextmanager
 async def in_progress_while(message: Msg, interval_s: float) -> AsyncIterator[None]:
-    beating = asyncio.create_task(keep_in_progress(message, interval_s))
+    beating = asyncio.create_task(_keep_in_progress(message, interval_s))
     try:
         yield
     finally:

@@ -13,6 +13,7 @@ cannot land after the purge."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,6 @@ class PurgeListener:
                  on_stop: Callable[[str], object] = lambda subject_id: None) -> None:
         self.bus, self.service, self.sealed, self.purge, self.on_stop = bus, service, sealed, purge, on_stop
         self.caught_up = asyncio.Event()
-        self._beat_every_s = 40.0
 
     async def run(self) -> None:
         watch = await self.bus.js.subscribe(topology.DELETION_REQUESTS, stream=topology.DELETIONS_STREAM.name,
@@ -55,9 +55,9 @@ class PurgeListener:
             self.caught_up.set()  # nothing to replay
         durable = topology.purge_consumer(self.service).durable_name
         consumer = await self.bus.js.consumer_info(topology.DELETIONS_STREAM.name, durable)
-        self._beat_every_s = consumer.config.ack_wait / 3
+        handle = functools.partial(self._handle, beat_every_s=consumer.config.ack_wait / 3)
         try:  # one at a time: a purge waits seconds (cached keys, leases), and fetched messages would age meanwhile
-            await self.bus.consume(topology.DELETIONS_STREAM.name, durable, self._handle, batch=1)
+            await self.bus.consume(topology.DELETIONS_STREAM.name, durable, handle, batch=1)
         finally:
             await watch.unsubscribe()
 
@@ -78,10 +78,10 @@ class PurgeListener:
 
         return gated
 
-    async def _handle(self, message: Msg) -> None:
+    async def _handle(self, message: Msg, beat_every_s: float) -> None:
         request = events_pb2.DeletionRequested.FromString(message.data)
         try:
-            async with in_progress_while(message, self._beat_every_s):  # longer than ack_wait, not delivered again
+            async with in_progress_while(message, beat_every_s):  # longer than ack_wait, not delivered again
                 destroyed = await forget_and_purge(request, self.sealed, self.purge)
                 await confirm(self.bus, self.service, request.deletion_id, destroyed)
         except Exception:

@@ -9,6 +9,7 @@ import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ KeyPurpose = privacy_pb2.KeyPurpose
 DATA_KEY_TTL_ENV = "STUDIO_DATA_KEY_TTL_S"
 DEFAULT_DATA_KEY_TTL_S = 10.0
 LARGE_PAYLOAD_BYTES = 1 << 20
+# Subjects this task is writing (SealedStore.writing): a put inside the block shares its guard count and lease.
+_WRITING: ContextVar[frozenset[str]] = ContextVar("studio_writing", default=frozenset())
 
 
 def data_key_ttl_s() -> float:
@@ -108,9 +111,19 @@ class SealedStore:
     @contextlib.asynccontextmanager
     async def writing(self, subject_id: str) -> AsyncIterator[None]:
         """Around writes of the subject's data: a purge on any replica waits for them to end. Unsealed writes (KV
-        marks) belong after a sealed put inside the same block, which is refused once the key is shredded."""
-        async with self.guard.writing(subject_id), self._lease(subject_id):
+        marks) belong after a sealed put inside the same block, which is refused once the key is shredded. Nested
+        (a put inside the block) it takes no second lease."""
+        held = _WRITING.get()
+        if subject_id in held:
+            self.guard.check(subject_id)
             yield
+            return
+        async with self.guard.writing(subject_id), self._lease(subject_id):
+            entered = _WRITING.set(held | {subject_id})
+            try:
+                yield
+            finally:
+                _WRITING.reset(entered)
 
     async def put(self, tenant_id: str, subject_id: str, key: str, plaintext: bytes, purpose: int) -> None:
         # The lease comes before the key lookup: a purge that cannot see the lease outlasts any cached key.

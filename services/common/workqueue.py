@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from studio.v1 import common_pb2, events_pb2
 
 from services.common.blobstore import BlobStoreUnavailable
-from services.common.bus import Bus, fetch_or_stop, keep_in_progress
+from services.common.bus import Bus, fetch_or_stop, in_progress_while
 from services.common.topology import WorkQueue, worker_heartbeat_subject
 
 log = logging.getLogger(__name__)
@@ -93,20 +93,17 @@ async def _process(
     state.job_started = time.monotonic()
     with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
         await send_heartbeat(bus, queue, state)
-    heartbeat = asyncio.create_task(keep_in_progress(message, queue.ack_wait_s / 3))
     completed = ""
     try:
-        if await _settle(message, queue, handle, on_failure, state):
-            completed = state.current_job_id
+        async with in_progress_while(message, queue.ack_wait_s / 3):
+            if await _settle(message, queue, handle, on_failure, state):
+                completed = state.current_job_id
     except Exception:
         # Left unsettled, the message comes back after ack_wait (handlers are idempotent); stopping here
         # would stop the service and every other job in it.
         log.exception("could not settle job %s (delivery %d); the server delivers it again",
                       state.current_job_id, message.metadata.num_delivered)
     finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
         seconds = time.monotonic() - state.job_started
         state.busy, state.current_job_id = False, ""
         with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job

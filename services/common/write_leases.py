@@ -69,14 +69,24 @@ class WriteLeases:
         """Wait for every replica's writes of the subject to end. Leases not renewed for stale_s (a writer that died
         holding one) are dropped, since they name the subject; LeasesStillHeld when writes go on past `timeout_s`."""
         deadline = time.monotonic() + timeout_s
+        next_stale_check = time.monotonic()
         while held := await self.held(subject_id):
-            if stale := [key for key in held if await self._stale(key)]:
-                log.warning("%d writes of a deleted subject stopped renewing their leases; dropping them", len(stale))
-                for key in stale:
-                    await self.bus.kv_purge(topology.WRITE_LEASES_BUCKET, key)
-            elif time.monotonic() > deadline:
+            if time.monotonic() >= next_stale_check:  # a lease goes stale in renewal periods: not read every poll
+                next_stale_check = time.monotonic() + self.renew_s
+                if await self._drop_stale(held):
+                    continue
+            if time.monotonic() > deadline:
                 raise LeasesStillHeld(f"{len(held)} writes of the subject still under way after {timeout_s:.0f} s")
             await asyncio.sleep(POLL_S)
+
+    async def _drop_stale(self, held: list[str]) -> bool:
+        """Purge the leases among `held` that their writers stopped renewing; whether there were any."""
+        found = await asyncio.gather(*map(self._stale, held))
+        stale = [key for key, is_stale in zip(held, found, strict=True) if is_stale]
+        if stale:
+            log.warning("%d writes of a deleted subject stopped renewing their leases; dropping them", len(stale))
+            await asyncio.gather(*(self.bus.kv_purge(topology.WRITE_LEASES_BUCKET, key) for key in stale))
+        return bool(stale)
 
     async def _stale(self, key: str) -> bool:
         renewed = await self.bus.kv_raw(topology.WRITE_LEASES_BUCKET, key)

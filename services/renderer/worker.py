@@ -156,7 +156,8 @@ class RenderWorker:
 
     async def _portraits_delivered_before(self, job: events_pb2.RenderJob) -> dict[str, common_pb2.Portrait]:
         keys = await self.bus.kv_keys_matching(topology.RENDERS_DONE_BUCKET, finished_key(job, "*"))
-        marks = [await self.bus.kv_get(topology.RENDERS_DONE_BUCKET, key, common_pb2.Portrait) for key in keys]
+        marks = await asyncio.gather(*(self.bus.kv_get(topology.RENDERS_DONE_BUCKET, key, common_pb2.Portrait)
+                                       for key in keys))
         delivered = {mark.portrait_id: mark for mark in marks if mark is not None}
         if delivered:
             log.info("render job %s was cut short; keeping the %d portraits it delivered", job.job_id, len(delivered))
