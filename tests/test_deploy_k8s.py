@@ -88,13 +88,15 @@ def test_triton_pods_share_one_compile_cache_in_prod(built):
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_a_deletion_evicts_adapters_from_every_triton_pod(built, overlay):
     """Renders go to the tritonserver Service (any pod); a deletion's evictions go to a headless Service whose name
-    resolves to every ready pod of the same Deployment, on the same gRPC port."""
+    resolves to every pod of the same Deployment, ready or not (one failing its probe may hold adapters), on the
+    same gRPC port."""
     config = next(m for m in of_kind(built[overlay], "ConfigMap") if m["metadata"]["name"] == "studio-config")
     renders_host, renders_port = config["data"]["STUDIO_TRITON_URL"].split(":")
     pods_host, pods_port = config["data"]["STUDIO_TRITON_PODS"].split(":")
     renders, pods = named(built[overlay], "Service", renders_host), named(built[overlay], "Service", pods_host)
     triton = named(built[overlay], "Deployment", "tritonserver")
     assert pods["spec"]["clusterIP"] == "None" and renders["spec"].get("clusterIP") != "None"
+    assert pods["spec"]["publishNotReadyAddresses"] is True
     assert pods["spec"]["selector"] == renders["spec"]["selector"] == triton["spec"]["selector"]["matchLabels"]
     assert pods_port == renders_port and [p["port"] for p in pods["spec"]["ports"]] == [int(pods_port)]
     renderer = named(built[overlay], "Deployment", "renderer")

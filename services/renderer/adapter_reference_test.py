@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from services.common.launchers.process import free_port
 from services.common.launchers.triton import TritonServer, start_triton
 from services.renderer.adapter_reference import AdapterNotLoaded, adapter_token
 from services.renderer.conftest import PARAMS, differs
@@ -26,6 +28,7 @@ from services.renderer.triton_client import (
     TritonUnavailable,
     build_inputs,
     evict_adapters,
+    evict_on_addresses,
     evict_on_every_instance,
     instance_urls,
     render_via_triton,
@@ -172,3 +175,20 @@ async def test_bytes_with_another_adapters_token_are_invalid(
 async def test_an_eviction_to_a_name_that_does_not_resolve_is_retried_not_skipped() -> None:
     with pytest.raises(TritonUnavailable, match="does not resolve"):
         await evict_on_every_instance("tritonserver-pods.invalid:8001", "subject/")
+
+
+async def test_an_eviction_passes_over_a_pod_running_no_server_but_not_one_that_does_not_answer(
+    batched_triton: TritonServer, loras: dict[str, bytes]
+) -> None:
+    url = batched_triton.grpc_url
+    await render_via_triton(url, request_for("pods/a", loras["subject-a"]))
+    restarting = f"127.0.0.1:{free_port()}"  # nothing listens: a pod between two processes holds nothing
+    assert await evict_on_addresses([url, restarting], "pods/") == 1
+    with pytest.raises(AdapterNotHeld):
+        await render_inputs(url, build_inputs(request_for("pods/a", loras["subject-a"]), with_bytes=False), 30)
+
+    with socket.socket() as silent:  # listening, never answering: a live server out of reach
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(TritonUnavailable):
+            await evict_on_addresses([url, f"127.0.0.1:{silent.getsockname()[1]}"], "pods/", timeout_s=2)

@@ -235,10 +235,35 @@ async def evict_adapters(url: str, adapter_id_prefix: str, *, timeout_s: float =
 
 async def evict_on_every_instance(url: str, adapter_id_prefix: str, *, timeout_s: float = 30) -> int:
     """evict_adapters on every Triton server `url`'s host name resolves to: with several servers behind one name (a
-    headless Service lists each pod), one request would reach only one of them and the others would keep the
-    adapters decrypted. TritonUnavailable when a name does not resolve or a server cannot be reached."""
-    urls = await instance_urls(url)
-    return sum(await asyncio.gather(*(evict_adapters(each, adapter_id_prefix, timeout_s=timeout_s) for each in urls)))
+    headless Service lists each pod, ready or not), one request would reach only one of them and the others would
+    keep the adapters decrypted. TritonUnavailable when a name does not resolve or a server cannot be reached."""
+    return await evict_on_addresses(await instance_urls(url), adapter_id_prefix, timeout_s=timeout_s)
+
+
+async def evict_on_addresses(urls: list[str], adapter_id_prefix: str, *, timeout_s: float = 30) -> int:
+    """evict_adapters on each `host:port`, except one whose port refuses connections: no process listens there (a
+    pod between restarts, its container not started yet), so nothing is held, and the next process starts empty.
+    Any other failure (a timeout, a server that answers with an error) is TritonUnavailable: the purge retries."""
+    async def evict(each: str) -> int:
+        if not await _accepts_connections(each):
+            return 0
+        return await evict_adapters(each, adapter_id_prefix, timeout_s=timeout_s)
+
+    return sum(await asyncio.gather(*(evict(each) for each in urls)))
+
+
+async def _accepts_connections(url: str) -> bool:
+    """False only when the port refused: an address that does not answer in time may be a live server out of reach,
+    which the eviction itself then reports as unavailable."""
+    host, port = url.rsplit(":", 1)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), READY_TIMEOUT_S)
+    except ConnectionRefusedError:
+        return False
+    except (OSError, TimeoutError):
+        return True
+    writer.close()
+    return True
 
 
 async def instance_urls(url: str) -> list[str]:
