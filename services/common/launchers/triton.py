@@ -184,6 +184,8 @@ def tritonserver_argv(
         f"--metrics-address={host}",
         f"--metrics-port={ports['metrics']}",
         "--model-control-mode=explicit",
+        # Our configs are complete; auto-completing them starts a stub that imports model.py (~10 s per load).
+        "--disable-auto-complete-config",
         "--allow-metrics=true",
         "--allow-gpu-metrics=false",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECS}",
