@@ -49,7 +49,7 @@ from tests.fixtures_stack import faces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-STEPS, CHECKPOINT_EVERY, VALIDATE_EVERY, ACK_WAIT_S = 60, 5, 30, 4
+STEPS, CHECKPOINT_EVERY, VALIDATE_EVERY, ACK_WAIT_S = 24, 4, 12, 4
 DEFAULT_RENDER_STEPS = 4  # ingest's (STUDIO_RENDER_STEPS unset)
 EVENT_WAIT_S = 180  # between two events of a training job: a step or a validation, seconds even on a busy CI
 TRAINER_ENV = {
@@ -135,9 +135,9 @@ async def test_killed_trainer_resumes_from_its_checkpoint_and_completes_once(
     assert resumed[0].resumed_from_step % CHECKPOINT_EVERY == 0 and resumed[0].step > resumed[0].resumed_from_step
     last = resumed[-1]
     assert (last.step, last.total_steps) == (STEPS, STEPS) and last.loss > 0 and last.eta_seconds == 0
-    assert [point.step for point in last.validation] == [30, 60]
+    assert [point.step for point in last.validation] == [VALIDATE_EVERY, STEPS]
     trained = next(e.trained for e in events if e.WhichOneof("kind") == "trained")
-    assert trained.best_step in (30, 60) and len(trained.validation) == 2
+    assert trained.best_step in (VALIDATE_EVERY, STEPS) and len(trained.validation) == 2
     assert all(0.0 <= point.identity_score <= 1.0 for point in trained.validation)
 
     record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, f"train-{order.order_id}", trainer_pb2.TrainJobRecord)
@@ -442,7 +442,7 @@ async def test_validation_is_scored_by_faceqa_and_a_faceqa_outage_leaves_points_
 
     faceqa.stop()  # the last test of this module: the stack goes down after it
     trained, progress = await train_directly(trainer_stack, raw_nats, shared["done_subject"], "unscored", steps=STEPS)
-    assert [(p.step, p.identity_score) for p in trained.validation] == [(30, UNSCORED), (60, UNSCORED)]
+    assert [(p.step, p.identity_score) for p in trained.validation] == [(VALIDATE_EVERY, UNSCORED), (STEPS, UNSCORED)]
     assert any(list(e.validation) == list(trained.validation)[:1] and e.best_step == 0 for e in progress)
     assert trained.best_step == STEPS and trained.best_identity_score == 0  # no score: the last step's LoRA
     for _ in range(100):  # the record is marked done just after the TrainingDone event

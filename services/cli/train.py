@@ -51,16 +51,20 @@ def add_parser(commands) -> None:
 
 
 def cmd_train(args) -> None:
-    from services.trainer.identity import chip_embedding
-    from services.trainer.training import TrainingRun
-    from services.trainer.validation import IdentityValidator
-
     started = time.monotonic()
     if args.compile == "graphed" and not has_cuda(None):
         fail("--compile graphed replays CUDA graphs: this machine has no CUDA GPU", args.json)
     out = Path(args.out)
     check_out_folder(out, args.json)  # now, not after the training: a LoRA with nowhere to go is lost
     base_model = Path(args.base_model)
+    _check_base_model(base_model, args.json)
+    if not photos_in(Path(args.photos)):
+        fail(no_photos_message(Path(args.photos)), args.json)
+    # The training stack (torch, diffusers, peft, dlib) loads only once the arguments are known to be usable.
+    from services.trainer.identity import chip_embedding
+    from services.trainer.training import TrainingRun
+    from services.trainer.validation import IdentityValidator
+
     config = _config(args, base_model)
     photos, crops = check_photos(Path(args.photos), config.resolution, quiet=args.json)
     if not crops:
@@ -89,15 +93,19 @@ def cmd_train(args) -> None:
     print(json.dumps(report) if args.json else _summary(report))
 
 
-def _config(args, base_model: Path) -> TrainingConfig:
-    """The base model family's defaults, with what the flags override."""
+def _check_base_model(base_model: Path, quiet: bool) -> None:
     from services.common.basemodel import base_model_id
-    from services.trainer.training import TrainingConfig
 
     try:
         base_model_id(base_model)
     except FileNotFoundError as error:
-        fail(str(error), args.json)
+        fail(str(error), quiet)
+
+
+def _config(args, base_model: Path) -> TrainingConfig:
+    """The base model family's defaults, with what the flags override."""
+    from services.trainer.training import TrainingConfig
+
     config = TrainingConfig.for_base_model(
         base_model, steps=args.steps, seed=args.seed, rank=args.rank, alpha=args.rank,
         train_text_encoder=args.text_encoder, gradient_checkpointing=args.gradient_checkpointing,

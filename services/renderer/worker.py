@@ -52,7 +52,7 @@ from services.renderer.triton_client import (
 
 log = logging.getLogger(__name__)
 
-TRITON_RETRY_S = (1.0, 2.0, 5.0, 10.0)
+TRITON_RETRY_S = (1.0, 2.0, 3.0, 5.0)  # a connection attempt every 5 s costs Triton nothing; a restart is seen sooner
 
 
 class OrderCancelled(Exception):
