@@ -7,14 +7,13 @@ import asyncio
 import dataclasses
 import hashlib
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.common.launchers.process import free_port
-from services.common.launchers.triton import TritonServer, start_triton
+from services.common.launchers.triton import TritonServer
 from services.renderer.adapter_reference import AdapterNotLoaded, adapter_token
 from services.renderer.conftest import PARAMS, differs
 from services.renderer.errors import RenderInputError
@@ -35,7 +34,6 @@ from services.renderer.triton_client import (
 )
 from services.renderer.triton_client import _render as render_inputs
 
-MODEL_REPOSITORY = Path(__file__).parent / "model_repository"
 STORES = ["", "fused", "batched"]  # NamedAdapters (PEFT), FusedAdapter, BatchedAdapters
 
 
@@ -85,16 +83,6 @@ def test_bytes_and_a_token_that_disagree_are_refused(base_model: Path, loras: di
     result = renderer.render_batch([item])[0]
     assert type(result) is RenderInputError and "does not match" in str(result)
     assert renderer.loaded_adapter_ids == []
-
-
-@pytest.fixture(scope="module")
-async def batched_triton(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> AsyncIterator[TritonServer]:
-    root = tmp_path_factory.mktemp("reference-triton")
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("STUDIO_RENDER_COMPILE", "batched")  # the deploy default's store, without CUDA graphs
-        server = await start_triton(MODEL_REPOSITORY, root / "work", root / "logs", base_model=base_model)
-    yield server
-    server.stop()
 
 
 def request_for(adapter_id: str, adapter: bytes, seed: int = PARAMS.seed) -> RenderRequest:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.tinymodel import write_tiny_model
 from services.renderer.adapters import FusedAdapter
 from services.renderer.fp8 import Float8Linear, to_float8
 from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
@@ -53,11 +52,6 @@ def test_requantize_follows_an_in_place_weight_change_in_the_same_buffers() -> N
     assert _relative_error(layer(inputs), linear(inputs)) < LAYER_TOLERANCE
     assert _relative_error(stale, linear(inputs)) > 0.5
     assert (layer.weight_fp8.data_ptr(), layer.weight_scale.data_ptr()) == buffers  # graphs over them stay valid
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def test_only_the_transformer_blocks_linears_become_fp8(base_model: Path) -> None:

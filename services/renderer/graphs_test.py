@@ -12,18 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.tinymodel import write_tiny_model, write_tiny_sdxl_model
+from services.common.tinymodel import write_tiny_sdxl_model
 from services.renderer.graphs import UNetGraphs, graph_inputs, signature, unet_arguments
 from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
 from services.renderer.random_lora import make_lora
 
 PARAMS = RenderParams(prompt="a portrait", seed=3, steps=2, guidance=5.0, width=64, height=64)
 CUDA = torch.cuda.is_available()
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="module")

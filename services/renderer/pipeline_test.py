@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.common.styles import SCHEDULERS
-from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
+from services.common.tinymodel import TINY_RESOLUTION
 from services.renderer.adapters import adapter_metadata
 from services.renderer.pipeline import (
     SCHEDULER_CLASSES,
@@ -26,11 +26,6 @@ from services.renderer.random_lora import make_lora
 from services.renderer.unet_modes import prepare_unet
 
 TINY_PARAMS = RenderParams(prompt="a portrait", seed=7, steps=2, guidance=5.0, width=64, height=64)
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="module")

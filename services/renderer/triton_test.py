@@ -20,7 +20,7 @@ from services.common.launchers.triton import (
     shm_regions,
     start_triton,
 )
-from services.common.tinymodel import TINY_RESOLUTION, write_tiny_model
+from services.common.tinymodel import TINY_RESOLUTION
 from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
 from services.renderer.random_lora import make_lora
 from services.renderer.triton_client import (
@@ -51,11 +51,6 @@ def with_adapter(adapter_id: str, adapter: bytes, **changes) -> RenderRequest:
 
 def processes_mentioning(text: str) -> str:
     return subprocess.run(["pgrep", "-a", "-f", text], capture_output=True, text=True).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="module")
@@ -231,16 +226,6 @@ async def test_scheduler_reaches_the_model(triton: TritonServer) -> None:
     assert not np.array_equal(euler, ddim)
     with pytest.raises(RenderRejected, match="unknown scheduler"):
         await render_via_triton(triton.grpc_url, dataclasses.replace(BASE_REQUEST, scheduler="warp"))
-
-
-@pytest.fixture(scope="module")
-async def batched_triton(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> AsyncIterator[TritonServer]:
-    root = tmp_path_factory.mktemp("batched-triton")
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("STUDIO_RENDER_COMPILE", "batched")  # the instance reads it when it loads
-        server = await start_triton(MODEL_REPOSITORY, root / "work", root / "logs", base_model=base_model)
-    yield server
-    server.stop()
 
 
 async def test_a_batched_instance_renders_mixed_subjects_together_each_with_its_own_adapter(
