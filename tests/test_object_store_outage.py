@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from services.cli.stack import EmbeddedStack
 from services.common.launchers.process import free_port
-from services.common.launchers.seaweed import start_seaweed_s3
+from services.common.launchers.seaweed import SeaweedS3
 from studio_client import NO_RETRIES, StudioClient
 from tests.fixtures_stack import faces
 from tests.tcp_proxy import CuttingProxy
@@ -33,9 +33,9 @@ class World:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    base = tmp_path_factory.mktemp("outage")
-    s3 = await start_seaweed_s3(base / "weed", base / "logs")
+async def world(tmp_path_factory: pytest.TempPathFactory, seaweed_s3: SeaweedS3) -> AsyncIterator[World]:
+    """The session's S3 server behind a proxy of this module's own: the outage cuts the proxy, not the server."""
+    base, s3 = tmp_path_factory.mktemp("outage"), seaweed_s3
     host, port = s3.endpoint.rsplit(":", 1)
     proxy = CuttingProxy(host, int(port))
     await proxy.start()
@@ -52,7 +52,6 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     finally:
         stack.stop()
         await proxy.close()
-        s3.stop(timeout=5)
 
 
 async def _bring_back(store: CuttingProxy, after_s: float) -> None:
