@@ -3,11 +3,13 @@ processes on one machine, started in dependency order and stopped as a whole."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from services.cli.stack_guard import DataDirLock, ensure_port_free
 from services.common.basemodel import read_resolution
 from services.common.launchers.nats import NatsServer, start_nats
 from services.common.launchers.process import ManagedProcess, free_port_run
-from services.common.launchers.triton import TritonServer, start_triton
+from services.common.launchers.triton import TritonServer, launch_triton
 from services.common.provenance_certs import DevChainFiles, ensure_dev_chain
 from services.common.secrets import ensure_secret_file, hash_api_key, new_token, write_secret_file
 from services.common.signatures import SigningKey
@@ -141,13 +143,18 @@ class EmbeddedStack:
         progress("starting nats-server")
         self.nats = await start_nats(self.data_dir / "nats", self.paths.logs, avoid={self.public_port})
         progress("starting tritonserver")
-        self.triton = await start_triton(
-            MODEL_REPOSITORY, self.data_dir / "triton", self.paths.logs, base_model=base_model,
-            avoid={self.public_port},
-        )
-        for service in SERVICES:
-            progress(f"starting {service}")
-            await self._start_service(service, base_model)
+        self.triton = launch_triton(MODEL_REPOSITORY, self.data_dir / "triton", self.paths.logs,
+                                    base_model=base_model, avoid={self.public_port})
+        # Triton loads its model while the services start: none calls it before a render job comes.
+        triton_ready = asyncio.ensure_future(self.triton.wait_ready())
+        try:
+            for service in SERVICES:
+                progress(f"starting {service}")
+                await self._start_service(service, base_model)
+            progress("waiting for tritonserver to load its model")
+            await triton_ready
+        finally:
+            triton_ready.cancel()
         self.write_stack_file()
 
     def _prepare_secrets(self) -> None:
@@ -220,7 +227,7 @@ class EmbeddedStack:
         if service == "trainer" and (gpus := self.trainer_gpus()):
             module, instances = "services.trainer.fleet", len(gpus)  # one worker per GPU
         # the public port and this service's listen ports are not bound yet: the kernel may offer them again
-        reserved = {self.public_port}
+        reserved = {self.public_port, *(self.triton.ports if self.triton else ())}
         port = self.public_port if service == "ingest" else free_port_run(instances, exclude=reserved)
         listen = f"127.0.0.1:{port}"
         env = self._service_env(service, base_model, listen)
@@ -263,12 +270,15 @@ class EmbeddedStack:
             handle.write(json.dumps(stack, indent=2).encode())
 
     def stop(self) -> None:
-        """Stop everything this stack started, most dependent first; safe to call twice."""
-        for service in reversed(SERVICES):
-            if service in self.processes:
-                self.processes[service].stop()
-        if self.triton:
-            self.triton.stop()
+        """Stop everything this stack started, most dependent first; safe to call twice. Triton, which takes
+        seconds to unload its model and which no service needs to shut down, stops alongside the services."""
+        with ThreadPoolExecutor(max_workers=1) as alongside:
+            triton_stopped = alongside.submit(self.triton.stop) if self.triton else None
+            for service in reversed(SERVICES):
+                if service in self.processes:
+                    self.processes[service].stop()
+        if triton_stopped:
+            triton_stopped.result()
         if self.nats:
             self.nats.stop()
         if self.data_dir_lock:  # a stack refused for a held data directory leaves the holder's stack.json be

@@ -58,6 +58,18 @@ class TritonServer:
         self.process.stop(timeout)
         remove_shm_regions(self.grpc_port)
 
+    @property
+    def ports(self) -> set[int]:
+        return {self.grpc_port, self.http_port, self.metrics_port}
+
+    async def wait_ready(self, models: Sequence[str] = ("portrait_diffusion",), timeout: float = READY_TIMEOUT) -> None:
+        """Until `ready(models)`; a server that exits or misses `timeout` is stopped (ProcessStartError)."""
+        try:
+            await self.process.wait_ready(lambda: self.ready(models), timeout)
+        except BaseException:
+            self.stop()
+            raise
+
     async def ready(self, models: Sequence[str] = ("portrait_diffusion",)) -> bool:
         """Server and models ready. A model's stub creates its shared-memory region while the model loads, before
         any request can reach it, so a ready server's regions are made private here (after a restart too: the
@@ -251,6 +263,25 @@ async def start_triton(
 ) -> TritonServer:
     """Run tritonserver with `models` loaded; returns once the server and every model are ready.
     `avoid`: ports chosen for something not started yet."""
+    server = launch_triton(model_repository, work_dir, log_dir, base_model=base_model, models=models,
+                           grpc_port=grpc_port, host=host, avoid=avoid)
+    await server.wait_ready(models, ready_timeout)
+    return server
+
+
+def launch_triton(
+    model_repository: Path,
+    work_dir: Path,
+    log_dir: Path,
+    *,
+    base_model: Path,
+    models: Sequence[str] = ("portrait_diffusion",),
+    grpc_port: int | None = None,
+    host: str = "127.0.0.1",
+    avoid: Collection[int] = (),
+) -> TritonServer:
+    """Start tritonserver and return at once, its ports chosen but not bound until its models load: whatever
+    starts meanwhile must avoid `server.ports`. Then await `server.wait_ready(models)`."""
     work_dir = Path(work_dir).resolve()
     for folder in (work_dir / "home", work_dir / "hf-home"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -264,15 +295,5 @@ async def start_triton(
     env = triton_environment(work_dir, Path(base_model).resolve())
     process = ManagedProcess("tritonserver", argv, log_dir, env=env, cwd=work_dir)
     process.start()
-    server = TritonServer(
-        grpc_url=f"{_client_host(host)}:{ports['grpc']}",
-        http_port=ports["http"],
-        metrics_port=ports["metrics"],
-        process=process,
-    )
-    try:
-        await process.wait_ready(lambda: server.ready(models), ready_timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return TritonServer(grpc_url=f"{_client_host(host)}:{ports['grpc']}", http_port=ports["http"],
+                        metrics_port=ports["metrics"], process=process)
