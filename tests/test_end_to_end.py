@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import psutil
 import pytest
 from PIL import Image
 from studio.v1 import common_pb2
@@ -74,3 +75,14 @@ async def test_object_store_holds_only_ciphertext(stack: EmbeddedStack, finished
         assert not data.startswith(b"\xff\xd8\xff"), path
         assert not any(signature in data for signature in EMBEDDED_SIGNATURES), path
         assert not any(sample in data for sample in original_samples), path
+
+
+def test_the_stacks_torch_processes_share_the_cores_without_spinning(stack: EmbeddedStack) -> None:
+    """Each service, tritonserver and its model's stub wait passively: a spinning OpenMP pool in one starves the
+    others of the machine's cores (a training beside a render ran 5x slower)."""
+    leaders = [process.pid for process in stack.processes.values()]
+    triton = psutil.Process(stack.triton.process.pid)
+    stubs = [child for child in triton.children(recursive=True) if "stub" in child.name()]
+    assert stubs, "no python backend stub under tritonserver"
+    for process in [psutil.Process(pid) for pid in leaders] + [triton, *stubs]:
+        assert process.environ().get("OMP_WAIT_POLICY") == "PASSIVE", process.cmdline()[:3]

@@ -20,7 +20,7 @@ from services.cli.output_files import whole_file
 from services.cli.stack_guard import DataDirLock, ensure_port_free
 from services.common.basemodel import read_resolution
 from services.common.launchers.nats import NatsServer, start_nats
-from services.common.launchers.process import ManagedProcess, free_port_run
+from services.common.launchers.process import ManagedProcess, free_port_run, with_shared_cores
 from services.common.launchers.triton import TritonServer, launch_triton
 from services.common.provenance_certs import DevChainFiles, ensure_dev_chain
 from services.common.secrets import ensure_secret_file, hash_api_key, new_token, write_secret_file
@@ -182,7 +182,7 @@ class EmbeddedStack:
         assert self.nats and self.triton
         blob_url = self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"
         env = {
-            **os.environ,
+            **with_shared_cores(os.environ),
             "STUDIO_LISTEN": listen,
             "STUDIO_DATA_DIR": str(self.data_dir.resolve()),
             "STUDIO_NATS_URL": self.nats.url,

@@ -17,6 +17,14 @@ from pathlib import Path
 
 LOG_TAIL_LINES = 40
 READY_POLL_INTERVAL = 0.1
+# Several torch processes share one machine's cores (the trainer, Triton's model, faceqa): OpenMP threads that spin
+# while they wait starve the others (an 8-step training ran 5x slower beside a render). Passive threads sleep. The
+# caller's environment wins.
+SHARED_CORES_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def with_shared_cores(env: Mapping[str, str]) -> dict[str, str]:
+    return {**SHARED_CORES_ENV, **env}
 
 
 class ProcessStartError(RuntimeError):

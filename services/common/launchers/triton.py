@@ -20,7 +20,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.launchers.process import ManagedProcess, free_ports
+from services.common.launchers.process import ManagedProcess, free_ports, with_shared_cores
 
 READY_TIMEOUT = 300.0
 EXIT_TIMEOUT_SECS = 10
@@ -166,7 +166,7 @@ def _path_list(*entries: str | None) -> str:
 
 
 def triton_environment(work_dir: Path, base_model: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = with_shared_cores(os.environ)
     # The stub embeds libpython and finds its prefix (and the venv) through the `python` on PATH.
     env["PATH"] = _path_list(str(Path(sys.executable).parent), env.get("PATH"))
     # Without the running interpreter's LIBDIR the system's older libpython3.11 is picked up.
