@@ -19,6 +19,7 @@ from collections.abc import Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.common.launchers.process import ManagedProcess, free_ports, with_shared_cores
 
@@ -256,15 +257,12 @@ async def start_triton(
     *,
     base_model: Path,
     models: Sequence[str] = ("portrait_diffusion",),
-    grpc_port: int | None = None,
-    host: str = "127.0.0.1",
     ready_timeout: float = READY_TIMEOUT,
-    avoid: Collection[int] = (),
+    **placement: Any,
 ) -> TritonServer:
-    """Run tritonserver with `models` loaded; returns once the server and every model are ready.
-    `avoid`: ports chosen for something not started yet."""
-    server = launch_triton(model_repository, work_dir, log_dir, base_model=base_model, models=models,
-                           grpc_port=grpc_port, host=host, avoid=avoid)
+    """Run tritonserver with `models` loaded; returns once the server and every model are ready. `placement`:
+    launch_triton's grpc_port, host and avoid (ports chosen for something not started yet)."""
+    server = launch_triton(model_repository, work_dir, log_dir, base_model=base_model, models=models, **placement)
     await server.wait_ready(models, ready_timeout)
     return server
 
