@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import grpc
@@ -263,6 +263,8 @@ async def _accepts_connections(url: str) -> bool:
     except (OSError, TimeoutError):
         return True
     writer.close()
+    with suppress(OSError):
+        await writer.wait_closed()
     return True
 
 
