@@ -227,7 +227,8 @@ class EmbeddedStack:
         if service == "trainer" and (gpus := self.trainer_gpus()):
             module, instances = "services.trainer.fleet", len(gpus)  # one worker per GPU
         # the public port and this service's listen ports are not bound yet: the kernel may offer them again
-        reserved = {self.public_port, *(self.triton.ports if self.triton else ())}
+        assert self.triton  # launched first; its ports are not bound until its model loads
+        reserved = {self.public_port, *self.triton.ports}
         port = self.public_port if service == "ingest" else free_port_run(instances, exclude=reserved)
         listen = f"127.0.0.1:{port}"
         env = self._service_env(service, base_model, listen)

@@ -58,7 +58,8 @@ def cmd_train(args) -> None:
     check_out_folder(out, args.json)  # now, not after the training: a LoRA with nowhere to go is lost
     base_model = Path(args.base_model)
     _check_base_model(base_model, args.json)
-    if not photos_in(Path(args.photos)):
+    photo_files = photos_in(Path(args.photos))
+    if not photo_files:
         fail(no_photos_message(Path(args.photos)), args.json)
     # The training stack (torch, diffusers, peft, dlib) loads only once the arguments are known to be usable.
     from services.trainer.identity import chip_embedding
@@ -66,7 +67,7 @@ def cmd_train(args) -> None:
     from services.trainer.validation import IdentityValidator
 
     config = _config(args, base_model)
-    photos, crops = check_photos(Path(args.photos), config.resolution, quiet=args.json)
+    photos, crops = check_photos(photo_files, config.resolution, quiet=args.json)
     if not crops:
         fail(f"no usable photo in {args.photos}: every photo was rejected", args.json)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,14 +116,11 @@ def _config(args, base_model: Path) -> TrainingConfig:
     return TrainingConfig.for_base_model(base_model, **{**asdict(config), "validate_every": validate_every})
 
 
-def check_photos(folder: Path, resolution: int, quiet: bool) -> tuple[list[dict], list[Image.Image]]:
+def check_photos(files: list[Path], resolution: int, quiet: bool) -> tuple[list[dict], list[Image.Image]]:
     """faceqa's checks on every photo; the accepted ones' aligned crops at the training resolution.
-    QUIET (--json): no progress bar, and a refusal as a JSON error object."""
+    QUIET (--json): no progress bar."""
     from services.faceqa.checks import check_photo
 
-    files = photos_in(folder)
-    if not files:
-        fail(no_photos_message(folder), quiet)
     verdicts, crops = [], []
     for path in tqdm(files, desc="checking photos", unit="photo", disable=quiet, file=sys.stderr):
         result = check_photo(path.read_bytes(), crop_size=resolution)

@@ -57,25 +57,30 @@ DECLARE_ATTEMPTS = 5
 DECLARE_RETRY_S = 1.0
 
 
-async def _keep_in_progress(message: Msg, interval_s: float) -> None:
-    """Tell the server every `interval_s` that `message` is still being worked on, so it is not delivered again."""
+async def _repeat(interval_s: float, action: Callable[[], Awaitable[object]], lost: str) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await message.in_progress()
-        except Exception as error:  # NATS reconnecting: the next beat may still come within ack_wait
-            log.warning("in-progress heartbeat lost: %s", error)
+            await action()
+        except Exception as error:  # NATS reconnecting: the next beat may still come in time
+            log.warning("%s: %s", lost, error)
 
 
 @contextlib.asynccontextmanager
-async def in_progress_while(message: Msg, interval_s: float) -> AsyncIterator[None]:
-    beating = asyncio.create_task(_keep_in_progress(message, interval_s))
+async def beating(interval_s: float, action: Callable[[], Awaitable[object]], lost: str) -> AsyncIterator[None]:
+    """`action` every `interval_s` while the block runs; a beat that fails is logged (`lost`) and the next one tried."""
+    beats = asyncio.create_task(_repeat(interval_s, action, lost))
     try:
         yield
     finally:
-        beating.cancel()
+        beats.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await beating
+            await beats
+
+
+def in_progress_while(message: Msg, interval_s: float) -> contextlib.AbstractAsyncContextManager[None]:
+    """Tell the server every `interval_s` that `message` is still being worked on, so it is not delivered again."""
+    return beating(interval_s, message.in_progress, "in-progress heartbeat lost")
 
 
 async def fetch_or_stop(subscription: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 
 from services.common import topology
-from services.common.bus import Bus
+from services.common.bus import Bus, beating
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +44,12 @@ class WriteLeases:
     async def holding(self, subject_id: str) -> AsyncIterator[None]:
         key = f"{subject_id}.{self._writer}.{next(self._numbers)}"
         await self.bus.kv_create(topology.WRITE_LEASES_BUCKET, key, _now())
-        renewing = asyncio.create_task(self._renew(key))
-        try:
-            yield
-        finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
-            await self.bus.kv_purge(topology.WRITE_LEASES_BUCKET, key)
-
-    async def _renew(self, key: str) -> None:
         bucket = self.bus.bucket(topology.WRITE_LEASES_BUCKET)
-        while True:
-            await asyncio.sleep(self.renew_s)
-            try:
-                await bucket.put(key, _now())
-            except Exception as error:  # NATS reconnecting: the next renewal may still come in time
-                log.warning("a write lease was not renewed: %s", error)
+        try:
+            async with beating(self.renew_s, lambda: bucket.put(key, _now()), "a write lease was not renewed"):
+                yield
+        finally:
+            await self.bus.kv_purge(topology.WRITE_LEASES_BUCKET, key)
 
     async def held(self, subject_id: str) -> list[str]:
         return await self.bus.kv_keys_matching(topology.WRITE_LEASES_BUCKET, f"{subject_id}.>")
