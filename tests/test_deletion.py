@@ -13,10 +13,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from studio.v1 import common_pb2, privacy_pb2, privacy_pb2_grpc, studio_pb2
+from nats.js.errors import NotFoundError
+from studio.v1 import common_pb2, events_pb2, privacy_pb2, privacy_pb2_grpc, studio_pb2
 
 from services.cli.client import StudioClient
 from services.cli.stack import REPO_ROOT, EmbeddedStack, grpc_healthy
+from services.common import topology
 from services.common.blobstore import open_blob_store
 from services.common.bus import Bus
 from services.common.deletion_guard import DeletionGuard
@@ -133,6 +135,23 @@ async def test_deletion_is_complete_and_certified(client: StudioClient, stack: E
         assert await nats_traces(stack, client_photo_id) == []
     # The same idempotency key now makes a new subject: the old entry is gone too.
     assert (await client.create_subject(idempotency_key="forget-me")).subject_id != subject_id
+
+    # An event published before the deletion but stored after the purge (its publisher's connection held it through
+    # a reconnect) is erased as it arrives.
+    bus = await Bus.connect(stack.nats.url, name="late-publisher")
+    try:
+        late = events_pb2.OrderEvent(order_id=order_id, tenant_id="default", subject_id=subject_id,
+                                     rendering=events_pb2.RenderingProgress(rendered=1, total=1))
+        await bus.publish(topology.order_events_subject(order_id), late)  # stored once this returns
+        for _ in range(100):
+            try:
+                await bus.js.get_last_msg(topology.EVENTS_STREAM.name, topology.order_events_subject(order_id))
+            except NotFoundError:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await bus.close()
+    assert await nats_traces(stack, subject_id) == []
 
 
 async def test_a_write_on_another_replica_cannot_outlive_the_purge(client: StudioClient, stack: EmbeddedStack) -> None:

@@ -1,11 +1,15 @@
 """Keeps the order and subject views in KV up to date from the order event stream.
 
-ingest is the only writer of these views, so events from trainer and renderer never race."""
+ingest is the only writer of these views, so events from trainer and renderer never race. An event of a deleted
+subject's order that arrives after the purge is erased from the stream as it is read."""
 
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 from studio.v1 import common_pb2, events_pb2, state_pb2
 
 from services.common import topology
@@ -67,22 +71,33 @@ async def _record_lora(bus: Bus, event: events_pb2.OrderEvent) -> None:
 async def project_order_events(bus: Bus) -> None:
     await bus.js.add_consumer(topology.EVENTS_STREAM.name, topology.ORDER_VIEW_CONSUMER)
 
-    async def handle(message) -> None:
-        await _project(bus, events_pb2.OrderEvent.FromString(message.data))
+    async def handle(message: Msg) -> None:
+        if not await _project(bus, events_pb2.OrderEvent.FromString(message.data)):
+            await _erase(bus, message)
         await message.ack()
 
     await bus.consume(topology.EVENTS_STREAM.name, topology.ORDER_VIEW_CONSUMER.durable_name, handle, batch=32)
 
 
-async def _project(bus: Bus, event: events_pb2.OrderEvent) -> None:
+async def _project(bus: Bus, event: events_pb2.OrderEvent) -> bool:
+    """Fold `event` into its order's view; False for an event of a deleted subject or of an order that no
+    longer exists (orders are recorded before their first event and only a deletion removes them)."""
     if bus.guard.is_deleted(event.subject_id):  # a late event must not recreate a purged view
-        return
+        return False
     record = await bus.kv_get(topology.ORDERS_BUCKET, event.order_id, state_pb2.OrderRecord)
     if record is None:
-        log.warning("event for unknown order %s", event.order_id)
-        return
+        return False
     apply_event(record.order, event)
     record_history(record, event)
     await bus.kv_put(topology.ORDERS_BUCKET, event.order_id, record)
     if event.WhichOneof("kind") == "trained":
         await _record_lora(bus, event)
+    return True
+
+
+async def _erase(bus: Bus, message: Msg) -> None:
+    """An event published before its subject's deletion can be stored after the purge: the publisher's connection
+    held it through a reconnect. It names the subject, so it goes as it arrives."""
+    log.info("erasing an event of a deleted order")
+    with suppress(NotFoundError):  # erased already (a redelivery)
+        await bus.js.delete_msg(topology.EVENTS_STREAM.name, message.metadata.sequence.stream)
