@@ -25,7 +25,7 @@ from services.cli.subject_commands import add_subject_commands
 from services.cli.tenant_api import DEFAULT_API_KEY_FILE, DEFAULT_ENDPOINT
 from services.common.audit_chain import parse_export, verify_records
 from services.common.secrets import SERVICE_TOKEN_METADATA
-from services.common.signatures import SignatureError, load_public_key, verify_document
+from services.common.signatures import SignatureError, load_public_key, verify_certificate
 from services.common.tls import internal_channel
 
 
@@ -88,7 +88,7 @@ def cmd_subjects_delete(args) -> None:
 def cmd_certificate_verify(args) -> None:
     try:
         document = json.loads(Path(args.file).read_bytes())
-        verify_document(document, _public_key(args))
+        verify_certificate(document, _public_key(args))
     except (OSError, ValueError, SignatureError) as error:
         fail(f"certificate {args.file} is NOT valid: {error}", args.json)
     summary = {key: document.get(key) for key in ("deletion_id", "subject_id", "reason", "issued_at", "key_id")}

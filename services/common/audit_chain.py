@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from services.common.signatures import SignatureError, verify_document
+from services.common.signatures import CHECKPOINT_TYPE, SignatureError, verify_checkpoint
 
 GENESIS_HASH = "0" * 64
 ENTRY_FIELDS = ("service", "action", "tenant_id", "subject_id", "purpose", "outcome", "detail")
@@ -35,7 +35,7 @@ def entry_record(seq: int, at: str, fields: dict[str, str], prev_hash: str, hash
 
 
 def checkpoint_body(seq: int, hash_: str, at: str) -> dict:
-    return {"type": "checkpoint", "seq": seq, "hash": hash_, "at": at}
+    return {"type": CHECKPOINT_TYPE, "seq": seq, "hash": hash_, "at": at}
 
 
 @dataclass
@@ -63,7 +63,7 @@ def verify_records(records: Iterable[dict], public_key: Ed25519PublicKey) -> Cha
     expected_seq, expected_prev = 1, GENESIS_HASH
     try:
         for record in records:
-            if record.get("type") == "checkpoint":
+            if record.get("type") == CHECKPOINT_TYPE:
                 checkpoints.append(record)
                 continue
             _check_entry(record, expected_seq, expected_prev)
@@ -94,7 +94,7 @@ def _check_checkpoint(
     if not isinstance(seq, int) or seq < 1:
         raise _Broken(next_seq, "a checkpoint is malformed")
     try:
-        verify_document(checkpoint, public_key)
+        verify_checkpoint(checkpoint, public_key)
     except SignatureError as error:
         raise _Broken(seq, f"checkpoint at entry {seq}: {error}") from None
     if seq >= next_seq:

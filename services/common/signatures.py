@@ -17,6 +17,10 @@ from services.common.secrets import read_secret_file, write_secret_file
 
 SIGNATURE_FIELD = "signature"
 ALGORITHM = "Ed25519"
+# The `type` of each kind of signed document: a valid signature over one kind never vouches for another.
+CERTIFICATE_TYPE = "portrait-studio/deletion-certificate/v1"
+CHECKPOINT_TYPE = "checkpoint"
+_KIND_NAMES = {CERTIFICATE_TYPE: "a deletion certificate", CHECKPOINT_TYPE: "an audit checkpoint"}
 
 
 class SignatureError(ValueError):
@@ -60,9 +64,15 @@ class SigningKey:
         return f"SigningKey(key_id={self.key_id!r})"
 
     @classmethod
-    def from_file(cls, path: Path) -> SigningKey:
+    def from_file(cls, path: Path, *, create: bool = True) -> SigningKey:
+        """`create=False` where documents signed by the key already exist: a new key would orphan them."""
         path = Path(path)
         if not path.exists():
+            if not create:
+                raise SignatureError(
+                    f"signing key file {path} is missing, but the vault already holds documents signed by it;"
+                    " restore the file (a new key would make them unverifiable)"
+                )
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
@@ -87,10 +97,23 @@ class SigningKey:
         return {**body, SIGNATURE_FIELD: base64.b64encode(signature).decode()}
 
 
-def verify_document(document: dict, public_key: Ed25519PublicKey) -> None:
-    """Raise SignatureError unless `document` was signed, unchanged, by `public_key`."""
+def verify_certificate(document: dict, public_key: Ed25519PublicKey) -> None:
+    """Raise SignatureError unless `document` is a deletion certificate signed, unchanged, by `public_key`."""
+    verify_document(document, public_key, expected_type=CERTIFICATE_TYPE)
+
+
+def verify_checkpoint(document: dict, public_key: Ed25519PublicKey) -> None:
+    """Raise SignatureError unless `document` is an audit checkpoint signed, unchanged, by `public_key`."""
+    verify_document(document, public_key, expected_type=CHECKPOINT_TYPE)
+
+
+def verify_document(document: dict, public_key: Ed25519PublicKey, expected_type: str | None = None) -> None:
+    """Raise SignatureError unless `document` was signed, unchanged, by `public_key` (and, given
+    `expected_type`, is a document of that type)."""
     if not isinstance(document, dict) or not isinstance(document.get(SIGNATURE_FIELD), str):
         raise SignatureError("the document carries no signature")
+    if expected_type is not None and document.get("type") != expected_type:
+        raise SignatureError(f"the document is {_kind(document.get('type'))}, not {_kind(expected_type)}")
     if document.get("algorithm") != ALGORITHM:
         raise SignatureError(f"unsupported signature algorithm {document.get('algorithm')!r}")
     if document.get("key_id") != key_id_of(public_key):
@@ -100,3 +123,10 @@ def verify_document(document: dict, public_key: Ed25519PublicKey) -> None:
         public_key.verify(base64.b64decode(document[SIGNATURE_FIELD], validate=True), canonical_json(body))
     except (InvalidSignature, ValueError):
         raise SignatureError("the signature does not match the document") from None
+
+
+def _kind(document_type: object) -> str:
+    if document_type is None:
+        return "untyped"
+    known = _KIND_NAMES.get(document_type) if isinstance(document_type, str) else None
+    return known or f"of type {str(document_type)[:80]!r}"

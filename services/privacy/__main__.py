@@ -12,6 +12,8 @@ from services.common.tls import internal_server_credentials
 from services.privacy.server import add_to_server, build_servicer
 
 RETENTION_SWEEP_ENV = "STUDIO_RETENTION_SWEEP_S"
+# How often a deletion step that failed (announce, certify, purge NATS) is tried again.
+DELETION_RETRY_ENV = "STUDIO_DELETION_RETRY_S"
 
 
 async def main() -> None:
@@ -21,11 +23,13 @@ async def main() -> None:
     bus = await Bus.connect(settings.require("nats_url"), name="privacy")
     servicer.attach_bus(bus)
     sweep_s = float(os.environ.get(RETENTION_SWEEP_ENV, "60"))
+    retry_s = float(os.environ.get(DELETION_RETRY_ENV, "15"))
     try:
         await serve(
             settings.service_name, settings.listen, settings.metrics_port,
             lambda server: add_to_server(servicer, server),
-            background=[servicer.deletions.run_confirmations, lambda: servicer.deletions.run_retention(sweep_s)],
+            background=[servicer.deletions.run_confirmations, lambda: servicer.deletions.run_retention(sweep_s),
+                        lambda: servicer.deletions.run_unfinished(retry_s)],
             credentials=internal_server_credentials(),
         )
     finally:

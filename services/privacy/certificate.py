@@ -10,10 +10,9 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 from studio.v1 import privacy_pb2
 
-from services.common.signatures import SigningKey
+from services.common.signatures import CERTIFICATE_TYPE, SigningKey
 from services.privacy.deletion_records import DeletionRecord
 
-CERTIFICATE_TYPE = "portrait-studio/deletion-certificate/v1"
 # What the vault itself destroys when it shreds a subject.
 VAULT_DESTROYED = {"data_keys": 1, "wrapped_key_copies": 1, "consent_records": 1}
 

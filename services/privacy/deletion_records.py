@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ CREATE TABLE IF NOT EXISTS deletions (
     expected_services TEXT NOT NULL,
     announced INTEGER NOT NULL DEFAULT 0,
     certified_at REAL,
-    certificate BLOB
+    certificate BLOB,
+    purged INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS purge_confirmations (
     deletion_id TEXT NOT NULL,
@@ -28,7 +30,9 @@ CREATE TABLE IF NOT EXISTS purge_confirmations (
 );
 """
 COLUMNS = ("deletion_id, tenant_id, subject_id, reason, requested_at, key_shredded_at, expected_services,"
-           " announced, certified_at, certificate")
+           " announced, certified_at, certificate, purged")
+# How far a service's clock may run ahead of the vault's, or its confirmation precede the request.
+MAX_CLOCK_SKEW_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class DeletionRecord:
     certified_at: float | None = None
     certificate: bytes | None = None
     confirmations: tuple[Confirmation, ...] = field(default=())
+    # Whether the deletion's messages were erased from NATS after certification.
+    purged: bool = False
 
     @property
     def waiting_for(self) -> list[str]:
@@ -58,9 +64,16 @@ class DeletionRecord:
         return [service for service in self.expected_services if service not in confirmed]
 
 
+def migrate(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+    if "purged" not in {row[1] for row in db.execute("PRAGMA table_info(deletions)")}:
+        # Certified before this column existed: purged again once (purging is idempotent) to be sure.
+        db.execute("ALTER TABLE deletions ADD COLUMN purged INTEGER NOT NULL DEFAULT 0")
+
+
 def insert(db: sqlite3.Connection, record: DeletionRecord) -> None:
     db.execute(
-        f"INSERT INTO deletions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL)",
+        f"INSERT INTO deletions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL, 0)",
         (record.deletion_id, record.tenant_id, record.subject_id, record.reason, record.requested_at,
          record.key_shredded_at, json.dumps(list(record.expected_services))),
     )
@@ -71,9 +84,31 @@ def find(db: sqlite3.Connection, where: str, args: tuple) -> DeletionRecord | No
     return None if row is None else _record(db, row)
 
 
-def pending(db: sqlite3.Connection) -> list[DeletionRecord]:
-    rows = db.execute(f"SELECT {COLUMNS} FROM deletions WHERE certified_at IS NULL").fetchall()
+def unfinished(db: sqlite3.Connection) -> list[DeletionRecord]:
+    rows = db.execute(f"SELECT {COLUMNS} FROM deletions WHERE certified_at IS NULL OR purged = 0").fetchall()
     return [_record(db, row) for row in rows]
+
+
+def mark(db: sqlite3.Connection, deletion_id: str, flag: str) -> None:
+    assert flag in ("announced", "purged")
+    db.execute(f"UPDATE deletions SET {flag} = 1 WHERE deletion_id = ?", (deletion_id,))
+
+
+def certify(db: sqlite3.Connection, deletion_id: str, certificate: bytes, certified_at: float) -> bool:
+    """False when the deletion already has a certificate (two certifications raced)."""
+    cursor = db.execute(
+        "UPDATE deletions SET certificate = ?, certified_at = ? WHERE deletion_id = ? AND certificate IS NULL",
+        (certificate, certified_at, deletion_id),
+    )
+    return cursor.rowcount == 1
+
+
+def plausible(confirmation: Confirmation, requested_at: float, received_at: float) -> Confirmation:
+    """The confirmation with a time a certificate can state: the service's own, unless it precedes the
+    request or lies ahead of the vault's receipt (beyond clock skew); then the time of receipt."""
+    if requested_at - MAX_CLOCK_SKEW_S <= confirmation.confirmed_at <= received_at + MAX_CLOCK_SKEW_S:
+        return confirmation
+    return dataclasses.replace(confirmation, confirmed_at=received_at)
 
 
 def add_confirmation(db: sqlite3.Connection, deletion_id: str, confirmation: Confirmation) -> bool:
@@ -89,7 +124,7 @@ def add_confirmation(db: sqlite3.Connection, deletion_id: str, confirmation: Con
 
 def _record(db: sqlite3.Connection, row: tuple) -> DeletionRecord:
     (deletion_id, tenant_id, subject_id, reason, requested_at, key_shredded_at, expected, announced,
-     certified_at, certificate) = row
+     certified_at, certificate, purged) = row
     confirmations = tuple(
         Confirmation(service, confirmed_at, json.loads(destroyed))
         for service, confirmed_at, destroyed in db.execute(
@@ -98,5 +133,5 @@ def _record(db: sqlite3.Connection, row: tuple) -> DeletionRecord:
     )
     return DeletionRecord(
         deletion_id, tenant_id, subject_id, reason, requested_at, key_shredded_at, tuple(json.loads(expected)),
-        bool(announced), certified_at, certificate, confirmations,
+        bool(announced), certified_at, certificate, confirmations, bool(purged),
     )

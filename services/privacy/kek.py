@@ -51,9 +51,16 @@ class KekProvider(Protocol):
 class FileKek:
     """AES-256-GCM key wrapping under keys kept in a local secret file (created on first use)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """`create=False` where data keys wrapped under this file's keys exist: a missing file is then an
+        error, since a new master key could open none of them."""
         self._path = Path(path)
         if not self._path.exists():
+            if not create:
+                raise KekError(
+                    f"master key file {self._path} is missing, but the vault's store holds data keys wrapped"
+                    " under it; restore the file (a new master key could not open them)"
+                )
             write_secret_file(self._path, _new_key_file())
             log.info("created master key file %s", self._path)
         _warn_if_readable_by_others(self._path)

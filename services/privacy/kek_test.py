@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import stat
@@ -10,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from services.common.config import Settings
+from services.common.signatures import SignatureError
+from services.privacy.audit_log import AuditEntry
 from services.privacy.kek import FileKek, KekError
+from services.privacy.server import PrivacyServicer, build_servicer
+from services.privacy.server_test import consent
 
 
 def key_bytes(path: Path) -> bytes:
@@ -70,3 +76,32 @@ def test_loose_mode_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING):
         FileKek(path)
     assert "expected 0600" in caplog.text
+
+
+async def test_a_lost_key_file_is_refused_where_the_store_needs_it(tmp_path: Path) -> None:
+    settings = dataclasses.replace(Settings.from_env("privacy"), data_dir=tmp_path / "data")
+    kek_file, signing_file = tmp_path / "kek.json", tmp_path / "signing-key.pem"
+
+    def open_vault() -> PrivacyServicer:
+        return build_servicer(settings, kek_file=kek_file, signing_key_file=signing_file)
+
+    empty = open_vault()
+    empty.close()
+    kek_file.unlink()
+    signing_file.unlink()
+    servicer = open_vault()  # nothing stored under the lost keys yet: new ones are made
+    audit = AuditEntry("ingest", "RegisterSubject", "t", "s", "", "ALLOWED")
+    await servicer.vault.register_subject("t", "s", consent(), audit)
+    await servicer.vault.export_audit()  # signs a checkpoint
+    servicer.close()
+    key = json.loads(kek_file.read_text())["keys"]["1"]
+    kek_file.unlink()
+    with pytest.raises(KekError, match=f"master key file {kek_file} is missing") as raised:
+        open_vault()
+    assert not kek_file.exists() and key not in str(raised.value)
+    kek_file.write_text(json.dumps({"current": 1, "keys": {"1": key}}))
+    kek_file.chmod(0o600)
+    signing_file.unlink()
+    with pytest.raises(SignatureError, match=f"signing key file {signing_file} is missing"):
+        open_vault()
+    assert not signing_file.exists()

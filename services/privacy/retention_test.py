@@ -16,7 +16,7 @@ from studio.v1 import events_pb2, privacy_pb2
 from services.common import topology
 from services.common.bus import Bus
 from services.common.config import Settings
-from services.common.signatures import verify_document
+from services.common.signatures import verify_certificate
 from services.privacy.server import build_servicer
 from services.privacy.server_test import consent, write_tokens
 from services.privacy.vault import SubjectIdTaken, SubjectNotFound
@@ -70,7 +70,7 @@ async def test_expiry_deletes_and_the_certificate_follows_every_confirmation(tmp
             await bus.publish(topology.deletion_confirmed_subject(deletion.deletion_id, service), confirmation)
         record = await _certified(vault, deletion.deletion_id)
         certificate = json.loads(record.certificate)
-        verify_document(certificate, vault.signer.public_key)
+        verify_certificate(certificate, vault.signer.public_key)
         assert certificate["reason"] == "DELETION_REASON_RETENTION_EXPIRED"
         assert [entry["service"] for entry in certificate["destroyed"]][0] == "privacy"
         assert {entry["service"] for entry in certificate["destroyed"]} == {"privacy", *topology.PURGING_SERVICES}

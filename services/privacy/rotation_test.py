@@ -81,3 +81,17 @@ async def test_only_the_operator_rotates_and_rotation_is_audited(vault: Running)
         ("operator", "ALLOWED"),
     ]
     assert json.loads(rotations[2]["detail"]) == {"new_version": 2, "rewrapped": 1, "retired": [1]}
+
+
+async def test_one_rotation_at_a_time(vault: Running) -> None:  # noqa: F811
+    for subject in range(300):  # enough rewrapping that the second request arrives while the first runs
+        await register(vault.stub, subject=f"subject-{subject}")
+    first, second = await asyncio.gather(rotate(vault.stub), rotate(vault.stub), return_exceptions=True)
+    [done] = [outcome for outcome in (first, second) if isinstance(outcome, privacy_pb2.RotateKekResponse)]
+    [refused] = [outcome for outcome in (first, second) if isinstance(outcome, grpc.aio.AioRpcError)]
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION and "under way" in refused.details()
+    assert (done.new_version, done.keys_rewrapped, list(done.retired_versions)) == (2, 300, [1])
+    assert kek_versions(vault) == ["2"]
+    records = await vault.servicer.vault.export_audit()
+    outcomes = sorted(r["outcome"] for r in records if r.get("action") == "RotateKek")
+    assert outcomes == ["ALLOWED", "ALLOWED", "DENIED_CONFLICT"]  # the rotation's two entries, the refusal

@@ -20,10 +20,18 @@ from services.common.tls import peer_common_name
 from services.privacy import policy
 from services.privacy.audit_log import AuditEntry
 from services.privacy.certificate import deletion_proto
-from services.privacy.deletion import DeletionCoordinator
+from services.privacy.deletion import AnnouncementFailed, DeletionCoordinator
 from services.privacy.kek import FileKek, KekError, KekProvider
 from services.privacy.provenance_key import MAX_PAYLOAD_BYTES, ProvenanceKey
-from services.privacy.vault import SubjectIdTaken, SubjectNotFound, Vault
+from services.privacy.store import stored_holdings
+from services.privacy.vault import (
+    ConsentConflict,
+    RotationUnderWay,
+    SubjectIdTaken,
+    SubjectNotFound,
+    Vault,
+    vault_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,11 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             except SubjectIdTaken:
                 raise _Denied(grpc.StatusCode.ALREADY_EXISTS,
                               "subject id is taken by another tenant or was deleted", "DENIED_CONFLICT") from None
+            except ConsentConflict:
+                raise _Denied(grpc.StatusCode.ALREADY_EXISTS,
+                              "subject is already registered with other consent (agreement version, scopes,"
+                              " retention or grant time); registering again does not change consent",
+                              "DENIED_CONFLICT") from None
             return privacy_pb2.RegisterSubjectResponse(
                 key_id=registration.key_id, key_version=registration.key_version
             )
@@ -109,7 +122,10 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             shortfall = policy.consent_shortfall(consent, request.purpose, now=self.vault.clock())
             if shortfall:
                 raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, shortfall, "DENIED_CONSENT")
-            data_key = await self.vault.data_key(request.tenant_id, request.subject_id)
+            try:
+                data_key = await self.vault.data_key(request.tenant_id, request.subject_id)
+            except SubjectNotFound:  # shredded since the consent check
+                raise _Denied(grpc.StatusCode.NOT_FOUND, "subject not found (deleted)", "NOT_FOUND") from None
             return privacy_pb2.GetDataKeyResponse(
                 data_key=data_key.key, key_id=data_key.key_id, key_version=data_key.key_version
             )
@@ -172,6 +188,8 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             self._require(policy.may_administer(caller), caller, "rotate the master key")
             try:
                 rotation = await self.vault.rotate_kek(caller)
+            except RotationUnderWay as error:
+                raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, str(error), "DENIED_CONFLICT") from None
             except KekError as error:
                 raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, str(error), "ERROR") from None
             return privacy_pb2.RotateKekResponse(
@@ -241,6 +259,13 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             return await self.deletions.start(tenant_id, subject_id, reason, caller, extra)
         except SubjectNotFound:
             raise _Denied(grpc.StatusCode.NOT_FOUND, "subject not found", "NOT_FOUND") from None
+        except AnnouncementFailed as failed:
+            raise _Denied(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the subject's key is shredded and deletion {failed.record.deletion_id} proceeds, but announcing"
+                " it to the other services failed (NATS); the vault retries on its own, or ask again",
+                "SHREDDED_UNANNOUNCED",
+            ) from None
 
     @staticmethod
     def _require(allowed: bool, caller: str, what: str) -> None:
@@ -318,8 +343,6 @@ def _validated_consent(request: privacy_pb2.RegisterSubjectRequest) -> common_pb
     if not 1 <= consent.retention_days <= MAX_RETENTION_DAYS:
         raise _Denied(grpc.StatusCode.INVALID_ARGUMENT,
                       f"consent.retention_days must be 1..{MAX_RETENTION_DAYS}", "INVALID_ARGUMENT")
-    if not consent.HasField("granted_at"):
-        consent.granted_at.GetCurrentTime()
     return consent
 
 
@@ -336,10 +359,14 @@ def build_servicer(
     STUDIO_SIGNING_KEY_FILE (default DATA_DIR/privacy/signing-key.pem) and STUDIO_SERVICE_TOKENS_FILE
     (required unless every caller uses mTLS); the C2PA provenance key as _provenance_key says."""
     data_dir = Path(settings.require("data_dir"))
+    # Key files are created only for a store that holds nothing under them yet.
+    holdings = stored_holdings(vault_path(data_dir))
     if kek is None:
-        kek = FileKek(kek_file or _path_from_env(KEK_FILE_ENV) or data_dir / "privacy" / "kek.json")
+        kek = FileKek(kek_file or _path_from_env(KEK_FILE_ENV) or data_dir / "privacy" / "kek.json",
+                      create=not holdings.wrapped_keys)
     signer = SigningKey.from_file(
-        signing_key_file or _path_from_env(SIGNING_KEY_ENV) or data_dir / "privacy" / "signing-key.pem"
+        signing_key_file or _path_from_env(SIGNING_KEY_ENV) or data_dir / "privacy" / "signing-key.pem",
+        create=not holdings.signed_documents,
     )
     tokens_path = tokens_file or _path_from_env(TOKENS_FILE_ENV)
     tokens = load_service_tokens(tokens_path) if tokens_path else {}

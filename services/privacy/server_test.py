@@ -22,10 +22,12 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from studio.v1 import common_pb2, privacy_pb2, privacy_pb2_grpc
 
+from services.common import topology
 from services.common.config import Settings
 from services.common.secrets import SERVICE_TOKEN_METADATA, write_secret_file
 from services.privacy import policy
 from services.privacy.server import SERVICE_NAME, PrivacyServicer, add_to_server, build_servicer
+from services.privacy.vault import ShredRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 P = privacy_pb2.KeyPurpose
@@ -286,3 +288,41 @@ async def test_module_runs_and_stops_on_sigterm(tmp_path: Path, nats_server) -> 
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_key_shredded_after_the_consent_check_is_not_found(vault: Running) -> None:
+    await register(vault.stub)
+    store = vault.servicer.vault
+    check_consent = store.consent
+
+    async def consent_then_shred(tenant_id: str, subject_id: str):
+        granted = await check_consent(tenant_id, subject_id)
+        await store.shred(ShredRequest(tenant_id, subject_id, privacy_pb2.DELETION_REASON_REQUESTED, "ingest",
+                                       topology.PURGING_SERVICES))
+        return granted
+
+    store.consent = consent_then_shred  # a deletion lands between the consent check and the key read
+    details = await expect_status(data_key(vault.stub), grpc.StatusCode.NOT_FOUND)
+    assert "not found" in details
+    last = audit_rows(vault.data_dir)[-1]
+    assert (last[2], last[3], last[7]) == ("ingest", "GetDataKey", "NOT_FOUND")
+
+
+async def test_a_repeated_registration_is_audited_and_must_ask_for_the_same_consent(vault: Running) -> None:
+    granted = consent()
+    granted.granted_at.FromSeconds(int(time.time()))
+    first = await register(vault.stub, record=granted)
+    assert (await register(vault.stub, record=granted)).key_id == first.key_id  # ingest retrying: idempotent
+    assert (await register(vault.stub)).key_id == first.key_id  # no grant time named: the recorded one stands
+    other_grant = consent()
+    other_grant.granted_at.FromSeconds(int(time.time()) - 86_400)
+    other_scopes = consent(scopes=(common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION, common_pb2.CONSENT_SCOPE_UNSPECIFIED))
+    for changed in (consent(retention_days=90), consent(version="2025-01"), other_grant, other_scopes):
+        details = await expect_status(register(vault.stub, record=changed), grpc.StatusCode.ALREADY_EXISTS)
+        assert "other consent" in details
+    request = privacy_pb2.GetConsentRequest(tenant_id="tenant-a", subject_id="subject-1")
+    assert (await vault.stub.GetConsent(request, metadata=token("ingest"))).consent == granted
+    registrations = [(row[2], row[7], row[10]) for row in audit_rows(vault.data_dir) if row[3] == "RegisterSubject"]
+    repeat = json.dumps({"already_registered": True})
+    assert registrations == [("ingest", "ALLOWED", ""), ("ingest", "ALLOWED", repeat), ("ingest", "ALLOWED", repeat),
+                             *[("ingest", "DENIED_CONFLICT", "")] * 4]

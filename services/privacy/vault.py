@@ -9,8 +9,8 @@ secure_delete overwrites a shredded key's bytes in the file; a WAL checkpoint cl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -25,10 +25,11 @@ from studio.v1 import common_pb2
 
 from services.common.audit_chain import ChainVerdict
 from services.common.signatures import SigningKey
-from services.privacy import audit_log, deletion_records
+from services.privacy import audit_log, consent_terms, deletion_records
 from services.privacy.audit_log import AuditEntry, now_iso
 from services.privacy.deletion_records import Confirmation, DeletionRecord
 from services.privacy.kek import KekProvider
+from services.privacy.store import Transaction, create_private_file, stored_holdings
 
 T = TypeVar("T")
 
@@ -48,7 +49,6 @@ CREATE TABLE IF NOT EXISTS subjects (
 );
 """
 REWRAP_BATCH = 200
-SECONDS_PER_DAY = 86_400
 
 
 class VaultError(Exception):
@@ -61,6 +61,14 @@ class SubjectNotFound(VaultError):
 
 class SubjectIdTaken(VaultError):
     """The subject id is already registered under another tenant."""
+
+
+class ConsentConflict(VaultError):
+    """The subject is already registered, with other consent terms than a repeated registration asks for."""
+
+
+class RotationUnderWay(VaultError):
+    """A master key rotation is already running; rotations run one at a time."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +92,6 @@ def vault_path(data_dir: Path) -> Path:
 def key_aad(tenant_id: str, subject_id: str, key_id: str) -> bytes:
     # JSON keeps the binding unambiguous even when ids contain separators.
     return json.dumps(["studio-dek", tenant_id, subject_id, key_id], separators=(",", ":")).encode()
-
-
-def _create_private_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    os.chmod(path, 0o600)
-
 
 
 @dataclass(frozen=True)
@@ -118,16 +118,20 @@ class Vault:
     ) -> None:
         self._path = Path(path)
         self._kek = kek
-        self.signer = signer or SigningKey.from_file(self._path.parent / "signing-key.pem")
+        self.signer = signer or SigningKey.from_file(
+            self._path.parent / "signing-key.pem", create=not stored_holdings(self._path).signed_documents
+        )
         self.clock = clock
         self._checkpoint_every = checkpoint_every
-        _create_private_file(self._path)
+        create_private_file(self._path)
         self._lock = threading.Lock()
+        self._rotation = asyncio.Lock()
         self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")
-        self._db.executescript(SCHEMA + deletion_records.SCHEMA)
+        self._db.executescript(SCHEMA)
+        deletion_records.migrate(self._db)
         audit_log.migrate(self._db)
         if "expires_at" not in {row[1] for row in self._db.execute("PRAGMA table_info(subjects)")}:
             self._db.execute("ALTER TABLE subjects ADD COLUMN expires_at REAL")
@@ -151,8 +155,8 @@ class Vault:
 
         return await asyncio.to_thread(locked)
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db)
 
     # --- subjects and keys -------------------------------------------------------------------
 
@@ -178,14 +182,14 @@ class Vault:
     ) -> Registration:
         with self._transaction():
             row = self._db.execute(
-                "SELECT tenant_id, key_id, key_version FROM subjects WHERE subject_id = ?", (subject_id,)
+                "SELECT tenant_id, key_id, key_version, consent_proto FROM subjects WHERE subject_id = ?",
+                (subject_id,)
             ).fetchone()
             if row is not None:
-                if row[0] != tenant_id:
-                    raise SubjectIdTaken(f"subject id {subject_id!r} belongs to another tenant")
-                return Registration(key_id=row[1], key_version=row[2], created=False)
+                return self._registered_again(tenant_id, subject_id, consent, audit, row)
             if self._db.execute("SELECT 1 FROM deletions WHERE subject_id = ?", (subject_id,)).fetchone():
                 raise SubjectIdTaken(f"subject id {subject_id!r} was deleted and cannot be reused")
+            consent = consent_terms.stamped(consent, self.clock())
             key_id = f"dek-{uuid.uuid4().hex}"
             kek_version = self._kek.current_version()
             wrapped = self._kek.wrap(
@@ -196,11 +200,25 @@ class Vault:
                 "INSERT INTO subjects (subject_id, tenant_id, key_id, key_version, kek_version,"
                 " wrapped_dek, consent_proto, created_at, expires_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
                 (subject_id, tenant_id, key_id, kek_version, wrapped,
-                 consent.SerializeToString(deterministic=True), now_iso(), _expires_at(consent)),
+                 consent.SerializeToString(deterministic=True), now_iso(), consent_terms.expires_at(consent)),
             )
             if audit:
                 self._audit(audit)
             return Registration(key_id=key_id, key_version=1, created=True)
+
+    def _registered_again(
+        self, tenant_id: str, subject_id: str, consent: common_pb2.ConsentRecord, audit: AuditEntry | None,
+        row: tuple,
+    ) -> Registration:
+        """A repeat (ingest retrying a creation) is idempotent when it asks for the consent on record."""
+        stored_tenant, key_id, key_version, stored_consent = row
+        if stored_tenant != tenant_id:
+            raise SubjectIdTaken(f"subject id {subject_id!r} belongs to another tenant")
+        if not consent_terms.same(common_pb2.ConsentRecord.FromString(stored_consent), consent):
+            raise ConsentConflict(f"subject {subject_id!r} is already registered with other consent terms")
+        if audit:
+            self._audit(dataclasses.replace(audit, detail=json.dumps({"already_registered": True})))
+        return Registration(key_id=key_id, key_version=key_version, created=False)
 
     def _data_key(self, tenant_id: str, subject_id: str) -> DataKey:
         key_id, key_version, kek_version, wrapped = self._subject_row(
@@ -226,7 +244,14 @@ class Vault:
 
     async def rotate_kek(self, requested_by: str) -> Rotation:
         """A new KEK version; every data key rewrapped under it in small transactions (so key reads
-        go on in between); then every version no key uses any more is retired."""
+        go on in between); then every version no key uses any more is retired. One rotation at a time:
+        a second request while one runs is refused (RotationUnderWay) rather than queued behind it."""
+        if self._rotation.locked():
+            raise RotationUnderWay("a master key rotation is under way; ask again once it has finished")
+        async with self._rotation:
+            return await self._rotate(requested_by)
+
+    async def _rotate(self, requested_by: str) -> Rotation:
         new_version = await self._run(self._kek.add_version)
         rewrapped = 0
         while True:
@@ -301,22 +326,30 @@ class Vault:
             lambda: deletion_records.find(self._db, f"{where} AND tenant_id = ?", (args, tenant_id))
         )
 
-    async def pending_deletions(self) -> list[DeletionRecord]:
-        return await self._run(lambda: deletion_records.pending(self._db))
+    async def unfinished_deletions(self) -> list[DeletionRecord]:
+        """Deletions not yet certified, or certified with their NATS messages not yet purged."""
+        return await self._run(lambda: deletion_records.unfinished(self._db))
 
     async def mark_announced(self, deletion_id: str) -> None:
-        await self._run(lambda: self._db.execute(
-            "UPDATE deletions SET announced = 1 WHERE deletion_id = ?", (deletion_id,)
-        ))
+        await self._run(lambda: deletion_records.mark(self._db, deletion_id, "announced"))
+
+    async def mark_purged(self, deletion_id: str) -> None:
+        await self._run(lambda: deletion_records.mark(self._db, deletion_id, "purged"))
 
     async def record_confirmation(self, deletion_id: str, confirmation: Confirmation) -> DeletionRecord | None:
-        return await self._run(lambda: self._record_confirmation(deletion_id, confirmation))
+        """Store a service's confirmation (once per service). Its claimed time is kept only where it is
+        plausible; otherwise the vault's time of receipt stands in (see deletion_records.plausible)."""
+        received_at = self.clock()
+        return await self._run(lambda: self._record_confirmation(deletion_id, confirmation, received_at))
 
-    def _record_confirmation(self, deletion_id: str, confirmation: Confirmation) -> DeletionRecord | None:
+    def _record_confirmation(
+        self, deletion_id: str, confirmation: Confirmation, received_at: float
+    ) -> DeletionRecord | None:
         with self._transaction():
             record = deletion_records.find(self._db, "deletion_id = ?", (deletion_id,))
             if record is None:
                 return None
+            confirmation = deletion_records.plausible(confirmation, record.requested_at, received_at)
             if deletion_records.add_confirmation(self._db, deletion_id, confirmation):
                 self._audit(AuditEntry(
                     confirmation.service, "PurgeConfirmed", record.tenant_id, record.subject_id, "", "CONFIRMED",
@@ -324,19 +357,19 @@ class Vault:
                 ))
             return deletion_records.find(self._db, "deletion_id = ?", (deletion_id,))
 
-    async def store_certificate(self, record: DeletionRecord, certificate: bytes, certified_at: float) -> None:
-        def store() -> None:
+    async def store_certificate(self, record: DeletionRecord, certificate: bytes, certified_at: float) -> bool:
+        """False (nothing stored) when the deletion was certified meanwhile: it keeps its first certificate."""
+        def store() -> bool:
             with self._transaction():
-                self._db.execute(
-                    "UPDATE deletions SET certificate = ?, certified_at = ? WHERE deletion_id = ?",
-                    (certificate, certified_at, record.deletion_id),
-                )
+                if not deletion_records.certify(self._db, record.deletion_id, certificate, certified_at):
+                    return False
                 self._audit(AuditEntry(
                     "privacy", "CertificateIssued", record.tenant_id, record.subject_id, "", "CERTIFIED",
                     json.dumps({"deletion_id": record.deletion_id}),
                 ))
+                return True
 
-        await self._run(store)
+        return await self._run(store)
 
     # --- audit -----------------------------------------------------------------------------------
 
@@ -366,23 +399,3 @@ class Vault:
 
     async def verify_audit_chain(self) -> bool:
         return (await self.verify_audit()).ok
-
-
-def _expires_at(consent: common_pb2.ConsentRecord) -> float | None:
-    if not consent.retention_days:
-        return None
-    granted = consent.granted_at.seconds if consent.HasField("granted_at") else time.time()
-    return granted + consent.retention_days * SECONDS_PER_DAY
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT/ROLLBACK on an autocommit connection (the caller holds the lock)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -39,7 +39,10 @@ async def test_register_and_unwrap(vault: Vault) -> None:
     key = await vault.data_key("t", "s")
     assert len(key.key) == 32 and key.key_id == registration.key_id
     assert key.key.hex() not in repr(key)
-    assert await vault.consent("t", "s") == CONSENT
+    stored = await vault.consent("t", "s")
+    assert stored.HasField("granted_at")  # stamped at registration where the caller named no time
+    stored.ClearField("granted_at")
+    assert stored == CONSENT
 
 
 async def test_tenant_is_checked_on_every_read(vault: Vault) -> None:
