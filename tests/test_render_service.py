@@ -10,8 +10,10 @@ import io
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import grpc
+import nats.errors
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,8 +23,10 @@ from services.cli.client import StudioClient
 from services.cli.stack import REPO_ROOT, EmbeddedStack
 from services.common.blobstore import open_blob_store
 from services.common.bus import Bus
+from services.common.cancellation import POLL_INTERVAL_S, mark_cancelled
+from services.common.objects import portrait_key
 from services.common.styles import catalogue
-from services.common.topology import SUBJECTS_BUCKET
+from services.common.topology import RENDERS_DONE_BUCKET, SUBJECTS_BUCKET, order_events_subject
 from services.common.vault_client import SealedStore, VaultClient
 from services.common.workqueue import PermanentJobError, WorkerState
 from services.ingest.create_order import MAX_PORTRAITS_PER_STYLE
@@ -30,7 +34,7 @@ from services.renderer.provenance import PortraitProvenance
 from services.renderer.ranking import CANDIDATES, UNSCORED, RankingSettings
 from services.renderer.records import load_records, request_for
 from services.renderer.triton_client import render_via_triton, triton_ready
-from services.renderer.worker import RenderWorker
+from services.renderer.worker import RenderWorker, finished_key
 from tests.fixtures_stack import faces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -249,5 +253,93 @@ async def test_identity_ranking_renders_extra_candidates_and_drops_faceless_ones
         assert not (stack.data_dir / "blobs" / "x" / "identity-test").exists()  # nothing delivered
     finally:
         await channel.close()
+        await sealed.vault.close()
+        await bus.close()
+
+
+@dataclass
+class CancelledAtFirstPortrait(PortraitProvenance):
+    """Labels portraits as the renderer does; the order is cancelled while its first portrait is being labelled,
+    all its candidates rendered by then."""
+    bus: Bus | None = None
+
+    async def portrait_png(self, pixels: np.ndarray, job: events_pb2.RenderJob, item: events_pb2.RenderItem) -> bytes:
+        png = await super().portrait_png(pixels, job, item)
+        if item.portrait_id == job.items[0].portrait_id:
+            await mark_cancelled(self.bus, job.order_id, "the customer changed their mind")
+            await asyncio.sleep(3 * POLL_INTERVAL_S)  # the job's cancel watch has seen it
+        return png
+
+
+async def unscored_job(bus: Bus, subject_id: str, name: str, count: int) -> events_pb2.RenderJob:
+    subject = await bus.kv_get(SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+    [lora_key] = subject.lora_keys.values()
+    order_id = f"order_{name}"
+    items = [events_pb2.RenderItem(portrait_id=f"p{i}", style="studio-frontal-soft", seed=i, steps=2, width=64,
+                                   height=80, portrait_key=portrait_key("default", subject_id, order_id, f"p{i}"))
+             for i in range(count)]
+    return events_pb2.RenderJob(job_id=f"render-{name}", order_id=order_id, tenant_id="default",
+                                subject_id=subject_id, lora_key=lora_key, items=items)
+
+
+async def test_an_order_cancelled_once_rendered_stores_and_announces_nothing_more(
+    stack: EmbeddedStack, shared: dict
+) -> None:
+    """Every candidate is in flight at once (16 slots, 3 renders), so the cancellation is seen only after them:
+    the portrait being delivered is kept with its render record; no other is stored, and the job never says done."""
+    if "subject" not in shared:
+        pytest.skip("needs a subject with a LoRA")
+    bus = await Bus.connect(stack.nats.url, name="cancel-after-render-test")
+    sealed = await sealed_as(stack, "renderer")
+    events = await bus.client.subscribe(order_events_subject("order_cancelled_late"))
+    await bus.client.flush()
+    try:
+        job = await unscored_job(bus, shared["subject"], "cancelled_late", 3)
+        worker = RenderWorker(bus=bus, sealed=sealed, triton_url=stack.triton.grpc_url, state=WorkerState(),
+                              provenance=CancelledAtFirstPortrait(sealed.vault, bus=bus),
+                              ranking=RankingSettings(mode="unscored"))
+        await asyncio.wait_for(worker.handle(job.SerializeToString()), timeout=300)
+        as_ingest = await sealed_as(stack, "ingest")
+        records = await load_records(as_ingest, "default", shared["subject"], job.order_id)
+        await as_ingest.vault.close()
+        assert [record.portrait_id for record in records.records] == ["p0"]  # renderable again
+        stored = [path.name for path in (stack.data_dir / "blobs").rglob("*.png") if job.order_id in str(path)]
+        assert stored == ["p0.png"]
+        await asyncio.sleep(0.5)
+        announced = []
+        while True:
+            try:
+                message = await events.next_msg(timeout=0.1)
+            except nats.errors.TimeoutError:
+                break
+            announced.append(events_pb2.OrderEvent.FromString(message.data).WhichOneof("kind"))
+        assert announced == ["rendering"]
+    finally:
+        await events.unsubscribe()
+        await sealed.vault.close()
+        await bus.close()
+
+
+async def test_a_job_that_finished_but_lost_its_acknowledgement_is_not_reported_failed(
+    stack: EmbeddedStack, shared: dict
+) -> None:
+    """Delivered past its last attempt (finished, then its ack lost): the job announces done again, never failed."""
+    if "subject" not in shared:
+        pytest.skip("needs a subject with a LoRA")
+    bus = await Bus.connect(stack.nats.url, name="finished-give-up-test")
+    sealed = await sealed_as(stack, "renderer")
+    try:
+        job = await unscored_job(bus, shared["subject"], "finished_unacked", 1)
+        finished = events_pb2.OrderDone(portraits=[common_pb2.Portrait(portrait_id="p0", style="studio-frontal-soft")])
+        await bus.kv_put(RENDERS_DONE_BUCKET, finished_key(job), finished)
+        events = await bus.client.subscribe(order_events_subject(job.order_id))
+        await bus.client.flush()
+        worker = RenderWorker(bus=bus, sealed=sealed, triton_url=stack.triton.grpc_url, state=WorkerState(),
+                              provenance=PortraitProvenance(sealed.vault))
+        await worker.on_failure(job.SerializeToString(), "gave up after 5 attempts")
+        announced = events_pb2.OrderEvent.FromString((await events.next_msg(timeout=5)).data)
+        assert announced.WhichOneof("kind") == "done" and announced.done == finished
+        await events.unsubscribe()
+    finally:
         await sealed.vault.close()
         await bus.close()

@@ -29,8 +29,8 @@ class Supervised:
     process: ManagedProcess
     ready: Callable[[], Awaitable[bool]]
     ready_timeout_s: float
-    # Runs at every check while the process runs: for what the process may undo by itself (a Triton that restarts a
-    # crashed python stub creates the stub's shared-memory region readable by all again).
+    # Runs at every check while the process runs: for what the process may undo by itself (a model reloaded after its
+    # python stub died, services/renderer/model_repair.py, gets a new shared-memory region, readable by all).
     tend: Callable[[], None] = lambda: None
 
 

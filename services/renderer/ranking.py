@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,15 +102,30 @@ def candidate_seeds(item_seeds: list[int], total: int) -> list[int]:
     return seeds
 
 
-async def identity_scores(identity: IdentityClient, candidates: list[Candidate]) -> list[float | None]:
+def candidate_seeds_left(item_seeds: list[int], total: int, delivered: set[int]) -> list[int]:
+    """A style's candidates as its job first drew them (candidate_seeds of all its items), less the seeds of the
+    portraits delivered before the job was cut short. The job run again then delivers what it would have delivered
+    uninterrupted: drawn from only the items left, the candidates would overlap the first draw, and its best, which
+    was delivered already, would win again."""
+    return [seed for seed in candidate_seeds(item_seeds, total) if seed not in delivered]
+
+
+class RankingStopped(Exception):
+    """The job stopped (its order cancelled, its subject deleted) while ranking waited for faceqa."""
+
+
+async def identity_scores(identity: IdentityClient, candidates: list[Candidate],
+                          stopped: Callable[[], bool] = lambda: False) -> list[float | None]:
     """Each candidate's score (1 − distance to the subject), None where faceqa found no face or
-    someone else's. faceqa unreachable: waits and tries again."""
+    someone else's. faceqa unreachable: waits and tries again, until `stopped()` (RankingStopped)."""
     encoded = await asyncio.to_thread(lambda: [encode_for_scoring(Image.fromarray(c.image), IMAGE_SIDE)
                                                for c in candidates])  # resizing and JPEG: off the event loop
     scores: list[float | None] = []
     for start in range(0, len(encoded), SCORE_CHUNK):
         chunk = encoded[start : start + SCORE_CHUNK]
         while (response := await identity.score_encoded(chunk)) is None:
+            if stopped():
+                raise RankingStopped
             log.warning("faceqa unreachable; ranking waits %.0f s and tries again", FACEQA_RETRY_S)
             await asyncio.sleep(FACEQA_RETRY_S)
         scores += [score_from_distance(s.distance) if s.face_found and s.same_person else None
@@ -117,11 +133,12 @@ async def identity_scores(identity: IdentityClient, candidates: list[Candidate])
     return scores
 
 
-async def rank(identity: IdentityClient, candidates: list[Candidate], keep: int) -> list[Candidate]:
+async def rank(identity: IdentityClient, candidates: list[Candidate], keep: int,
+               stopped: Callable[[], bool] = lambda: False) -> list[Candidate]:
     """The best `keep` candidates showing the subject, best first, with their scores; candidates with
     no face or a stranger's face are dropped."""
     likenesses = []
-    for candidate, score in zip(candidates, await identity_scores(identity, candidates), strict=True):
+    for candidate, score in zip(candidates, await identity_scores(identity, candidates, stopped), strict=True):
         if score is not None:
             candidate.score = score
             likenesses.append(candidate)

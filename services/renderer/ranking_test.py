@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.renderer.ranking import RankingSettings, SettingsError, candidate_seeds
+from services.renderer.ranking import RankingSettings, SettingsError, candidate_seeds, candidate_seeds_left
 
 
 def test_identity_mode_renders_factor_times_more_candidates_unscored_mode_exactly_the_order() -> None:
@@ -37,6 +37,18 @@ def test_candidate_seeds_keep_the_items_seeds_first_and_are_distinct_and_stable(
     assert seeds[:2] == [5, 2**31 - 1] and len(set(seeds)) == 5 and all(0 <= s < 2**31 for s in seeds)
     assert candidate_seeds([5, 2**31 - 1], 5) == seeds
     assert candidate_seeds([9], 1) == [9]
+
+
+def test_a_job_run_again_ranks_its_first_draw_less_what_it_delivered() -> None:
+    """A style of three items, factor 2: the first run drew six candidates and delivered its best, seed `best`,
+    before it was cut short. Run again, it ranks the five others: the one it delivered cannot win a second time,
+    and the next two are the ones the uninterrupted run would have delivered."""
+    item_seeds = [11, 12, 13]
+    first_draw = candidate_seeds(item_seeds, 6)
+    best = first_draw[4]  # a derived seed: drawn again from the two items left alone, it would come back
+    assert best in candidate_seeds(item_seeds[1:], 4)
+    again = candidate_seeds_left(item_seeds, 6, {best})
+    assert again == [seed for seed in first_draw if seed != best]
 
 
 def test_requests_in_flight_follow_triton_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import tritonclient.grpc.aio as triton_grpc
 from tritonclient.utils import InferenceServerException
 
 from services.renderer.adapter_reference import NOT_LOADED, adapter_token
+from services.renderer.model_repair import is_stub_death, repair_model
 from services.renderer.triton_channels import drop_client, triton_client
 
 MODEL_NAME = "portrait_diffusion"
@@ -28,14 +29,25 @@ RETRYABLE_STATUSES = {
     str(grpc.StatusCode.RESOURCE_EXHAUSTED),
     str(grpc.StatusCode.CANCELLED),
 }
+# Errors inside the model (an exception in the pipeline): worth another try, but not an endless one.
+FAILED_STATUSES = {str(grpc.StatusCode.INTERNAL), str(grpc.StatusCode.UNKNOWN)}
 
 
 class TritonUnavailable(RuntimeError):
     """Triton could not be reached or did not answer in time; retrying may succeed."""
 
 
+class ModelBroken(TritonUnavailable):
+    """The model's python stub died; the model is being reloaded (services/renderer/model_repair.py)."""
+
+
+class RenderFailed(RuntimeError):
+    """The model failed the request (an error inside it, e.g. out of GPU memory): it may succeed when tried again,
+    but not forever: the job is retried within its queue's deliveries."""
+
+
 class RenderRejected(RuntimeError):
-    """The model refused or failed the request; the same request will fail again."""
+    """The model refused the request (INVALID_ARGUMENT and the like); the same request will fail again."""
 
     def __init__(self, message: str, status: str | None = None) -> None:
         super().__init__(message)
@@ -157,20 +169,24 @@ def _channel(url: str) -> Iterator[triton_grpc.InferenceServerClient]:
 
 
 def _classify(error: InferenceServerException, url: str) -> Exception:
-    status = error.status()
+    status, message = str(error.status()), error.message() or str(error)
     if status in RETRYABLE_STATUSES:
-        return TritonUnavailable(f"Triton at {url}: {status}: {error.message()}")
-    message = error.message() or str(error)
+        return TritonUnavailable(f"Triton at {url}: {status}: {message}")
+    if is_stub_death(status, message):
+        return ModelBroken(f"Triton at {url}: {message}")
+    if status in FAILED_STATUSES:
+        return RenderFailed(message)  # the reason an order that fails for it gives: no internal address
     return (AdapterNotHeld if NOT_LOADED in message else RenderRejected)(message, status)
 
 
 async def render_via_triton(url: str, request: RenderRequest, *, timeout_s: float = 120,
                             shipping: AdapterShipping | None = None,
                             stopped: Callable[[], bool] = lambda: False) -> np.ndarray:
-    """The rendered image as uint8 HxWx3; TritonUnavailable (retry) or RenderRejected (do not). With
-    `shipping`, the adapter goes to `url` once (load_adapter) and each render names it by token; a render
-    the instance refuses for want of it carries the bytes. Each time the bytes would go, `stopped()` is asked
-    first (AdapterWithdrawn): a deletion's purge may have evicted the adapter while this render was queued."""
+    """The rendered image as uint8 HxWx3; TritonUnavailable (retry), RenderFailed (retry a few times) or
+    RenderRejected (do not). With `shipping`, the adapter goes to `url` once (load_adapter) and each render names it
+    by token; a render the instance refuses for want of it carries the bytes. Each time the bytes would go,
+    `stopped()` is asked first (AdapterWithdrawn): a deletion's purge may have evicted the adapter while this render
+    was queued."""
     if shipping is None or not request.adapter:
         return await _render(url, build_inputs(request), timeout_s)
     key = (url, request.adapter_id, request.adapter_token)
@@ -204,14 +220,18 @@ async def load_adapter(url: str, request: RenderRequest, *, timeout_s: float = 1
 
 
 async def _infer(url: str, inputs: list[triton_grpc.InferInput], output: str, timeout_s: float) -> np.ndarray:
-    """`output` of one request to the model; TritonUnavailable or RenderRejected (or AdapterNotHeld) on error."""
+    """`output` of one request to the model; on error TritonUnavailable (ModelBroken: the model reloaded first),
+    RenderFailed or RenderRejected (or AdapterNotHeld)."""
     try:
         with _channel(url) as client:
             result = await client.infer(
                 MODEL_NAME, inputs, outputs=[triton_grpc.InferRequestedOutput(output)], client_timeout=timeout_s
             )
     except InferenceServerException as error:
-        raise _classify(error, url) from error
+        classified = _classify(error, url)
+        if isinstance(classified, ModelBroken):
+            await repair_model(url, MODEL_NAME)  # then the caller retries, as for a Triton that was down
+        raise classified from error
     return result.as_numpy(output)
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from services.common.launchers.process import ProcessStartError, free_port
 from services.common.launchers.triton import (
@@ -24,9 +27,12 @@ from services.common.tinymodel import TINY_RESOLUTION
 from services.renderer.pipeline import PortraitRenderer, RenderParams, load_pipeline
 from services.renderer.random_lora import make_lora
 from services.renderer.triton_client import (
+    ModelBroken,
+    RenderFailed,
     RenderRejected,
     RenderRequest,
     TritonUnavailable,
+    _classify,
     render_via_triton,
     triton_ready,
 )
@@ -244,3 +250,32 @@ async def test_a_batched_instance_renders_mixed_subjects_together_each_with_its_
         assert_within_levels(image, alone, 8, request)
     for a, b, base in zip(images[::3], images[1::3], images[2::3], strict=True):
         assert min(np.abs(a.astype(int) - b.astype(int)).mean(), np.abs(a.astype(int) - base.astype(int)).mean()) > 5
+
+
+def test_errors_inside_the_model_are_retried_a_few_times_and_refusals_never() -> None:
+    def classified(status: str, message: str) -> Exception:
+        return _classify(InferenceServerException(message, status=status), "triton:8001")
+
+    assert isinstance(classified("StatusCode.INTERNAL", "render failed: OutOfMemoryError: CUDA out of memory"),
+                      RenderFailed)
+    assert isinstance(classified("StatusCode.INVALID_ARGUMENT", "unknown scheduler 'warp'"), RenderRejected)
+    assert isinstance(classified("StatusCode.INTERNAL", "Stub process 'portrait_diffusion_0_0' is not healthy."),
+                      ModelBroken)
+    assert isinstance(classified("StatusCode.UNAVAILABLE", "connection refused"), TritonUnavailable)
+
+
+async def test_a_model_whose_stub_died_is_reloaded_and_renders_again(triton: TritonServer) -> None:
+    """Triton does not restart a python stub that died (killed for memory, a crash): the model stays ready and
+    fails every request. The first request to see it reloads the model (the last test of the module: it kills
+    the module server's stub)."""
+    before = await render_via_triton(triton.grpc_url, BASE_REQUEST)
+    stub_of_this_server = f"triton_python_backend_stub.*{shm_region_prefix(triton.grpc_port)}"
+    [stub] = processes_mentioning(stub_of_this_server).splitlines()
+    os.kill(int(stub.split()[0]), signal.SIGKILL)
+    await asyncio.sleep(1)  # Triton's health check of the stub notices
+    assert await triton_ready(triton.grpc_url)  # what Triton says of the model: no help
+    with pytest.raises(ModelBroken, match="is not healthy"):
+        await render_via_triton(triton.grpc_url, BASE_REQUEST)
+    [restarted] = processes_mentioning(stub_of_this_server).splitlines()  # the model's new instance
+    assert restarted != stub
+    assert np.array_equal(await render_via_triton(triton.grpc_url, BASE_REQUEST), before)

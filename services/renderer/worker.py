@@ -9,8 +9,9 @@ import asyncio
 import hashlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -36,7 +37,8 @@ from services.renderer.ranking import (
     UNSCORED,
     Candidate,
     RankingSettings,
-    candidate_seeds,
+    RankingStopped,
+    candidate_seeds_left,
     rank,
 )
 from services.renderer.records import record_of, save_records
@@ -51,6 +53,7 @@ from services.renderer.triton_client import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRITON_RETRY_S = (1.0, 2.0, 3.0, 5.0)  # a connection attempt every 5 s costs Triton nothing; a restart is seen sooner
 
@@ -77,6 +80,22 @@ def items_by_style(items) -> dict[str, list[events_pb2.RenderItem]]:
     return groups
 
 
+def item_position(job: events_pb2.RenderJob) -> dict[str, int]:
+    return {item.portrait_id: index for index, item in enumerate(job.items)}
+
+
+async def all_or_none(coroutines: Iterable[Awaitable[T]]) -> list[T]:
+    """Every result, in order; at the first error the others are cancelled (asyncio.gather leaves them running:
+    their requests would still take Triton's time, and hold the adapter, for a job that has ended)."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @dataclass
 class JobContext:
     job: events_pb2.RenderJob
@@ -91,6 +110,7 @@ class JobContext:
     cancelled: Callable[[], bool] = lambda: False
     delivered: list[common_pb2.Portrait] = field(default_factory=list)
     records: list[events_pb2.RenderRecord] = field(default_factory=list)
+    records_saving: asyncio.Lock = field(default_factory=asyncio.Lock)  # the last save holds every record
     # Portraits an earlier delivery of this job stored and announced (its worker killed before the end), by id.
     delivered_before: dict[str, common_pb2.Portrait] = field(default_factory=dict)
 
@@ -142,15 +162,21 @@ class RenderWorker:
             ctx.cancelled = watch.stopped
             try:
                 await self._deliver_styles(ctx)
+                if ctx.cancelled():
+                    raise OrderCancelled
             except OrderCancelled:
                 self.sealed.guard.check(job.subject_id)
                 log.info("order %s was cancelled; dropping its render job", job.order_id)
                 return
+            await self._finish(ctx)
+
+    async def _finish(self, ctx: JobContext) -> None:
+        job = ctx.job
         if not ctx.delivered:
             raise PermanentJobError("no rendered candidate showed the subject's face; nothing to deliver")
         finished = events_pb2.OrderDone(portraits=ctx.delivered)
         async with self.sealed.writing(job.subject_id):  # a deletion's purge waits for the records and the mark
-            await save_records(self.sealed, job, ctx.records)
+            await self._save_records(ctx)
             await self.bus.kv_put(topology.RENDERS_DONE_BUCKET, finished_key(job), finished)
         await publish_order_event(self.bus, job.order_id, job.tenant_id, job.subject_id, done=finished)
 
@@ -180,6 +206,10 @@ class RenderWorker:
 
     async def on_failure(self, payload: bytes, reason: str) -> None:
         job = events_pb2.RenderJob.FromString(payload)
+        finished = await self.bus.kv_get(topology.RENDERS_DONE_BUCKET, finished_key(job), events_pb2.OrderDone)
+        if finished is not None:  # it finished on its last delivery; only the acknowledgement was lost
+            await publish_order_event(self.bus, job.order_id, job.tenant_id, job.subject_id, done=finished)
+            return
         await publish_order_event(
             self.bus, job.order_id, job.tenant_id, job.subject_id,
             failed=events_pb2.OrderFailed(stage="rendering", reason=reason),
@@ -216,17 +246,10 @@ class RenderWorker:
         style is ranked and delivered while the next renders, and a lone order keeps Triton's batches full
         instead of ending each style on a part-filled batch. The first error cancels the other styles.
         Portraits and records keep the job's item order, whichever style finished first."""
-        tasks = [asyncio.create_task(self._deliver_style(ctx, style, items))
-                 for style, items in items_by_style(ctx.job.items).items()]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        position = {item.portrait_id: index for index, item in enumerate(ctx.job.items)}
+        await all_or_none(self._deliver_style(ctx, style, items)
+                          for style, items in items_by_style(ctx.job.items).items())
+        position = item_position(ctx.job)
         ctx.delivered.sort(key=lambda portrait: position[portrait.portrait_id])
-        ctx.records.sort(key=lambda record: position[record.portrait_id])
 
     async def _deliver_style(self, ctx: JobContext, style: str, items: list[events_pb2.RenderItem]) -> None:
         preset = catalogue().get(style)
@@ -237,17 +260,22 @@ class RenderWorker:
                 ctx.delivered.append(earlier)
                 ctx.records.append(record_of(self._request(ctx, preset, item, earlier.seed), item.portrait_id,
                                              item.style, ctx.job.lora_key, earlier.identity_score))
-        items = [item for item in items if item.portrait_id not in ctx.delivered_before]
-        if not items:
+        left = [item for item in items if item.portrait_id not in ctx.delivered_before]
+        if not left:
             return
-        seeds = candidate_seeds([item.seed for item in items], self.ranking.candidates_for(len(items)))
-        requests = {seed: self._request(ctx, preset, items[0], seed) for seed in seeds}
+        delivered_seeds = {earlier.seed for item in items if (earlier := ctx.delivered_before.get(item.portrait_id))}
+        seeds = candidate_seeds_left([item.seed for item in items], self.ranking.candidates_for(len(items)),
+                                     delivered_seeds)
+        requests = {seed: self._request(ctx, preset, left[0], seed) for seed in seeds}
         candidates = await self._render_all(ctx, list(requests.values()))
         try:
-            chosen = await rank(ctx.identity, candidates, len(items)) if ctx.identity else candidates[: len(items)]
+            chosen = (await rank(ctx.identity, candidates, len(left), ctx.cancelled) if ctx.identity
+                      else candidates[: len(left)])
         except IdentityRefused as error:  # e.g. no face in any of the subject's crops
             raise PermanentJobError(f"candidates cannot be ranked: {error}") from error
-        for item, candidate in zip(items, chosen, strict=False):
+        except RankingStopped as error:
+            raise OrderCancelled from error
+        for item, candidate in zip(left, chosen, strict=False):
             await self._deliver(ctx, item, candidate, requests[candidate.seed])
 
     def _request(self, ctx: JobContext, preset: StylePreset, item: events_pb2.RenderItem, seed: int) -> RenderRequest:
@@ -270,11 +298,13 @@ class RenderWorker:
                 return Candidate(seed=request.seed,
                                  image=await self._render_when_triton_is_up(ctx, request))
 
-        return list(await asyncio.gather(*(one(request) for request in requests)))
+        return await all_or_none(one(request) for request in requests)
 
     async def _deliver(self, ctx: JobContext, item: events_pb2.RenderItem, candidate: Candidate,
                        request: RenderRequest) -> None:
         job = ctx.job
+        if ctx.cancelled():  # nothing more is stored or announced for a cancelled order
+            raise OrderCancelled
         # The winner only, after ranking: visible label, XMP and the C2PA manifest signed by the vault (issue 9).
         portrait_png = await self.provenance.portrait_png(candidate.image, job, item)
         portrait = common_pb2.Portrait(
@@ -286,13 +316,21 @@ class RenderWorker:
             await self.sealed.put(job.tenant_id, job.subject_id, item.portrait_key, portrait_png,
                                   privacy_pb2.KEY_PURPOSE_ENCRYPT_PORTRAIT)
             await self.bus.kv_put(topology.RENDERS_DONE_BUCKET, finished_key(job, item.portrait_id), portrait)
+            ctx.records.append(record_of(request, item.portrait_id, item.style, job.lora_key, portrait.identity_score))
+            await self._save_records(ctx)
         ctx.delivered.append(portrait)
-        ctx.records.append(record_of(request, item.portrait_id, item.style, job.lora_key, portrait.identity_score))
         await publish_order_event(
             self.bus, job.order_id, job.tenant_id, job.subject_id,
             rendering=events_pb2.RenderingProgress(rendered=len(ctx.delivered), total=len(job.items),
                                                    portrait=portrait),
         )
+
+    async def _save_records(self, ctx: JobContext) -> None:
+        """The records of every portrait delivered so far, in the job's item order. Saved with each portrait: a job
+        that ends before the others (cancelled, a later style refused) leaves each delivered one renderable again."""
+        async with ctx.records_saving:
+            position = item_position(ctx.job)
+            await save_records(self.sealed, ctx.job, sorted(ctx.records, key=lambda r: position[r.portrait_id]))
 
     async def _render_when_triton_is_up(self, ctx: JobContext, request: RenderRequest) -> np.ndarray:
         attempt = 0
