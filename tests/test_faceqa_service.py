@@ -1,13 +1,17 @@
 """Face checks through the running services: the public UploadPhotos/GetSubject/CreateOrder path
-(ingest -> faceqa over gRPC, photos sealed in the store) and faceqa's own API."""
+(ingest -> faceqa over gRPC, photos sealed in the store) and faceqa's own API, up to its largest requests."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import re
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pillow_heif
 import pytest
 from PIL import Image, ImageFilter
@@ -16,6 +20,16 @@ from studio.v1 import common_pb2, faceqa_pb2, faceqa_pb2_grpc, studio_pb2
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack
 from services.common.bus import Bus
+from services.common.identity_scoring import (
+    IMAGE_SIDE,
+    MAX_REFERENCES,
+    MAX_REQUEST_BYTES,
+    REFERENCE_SIDE,
+    SCORING_BATCH,
+    IdentityClient,
+    IdentityRefused,
+    encode_for_scoring,
+)
 from services.common.objects import photo_key
 from services.ingest.context import ensure_tenant
 from tests.fixtures_stack import FACES_DIR, faces
@@ -178,3 +192,47 @@ async def test_single_photo_check_still_serves_old_callers(client: StudioClient,
     # lisa3's head is tilted: fine as a reference, not as the headshot.
     assert list(checked.verdict.reasons) == ["NOT_FRONTAL"] and checked.crop_key == ""
     assert checked.verdict.measurements.roll_deg < -15
+
+
+def noise(side: int, seed: int) -> bytes:
+    """The worst case of a JPEG sent for scoring: noise, at the largest side sent."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return encode_for_scoring(Image.fromarray(pixels), side)
+
+
+def london_at(name: str, side: int) -> bytes:
+    return encode_for_scoring(Image.open(io.BytesIO(london(name))), side)
+
+
+async def score_identity_calls(stack: EmbeddedStack) -> float:
+    url = f"http://127.0.0.1:{stack.processes['faceqa']._env['STUDIO_METRICS_PORT']}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+    found = re.search(r'^studio_rpc_total\{[^}]*method="/studio.v1.FaceQA/ScoreIdentity"[^}]*\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_score_identity_takes_the_largest_request_and_the_client_splits_larger_ones(stack: EmbeddedStack):
+    """A renderer's batch of candidates and the most reference crops, all as large as a JPEG of their size gets:
+    far over gRPC's default 4 MiB. A turned-away request would read as faceqa unreachable, and be tried forever."""
+    references = [london_at("001_neutral", REFERENCE_SIDE),
+                  *(noise(REFERENCE_SIDE, seed) for seed in range(MAX_REFERENCES - 1))]
+    images = [london_at("001_smiling", IMAGE_SIDE), *(noise(IMAGE_SIDE, seed) for seed in range(SCORING_BATCH - 1))]
+    largest = faceqa_pb2.ScoreIdentityRequest(reference_images=references, images=images)
+    assert 4 * 2**20 < largest.ByteSize() <= MAX_REQUEST_BYTES
+    async with grpc.aio.insecure_channel(stack.addresses["faceqa"]) as channel:
+        faceqa = faceqa_pb2_grpc.FaceQAStub(channel)
+        scored = await faceqa.ScoreIdentity(largest, timeout=300)
+        assert len(scored.scores) == SCORING_BATCH and scored.scores[0].same_person
+
+        client = IdentityClient(faceqa, [Image.open(io.BytesIO(london("001_neutral")))])
+        more = [*images, *images[1:9], images[0]]  # more than one request holds; the face again, last
+        assert faceqa_pb2.ScoreIdentityRequest(images=more).ByteSize() > MAX_REQUEST_BYTES
+        calls_before = await score_identity_calls(stack)
+        answer = await client.score_encoded(more)
+        assert await score_identity_calls(stack) == calls_before + 2
+        first, again = answer.scores[0], answer.scores[-1]  # the second call sent faceqa's consensus instead
+        assert len(answer.scores) == len(more) and first.same_person and again.same_person
+        assert again.distance == pytest.approx(first.distance, abs=1e-4)
+        with pytest.raises(IdentityRefused):  # no request could hold it: refused here, not sent
+            await client.score_encoded([b"\xff" * MAX_REQUEST_BYTES])
+        assert await score_identity_calls(stack) == calls_before + 2

@@ -113,10 +113,13 @@ async def serve(
     background: Iterable[BackgroundTask] = (),
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    max_receive_bytes: int = 0,
 ) -> None:
     """Run until SIGTERM/SIGINT. `register` adds servicers and returns their full service names.
-    With `credentials` (internal services under mTLS) the port is TLS-only."""
-    server = grpc.aio.server(interceptors=[_ServiceInterceptor(service_name), *interceptors], options=NO_PORT_SHARING)
+    With `credentials` (internal services under mTLS) the port is TLS-only. `max_receive_bytes`: the largest
+    request message taken (0: gRPC's default, 4 MiB); a larger one is refused with RESOURCE_EXHAUSTED."""
+    server = grpc.aio.server(interceptors=[_ServiceInterceptor(service_name), *interceptors],
+                             options=server_options(max_receive_bytes))
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -153,6 +156,12 @@ async def serve(
     log.info("%s stopped", service_name)
     if failed:  # a crash, not a clean stop: the exit status says so to whoever restarts us
         raise SystemExit(1)
+
+
+def server_options(max_receive_bytes: int = 0) -> list[tuple[str, int]]:
+    if not max_receive_bytes:
+        return list(NO_PORT_SHARING)
+    return [*NO_PORT_SHARING, ("grpc.max_receive_message_length", max_receive_bytes)]
 
 
 def _plaintext_health_server(health_servicer, listen: str) -> grpc.aio.Server | None:

@@ -8,6 +8,10 @@ instead (no re-detection). The consensus is kept in memory only, never written a
 faceqa unreachable (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED): up to `attempts` tries with a
 growing pause, then None (the caller decides: the trainer leaves a point unscored, the renderer
 waits and tries again); any other refusal (e.g. no face in any reference) raises IdentityRefused.
+
+faceqa takes requests of up to MAX_REQUEST_BYTES (its server's receive limit). The client sends the
+images in as many calls as that takes, and refuses an image that could never fit (IdentityRefused), so
+no request is turned away for its size: that would read as "faceqa unreachable" and be tried forever.
 """
 
 from __future__ import annotations
@@ -27,12 +31,23 @@ ATTEMPTS = 3
 FIRST_PAUSE_S = 1.0
 CALL_TIMEOUT_S = 60.0
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
-# faceqa takes at most 64 images of each kind per call, under gRPC's 4 MB message limit: crops are
-# sent at 256 px (their face still spans ~170 px, more than dlib's 150 px embedding chip).
-MAX_REFERENCES = 64
+# faceqa takes at most 64 images of each kind per call. Crops are sent at 256 px (their face still spans
+# ~170 px, more than dlib's 150 px embedding chip).
+MAX_IMAGES_PER_CALL = 64
+MAX_REFERENCES = MAX_IMAGES_PER_CALL
 REFERENCE_SIDE = 256
 IMAGE_SIDE = 1024
 JPEG_QUALITY = 95
+# The most images a caller scores at once: the renderer's chunk of candidates (SCORE_CHUNK in
+# services/renderer/ranking.py); the trainer scores its two validation renders.
+SCORING_BATCH = 16
+# At quality 95 a JPEG of pure noise, the worst case, takes 1.18 bytes a pixel; photos and renders far less.
+WORST_JPEG_BYTES_PER_PIXEL = 1.25
+REQUEST_OVERHEAD_BYTES = 64 * 1024  # field tags and lengths, a reference embedding
+# The largest legitimate ScoreIdentity request (about 25 MiB, over gRPC's default 4 MiB): SCORING_BATCH images
+# and MAX_REFERENCES crops, all at the worst case. faceqa's server receives up to this much.
+LARGEST_REQUEST_PIXELS = SCORING_BATCH * IMAGE_SIDE**2 + MAX_REFERENCES * REFERENCE_SIDE**2
+MAX_REQUEST_BYTES = int(WORST_JPEG_BYTES_PER_PIXEL * LARGEST_REQUEST_PIXELS) + REQUEST_OVERHEAD_BYTES
 
 
 def score_from_distance(distance: float) -> float:
@@ -71,19 +86,38 @@ class IdentityClient:
         self._reference: faceqa_pb2.FaceEmbedding | None = None
 
     async def score_encoded(self, images: list[bytes]) -> faceqa_pb2.ScoreIdentityResponse | None:
-        """faceqa's answer for the encoded images, or None when it could not be reached;
-        IdentityRefused when it refused them."""
-        response = await self._call(images)
-        if response is not None:
-            self._reference = response.reference
-        return response
+        """faceqa's answer for the encoded images (in several calls where one would be too large), or None when it
+        could not be reached; IdentityRefused when it refused them."""
+        answer: faceqa_pb2.ScoreIdentityResponse | None = None
+        sent = 0
+        while sent < len(images) or answer is None:
+            request = self._request(images[sent:])
+            response = await self._call(request)
+            if response is None:
+                return None
+            self._reference = response.reference  # later calls send it instead of the crops
+            answer = _joined(answer, response)
+            sent += len(request.images)
+        return answer
 
-    async def _call(self, images: list[bytes]) -> faceqa_pb2.ScoreIdentityResponse | None:
-        request = faceqa_pb2.ScoreIdentityRequest(images=images)
+    def _request(self, images: list[bytes]) -> faceqa_pb2.ScoreIdentityRequest:
+        """A request with as many of `images` as faceqa takes in one call: at least one, or IdentityRefused."""
+        request = faceqa_pb2.ScoreIdentityRequest()
         if self._reference is not None:
             request.reference_embeddings.append(self._reference)
         else:
             request.reference_images.extend(self._reference_images)
+        for image in images[:MAX_IMAGES_PER_CALL]:
+            request.images.append(image)
+            if request.ByteSize() > MAX_REQUEST_BYTES:
+                del request.images[-1]
+                break
+        if images and not request.images:
+            raise IdentityRefused(f"an image of {len(images[0])} bytes does not fit in faceqa's "
+                                  f"{MAX_REQUEST_BYTES}-byte requests")
+        return request
+
+    async def _call(self, request: faceqa_pb2.ScoreIdentityRequest) -> faceqa_pb2.ScoreIdentityResponse | None:
         pause = self.first_pause_s
         for attempt in range(1, self.attempts + 1):
             try:
@@ -100,3 +134,13 @@ class IdentityClient:
             await asyncio.sleep(pause)
             pause *= 2
         return None
+
+
+def _joined(earlier: faceqa_pb2.ScoreIdentityResponse | None,
+            later: faceqa_pb2.ScoreIdentityResponse) -> faceqa_pb2.ScoreIdentityResponse:
+    """One answer for the images of several calls, in order, with the latest reference."""
+    if earlier is None:
+        return later
+    earlier.scores.extend(later.scores)
+    earlier.reference.CopyFrom(later.reference)
+    return earlier

@@ -4,7 +4,9 @@ One job at a time per worker; in_progress heartbeats keep a live job from being 
 that raises is redelivered (a crashed or killed worker's job too, after ack_wait) until it has run
 max_deliver times, and then given up with a failure the caller publishes. The server delivers a job a
 few more times (topology.FAILURE_DELIVERIES) so that the failure is recorded even when the worker of
-the last attempt was killed or could not record it: such a delivery gives up at once.
+the last attempt was killed or could not record it: such a delivery gives up at once. Such a delivery may
+also be of a job that succeeded but whose ack was lost: on_failure checks the job's own record first.
+A job whose dependency is down (is_outage) is held and run again without using up its attempts.
 
 Every worker also sends a WorkerHeartbeat (core NATS) every HEARTBEAT_S and when a job starts or
 ends: the scheduler counts live workers and measures service times from them."""
@@ -22,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from studio.v1 import common_pb2, events_pb2
 
@@ -36,6 +40,16 @@ OUTAGE_RETRY_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # between runs of a job whose dep
 HEARTBEAT_S = float(os.environ.get("STUDIO_WORKER_HEARTBEAT_S", "2"))
 # Missing this many heartbeats in a row, a worker counts as gone.
 HEARTBEATS_MISSED_BEFORE_GONE = 3
+# NATS restarting (a rolling restart), reconnecting or electing a stream leader: requests time out, find no
+# responder or are refused for now.
+NATS_OUTAGES = (
+    nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError, nats.errors.NoServersError, nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError, nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
+# A service (the vault, faceqa) that is down or restarting, or too busy to answer within the call's deadline.
+GRPC_OUTAGES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class PermanentJobError(Exception):
@@ -141,11 +155,11 @@ async def _settle(
 
 
 def is_outage(error: Exception) -> bool:
-    """A dependency that is down for now (the object store, a service answering UNAVAILABLE): the job is
-    not at fault, and waiting costs it nothing."""
+    """A dependency that is down for now (the object store, NATS, a service answering UNAVAILABLE or not
+    within its deadline): the job is not at fault, and waiting costs it nothing."""
     if isinstance(error, grpc.aio.AioRpcError):
-        return error.code() == grpc.StatusCode.UNAVAILABLE
-    return isinstance(error, BlobStoreUnavailable)
+        return error.code() in GRPC_OUTAGES
+    return isinstance(error, (BlobStoreUnavailable, *NATS_OUTAGES))
 
 
 async def _through_outages(handle: JobHandler, payload: bytes) -> None:

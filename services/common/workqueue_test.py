@@ -1,6 +1,7 @@
 """The work-queue loop against a real nats-server: success acks once, a failure is retried, a
-permanent failure is reported once and not redelivered, a worker that dies mid-job loses nothing, not
-even its job's failure, and a message that cannot be settled comes back without stopping the worker."""
+permanent failure is reported once and not redelivered, an outage (object store, NATS, a service down or past
+its deadline) is waited out without using up attempts, a worker that dies mid-job loses nothing, not even its
+job's failure, and a message that cannot be settled comes back without stopping the worker."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import signal
 import sys
 from dataclasses import replace
 
+import grpc
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 from studio.v1 import events_pb2
@@ -19,6 +22,7 @@ from services.common import workqueue
 from services.common.blobstore import BlobStoreUnavailable
 from services.common.bus import Bus
 from services.common.launchers.nats import NatsServer
+from services.common.launchers.process import free_port
 from services.common.topology import TRAIN_STREAM, WorkQueue
 from services.common.workqueue import PermanentJobError, WorkerState, run_worker
 
@@ -160,6 +164,81 @@ async def test_a_job_waits_through_an_outage_longer_than_its_retries(nats_server
     assert info.num_redelivered == 0  # held, not handed back: max_deliver never came into it
 
 
+async def silent_grpc_call() -> None:
+    """A real gRPC call to a server that takes the connection and never answers: DEADLINE_EXCEEDED."""
+    held: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda reader, writer: held.append(writer), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await channel.unary_unary("/studio.v1.Privacy/GetDataKey")(b"", timeout=0.2)
+    finally:
+        for writer in held:
+            writer.transport.abort()
+        server.close()
+
+
+async def nats_outages(nats_server: NatsServer) -> tuple[list, nats.NATS]:
+    """What a NATS rolling restart or a slow vault makes a job raise; real failures where a test can cause them."""
+    client = await nats.connect(nats_server.url)
+    await client.subscribe("test.silent")  # subscribed, and never answers
+    closed = await nats.connect(nats_server.url)
+    await closed.close()
+
+    async def unreachable_grpc_port() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+            await channel.unary_unary("/studio.v1.Privacy/GetDataKey")(b"", timeout=5)
+
+    async def raised(error: Exception) -> None:
+        raise error
+
+    return [
+        lambda: client.request("test.nobody", b"", timeout=2),  # NoRespondersError
+        lambda: client.request("test.silent", b"", timeout=0.2),  # nats.errors.TimeoutError
+        lambda: closed.publish("test.anything", b""),  # ConnectionClosedError
+        lambda: raised(nats.errors.ConnectionReconnectingError()),
+        lambda: raised(nats.js.errors.ServiceUnavailableError(code=503, description="JetStream not ready")),
+        silent_grpc_call,  # DEADLINE_EXCEEDED
+        unreachable_grpc_port,  # UNAVAILABLE
+    ], client
+
+
+async def test_a_job_waits_through_nats_and_deadline_outages(nats_server: NatsServer, quick_retries,
+                                                              monkeypatch) -> None:
+    """A NATS restart or a vault too slow to answer during a job's runs: held and run again, its attempts kept."""
+    monkeypatch.setattr(workqueue, "OUTAGE_RETRY_S", (0.05,))
+    outages, client = await nats_outages(nats_server)
+    bus = await Bus.connect(nats_server.url, name="wq-nats-outage")
+    queue = await fresh_queue(bus, "wq-nats-outage", ack_wait_s=5.0)
+    raised: list[str] = []
+    failures: list[str] = []
+
+    async def handle(payload: bytes) -> None:
+        if len(raised) < len(outages):
+            try:
+                await outages[len(raised)]()
+            except Exception as error:
+                raised.append(error.code().name if isinstance(error, grpc.aio.AioRpcError) else type(error).__name__)
+                raise
+            raise AssertionError(f"outage {len(raised)} did not fail")
+
+    async def on_failure(payload: bytes, reason: str) -> None:
+        failures.append(reason)
+
+    state = WorkerState()
+    worker = asyncio.create_task(run_worker(bus, queue, handle, on_failure, state))
+    await bus.publish(queue.subject, events_pb2.TrainJob(job_id="through-nats"), msg_id="wq-through-nats")
+    await run_until(lambda: state.jobs_completed == 1 or state.jobs_failed == 1, worker)
+    await stop(worker)
+    info = await bus.js.consumer_info(queue.stream, queue.durable)
+    await bus.close()
+    await client.close()
+    assert raised == ["NoRespondersError", "TimeoutError", "ConnectionClosedError", "ConnectionReconnectingError",
+                      "ServiceUnavailableError", "DEADLINE_EXCEEDED", "UNAVAILABLE"]
+    assert failures == [] and state.jobs_completed == 1
+    assert info.num_redelivered == 0 and info.num_pending == 0 and info.num_ack_pending == 0
+
+
 async def test_recording_a_failure_waits_out_an_outage_and_the_worker_lives_on(nats_server: NatsServer,
                                                                                monkeypatch) -> None:
     monkeypatch.setattr(workqueue, "OUTAGE_RETRY_S", (0.05,))
@@ -276,8 +355,8 @@ async def test_a_failure_that_could_not_be_recorded_is_recorded_on_the_next_deli
     async def on_failure(payload: bytes, reason: str) -> None:
         nonlocal attempts_to_record
         attempts_to_record += 1
-        if attempts_to_record == 1:
-            raise nats.errors.TimeoutError  # the KV put recording the failure timed out
+        if attempts_to_record == 1:  # not an outage (those are waited out in place): the record was refused
+            raise RuntimeError("the job's record could not be written")
         recorded.append(reason)
 
     state = WorkerState()

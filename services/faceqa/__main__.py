@@ -10,6 +10,7 @@ from studio.v1 import faceqa_pb2, faceqa_pb2_grpc
 
 from services.common.config import Settings
 from services.common.grpc_server import configure_logging, serve
+from services.common.identity_scoring import MAX_REQUEST_BYTES
 from services.common.purge import PurgeListener
 from services.common.runtime import Runtime
 from services.common.tls import internal_server_credentials
@@ -41,7 +42,7 @@ async def main() -> None:
         await serve("faceqa", settings.listen, settings.metrics_port, register, background=[
             PurgeListener(runtime.bus, "faceqa", runtime.sealed, purge_handler(runtime.sealed, servicer.cache),
                           on_stop=servicer.cache.forget_subject).run,  # every replica's cache
-        ], credentials=internal_server_credentials())
+        ], credentials=internal_server_credentials(), max_receive_bytes=MAX_REQUEST_BYTES)  # ScoreIdentity's images
     finally:
         await runtime.close()
         pool.close()

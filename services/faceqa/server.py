@@ -13,6 +13,7 @@ import numpy as np
 from studio.v1 import common_pb2, faceqa_pb2, faceqa_pb2_grpc, privacy_pb2
 
 from services.common.blobstore import BlobNotFound
+from services.common.identity_scoring import MAX_IMAGES_PER_CALL
 from services.common.vault_client import SealedStore
 from services.faceqa.checks import PhotoCheck
 from services.faceqa.photoset import SetPhoto, consensus, judge_set
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 MAX_CROP_SIZE = 2048
 MAX_NEW_PHOTOS = 100
 MAX_ACCEPTED_PHOTOS = 500
-MAX_SCORED_IMAGES = 64
+MAX_SCORED_IMAGES = MAX_IMAGES_PER_CALL
 EMBEDDING_SIZE = 128
 ROLES = (common_pb2.PHOTO_ROLE_HEADSHOT, common_pb2.PHOTO_ROLE_REFERENCE)
 

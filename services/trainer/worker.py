@@ -4,7 +4,9 @@ the order's render job, held for the scheduler (services/common/holding.py).
 Crash safety: every `checkpoint_every` steps the run's state is sealed to the object store and
 recorded in the job's TrainJobRecord; a redelivered job (its worker was killed) resumes from there.
 Exactly once: the completion (LoRA, TrainingDone event, render job) is published with message ids
-NATS deduplicates, and a job recorded as done is only acknowledged when it comes back.
+NATS deduplicates, and a job recorded as done is only acknowledged when it comes back, past its last attempt
+too (its ack was lost): no failure is reported for a job that succeeded. Its checkpoint is dropped before
+the final state is recorded, so a drop the store refused is done again when the job comes back.
 
 Validation renders are scored by faceqa (services/trainer/faceqa_scoring.py). While faceqa is
 unreachable a validation point is recorded as unscored (identity_score = training.UNSCORED, -1 in
@@ -147,13 +149,28 @@ class TrainerWorker:
         if self.sealed.guard.is_deleted(job.subject_id):
             return  # the order went with its subject: no record of the job comes back
         record = await self.jobs.record(job)
+        if await self._ended_before(job, record):
+            return
         record.state, record.reason = State.TRAIN_JOB_STATE_FAILED, reason
-        await self.jobs.save_record(record)
         await self.jobs.drop_checkpoint(job)
+        await self.jobs.save_record(record)
         await publish_order_event(
             self.bus, job.order_id, job.tenant_id, job.subject_id,
             failed=events_pb2.OrderFailed(stage="training", reason=reason),
         )
+
+    async def _ended_before(self, job: events_pb2.TrainJob, record: trainer_pb2.TrainJobRecord) -> bool:
+        """A job given up on may have succeeded (or been cancelled) on its last delivery, its ack lost: it is handled
+        as _run handles such a job delivered again, and no failure is reported."""
+        if record.state in (State.TRAIN_JOB_STATE_DONE, State.TRAIN_JOB_STATE_CANCELLED):
+            log.info("job %s ended (%s) before its deliveries ran out; not failing it", job.job_id,
+                     State.Name(record.state))
+            return True
+        if record.HasField("completion"):
+            log.info("job %s trained before its deliveries ran out; announcing it again", job.job_id)
+            await self._announce(job, record.completion)
+            return True
+        return False
 
     async def _train_in_thread(self, job: events_pb2.TrainJob, images: list[Image.Image], resume: RunState | None,
                                watch: CancelWatch) -> TrainedLora:
@@ -211,18 +228,19 @@ class TrainerWorker:
                                msg_id=f"{job.job_id}.trained")
         # Held for the scheduler; the job id makes a redelivered training job's render job a duplicate.
         await hold(self.bus, topology.RENDER_QUEUE, job.render)
+        # Dropped before the final state: a rerun after a failed drop sees no DONE yet, and drops it then.
+        await self.jobs.drop_checkpoint(job)
         record = await self.jobs.record(job)
         record.state = State.TRAIN_JOB_STATE_DONE
         await self.jobs.save_record(record)
-        await self.jobs.drop_checkpoint(job)
 
     async def _cancelled(self, job: events_pb2.TrainJob, record: trainer_pb2.TrainJobRecord) -> None:
         """Dropped: ingest already told the order's watchers; only our own leftovers go."""
         self.sealed.guard.check(job.subject_id)  # stopped by a deletion: its purge takes the leftovers
         log.info("order %s was cancelled; dropping training job %s", job.order_id, job.job_id)
+        await self.jobs.drop_checkpoint(job)  # before the final state, as in _announce
         record.state = State.TRAIN_JOB_STATE_CANCELLED
         await self.jobs.save_record(record)
-        await self.jobs.drop_checkpoint(job)
 
     def _progress_reporter(self, job: events_pb2.TrainJob, loop: asyncio.AbstractEventLoop, resumed_from: int):
         every = max(1, job.steps // PROGRESS_EVENTS_PER_JOB)
