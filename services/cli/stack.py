@@ -26,6 +26,8 @@ from services.common.provenance_certs import DevChainFiles, ensure_dev_chain
 from services.common.secrets import ensure_secret_file, hash_api_key, new_token, write_secret_file
 from services.common.signatures import SigningKey
 from services.common.tinymodel import write_tiny_model
+from services.privacy.store import stored_holdings
+from services.privacy.vault import vault_path
 from services.trainer.fleet import gpu_ids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,7 +168,10 @@ class EmbeddedStack:
         # ingest checks `studio tenants` calls against the operator token's hash, never the token itself.
         operator_token = self.paths.token_file(OPERATOR).read_text().strip()
         self.paths.operator_token_hash_file.write_text(hash_api_key(operator_token))
-        self.paths.public_key_file.write_text(SigningKey.from_file(self.paths.signing_key_file).public_pem)
+        # A lost signing key is refused where the vault holds documents it signed (as the vault itself refuses).
+        signed = stored_holdings(vault_path(self.data_dir)).signed_documents
+        signer = SigningKey.from_file(self.paths.signing_key_file, create=not signed)
+        self.paths.public_key_file.write_text(signer.public_pem)
         ensure_dev_chain(self.paths.provenance)
 
     def _base_model(self, progress) -> Path:
