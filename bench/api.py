@@ -34,6 +34,7 @@ from services.cli.stack import EmbeddedStack, grpc_healthy
 from services.common.launchers.process import free_port
 from services.common.machine import describe_machine
 from studio_client import AdminClient, Photo, StudioClient
+from studio_client.client import UPLOAD_ADMITTED_METADATA
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FACES_DIR = Path(os.environ.get("STUDIO_FACES_DIR", REPO_ROOT.parent / "shared" / "faces"))
@@ -47,6 +48,8 @@ class BareUpload(studio_pb2_grpc.StudioServicer):
     async def UploadPhotos(self, request_iterator, context):
         photos = []
         async for request in request_iterator:
+            if request.HasField("header") and not photos:  # admitted at once, as ingest admits a stream
+                await context.send_initial_metadata(((UPLOAD_ADMITTED_METADATA, "1"),))
             if request.HasField("header"):
                 photos.append(studio_pb2.PhotoSummary(client_photo_id=request.header.client_photo_id))
         return studio_pb2.UploadPhotosResponse(photos=photos)

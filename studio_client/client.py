@@ -26,6 +26,9 @@ API_KEY_METADATA = "x-api-key"
 CHUNK_BYTES = 256 * 1024
 # Photos per upload stream: a lost connection costs at most one batch of re-sent bytes.
 UPLOAD_BATCH = 10
+# Sent by the server once an upload stream's first header is admitted (services/ingest/upload_stream.py).
+UPLOAD_ADMITTED_METADATA = "studio-upload-admitted"
+ADMISSION_WAIT_S = 2.0
 PORTRAIT_CONSENT = common_pb2.ConsentRecord(
     agreement_version="2026-01", scopes=[common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION], retention_days=30
 )
@@ -198,15 +201,18 @@ class StudioClient:
         call = self.stub.UploadPhotos(metadata=self.metadata, timeout=timeout)
         write_failed = False
         try:
-            for photo, photo_id in batch:
+            for index, (photo, photo_id) in enumerate(batch):
                 await call.write(studio_pb2.UploadPhotosRequest(header=studio_pb2.PhotoHeader(
                     subject_id=subject_id, role=photo.role, filename=photo.filename, client_photo_id=photo_id,
                 )))
+                if index == 0 and not await _admitted(call):
+                    break  # refused at its first header: the call's status says why
                 for offset in range(0, len(photo.data), CHUNK_BYTES):
                     chunk = photo.data[offset : offset + CHUNK_BYTES]
                     await call.write(studio_pb2.UploadPhotosRequest(chunk=chunk))
                     on_bytes(len(chunk))
-            await call.done_writing()
+            else:
+                await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
             write_failed = True  # the call ended while we wrote: its status says how
         try:
@@ -266,8 +272,9 @@ class StudioClient:
             try:
                 async for response in stream:
                     position += 1
-                    if position > seen:
-                        seen = position
+                    # A reopened stream of a finished order may be shorter (its events expired): only its last.
+                    if position > seen or response.event.WhichOneof("kind") in ("done", "failed"):
+                        seen = max(seen, position)
                         yield response
                 return
             except grpc.aio.AioRpcError as error:
@@ -322,6 +329,18 @@ class StudioClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"deletion {deletion_id} still waits for: {', '.join(deletion.waiting_for)}")
             await asyncio.sleep(poll_s)
+
+
+async def _admitted(call: grpc.aio.StreamUnaryCall) -> bool:
+    """Whether the server took the stream's first header (its initial metadata says so): only then are chunks
+    sent. A server that refuses the stream ends the call there, and chunks written into an ending call would hide
+    its status (grpc aio then reports INTERNAL, grpc/grpc#36066). A server that never answers a header early is
+    given ADMISSION_WAIT_S."""
+    try:
+        metadata = await asyncio.wait_for(call.initial_metadata(), ADMISSION_WAIT_S)
+    except TimeoutError:
+        return True
+    return any(key == UPLOAD_ADMITTED_METADATA for key, _ in metadata or ())
 
 
 def _lost_connection(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:

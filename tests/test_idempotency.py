@@ -1,12 +1,14 @@
 """Idempotent retries under injected faults: a TCP proxy between the client library and ingest
 cuts the connection after the request went out (the reply is lost) or in the middle of an upload
-stream; the client retries, and every resource exists exactly once. A job queue that refuses an
-order's job leaves no order queued forever."""
+stream; the client retries, and every resource exists exactly once, within the tenant's quotas. A job
+queue that refuses an order's job leaves no order queued forever."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import grpc
@@ -232,3 +234,51 @@ async def test_an_order_whose_job_cannot_be_queued_fails_instead_of_waiting_fore
     placed = await client.create_order(subject.subject_id, STYLE, 1, idempotency_key="queued")
     assert placed.state == common_pb2.ORDER_STATE_QUEUED and placed.order_id != order.order_id
     await direct.cancel_order(placed.order_id)
+
+
+async def test_a_retry_after_a_failed_registration_stays_within_the_subjects_per_day_quota(
+    stack: EmbeddedStack, tenants: Tenants  # noqa: F811
+) -> None:
+    _, direct = await tenants.new(max_subjects_per_day=1)
+    client = tenants.client(direct.metadata[0][1], retry=NO_RETRIES)
+    vault = stack.processes["privacy"].pid
+    os.kill(vault, signal.SIGSTOP)  # RegisterSubject hangs: the caller's deadline ends the request inside it
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.create_subject(external_ref="vault-paused", idempotency_key="paused", timeout=2)
+    finally:
+        os.kill(vault, signal.SIGCONT)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    subject = await client.create_subject(external_ref="vault-paused", idempotency_key="paused")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # the retry completed the first subject's reservation
+        await client.create_subject(idempotency_key="another")
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_subjects_per_day" in refused.value.details()
+    assert [s.subject_id for s in (await direct.list_subjects()).subjects] == [subject.subject_id]
+
+
+async def test_an_order_left_queued_without_a_job_is_queued_again_by_its_retry(
+    stack: EmbeddedStack, tenants: Tenants  # noqa: F811
+) -> None:
+    _, direct = await tenants.new()
+    client = tenants.client(direct.metadata[0][1], retry=NO_RETRIES)
+    subject = await direct.create_subject()
+    await direct.upload(subject.subject_id, [(lisa_headshot(), HEADSHOT)])
+    bus = await Bus.connect(stack.nats.url, name="test-refusing-queue-and-events")
+    try:  # neither the job nor the order's failure can be stored: the order stays QUEUED, with no job
+        async with messages_capped(bus, topology.PENDING_STREAM.name, 16), \
+                messages_capped(bus, topology.EVENTS_STREAM.name, 16):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await client.create_order(subject.subject_id, STYLE, 1, idempotency_key="stuck")
+    finally:
+        await bus.close()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    [order] = (await direct.list_orders(subject_id=subject.subject_id)).orders
+    assert order.state == common_pb2.ORDER_STATE_QUEUED
+    again = await client.create_order(subject.subject_id, STYLE, 1, idempotency_key="stuck")
+    assert again.order_id == order.order_id
+    try:  # its job is held again: the scheduler announces it, or a worker reports on it
+        first = await anext(aiter(direct.watch(order.order_id, timeout_s=30)))
+        assert first.event.WhichOneof("kind") in ("queued", "training", "trained", "rendering")
+    finally:
+        await direct.cancel_order(order.order_id)

@@ -17,7 +17,7 @@ from services.cli.stack import EmbeddedStack
 from services.common.bus import Bus
 from services.common.topology import PENDING_STREAM, SUBJECTS_BUCKET
 from services.ingest.context import ensure_tenant
-from services.ingest.upload_photos import MAX_STREAM_MESSAGES
+from services.ingest.upload_stream import MAX_STREAM_MESSAGES
 from tests.fixtures_stack import faces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -306,3 +306,31 @@ async def test_export_names_a_photo_by_the_base_of_its_stored_name(client: Studi
         names = tar.getnames()
     assert f"photos/{summary.photo_id}-escape.jpg" in names
     assert not any(".." in name for name in names), names
+
+
+async def test_long_values_are_refused_with_a_short_reason(client: StudioClient):
+    """A reason that echoed a 20 KB value would pass gRPC's metadata limit and arrive as RESOURCE_EXHAUSTED."""
+    long = "x" * 20_000
+    subject = await client.create_subject()
+    [photo] = await client.upload(subject.subject_id, [(faces("lisa")[0], common_pb2.PHOTO_ROLE_HEADSHOT)])
+    assert photo.verdict.accepted
+    refusals = [
+        (client.create_order(subject.subject_id, [long], 1), "style name is longer than 64"),
+        (client.create_order(subject.subject_id, ["studio-frontal-soft"], 1, idempotency_key=long),
+         "idempotency_key is longer than 256"),
+        (client.create_subject(idempotency_key=long), "idempotency_key is longer than 256"),
+    ]
+    for call, reason in refusals:
+        details = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, call)
+        assert reason in details and len(details) < 500
+    key = "k" * 256  # at the limit: kept, and shortened where a reason shows it
+    await client.create_subject(idempotency_key=key)
+    details = await expect_status(grpc.StatusCode.INVALID_ARGUMENT,
+                                  client.create_subject(external_ref="other", idempotency_key=key))
+    assert "was used for a different subject request" in details and len(details) < 200
+    order = await client.create_order(subject.subject_id, ["studio-frontal-soft"], 1)
+    try:
+        details = await expect_status(grpc.StatusCode.NOT_FOUND, client.download(order.order_id, long))
+        assert "not found in this order" in details and len(details) < 500
+    finally:
+        await client.cancel_order(order.order_id)

@@ -1,8 +1,11 @@
 """Scheduling through the public API of the embedded stack (one trainer): the priority tier is
 checked and kept, WatchOrder shows a held order's position and ETA, and a held job is removed by
-cancellation and by deletion, never reaching a worker."""
+cancellation and by deletion, never reaching a worker. A watch ends with its order: finished (even with its
+events gone) or deleted."""
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 import pytest
@@ -82,3 +85,41 @@ async def test_held_orders_show_position_and_leave_on_cancel_and_delete(
             trainer_pb2.TrainJobRecord.FromString((await records.get(f"train-{cancelled.order_id}")).value)
     finally:
         await bus.close()
+
+
+async def test_a_watch_of_a_finished_order_whose_events_are_gone_ends_with_its_last_state(
+    client: StudioClient, stack: EmbeddedStack
+) -> None:
+    subject_id = await subject_with_headshot(client)
+    order = await client.create_order(subject_id, STYLE, 1)
+    await client.cancel_order(order.order_id, reason="changed my mind")
+    for _ in range(200):
+        if (await client.get_order(order.order_id)).state == common_pb2.ORDER_STATE_FAILED:
+            break
+        await asyncio.sleep(0.05)
+    bus = await Bus.connect(stack.nats.url, name="scheduling-api-test")
+    try:  # as the event stream's max_age does after 30 days
+        await bus.purge_subject(topology.EVENTS_STREAM.name, topology.order_events_subject(order.order_id))
+    finally:
+        await bus.close()
+    events = [response.event async for response in client.watch(order.order_id, timeout_s=20)]
+    assert [event.WhichOneof("kind") for event in events] == ["failed"]
+    assert (events[0].failed.stage, events[0].failed.reason) == ("cancelled", "changed my mind")
+
+
+async def test_a_watch_ends_not_found_when_its_subject_is_deleted(client: StudioClient) -> None:
+    subject_id = await subject_with_headshot(client)
+    order = await client.create_order(subject_id, STYLE, 1)
+    watched = []
+
+    async def watch() -> None:
+        async for response in client.watch(order.order_id, timeout_s=60):
+            watched.append(response.event.WhichOneof("kind"))
+
+    watching = asyncio.create_task(watch())
+    await asyncio.sleep(1)
+    await client.delete_subject(subject_id)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await asyncio.wait_for(watching, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND and order.order_id in raised.value.details()
+    assert "done" not in watched and "failed" not in watched

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from studio.v1 import faceqa_pb2_grpc, state_pb2
 
 from services.common import topology
@@ -17,8 +19,25 @@ from services.common.vault_client import SealedStore, VaultClient
 from services.ingest import fields, tenants
 from services.ingest.tenants import ensure_tenant
 
-__all__ = ["IngestContext", "ensure_tenant"]
+__all__ = ["IngestContext", "ensure_tenant", "update_record"]
 CAS_ATTEMPTS = 50
+M = TypeVar("M", bound=Message)
+
+
+async def update_record(
+    bus: Bus, bucket: str, key: str, message_type: type[M], mutate: Callable[[M], None]
+) -> M | None:
+    """Read-modify-write of a KV record by compare-and-set (`mutate` runs again on the newer record when another
+    writer came first); None when the record is gone, and then nothing is written."""
+    for _ in range(CAS_ATTEMPTS):
+        raw, revision = await bus.kv_entry(bucket, key)
+        if raw is None:
+            return None
+        record = message_type.FromString(raw)
+        mutate(record)
+        if await bus.kv_compare_and_set(bucket, key, record.SerializeToString(), revision):
+            return record
+    raise RuntimeError(f"record {key} of {bucket} is contended")
 
 
 @dataclass
@@ -79,17 +98,7 @@ class IngestContext:
     ) -> state_pb2.SubjectRecord | None:
         """Read-modify-write of a subject record by compare-and-set, so concurrent uploads and orders
         never lose each other's changes; None when the subject is gone."""
-        for _ in range(CAS_ATTEMPTS):
-            raw, revision = await self.bus.kv_entry(topology.SUBJECTS_BUCKET, subject_id)
-            if raw is None:
-                return None
-            record = state_pb2.SubjectRecord.FromString(raw)
-            mutate(record)
-            if await self.bus.kv_compare_and_set(
-                topology.SUBJECTS_BUCKET, subject_id, record.SerializeToString(), revision
-            ):
-                return record
-        raise RuntimeError(f"subject record {subject_id} is contended")
+        return await update_record(self.bus, topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord, mutate)
 
     async def owned_order(
         self, tenant: state_pb2.TenantRecord, order_id: str, context: grpc.aio.ServicerContext

@@ -3,6 +3,7 @@ one for this base model; idempotent on the tenant's idempotency key."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from contextlib import suppress
@@ -16,7 +17,7 @@ from services.common.holding import hold
 from services.common.objects import lora_key, new_id, portrait_key
 from services.common.order_events import publish_order_event
 from services.common.styles import catalogue, unknown_styles
-from services.ingest import fields, idempotency, quotas
+from services.ingest import fields, idempotency, jobs, quotas
 from services.ingest.context import IngestContext
 from services.ingest.listing import add_to_index, order_index_key
 
@@ -33,6 +34,9 @@ def _order_problem(request: studio_pb2.CreateOrderRequest) -> str | None:
         return "at least one style is required"
     if len(request.styles) > MAX_STYLES_PER_ORDER:
         return f"at most {MAX_STYLES_PER_ORDER} styles per order"
+    problem = idempotency.key_problem(request) or _long_style(request.styles)
+    if problem:
+        return problem
     unknown = unknown_styles(list(request.styles))
     if unknown:
         return f"unknown style(s): {', '.join(unknown)}; known: {', '.join(sorted(catalogue()))}"
@@ -41,6 +45,15 @@ def _order_problem(request: studio_pb2.CreateOrderRequest) -> str | None:
     if request.tier not in common_pb2.PriorityTier.values():
         known = ", ".join(common_pb2.PriorityTier.keys())
         return f"unknown priority tier {request.tier}; known: {known}"
+    return None
+
+
+def _long_style(styles: list[str]) -> str | None:
+    """Style names are echoed in the reason for an unknown one: bounded first."""
+    for style in styles:
+        problem = fields.too_long("style name", style, fields.MAX_STYLE_CHARS)
+        if problem:
+            return problem
     return None
 
 
@@ -87,11 +100,9 @@ async def create_order(
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     order_id = claimed.resource_id
     if not claimed.first:
-        existing = await idempotency.wait_for(ctx.bus, topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)
+        existing = await _repeated(ctx, tenant, subject, claimed, context)
         if existing is not None:
-            return studio_pb2.CreateOrderResponse(order=(await ctx.owned_order(tenant, order_id, context)).order)
-        if await idempotency.abandoned(ctx.bus, claimed):
-            await context.abort(grpc.StatusCode.ABORTED, idempotency.ABANDONED)
+            return studio_pb2.CreateOrderResponse(order=existing)
     try:
         await quotas.admit_order(ctx.bus, tenant, order_id)
     except quotas.QuotaExceeded as error:
@@ -103,22 +114,70 @@ async def create_order(
         await context.abort(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(request.subject_id))
     order = _new_order(ctx, order_id, request)
     order.created_at.FromMilliseconds(claimed.created_ms)
+    # Once its record is written the order holds a concurrent-order slot until it finishes: a caller that hangs
+    # up (deadline, cancel) must not stop it half-way, between a QUEUED record and its job.
+    if not await asyncio.shield(_record_and_queue(ctx, tenant, subject, order, claimed.created_ms)):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"order {order_id} failed: {NOT_QUEUED}")
+    return studio_pb2.CreateOrderResponse(order=order)
+
+
+async def _repeated(
+    ctx: IngestContext, tenant: state_pb2.TenantRecord, subject: state_pb2.SubjectRecord, claimed: idempotency.Claim,
+    context: grpc.aio.ServicerContext,
+) -> common_pb2.Order | None:
+    """The order a repeat of the key gets; None when the first request died before writing it (the repeat
+    completes the creation)."""
+    order_id = claimed.resource_id
+    if await idempotency.wait_for(ctx.bus, topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord) is None:
+        if await idempotency.abandoned(ctx.bus, claimed):
+            await context.abort(grpc.StatusCode.ABORTED, idempotency.ABANDONED)
+        return None
+    order = (await ctx.owned_order(tenant, order_id, context)).order
+    if not await _requeue_if_lost(ctx, tenant, subject, order):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"order {order_id} failed: {NOT_QUEUED}")
+    return order
+
+
+async def _record_and_queue(
+    ctx: IngestContext, tenant: state_pb2.TenantRecord, subject: state_pb2.SubjectRecord, order: common_pb2.Order,
+    created_ms: int,
+) -> bool:
+    """Write the order's record, then hold its job; False when the job could not be held (the order failed)."""
     record = state_pb2.OrderRecord(tenant_id=tenant.tenant_id, order=order)
-    await add_to_index(ctx.bus, order_index_key(tenant.tenant_id, claimed.created_ms, request.subject_id, order_id))
-    await ctx.bus.kv_put(topology.ORDERS_BUCKET, order_id, record)
+    await add_to_index(ctx.bus, order_index_key(tenant.tenant_id, created_ms, order.subject_id, order.order_id))
+    await ctx.bus.kv_put(topology.ORDERS_BUCKET, order.order_id, record)
+    return await _queue_or_fail(ctx, tenant, subject, order)
+
+
+async def _queue_or_fail(
+    ctx: IngestContext, tenant: state_pb2.TenantRecord, subject: state_pb2.SubjectRecord, order: common_pb2.Order
+) -> bool:
     try:
         await _enqueue(ctx, tenant, subject, order)
     except Exception as error:
-        log.warning("order %s: its job could not be queued: %s", order_id, type(error).__name__)
+        log.warning("order %s: its job could not be queued: %s", order.order_id, type(error).__name__)
         await _fail_unqueued(ctx, tenant, order)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"order {order_id} failed: {NOT_QUEUED}")
-    return studio_pb2.CreateOrderResponse(order=order)
+        return False
+    return True
+
+
+async def _requeue_if_lost(
+    ctx: IngestContext, tenant: state_pb2.TenantRecord, subject: state_pb2.SubjectRecord, order: common_pb2.Order
+) -> bool:
+    """A repeat finds its order QUEUED with no job anywhere when the first request could neither hold the job nor
+    record the failure: the job is held again. Harmless if the first request's hold is in flight: the job id is
+    the message id (holding.hold), so PENDING drops the second copy. False when it could not be held."""
+    if order.state != common_pb2.ORDER_STATE_QUEUED or await jobs.order_has_job(ctx.bus, order.order_id):
+        return True
+    log.info("order %s: queued without a job; holding it again", order.order_id)
+    return await _queue_or_fail(ctx, tenant, subject, order)
 
 
 async def _fail_unqueued(ctx: IngestContext, tenant: state_pb2.TenantRecord, order: common_pb2.Order) -> None:
     """An order whose job was never queued would stay QUEUED forever and keep a concurrent-order slot: it fails
     instead (a finished order holds no slot). Its idempotency key stays its own: a retry with the key gets this
-    order, failed, with the reason. Best effort: the bus may be what failed."""
+    order, failed, with the reason, or, when this failure could not be recorded either (the bus may be what
+    failed), the order with its job held again (_requeue_if_lost)."""
     with suppress(Exception):
         await publish_order_event(ctx.bus, order.order_id, tenant.tenant_id, order.subject_id,
                                   failed=events_pb2.OrderFailed(stage=QUEUEING_STAGE, reason=NOT_QUEUED))

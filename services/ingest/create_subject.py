@@ -27,7 +27,9 @@ def _subject_problem(
 ) -> tuple[grpc.StatusCode, str] | None:
     if not request.HasField("consent"):
         return grpc.StatusCode.INVALID_ARGUMENT, "consent record is required"
-    problem = fields.too_long("external_ref", request.external_ref, fields.MAX_EXTERNAL_REF_CHARS)
+    problem = idempotency.key_problem(request) or fields.too_long(
+        "external_ref", request.external_ref, fields.MAX_EXTERNAL_REF_CHARS
+    )
     if problem:
         return grpc.StatusCode.INVALID_ARGUMENT, problem
     return _consent_problem(request.consent, _retention_days(request.consent, tenant))
@@ -103,7 +105,8 @@ async def _register(
             metadata=ctx.vault.metadata, timeout=10,
         )
     except BaseException:
-        if claimed.first:
+        # A claimed key keeps its reservation: the key's retry completes this subject and reserves nothing.
+        if claimed.first and not claimed.entry:
             await quotas.release_daily(ctx.bus, tenant, "max_subjects_per_day", 1)
         raise
     created_at = Timestamp()

@@ -9,6 +9,7 @@ from studio.v1 import privacy_pb2, studio_pb2
 
 from services.common.blobstore import BlobNotFound
 from services.common.objects import portrait_key
+from services.ingest import fields
 from services.ingest.context import IngestContext
 
 CHUNK_BYTES = 64 * 1024
@@ -21,15 +22,16 @@ async def download_portrait(
     record = await ctx.owned_order(tenant, request.order_id, context)
     order = record.order
     portrait = next((p for p in order.portraits if p.portrait_id == request.portrait_id), None)
+    shown = fields.shown_id(request.portrait_id)
     if portrait is None:
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"portrait '{request.portrait_id}' not found in this order")
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"portrait '{shown}' not found in this order")
     key = portrait_key(tenant.tenant_id, order.subject_id, order.order_id, portrait.portrait_id)
     try:
         image = await ctx.sealed.get(
             tenant.tenant_id, order.subject_id, key, privacy_pb2.KEY_PURPOSE_DECRYPT_PORTRAIT
         )
     except BlobNotFound:
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"portrait '{request.portrait_id}' is no longer stored")
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"portrait '{shown}' is no longer stored")
     yield studio_pb2.DownloadPortraitResponse(
         info=studio_pb2.PortraitInfo(portrait=portrait, content_type="image/png", size_bytes=len(image))
     )

@@ -20,6 +20,10 @@ MAX_EXTERNAL_REF_CHARS = 256
 MAX_AGREEMENT_VERSION_CHARS = 256
 MAX_FILENAME_CHARS = 256
 MAX_CLIENT_PHOTO_ID_CHARS = 128
+# Far above the catalogue's names and studio_client's keys ('auto-' and a UUID); a bound keeps every echo of
+# them in a reason short (gRPC refuses trailers of more than a few KiB).
+MAX_STYLE_CHARS = 64
+MAX_IDEMPOTENCY_KEY_CHARS = 256
 # consent.granted_at may be this far in the future (the caller's clock runs ahead of ours).
 GRANTED_AT_CLOCK_SKEW_S = 300
 SECONDS_PER_DAY = 86400

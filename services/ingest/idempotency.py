@@ -18,6 +18,7 @@ from studio.v1 import state_pb2
 
 from services.common import topology
 from services.common.bus import Bus
+from services.ingest import fields
 
 # How long a repeat waits for its twin to finish before completing the creation itself.
 TWIN_WAIT_S = 3.0
@@ -25,6 +26,11 @@ TWIN_WAIT_S = 3.0
 
 class KeyReused(ValueError):
     pass
+
+
+def key_problem(request: Message) -> str | None:
+    """The reason for INVALID_ARGUMENT when the request's idempotency key is too long, else None."""
+    return fields.too_long("idempotency_key", getattr(request, "idempotency_key", ""), fields.MAX_IDEMPOTENCY_KEY_CHARS)
 
 
 def idempotency_entry(tenant_id: str, kind: str, idempotency_key: str) -> str:
@@ -60,7 +66,7 @@ async def claim(bus: Bus, tenant_id: str, kind: str, request: Message, new_id: s
     if existing is None:  # released in between (a refused twin): claim again
         return await claim(bus, tenant_id, kind, request, new_id)
     if existing.request_sha256 != record.request_sha256:
-        raise KeyReused(f"idempotency key {key!r} was used for a different {kind} request")
+        raise KeyReused(f"idempotency key '{fields.shown_id(key)}' was used for a different {kind} request")
     return Claim(entry, existing.resource_id, existing.created_ms, False)
 
 

@@ -1,7 +1,8 @@
 """Keeps the order and subject views in KV up to date from the order event stream.
 
-ingest is the only writer of these views, so events from trainer and renderer never race. An event of a deleted
-subject's order that arrives after the purge is erased from the stream as it is read."""
+Uploads and CreateOrder change the same subject records at the same time, so every change here is a
+compare-and-set, as theirs are. An event of a deleted subject's order that arrives after the purge is
+erased from the stream as it is read."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from studio.v1 import common_pb2, events_pb2, state_pb2
 
 from services.common import topology
 from services.common.bus import Bus
+from services.ingest.context import update_record
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +63,13 @@ def record_history(record: state_pb2.OrderRecord, event: events_pb2.OrderEvent) 
 
 
 async def _record_lora(bus: Bus, event: events_pb2.OrderEvent) -> None:
-    subject = await bus.kv_get(topology.SUBJECTS_BUCKET, event.subject_id, state_pb2.SubjectRecord)
-    if subject is None:
-        return
-    subject.lora_keys[event.trained.base_model_id] = event.trained.lora_key
-    await bus.kv_put(topology.SUBJECTS_BUCKET, event.subject_id, subject)
+    """By compare-and-set: uploads and CreateOrder change the same subject record meanwhile. A subject gone is
+    left gone."""
+
+    def add_lora(subject: state_pb2.SubjectRecord) -> None:
+        subject.lora_keys[event.trained.base_model_id] = event.trained.lora_key
+
+    await update_record(bus, topology.SUBJECTS_BUCKET, event.subject_id, state_pb2.SubjectRecord, add_lora)
 
 
 async def project_order_events(bus: Bus) -> None:
@@ -84,12 +88,13 @@ async def _project(bus: Bus, event: events_pb2.OrderEvent) -> bool:
     longer exists (orders are recorded before their first event and only a deletion removes them)."""
     if bus.guard.is_deleted(event.subject_id):  # a late event must not recreate a purged view
         return False
-    record = await bus.kv_get(topology.ORDERS_BUCKET, event.order_id, state_pb2.OrderRecord)
-    if record is None:
+
+    def fold(record: state_pb2.OrderRecord) -> None:
+        apply_event(record.order, event)
+        record_history(record, event)
+
+    if await update_record(bus, topology.ORDERS_BUCKET, event.order_id, state_pb2.OrderRecord, fold) is None:
         return False
-    apply_event(record.order, event)
-    record_history(record, event)
-    await bus.kv_put(topology.ORDERS_BUCKET, event.order_id, record)
     if event.WhichOneof("kind") == "trained":
         await _record_lora(bus, event)
     return True

@@ -1,10 +1,16 @@
-"""How order events fold into the order view that GetOrder returns."""
+"""How order events fold into the order view that GetOrder returns, and into the subject record."""
 
 from __future__ import annotations
 
-from studio.v1 import common_pb2, events_pb2
+import asyncio
+import secrets
 
-from services.ingest.order_view import apply_event
+from studio.v1 import common_pb2, events_pb2, state_pb2, studio_pb2
+
+from services.common import topology
+from services.common.bus import Bus
+from services.ingest.context import update_record
+from services.ingest.order_view import _project, apply_event
 
 
 def event(**kind) -> events_pb2.OrderEvent:
@@ -61,3 +67,40 @@ def test_history_folds_repeated_progress_and_stops_at_the_end() -> None:
     record_history(record, event(failed=events_pb2.OrderFailed(stage="late")))  # after the end: ignored
     assert [e.WhichOneof("kind") for e in record.history] == ["training", "trained", "rendering", "done"]
     assert record.history[0].training.step == 3 and record.history[2].rendering.rendered == 2
+
+
+async def test_projections_racing_each_other_and_subject_writers_lose_nothing(bus: Bus) -> None:
+    """Against a real nats-server: trained events of one order and writers of its subject record at once."""
+    subject_id, order_id = f"subj_{secrets.token_hex(10)}", f"order_{secrets.token_hex(10)}"
+    subject = state_pb2.SubjectRecord(tenant_id="t", subject=studio_pb2.Subject(subject_id=subject_id))
+    await bus.kv_put(topology.SUBJECTS_BUCKET, subject_id, subject)
+    await bus.kv_put(topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord(
+        tenant_id="t", order=common_pb2.Order(order_id=order_id, subject_id=subject_id, progress_total=8)))
+    trained = [events_pb2.OrderEvent(order_id=order_id, subject_id=subject_id, trained=events_pb2.TrainingDone(
+        base_model_id=f"bm-{n}", lora_key=f"lora-{n}")) for n in range(8)]
+    rendered = [events_pb2.OrderEvent(order_id=order_id, subject_id=subject_id, rendering=events_pb2.RenderingProgress(
+        rendered=n + 1, total=8, portrait=portrait(f"p{n}"))) for n in range(8)]
+
+    def list_order(n: int):
+        return lambda record: record.order_ids.append(f"order-{n}")
+
+    results = await asyncio.gather(*(_project(bus, e) for e in trained + rendered),
+                                   *(update_record(bus, topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord,
+                                                   list_order(n)) for n in range(8)))
+    assert all(results[:16])
+    kept = await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+    assert sorted(kept.lora_keys) == [f"bm-{n}" for n in range(8)]
+    assert sorted(kept.order_ids) == [f"order-{n}" for n in range(8)]
+    order = (await bus.kv_get(topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)).order
+    assert sorted(p.portrait_id for p in order.portraits) == [f"p{n}" for n in range(8)]
+
+
+async def test_an_event_of_a_missing_order_or_subject_writes_nothing(bus: Bus) -> None:
+    subject_id, order_id = f"subj_{secrets.token_hex(10)}", f"order_{secrets.token_hex(10)}"
+    event = events_pb2.OrderEvent(order_id=order_id, subject_id=subject_id,
+                                  trained=events_pb2.TrainingDone(base_model_id="bm", lora_key="lora"))
+    assert not await _project(bus, event)
+    await bus.kv_put(topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord(
+        order=common_pb2.Order(order_id=order_id, subject_id=subject_id)))
+    assert await _project(bus, event)  # the order is there; its subject record is gone and stays gone
+    assert await bus.kv_raw(topology.SUBJECTS_BUCKET, subject_id) is None

@@ -65,7 +65,22 @@ async def reserve_daily(bus: Bus, tenant: state_pb2.TenantRecord, limit: str, am
     """Count `amount` against today's `limit` (a TenantQuotas field name) or raise QuotaExceeded."""
     allowed = getattr(effective_quotas(tenant), limit)
     if await _add_to_counter(bus, _day_key(tenant.tenant_id, limit), amount, allowed) is None:
-        raise QuotaExceeded(limit, f"{amount} more {unit} would pass the limit of {allowed} per UTC day")
+        raise _daily_exceeded(limit, amount, unit, allowed)
+
+
+async def check_daily_room(bus: Bus, tenant: state_pb2.TenantRecord, limit: str, amount: int, unit: str) -> int:
+    """Raise QuotaExceeded if `amount` more would pass today's `limit` now; else the room left. A look that
+    reserves nothing: reserve_daily has the last word."""
+    allowed = getattr(effective_quotas(tenant), limit)
+    raw = await bus.kv_raw(topology.TENANT_USAGE_BUCKET, _day_key(tenant.tenant_id, limit))
+    used = state_pb2.UsageCounter.FromString(raw).value if raw else 0
+    if used + amount > allowed:
+        raise _daily_exceeded(limit, amount, unit, allowed)
+    return allowed - used
+
+
+def _daily_exceeded(limit: str, amount: int, unit: str, allowed: int) -> QuotaExceeded:
+    return QuotaExceeded(limit, f"{amount} more {unit} would pass the limit of {allowed} per UTC day")
 
 
 async def release_daily(bus: Bus, tenant: state_pb2.TenantRecord, limit: str, amount: int) -> None:

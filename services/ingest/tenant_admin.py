@@ -15,7 +15,7 @@ from studio.v1 import admin_pb2, admin_pb2_grpc, state_pb2
 from services.common.bus import Bus
 from services.common.objects import new_id
 from services.common.secrets import constant_time_equal, hash_api_key
-from services.ingest import tenants
+from services.ingest import fields, tenants
 from services.ingest.create_subject import MAX_RETENTION_DAYS
 from services.ingest.quotas import effective_quotas
 
@@ -62,7 +62,7 @@ class TenantAdminServicer(admin_pb2_grpc.TenantAdminServicer):
         """The account after `change`, written back against concurrent admin calls."""
         account = await tenants.update_account(self.bus, tenant_id, change)
         if account is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"tenant '{tenant_id}' not found")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"tenant '{fields.shown_id(tenant_id)}' not found")
         return account
 
     async def CreateTenant(self, request, context):

@@ -3,7 +3,10 @@ checked by faceqa, a verdict per photo. Bad input stores nothing; a stream is al
 
 Resumable: a photo sent with a client_photo_id that the subject already has (an earlier stream got
 through, its reply did not) is not stored or checked again; it comes back with already_uploaded. A
-client_photo_id sent with another photo (other bytes or role) is refused (photo_digests.py)."""
+client_photo_id sent with another photo (other bytes or role) is refused (photo_digests.py).
+
+The stream is read and checked as it arrives by upload_stream.py; one process handles at most
+STUDIO_MAX_UPLOAD_STREAMS streams at once: one more waits for a slot (upload_stream.StreamSlots)."""
 
 from __future__ import annotations
 
@@ -11,136 +14,25 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import grpc
 from studio.v1 import common_pb2, faceqa_pb2, privacy_pb2, state_pb2, studio_pb2
 
 from services.common import topology
-from services.common.image_formats import SIGNATURE_BYTES, is_image_signature
 from services.common.objects import crop_key, new_id, photo_key
 from services.ingest import fields, photo_digests, quotas
 from services.ingest.context import IngestContext
+from services.ingest.upload_stream import (
+    UPLOAD_BYTES_QUOTA,
+    IncomingPhoto,
+    StreamSlots,
+    UploadError,
+    UploadGate,
+    collect,
+)
 
-MAX_PHOTO_BYTES = 25 * 1024 * 1024
-MAX_PHOTOS_PER_STREAM = 60
-# The whole stream is held before anything is stored (all or nothing), so bound it.
-MAX_STREAM_BYTES = 256 * 1024 * 1024
-# Every message costs a fixed overhead whatever it carries, so bound their number too. A client is
-# expected to send chunks of 16 KiB or more (studio_client sends 256 KiB) except each photo's last:
-# a header and a short last chunk per photo, plus the stream's bytes in 16 KiB chunks (16,504 messages).
-MIN_AVERAGE_CHUNK_BYTES = 16 * 1024
-MAX_STREAM_MESSAGES = 2 * MAX_PHOTOS_PER_STREAM + MAX_STREAM_BYTES // MIN_AVERAGE_CHUNK_BYTES
-UPLOAD_BYTES_QUOTA = "max_upload_bytes_per_day"
-ROLES = (common_pb2.PHOTO_ROLE_HEADSHOT, common_pb2.PHOTO_ROLE_REFERENCE)
-
-
-class UploadError(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def _invalid(reason: str) -> UploadError:
-    return UploadError(grpc.StatusCode.INVALID_ARGUMENT, reason)
-
-
-@dataclass(eq=False)
-class IncomingPhoto:
-    header: studio_pb2.PhotoHeader
-    data: bytearray = field(default_factory=bytearray)
-    chunks: int = 0
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def add(self, chunk: bytes) -> None:
-        self.chunks += 1
-        if not chunk:
-            raise _invalid(f"chunk {self.chunks} of photo '{self.header.filename}' is empty")
-        if self.size + len(chunk) > MAX_PHOTO_BYTES:
-            raise _invalid(f"photo '{self.header.filename}' exceeds {MAX_PHOTO_BYTES // (1024 * 1024)} MiB")
-        self.data += chunk
-
-    @cached_property
-    def fingerprint(self) -> photo_digests.Fingerprint:
-        return photo_digests.fingerprint(self.header.client_photo_id, self.header.role, self.data)
-
-
-@dataclass
-class StreamReader:
-    """The stream's photos, read message by message within the stream's bounds."""
-
-    photos: list[IncomingPhoto] = field(default_factory=list)
-    client_ids: set[str] = field(default_factory=set)
-    messages: int = 0
-    stream_bytes: int = 0
-
-    def take(self, request: studio_pb2.UploadPhotosRequest) -> None:
-        self.messages += 1
-        if self.messages > MAX_STREAM_MESSAGES:
-            raise _invalid(f"one upload stream carries at most {MAX_STREAM_MESSAGES} messages; send larger chunks")
-        part = request.WhichOneof("part")
-        if part == "header":
-            self._start_photo(request.header)
-        elif part == "chunk":
-            self._add_chunk(request.chunk)
-        else:
-            raise _invalid(f"message {self.messages} of the stream is empty: it needs a header or a chunk")
-
-    def _start_photo(self, header: studio_pb2.PhotoHeader) -> None:
-        _validate_header(header)
-        client_id = header.client_photo_id
-        if client_id and client_id in self.client_ids:
-            raise _invalid(f"client_photo_id {client_id!r} repeats")
-        self.client_ids.add(client_id)
-        if len(self.photos) >= MAX_PHOTOS_PER_STREAM:
-            raise _invalid(f"at most {MAX_PHOTOS_PER_STREAM} photos")
-        self.photos.append(IncomingPhoto(header))
-
-    def _add_chunk(self, chunk: bytes) -> None:
-        if not self.photos:
-            raise _invalid("stream must start with a photo header")
-        self.photos[-1].add(chunk)
-        self.stream_bytes += len(chunk)
-        if self.stream_bytes > MAX_STREAM_BYTES:
-            raise _invalid(f"one upload stream carries at most {MAX_STREAM_BYTES // (1024 * 1024)} MiB; split the set")
-
-
-async def _collect(requests: AsyncIterator[studio_pb2.UploadPhotosRequest]) -> list[IncomingPhoto]:
-    """Read the whole stream first, so a malformed stream stores nothing at all."""
-    reader = StreamReader()
-    async for request in requests:
-        reader.take(request)
-    if not reader.photos:
-        raise _invalid("empty upload: no photo header received")
-    for photo in reader.photos:
-        _validate_content(photo)
-    return reader.photos
-
-
-def _validate_header(header: studio_pb2.PhotoHeader) -> None:
-    if not header.subject_id:
-        raise _invalid("photo header needs subject_id")
-    if header.role not in ROLES:
-        raise _invalid("photo header needs role HEADSHOT or REFERENCE")
-    if not header.filename:
-        raise _invalid("photo header needs a filename")
-    problem = fields.filename_problem(header.filename) or fields.too_long(
-        "client_photo_id", header.client_photo_id, fields.MAX_CLIENT_PHOTO_ID_CHARS
-    )
-    if problem:
-        raise _invalid(problem)
-
-
-def _validate_content(photo: IncomingPhoto) -> None:
-    name = photo.header.filename
-    if photo.size == 0:
-        raise _invalid(f"photo '{name}' has no bytes")
-    if not is_image_signature(bytes(photo.data[:SIGNATURE_BYTES])):
-        raise _invalid(f"'{name}' is not a JPEG, PNG, WebP or HEIC image")
+# Per process: every stream may hold up to upload_stream.MAX_STREAM_BYTES.
+STREAM_SLOTS = StreamSlots.from_env()
 
 
 @dataclass
@@ -167,26 +59,32 @@ async def upload_photos(
 ) -> studio_pb2.UploadPhotosResponse:
     tenant = await ctx.authenticate(context)
     try:
-        photos = await _collect(requests)
+        async with STREAM_SLOTS.slot():
+            return await _upload(ctx, tenant, requests, context)
     except UploadError as error:
         await context.abort(error.code, error.reason)
-    subject_ids = {photo.header.subject_id for photo in photos}
-    if len(subject_ids) != 1:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "one upload stream carries one subject's photos")
-    record = await ctx.owned_subject(tenant, subject_ids.pop(), context)
+    except photo_digests.DifferentPhoto as error:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    except quotas.QuotaExceeded as error:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+
+
+async def _upload(
+    ctx: IngestContext, tenant: state_pb2.TenantRecord, requests: AsyncIterator[studio_pb2.UploadPhotosRequest],
+    context: grpc.aio.ServicerContext,
+) -> studio_pb2.UploadPhotosResponse:
+    gate = UploadGate(ctx, tenant, context)
+    photos = await collect(requests, gate)
+    # Read again: other streams may have committed while this one was read.
+    record = await ctx.owned_subject(tenant, photos[0].header.subject_id, context)
     earlier = {p.client_photo_id: p for p in record.subject.photos if p.client_photo_id}
     fresh = [photo for photo in photos if photo.header.client_photo_id not in earlier]
     repeats = [(p.fingerprint, earlier[p.header.client_photo_id]) for p in photos if p not in fresh]
     held = Held(tenant, record.subject.subject_id)
     set_verdict, checked = record.subject.set_verdict, {}
-    try:
-        await _hold(ctx, held, len(record.subject.photos), repeats, fresh)
-        if fresh:
-            set_verdict, checked = await _store_check_and_commit(ctx, held, record, fresh)
-    except photo_digests.DifferentPhoto as error:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-    except quotas.QuotaExceeded as error:
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    await _hold(ctx, held, len(record.subject.photos), repeats, fresh)
+    if fresh:
+        set_verdict, checked = await _store_check_and_commit(ctx, held, record, fresh)
     return studio_pb2.UploadPhotosResponse(photos=_in_stream_order(photos, checked, earlier), set_verdict=set_verdict)
 
 
@@ -225,23 +123,26 @@ async def _store_check_and_commit(
         await held.give_back(ctx)
         raise
     # Once checked, the photos are kept even if the caller hangs up now: its retry finds them.
-    set_verdict = await asyncio.shield(_commit(ctx, held, stored))
-    return set_verdict, {id(photo): item.summary for photo, item in zip(fresh, stored.items, strict=True)}
+    twins = await asyncio.shield(_commit(ctx, held, stored))
+    summaries = {}
+    for photo, item in zip(fresh, stored.items, strict=True):
+        twin = twins.get(item.summary.client_photo_id)
+        summaries[id(photo)] = item.summary if twin is None else _as_repeat(twin)
+    return stored.set_verdict, summaries
 
 
 def _in_stream_order(
     photos: list[IncomingPhoto], checked: dict, earlier: dict[str, studio_pb2.PhotoSummary]
 ) -> list[studio_pb2.PhotoSummary]:
-    summaries = []
-    for photo in photos:
-        if id(photo) in checked:
-            summaries.append(checked[id(photo)])
-            continue
-        repeat = studio_pb2.PhotoSummary()
-        repeat.CopyFrom(earlier[photo.header.client_photo_id])
-        repeat.already_uploaded = True
-        summaries.append(repeat)
-    return summaries
+    return [checked[id(photo)] if id(photo) in checked else _as_repeat(earlier[photo.header.client_photo_id])
+            for photo in photos]
+
+
+def _as_repeat(stored: studio_pb2.PhotoSummary) -> studio_pb2.PhotoSummary:
+    repeat = studio_pb2.PhotoSummary()
+    repeat.CopyFrom(stored)
+    repeat.already_uploaded = True
+    return repeat
 
 
 @dataclass(eq=False)
@@ -292,17 +193,20 @@ async def _store_and_check(
     return CheckedSet(items, checked.set_verdict)
 
 
-async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> common_pb2.SetVerdict:
+async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> dict[str, studio_pb2.PhotoSummary]:
     """Add the checked photos to the subject within its photo quota (re-checked against the record
     written, so concurrent streams cannot pass it together). A photo a concurrent twin stream committed
     first (same client_photo_id) and every refused photo are not kept (data minimisation: the verdict
-    is). A commit that fails gives back what the stream stored and held."""
-    dropped: list[CheckedPhoto] = []
+    is); the twins' photos as stored, by client_photo_id, are returned. A commit that fails gives back
+    what the stream stored and held; so does a subject deleted meanwhile, with NOT_FOUND."""
+    twins: dict[str, studio_pb2.PhotoSummary] = {}
 
     def merge(record: state_pb2.SubjectRecord) -> None:
-        known = {p.client_photo_id for p in record.subject.photos if p.client_photo_id}
-        dropped[:] = [item for item in checked.items if item.summary.client_photo_id in known]
-        kept = [item for item in checked.items if item not in dropped]
+        known = {p.client_photo_id: p for p in record.subject.photos if p.client_photo_id}
+        twins.clear()
+        twins.update((item.summary.client_photo_id, known[item.summary.client_photo_id])
+                     for item in checked.items if item.summary.client_photo_id in known)
+        kept = [item for item in checked.items if item.summary.client_photo_id not in twins]
         if kept:
             quotas.check_photos_per_subject(held.tenant, len(record.subject.photos), len(kept))
         for item in kept:
@@ -317,13 +221,15 @@ async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> common
             await held.give_back(ctx)
         raise
     if record is None:  # deleted meanwhile: keep nothing (its purge may have run already), hold nothing
-        dropped = list(checked.items)
+        await _delete_blobs(ctx, checked.items)
         await held.give_back(ctx)
+        raise UploadError(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(held.subject_id))
+    dropped = [item for item in checked.items if item.summary.client_photo_id in twins]
     await _delete_blobs(ctx, dropped)
     for item in checked.items:
         if item not in dropped and not item.crop_key:
             await ctx.sealed.blobs.delete(item.object_key)
-    return checked.set_verdict
+    return twins
 
 
 def _add_photo(record: state_pb2.SubjectRecord, item: CheckedPhoto) -> None:

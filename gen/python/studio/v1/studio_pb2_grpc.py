@@ -132,7 +132,10 @@ class StudioServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadPhotos(self, request_iterator, context):
-        """Client streaming: for each photo a header, then its bytes in chunks; repeat per photo.
+        """Client streaming: for each photo a header, then its bytes in chunks; repeat per photo. Once the
+        stream's first header is admitted (the subject is the caller's, its quotas have room) the server
+        sends initial metadata `studio-upload-admitted: 1`; a refused stream ends at once with its status.
+        A client may wait for that metadata before it sends bytes, so a refusal costs no upload.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
