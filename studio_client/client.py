@@ -29,6 +29,8 @@ UPLOAD_BATCH = 10
 # Sent by the server once an upload stream's first header is admitted (services/ingest/upload_stream.py).
 UPLOAD_ADMITTED_METADATA = "studio-upload-admitted"
 ADMISSION_WAIT_S = 2.0
+# A watch's streams are reopened this often: the server keeps no stream forever, and a dead connection shows.
+WATCH_STREAM_S = 600.0
 PORTRAIT_CONSENT = common_pb2.ConsentRecord(
     agreement_version="2026-01", scopes=[common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION], retention_days=30
 )
@@ -257,16 +259,22 @@ class StudioClient:
         )
         return await self._unary(self.stub.ListOrders, request, timeout)
 
-    def watch(self, order_id: str, timeout_s: float = 1800) -> AsyncIterator[studio_pb2.WatchOrderResponse]:
-        """The order's events until done or failed; a dropped stream is reopened and the events already
-        seen are skipped."""
-        return self._watch(order_id, timeout_s)
+    def watch(self, order_id: str, timeout_s: float | None = None,
+              stream_s: float = WATCH_STREAM_S) -> AsyncIterator[studio_pb2.WatchOrderResponse]:
+        """The order's events until done or failed, or DEADLINE_EXCEEDED after `timeout_s` (None: as long as the
+        order runs, hours in a long queue). A dropped stream is reopened and the events already seen are
+        skipped; each stream lasts at most `stream_s`, then the next one takes over, so a connection that died
+        without a word is noticed."""
+        return self._watch(order_id, timeout_s, stream_s)
 
-    async def _watch(self, order_id: str, timeout_s: float) -> AsyncIterator[studio_pb2.WatchOrderResponse]:
-        seen = 0
-        for attempt in range(self.retry.max_attempts):
+    async def _watch(self, order_id: str, timeout_s: float | None,
+                     stream_s: float) -> AsyncIterator[studio_pb2.WatchOrderResponse]:
+        seen, attempt = 0, 0
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = stream_s if deadline is None else min(stream_s, deadline - time.monotonic())
             stream = self.stub.WatchOrder(
-                studio_pb2.WatchOrderRequest(order_id=order_id), metadata=self.metadata, timeout=timeout_s
+                studio_pb2.WatchOrderRequest(order_id=order_id), metadata=self.metadata, timeout=max(left, 0.001)
             )
             position = 0
             try:
@@ -278,10 +286,15 @@ class StudioClient:
                         yield response
                 return
             except grpc.aio.AioRpcError as error:
-                if error.code() not in self.retry.retryable or attempt + 1 == self.retry.max_attempts:
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    if deadline is None or time.monotonic() < deadline:
+                        continue  # this stream's time is up, not the watch's: the next one takes over
                     raise
-                self._on_retry(error, attempt + 1)
-                await asyncio.sleep(self.retry.backoff(attempt))
+                attempt += 1
+                if error.code() not in self.retry.retryable or attempt == self.retry.max_attempts:
+                    raise
+                self._on_retry(error, attempt)
+                await asyncio.sleep(self.retry.backoff(attempt - 1))
 
     async def cancel_order(self, order_id: str, reason: str = "", timeout: float = 30) -> common_pb2.Order:
         request = studio_pb2.CancelOrderRequest(order_id=order_id, reason=reason)

@@ -269,3 +269,18 @@ def test_demo_refuses_a_wrong_path_before_starting_any_stack(tmp_path: Path, cas
     assert run.returncode != 0 and expected in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr and "starting" not in run.stdout
     assert not (tmp_path / "data").exists() and (case == "out is a file") == (tmp_path / "out").exists()
+
+
+def test_demo_against_a_remote_endpoint_that_does_not_answer_starts_nothing(tmp_path: Path) -> None:
+    """An embedded stack starts only for a local endpoint: one started here would not be the stack asked for."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / faces("lisa")[0].name).symlink_to(faces("lisa")[0])
+    run = subprocess.run(
+        [*STUDIO, "demo", "--photos", str(photos), "--endpoint", "no-such-host.invalid:50051",
+         "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 1 and "no stack answers at no-such-host.invalid:50051" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and "starting" not in run.stdout
+    assert not (tmp_path / "data").exists()

@@ -38,6 +38,20 @@ def test_overlay_builds_and_validates(built, overlay):
     assert deployments == {"ingest", "faceqa", "trainer", "renderer", "privacy", "tritonserver"}
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_every_disruption_budget_lets_a_drain_evict_a_pod(built, overlay):
+    """A budget that keeps as many pods as the workload runs (minAvailable 1 of a single replica) blocks every node
+    drain for good."""
+    for budget in of_kind(built[overlay], "PodDisruptionBudget"):
+        spec, name = budget["spec"], budget["metadata"]["name"]
+        if "maxUnavailable" in spec:
+            assert spec["maxUnavailable"] not in (0, "0%"), name
+            continue
+        workloads = [m for m in built[overlay] if m["kind"] in ("Deployment", "StatefulSet")
+                     and m["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]]
+        assert workloads and all(w["spec"].get("replicas", 1) > spec["minAvailable"] for w in workloads), name
+
+
 def test_prod_puts_trainer_and_triton_on_gpus_and_dev_does_not(built):
     def gpu_pods(overlay: str) -> set[str]:
         return {pod.owner["metadata"]["name"] for pod in pod_templates(built[overlay]) if pod.uses_gpu()}
@@ -297,8 +311,10 @@ def test_broken_kustomization_is_a_build_problem(tmp_path):
     assert "missing.yaml" in problems[0].message
 
 
-# A stand-in for the API server behind kubectl: `create --dry-run=client` is the real kubectl (it works
-# offline); `apply` stores what it is given, `get secret` answers from the store.
+# A stand-in for the API server behind kubectl: `create secret --dry-run=client` is the real kubectl (it works
+# offline); `create -f` stores what it is given, `patch --type merge` merges into what is stored, `get secret`
+# answers from the store (`-o jsonpath={.data}`: the data, if any). `apply` is refused: it would keep the key
+# material in its last-applied annotation, and the next `apply -k` of the empty shells would delete the data.
 KUBECTL_STAND_IN = """#!/usr/bin/env bash
 set -euo pipefail
 store="$KUBECTL_STORE"
@@ -306,10 +322,18 @@ args=("$@")
 [ "${args[0]}" = "-n" ] && args=("${args[@]:2}")
 case "${args[0]} ${args[1]:-}" in
   "get namespace") exit 0 ;;
-  "get secret") [ -f "$store/${args[2]}.yaml" ] && echo '{"present":"yes"}' && exit 0; exit 1 ;;
-  "apply -f") cat > "$store/incoming.yaml"
-              name=$(sed -n 's/^  name: //p' "$store/incoming.yaml")
-              mv "$store/incoming.yaml" "$store/$name.yaml" ;;
+  "get secret") file="$store/${args[2]}.yaml"
+                [ -f "$file" ] || exit 1
+                if [ "${args[3]:-}" = "-o" ]; then
+                  python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])).get("data") or ""))' \\
+                    "$file" | grep -v '^""$' || true
+                fi ;;
+  "create -f") python3 -c 'import json, shutil, sys; d = json.load(open(sys.argv[1]))
+shutil.copy(sys.argv[1], sys.argv[2] + "/" + d["metadata"]["name"] + ".yaml")' "${args[2]}" "$store" ;;
+  "patch secret") python3 -c 'import json, sys; stored, patch = sys.argv[1], json.load(open(sys.argv[2]))
+d = json.load(open(stored)); d.setdefault("data", {}).update(patch["data"]); json.dump(d, open(stored, "w"))' \\
+                    "$store/${args[2]}.yaml" "${args[-1]}" ;;
+  "apply "*) echo "make-secrets must not kubectl apply" >&2; exit 1 ;;
   *) exec "$REAL_KUBECTL" "$@" ;;
 esac
 """
@@ -379,6 +403,20 @@ def test_make_secrets_fills_every_secret_the_pods_read(tmp_path, built):
     secrets_written = [minio["root-password"].decode(), *token_map.values(), operator_token,
                        _secret_data(store, "studio-bootstrap-tenant")["api-key"].decode()]
     assert not any(secret in output for secret in secrets_written), "a secret reached the script's output"
+
+
+def test_make_secrets_fills_the_shells_kubectl_apply_made(tmp_path):
+    """`kubectl apply -k` first: the Secrets exist without data. Their data is merged in, never applied."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shell = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "studio-kek"}, "type": "Opaque"}
+    (store / "studio-kek.yaml").write_text(json.dumps(shell))
+    output, _ = _run_make_secrets(tmp_path)
+    assert "secret/studio-kek written" in output
+    kek = json.loads(_secret_data(store, "studio-kek")["kek.json"])
+    assert kek["current"] == 1
+    stored = json.loads((store / "studio-kek.yaml").read_text())
+    assert "annotations" not in stored["metadata"]  # no last-applied configuration holds the key
 
 
 def test_make_secrets_never_replaces_a_key_that_exists(tmp_path):

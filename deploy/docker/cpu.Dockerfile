@@ -13,6 +13,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gen gen
 COPY services services
+COPY studio_client studio_client
 # The CPU torch index keeps CUDA out of these images (only the renderer extra pulls torch in).
 RUN /opt/venv/bin/pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu ".[${SERVICE}]"
 

@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gen gen
 COPY services services
+COPY studio_client studio_client
 RUN uv pip install --python /opt/venv/bin/python --index-strategy unsafe-best-match \
       --extra-index-url "${TORCH_INDEX}" ".[trainer]"
 

@@ -36,14 +36,23 @@ has_data() {
   [ -n "$(kubectl -n "$namespace" get secret "$1" -o jsonpath='{.data}' 2>/dev/null)" ]
 }
 
+# Never `kubectl apply`: it would keep the key material in the last-applied-configuration annotation, and the
+# next `kubectl apply -k` (whose Secret shells hold no data) would then delete the data. A shell that exists gets
+# its data merged in; a Secret that does not is created. Neither records a last-applied configuration.
 apply_secret() {  # NAME then kubectl create secret generic arguments
   local name="$1"; shift
   if has_data "$name"; then
     echo "secret/$name already holds data: left as it is"
     return
   fi
-  kubectl -n "$namespace" create secret generic "$name" "$@" --dry-run=client -o yaml \
-    | kubectl -n "$namespace" apply -f - >/dev/null
+  kubectl -n "$namespace" create secret generic "$name" "$@" --dry-run=client -o json > "$work/$name.json"
+  if kubectl -n "$namespace" get secret "$name" >/dev/null 2>&1; then
+    python3 -c 'import json, sys; print(json.dumps({"data": json.load(open(sys.argv[1]))["data"]}))' \
+      "$work/$name.json" > "$work/$name.patch.json"
+    kubectl -n "$namespace" patch secret "$name" --type merge --patch-file "$work/$name.patch.json" >/dev/null
+  else
+    kubectl -n "$namespace" create -f "$work/$name.json" >/dev/null
+  fi
   echo "secret/$name written"
 }
 

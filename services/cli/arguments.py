@@ -4,6 +4,7 @@ and with --json as a JSON error object on stdout."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import sys
@@ -87,3 +88,14 @@ def host_and_port(text: str) -> str:
 def port_of(endpoint: str) -> int:
     """The port of a HOST:PORT that host_and_port accepted."""
     return int(endpoint.rpartition(":")[2])
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether a HOST:PORT that host_and_port accepted names this machine (127.0.0.0/8, ::1, localhost)."""
+    host = endpoint.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -13,7 +13,7 @@ from pathlib import Path
 from studio.v1 import common_pb2
 from tqdm import tqdm
 
-from services.cli.arguments import port_of
+from services.cli.arguments import is_loopback, port_of
 from services.cli.client import StudioClient
 from services.cli.failures import fail, read_api_key
 from services.cli.order_progress import OrderFailed, Stopwatch, watch_with_progress
@@ -61,6 +61,8 @@ async def run_demo(args) -> DemoResult:
     async with AsyncExitStack() as exits:
         api_key_file = args.api_key_file
         if not await grpc_healthy(args.endpoint):
+            if not is_loopback(args.endpoint):  # a stack started here would not be the one asked for
+                fail(f"no stack answers at {args.endpoint}", args.json)
             api_key_file = await _start_embedded(args, exits)
         client = StudioClient(args.endpoint, read_api_key(Path(api_key_file), args.json))
         exits.push_async_callback(client.close)

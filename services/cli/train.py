@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
 from tqdm import tqdm
 
 from services.cli.arguments import whole_number
@@ -26,6 +25,8 @@ from services.cli.photo_files import no_photos_message, photos_in
 from services.trainer.modes import COMPILE_MODES, has_cuda
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from services.trainer.training import TrainingConfig
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -119,6 +120,8 @@ def _config(args, base_model: Path) -> TrainingConfig:
 def check_photos(files: list[Path], resolution: int, quiet: bool) -> tuple[list[dict], list[Image.Image]]:
     """faceqa's checks on every photo; the accepted ones' aligned crops at the training resolution.
     QUIET (--json): no progress bar."""
+    from PIL import Image  # here: the CLI also runs where no photo is read (the privacy image has no Pillow)
+
     from services.faceqa.checks import check_photo
 
     verdicts, crops = [], []

@@ -377,12 +377,12 @@ def build_servicer(
 
 def _provenance_key(data_dir: Path) -> ProvenanceKey | None:
     """STUDIO_PROVENANCE_KEY_FILE + STUDIO_PROVENANCE_CHAIN_FILE (default DATA_DIR/privacy/provenance.key
-    and provenance-chain.pem); None (signing refused) when neither is configured nor present."""
+    and provenance-chain.pem); None (signing refused, the vault serves the rest) when the key file is absent, as
+    in Kubernetes before the operator filled the studio-provenance Secret (mounted optional)."""
     key_file = _path_from_env(PROVENANCE_KEY_ENV) or data_dir / "privacy" / "provenance.key"
     chain_file = _path_from_env(PROVENANCE_CHAIN_ENV) or data_dir / "privacy" / "provenance-chain.pem"
-    configured = os.environ.get(PROVENANCE_KEY_ENV) or os.environ.get(PROVENANCE_CHAIN_ENV)
-    if not configured and not key_file.exists():
-        log.warning("no provenance signing key configured: portraits cannot be signed")
+    if not key_file.exists():
+        log.warning("no provenance signing key at %s: portraits cannot be signed", key_file)
         return None
     return ProvenanceKey.from_files(key_file, chain_file)
 

@@ -269,6 +269,9 @@ async def test_module_runs_and_stops_on_sigterm(tmp_path: Path, nats_server) -> 
         "STUDIO_NATS_URL": nats_server.url,
         "STUDIO_DATA_DIR": str(tmp_path / "data"), "STUDIO_KEK_FILE": str(tmp_path / "kek.json"),
         "STUDIO_SERVICE_TOKENS_FILE": str(write_tokens(tmp_path)),
+        # Configured as in Kubernetes, its Secret not filled yet (mounted optional): the vault runs, signs nothing.
+        "STUDIO_PROVENANCE_KEY_FILE": str(tmp_path / "provenance" / "provenance.key"),
+        "STUDIO_PROVENANCE_CHAIN_FILE": str(tmp_path / "provenance" / "provenance-chain.pem"),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.privacy", cwd=REPO_ROOT, env=env,
@@ -284,6 +287,7 @@ async def test_module_runs_and_stops_on_sigterm(tmp_path: Path, nats_server) -> 
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=10)
         assert process.returncode == 0, stderr.decode()
         assert TOKENS["ingest"].encode() not in stderr
+        assert b"portraits cannot be signed" in stderr
     finally:
         if process.returncode is None:
             process.kill()
