@@ -146,6 +146,50 @@ def test_nats_is_a_three_node_jetstream_cluster_on_volumes(built):
     assert "jetstream" in config and "store_dir: /data" in config and config.count("nats://nats-") == 3
 
 
+def _env(container: Manifest) -> dict[str, str | None]:
+    return {entry["name"]: entry.get("value") for entry in container.get("env", [])}
+
+
+def _probe_ports(container: Manifest) -> set[int]:
+    return {container[probe]["grpc"]["port"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
+
+
+def _secret_holding(manifests: list[Manifest], container: Manifest, path: str) -> Manifest:
+    """The secret volume mounted read-only where PATH lies."""
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount.get("readOnly") is True, mount
+    volumes = {v["name"]: v for v in _pod_spec(manifests, "Deployment", "ingest")["volumes"]}
+    return volumes[mount["name"]]["secret"]
+
+
+def test_prod_serves_the_public_api_over_tls_and_dev_in_plaintext(built):
+    """The LoadBalancer carries API keys and faces: in prod ingest's main port is TLS, with a certificate of its own
+    (not the internal CA's, which services trust for client identities), and kubelet probes the plaintext
+    health-only port instead (its gRPC probes cannot do TLS)."""
+    from services.common.grpc_server import HEALTH_PORT_ENV
+    from services.ingest.public_tls import CERT_ENV, KEY_ENV, TLS_ENV
+
+    prod = built["prod"]
+    assert named(prod, "Service", "ingest")["spec"]["type"] == "LoadBalancer"
+    container = _container(prod, "Deployment", "ingest")
+    env = _env(container)
+    assert env[TLS_ENV] == "on"
+    secrets = [_secret_holding(prod, container, env[name]) for name in (CERT_ENV, KEY_ENV)]
+    assert secrets[0] == secrets[1] and secrets[0]["defaultMode"] == 0o440
+    assert (Path(env[CERT_ENV]).name, Path(env[KEY_ENV]).name) == ("tls.crt", "tls.key")
+    [certificate] = [c for c in of_kind(prod, "Certificate") if c["spec"]["secretName"] == secrets[0]["secretName"]]
+    assert certificate["spec"]["dnsNames"] and "server auth" in certificate["spec"]["usages"]
+    internal_issuer = named(prod, "Certificate", "studio-ingest-tls")["spec"]["issuerRef"]
+    assert certificate["spec"]["issuerRef"] != internal_issuer
+    health_port = int(env[HEALTH_PORT_ENV])
+    assert _probe_ports(container) == {health_port}
+    assert health_port in {port["containerPort"] for port in container["ports"]}
+
+    dev = _container(built["dev"], "Deployment", "ingest")
+    assert _env(dev).get(TLS_ENV, "off") == "off"
+    assert _probe_ports(dev) == {next(p["containerPort"] for p in dev["ports"] if p["name"] == "grpc")}
+
+
 def test_memory_quantities():
     from deploy.k8s.policy import quantity
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import pytest
 from studio.v1 import common_pb2
 
-from services.cli.stack import REPO_ROOT, EmbeddedStack
+from services.cli.stack import REPO_ROOT, EmbeddedStack, grpc_healthy
 from services.common import topology
 from services.common.bus import Bus
-from studio_client import NO_RETRIES, AdminClient
+from services.ingest.public_tls import CERT_ENV, KEY_ENV, TLS_ENV
+from studio_client import NO_RETRIES, AdminClient, ClientTls
 from tests.fixtures_tenants import (  # noqa: F401  (fixtures)
     HEADSHOT,
     REFERENCE,
@@ -26,7 +29,7 @@ from tests.fixtures_tenants import (  # noqa: F401  (fixtures)
     lisa_references,
     tenants,
 )
-from tests.public_tls import start_tls_ingest
+from tests.public_tls import PublicTlsIngest, start_public_tls_ingest, start_tls_ingest
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -257,6 +260,64 @@ async def test_a_client_certificate_authenticates_as_its_tenant(
         await admin.disable(tenant_id, enable=True)
         await admin.update(tenant_id, remove_cert_identities=["lab-printer-01"])
         await expect_code(grpc.StatusCode.UNAUTHENTICATED, printer.get_subject(subject.subject_id))
+
+
+async def test_the_public_port_serves_tls_to_api_key_clients(
+    stack: EmbeddedStack, tenants: Tenants, tmp_path: Path  # noqa: F811
+) -> None:
+    tenant_id, by_key = await tenants.new()
+    api_key = by_key.metadata[0][1]
+    async with start_public_tls_ingest(stack, tmp_path) as public:
+        assert await grpc_healthy(public.health_endpoint)  # kubelet's probe: plaintext, health only
+        client = tenants.client(api_key, public.endpoint, tls=public.client_tls())
+        subject = await client.create_subject()
+        assert (await client.get_subject(subject.subject_id)).subject_id == subject.subject_id
+        wrong_key = tenants.client("not-a-key", public.endpoint, tls=public.client_tls())
+        await expect_code(grpc.StatusCode.UNAUTHENTICATED, wrong_key.get_subject(subject.subject_id))
+        plaintext = tenants.client(api_key, public.endpoint, retry=NO_RETRIES)
+        await expect_code(grpc.StatusCode.UNAVAILABLE, plaintext.get_subject(subject.subject_id))
+        health_port = tenants.client(api_key, public.health_endpoint, retry=NO_RETRIES)
+        await expect_code(grpc.StatusCode.UNIMPLEMENTED, health_port.get_subject(subject.subject_id))
+        await _cli_over_public_tls(stack, public, tmp_path, api_key, tenant_id, subject.subject_id)
+
+        renewed_ca = public.renew()  # served from the next connection on, without a restart
+        renewed = tenants.client(api_key, public.endpoint, tls=ClientTls(renewed_ca.read_bytes()), retry=NO_RETRIES)
+        assert await renewed.list_styles()
+        expired = tenants.client(api_key, public.endpoint, tls=public.client_tls(), retry=NO_RETRIES)
+        await expect_code(grpc.StatusCode.UNAVAILABLE, expired.list_styles())
+
+
+async def _cli_over_public_tls(stack: EmbeddedStack, public: PublicTlsIngest, tmp_path: Path, api_key: str,
+                               tenant_id: str, subject_id: str) -> None:
+    key_file = tmp_path / "tenant.key"
+    key_file.write_text(api_key)
+    tenant = ["--endpoint", public.endpoint, "--api-key-file", str(key_file)]
+    trusting = ["--ca", str(public.ca_file)]
+    styles = await asyncio.to_thread(studio_cli, "styles", "list", *tenant, *trusting, "--json")
+    assert styles.returncode == 0 and json.loads(styles.stdout)["source"] == f"stack at {public.endpoint}", styles
+    got = await asyncio.to_thread(studio_cli, "subjects", "get", subject_id, *tenant, *trusting, "--json")
+    assert got.returncode == 0 and subject_id in got.stdout, got.stdout + got.stderr
+    listed = await asyncio.to_thread(studio_cli, "tenants", "list", "--endpoint", public.endpoint, "--data",
+                                     str(stack.data_dir), *trusting, "--json")
+    assert listed.returncode == 0 and tenant_id in listed.stdout, listed.stdout + listed.stderr
+    deleted = await asyncio.to_thread(studio_cli, "subjects", "delete", subject_id, *tenant, *trusting, "--json")
+    assert deleted.returncode == 0 and json.loads(deleted.stdout)["subject_id"] == subject_id, deleted.stderr
+    missing = tmp_path / "absent-ca.crt"
+    refused = await asyncio.to_thread(studio_cli, "subjects", "get", subject_id, *tenant, "--ca", str(missing))
+    assert (refused.returncode, refused.stdout) == (1, ""), refused
+    assert refused.stderr == f"error: --ca: {missing}: No such file or directory\n"
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({TLS_ENV: "on"}, f"{TLS_ENV}=on needs {CERT_ENV} and {KEY_ENV}"),
+    ({TLS_ENV: "on", CERT_ENV: "/etc/hostname"}, f"{TLS_ENV}=on needs {KEY_ENV} (each"),
+    ({TLS_ENV: "yes"}, f"{TLS_ENV} must be 'on' or 'off', not 'yes'"),
+])
+async def test_ingest_refuses_to_start_with_public_tls_half_configured(settings: dict, named: str) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("STUDIO_PUBLIC_")}
+    ended = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "services.ingest"], cwd=REPO_ROOT,
+                                    env={**env, **settings}, capture_output=True, text=True, timeout=120)
+    assert ended.returncode == 1 and named in ended.stderr.splitlines()[-1], ended.stderr
 
 
 async def test_a_certificate_identity_belongs_to_one_tenant(admin: AdminClient) -> None:  # noqa: F811

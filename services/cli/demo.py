@@ -10,20 +10,25 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpc_health.v1.health_pb2_grpc import HealthStub
 from studio.v1 import common_pb2
 from tqdm import tqdm
 
 from services.cli.arguments import is_loopback, port_of
 from services.cli.client import StudioClient
-from services.cli.failures import fail, read_api_key
+from services.cli.failures import fail
 from services.cli.order_progress import OrderFailed, Stopwatch, watch_with_progress
 from services.cli.output_files import check_out_folder
 from services.cli.photo_files import no_photos_message, photos_in
 from services.cli.portrait_files import download_portraits
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
+from services.cli.tenant_api import public_tls, tenant_client
 
 # The demo runs on small sample sets (../shared/faces/lisa has 8 photos), below the production minimum.
 DEMO_MIN_ACCEPTED_PHOTOS = 1
+HEALTH_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -58,15 +63,27 @@ def pick_photos(photos_dir: Path, headshot: Path | None, as_json: bool) -> list[
 async def run_demo(args) -> DemoResult:
     photos = pick_photos(Path(args.photos), Path(args.headshot) if args.headshot else None, args.json)
     check_out_folder(Path(args.out), args.json)  # found now, not after the whole job
+    tls = public_tls(args)
     async with AsyncExitStack() as exits:
-        api_key_file = args.api_key_file
-        if not await grpc_healthy(args.endpoint):
+        api_key_file = Path(args.api_key_file)
+        if tls is None and not await grpc_healthy(args.endpoint):
             if not is_loopback(args.endpoint):  # a stack started here would not be the one asked for
                 fail(f"no stack answers at {args.endpoint}", args.json)
             api_key_file = await _start_embedded(args, exits)
-        client = StudioClient(args.endpoint, read_api_key(Path(api_key_file), args.json))
+        client = tenant_client(args, api_key_file)  # with --ca: a remote TLS stack; the embedded one is plaintext
         exits.push_async_callback(client.close)
+        if tls is not None and not await _answers(client):
+            fail(f"no stack answers at {args.endpoint} over TLS (trusting --ca {args.ca})", args.json)
         return await _job(client, photos, args)
+
+
+async def _answers(client: StudioClient) -> bool:
+    """Whether the public API answers through the client's channel (its health service, as grpc_healthy asks)."""
+    try:
+        response = await HealthStub(client.channel).Check(HealthCheckRequest(), timeout=HEALTH_TIMEOUT_S)
+    except grpc.aio.AioRpcError:
+        return False
+    return response.status == HealthCheckResponse.SERVING
 
 
 async def _start_embedded(args, exits: AsyncExitStack) -> Path:

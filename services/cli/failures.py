@@ -37,3 +37,14 @@ def read_api_key(path: Path, as_json: bool) -> str:
     if not path.is_file():
         fail(f"no API key file at {path} (give --api-key-file, or start a stack with `studio up`)", as_json)
     return path.read_text().strip()
+
+
+def read_ca_certificate(path: Path, as_json: bool) -> bytes:
+    """The --ca file: PEM certificates, read before any call (gRPC would only fail the handshake, over and over)."""
+    try:
+        pem = path.read_bytes()
+    except OSError as error:
+        fail(f"--ca: {os_error_message(error)}", as_json)
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        fail(f"--ca: {path} holds no PEM certificate (the CA certificate that signed the public endpoint's)", as_json)
+    return pem

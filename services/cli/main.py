@@ -20,7 +20,7 @@ from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
 from services.cli.stack_guard import StackConflict
 from services.cli.styles import add_styles_command
-from services.cli.tenant_api import DEFAULT_ENDPOINT
+from services.cli.tenant_api import DEFAULT_ENDPOINT, add_ca_option
 from services.cli.tenant_commands import add_commands as add_tenant_commands
 from services.cli.train import add_parser as add_train_parser
 
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--endpoint", type=host_and_port, default=DEFAULT_ENDPOINT,
                       help="HOST:PORT of a running stack, else where an embedded one listens")
     demo.add_argument("--api-key-file", default="data/secrets/tenant-default.key")
+    add_ca_option(demo)  # a remote stack's TLS endpoint; the embedded stack is plaintext
     demo.add_argument("--data", help="state directory for an embedded stack (default: a temporary one)")
     demo.add_argument("--base-model", help="base model for an embedded stack")
     demo.add_argument("--styles", nargs="+", default=["studio-frontal-soft"])

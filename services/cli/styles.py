@@ -13,17 +13,19 @@ from google.protobuf.json_format import MessageToDict
 from studio.v1 import studio_pb2
 
 from services.cli.client import StudioClient
-from services.cli.tenant_api import DEFAULT_API_KEY_FILE, DEFAULT_ENDPOINT
+from services.cli.tenant_api import DEFAULT_API_KEY_FILE, DEFAULT_ENDPOINT, add_ca_option, public_tls
 from services.common.styles import catalogue
+from studio_client import ClientTls
 
 STACK_TIMEOUT_S = 3.0
 
 
-async def styles_from_stack(endpoint: str, api_key_file: Path) -> list[studio_pb2.StylePreset] | None:
+async def styles_from_stack(endpoint: str, api_key_file: Path,
+                            tls: ClientTls | None) -> list[studio_pb2.StylePreset] | None:
     """The stack's catalogue, or None when no stack answers there (or we hold no key for it)."""
     if not api_key_file.is_file():
         return None
-    client = StudioClient(endpoint, api_key_file.read_text().strip())
+    client = StudioClient(endpoint, api_key_file.read_text().strip(), tls=tls)
     try:
         return await client.list_styles(timeout=STACK_TIMEOUT_S)
     except grpc.aio.AioRpcError as error:
@@ -35,7 +37,7 @@ async def styles_from_stack(endpoint: str, api_key_file: Path) -> list[studio_pb
 
 
 def list_styles(args) -> None:
-    presets = asyncio.run(styles_from_stack(args.endpoint, Path(args.api_key_file)))
+    presets = asyncio.run(styles_from_stack(args.endpoint, Path(args.api_key_file), public_tls(args)))
     source = f"stack at {args.endpoint}"
     if presets is None:
         presets, source = [p.as_message() for p in catalogue().values()], "catalogue file"
@@ -57,5 +59,6 @@ def add_styles_command(commands: argparse._SubParsersAction) -> None:
     styles_list = styles.add_parser("list", help="list the style presets an order may name")
     styles_list.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="a running stack's public endpoint")
     styles_list.add_argument("--api-key-file", default=DEFAULT_API_KEY_FILE)
+    add_ca_option(styles_list)
     styles_list.add_argument("--json", action="store_true")
     styles_list.set_defaults(func=list_styles)

@@ -16,7 +16,7 @@ from studio.v1 import admin_pb2, common_pb2
 
 from services.cli.arguments import whole_number
 from services.cli.failures import fail
-from services.cli.tenant_api import DEFAULT_ENDPOINT
+from services.cli.tenant_api import DEFAULT_ENDPOINT, add_ca_option, public_tls
 from studio_client.admin import AdminClient
 
 QUOTA_OPTIONS = ("max_concurrent_orders", "max_subjects_per_day", "max_photos_per_subject", "max_upload_bytes_per_day")
@@ -38,7 +38,8 @@ def _client(args) -> AdminClient:
     token_file = Path(args.token_file) if args.token_file else data / "secrets" / "operator.token"
     if not token_file.exists():
         fail(f"no operator token at {token_file} (give --token-file)", args.json)
-    return AdminClient(endpoint, token_file.read_text().strip())
+    tls = public_tls(args)
+    return AdminClient(endpoint, token_file.read_text().strip(), tls.credentials() if tls else None)
 
 
 async def _tenant_id(admin: AdminClient, tenant: str) -> str:
@@ -156,6 +157,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--endpoint", help="ingest's public endpoint (default: from DATA/stack.json)")
         parser.add_argument("--data", default="data", help="the embedded stack's data dir")
         parser.add_argument("--token-file", help="operator token (default: DATA/secrets/operator.token)")
+        add_ca_option(parser)
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=cmd_tenants)
 

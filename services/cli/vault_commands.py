@@ -17,12 +17,11 @@ from pathlib import Path
 from studio.v1 import privacy_pb2, privacy_pb2_grpc
 from tqdm import tqdm
 
-from services.cli.client import StudioClient
 from services.cli.elapsed import counting_seconds
-from services.cli.failures import fail, read_api_key
+from services.cli.failures import fail
 from services.cli.output_files import whole_file
 from services.cli.subject_commands import add_subject_commands
-from services.cli.tenant_api import DEFAULT_API_KEY_FILE, DEFAULT_ENDPOINT
+from services.cli.tenant_api import add_tenant_options, tenant_client
 from services.common.audit_chain import parse_export, verify_records
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import SignatureError, load_public_key, verify_certificate
@@ -42,7 +41,7 @@ def _public_key(args):
 # --- studio subjects delete -------------------------------------------------------------------
 
 async def _delete(args) -> dict:
-    client = StudioClient(args.endpoint, read_api_key(Path(args.api_key_file), args.json))
+    client = tenant_client(args)
     started = time.monotonic()
     try:
         erase = client.revoke_consent if args.revoke else client.delete_subject  # both end in the same deletion
@@ -211,9 +210,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         delete.add_argument("--wait", action="store_true", help="wait for the signed deletion certificate")
         delete.add_argument("--timeout", type=float, default=120.0)
         delete.add_argument("--out", default="certificates", help="folder for the certificate")
-        delete.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
-        delete.add_argument("--api-key-file", default=DEFAULT_API_KEY_FILE)
-        delete.add_argument("--json", action="store_true")
+        add_tenant_options(delete)
         delete.set_defaults(func=cmd_subjects_delete, revoke=revoke)
     add_subject_commands(subjects)
 

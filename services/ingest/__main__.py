@@ -18,7 +18,7 @@ from services.common.runtime import Runtime
 from services.common.tls import internal_channel
 from services.ingest.context import IngestContext, ensure_tenant
 from services.ingest.order_view import project_order_events
-from services.ingest.public_tls import add_public_mtls_port
+from services.ingest.public_tls import add_public_mtls_port, public_server_credentials
 from services.ingest.purge import purge_handler
 from services.ingest.scheduling.dispatcher import Dispatcher
 from services.ingest.server import StudioServicer
@@ -28,6 +28,7 @@ from services.ingest.tenant_admin import TenantAdminServicer, operator_token_has
 async def main() -> None:
     settings = Settings.from_env("ingest")
     configure_logging(settings.service_name)
+    credentials = public_server_credentials()  # before anything connects: a TLS misconfiguration fails at once
     runtime = await Runtime.open(settings)
     bus = runtime.bus
     base_model = settings.require("base_model")
@@ -53,7 +54,7 @@ async def main() -> None:
             lambda: project_order_events(bus),
             Dispatcher(bus).run,
             PurgeListener(bus, "ingest", runtime.sealed, purge_handler(bus, runtime.sealed)).run,
-        ])
+        ], credentials=credentials)  # with TLS, kubelet probes the plaintext health port (STUDIO_HEALTH_PORT)
     finally:
         await runtime.close()
 
