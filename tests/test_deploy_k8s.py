@@ -52,6 +52,17 @@ def test_every_disruption_budget_lets_a_drain_evict_a_pod(built, overlay):
         assert workloads and all(w["spec"].get("replicas", 1) > spec["minAvailable"] for w in workloads), name
 
 
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterIssuer", "CustomResourceDefinition",
+                  "PriorityClass", "StorageClass"}
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_everything_an_overlay_adds_lands_in_the_studio_namespace(built, overlay):
+    stray = [f"{m['kind']}/{m['metadata']['name']}" for m in built[overlay]
+             if m["kind"] not in CLUSTER_SCOPED and m["metadata"].get("namespace") != "studio"]
+    assert stray == []
+
+
 def test_prod_puts_trainer_and_triton_on_gpus_and_dev_does_not(built):
     def gpu_pods(overlay: str) -> set[str]:
         return {pod.owner["metadata"]["name"] for pod in pod_templates(built[overlay]) if pod.uses_gpu()}
