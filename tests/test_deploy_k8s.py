@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.k8s import validate
-from deploy.k8s.manifests import Manifest, named, of_kind, pod_templates
+from deploy.k8s.manifests import Manifest, named, of_kind, pod_templates, ref
 from services.common.topology import RENDER_QUEUE, TRAIN_QUEUE
 
 OVERLAY_DIR = validate.K8S_DIR / "overlays"
@@ -199,6 +199,29 @@ def test_prod_serves_the_public_api_over_tls_and_dev_in_plaintext(built):
     dev = _container(built["dev"], "Deployment", "ingest")
     assert _env(dev).get(TLS_ENV, "off") == "off"
     assert _probe_ports(dev) == {next(p["containerPort"] for p in dev["ports"] if p["name"] == "grpc")}
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_only_the_vault_pod_holds_the_operator_identity(built, overlay):
+    """`keys rotate` / `audit export` run inside the privacy pod as `operator` (--tls-identity): its certificate is
+    the internal CA's, mounted read-only in the privacy container alone, never as that pod's own STUDIO_TLS_*."""
+    manifests = built[overlay]
+    certificate = named(manifests, "Certificate", "studio-operator-tls")["spec"]
+    assert (certificate["commonName"], certificate["secretName"]) == ("operator", "studio-operator-tls")
+    assert certificate["issuerRef"] == named(manifests, "Certificate", "studio-privacy-tls")["spec"]["issuerRef"]
+    holders = [pod.ref for pod in pod_templates(manifests) if any(
+        (volume.get("secret") or {}).get("secretName") == "studio-operator-tls" for volume in pod.volumes())]
+    assert holders == [ref(named(manifests, "Deployment", "privacy"))]
+    pod = _pod_spec(manifests, "Deployment", "privacy")
+    [volume] = [v for v in pod["volumes"] if (v.get("secret") or {}).get("secretName") == "studio-operator-tls"]
+    assert volume["secret"]["defaultMode"] == 0o440
+    mounts = [(container["name"], mount["mountPath"], mount.get("readOnly"))
+              for container in pod["containers"] + pod.get("initContainers", [])
+              for mount in container.get("volumeMounts", []) if mount["name"] == volume["name"]]
+    assert mounts == [("privacy", "/var/run/secrets/studio/operator", True)]
+    own_tls = {value for name, value in _env(_container(manifests, "Deployment", "privacy")).items()
+               if name.startswith("STUDIO_TLS_")}
+    assert own_tls and not any(path.startswith("/var/run/secrets/studio/operator/") for path in own_tls)
 
 
 def test_memory_quantities():

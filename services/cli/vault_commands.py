@@ -25,7 +25,7 @@ from services.cli.tenant_api import add_tenant_options, tenant_client
 from services.common.audit_chain import parse_export, verify_records
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import SignatureError, load_public_key, verify_certificate
-from services.common.tls import internal_channel
+from services.common.tls import TlsFiles, internal_channel
 
 
 def _public_key(args):
@@ -111,8 +111,20 @@ def _vault_stub(args):
             fail(f"no running stack in {data} (give --privacy-addr)", args.json)
         address = json.loads(stack_file.read_text())["services"]["privacy"]
     metadata = _operator_token(args, data)
-    channel = internal_channel(address)
+    channel = internal_channel(address, _tls_identity(args), server_name=args.tls_server_name)
     return channel, privacy_pb2_grpc.PrivacyStub(channel), metadata
+
+
+def _tls_identity(args) -> TlsFiles | None:
+    """--tls-identity DIR (cert-manager's tls.crt, tls.key, ca.crt) instead of STUDIO_TLS_*; None: the environment."""
+    if not args.tls_identity:
+        return None
+    folder = Path(args.tls_identity)
+    tls = TlsFiles(folder / "tls.crt", folder / "tls.key", folder / "ca.crt")
+    missing = [path.name for path in (tls.cert, tls.key, tls.ca) if not path.is_file()]
+    if missing:
+        fail(f"--tls-identity {folder} lacks {', '.join(missing)}", args.json)
+    return tls
 
 
 def _operator_token(args, data: Path) -> tuple[tuple[str, str], ...]:
@@ -251,3 +263,8 @@ def _operator_options(parser: argparse.ArgumentParser, with_data: bool = True) -
         parser.add_argument("--data", default="data", help="the embedded stack's data dir")
     parser.add_argument("--privacy-addr", help="the vault's address (default: from DATA/stack.json)")
     parser.add_argument("--token-file", help="operator token (default: DATA/secrets/operator.token)")
+    parser.add_argument("--tls-server-name", metavar="NAME",
+                        help="verify the vault's certificate against NAME (e.g. `privacy` when --privacy-addr is "
+                             "127.0.0.1)")
+    parser.add_argument("--tls-identity", metavar="DIR", help="mTLS identity: DIR/tls.crt, tls.key, ca.crt "
+                        "(default: STUDIO_TLS_* environment)")
