@@ -205,6 +205,48 @@ def test_lisa_set_is_accepted_whole_with_its_headshot() -> None:
     assert summary.sufficient and summary.luminance_range[1] - summary.luminance_range[0] > 0.2
 
 
+def set_photo(name: str, headshot: bool = False) -> SetPhoto:
+    return SetPhoto(name, headshot, checked(london(name).read_bytes(), headshot=headshot))
+
+
+def test_a_second_headshot_must_match_the_first() -> None:
+    earlier = [set_photo("001_neutral", headshot=True)]
+    other = set_photo("002_neutral", headshot=True)
+    judge_set(earlier, [other])
+    assert other.check.reasons == (codes.IDENTITY_MISMATCH,) and other.identity_distance > 0.5
+    theirs, mine = set_photo("002_smiling"), set_photo("001_smiling")
+    summary = judge_set(earlier, [theirs, mine])
+    assert [theirs.check.reasons, mine.check.reasons] == [(codes.IDENTITY_MISMATCH,), ()]
+    assert summary.accepted_photos == 2 and summary.headshot_accepted
+
+
+def test_the_headshot_anchors_identity_when_strangers_outnumber_it() -> None:
+    photos = [set_photo("001_neutral", headshot=True), set_photo("002_smiling"), set_photo("002_neutral")]
+    summary = judge_set([], photos)
+    assert [p.check.reasons for p in photos] == [(), (codes.IDENTITY_MISMATCH,), (codes.IDENTITY_MISMATCH,)]
+    assert summary.accepted_photos == 1 and summary.headshot_accepted
+
+
+def test_references_sent_again_with_the_first_headshot_keep_only_its_person() -> None:
+    """What ingest does when the first headshot comes after references: sends them again, as new photos."""
+    references = [set_photo("001_smiling"), set_photo("002_smiling")]
+    judge_set([], references)
+    assert [p.check.accepted for p in references] == [True, True]  # no headshot to match yet
+    again = [set_photo("001_neutral", headshot=True), set_photo("001_smiling"), set_photo("002_smiling")]
+    summary = judge_set([], again)
+    assert [p.check.reasons for p in again] == [(), (), (codes.IDENTITY_MISMATCH,)]
+    assert summary.accepted_photos == 2
+
+
+@pytest.mark.parametrize(
+    "box", [(500, 0, 1350, 1350), (0, 0, 850, 1350), (0, 0, 1350, 800)], ids=["left", "right", "chin"]
+)
+def test_face_cut_off_by_the_edge_is_refused(box: tuple[int, int, int, int]) -> None:
+    cut_off = encoded(rgb(london("001_neutral")).crop(box), quality=92)
+    assert_codes(checked(cut_off, headshot=True), codes.FACE_CUT_OFF)
+    assert_codes(checked(cut_off), codes.FACE_CUT_OFF)
+
+
 def test_studio_qa_prints_one_json_document(tmp_path: Path) -> None:
     blurred = tmp_path / "blurred.jpg"
     blurred.write_bytes(encoded(rgb(london("001_smiling")).filter(ImageFilter.GaussianBlur(4))))

@@ -15,10 +15,11 @@ import numpy as np
 import pillow_heif
 import pytest
 from PIL import Image, ImageFilter
-from studio.v1 import common_pb2, faceqa_pb2, faceqa_pb2_grpc, studio_pb2
+from studio.v1 import common_pb2, faceqa_pb2, faceqa_pb2_grpc, state_pb2, studio_pb2
 
 from services.cli.client import StudioClient
 from services.cli.stack import EmbeddedStack
+from services.common import topology
 from services.common.bus import Bus
 from services.common.identity_scoring import (
     IMAGE_SIDE,
@@ -104,6 +105,37 @@ async def test_upload_verdicts_set_verdict_and_a_later_upload(client: StudioClie
         studio_pb2.GetSubjectRequest(subject_id=subject.subject_id), metadata=client.metadata, timeout=30
     )
     assert fetched.subject.set_verdict == later.set_verdict and len(fetched.subject.photos) == 7
+
+
+async def subject_record(stack: EmbeddedStack, subject_id: str) -> state_pb2.SubjectRecord:
+    bus = await Bus.connect(stack.nats.url, name="test")
+    try:
+        return await bus.kv_get(topology.SUBJECTS_BUCKET, subject_id, state_pb2.SubjectRecord)
+    finally:
+        await bus.close()
+
+
+async def test_photos_sent_before_the_headshot_are_judged_again_with_it(client: StudioClient, stack: EmbeddedStack):
+    subject = await client.create_subject()
+    first = await upload(client, subject.subject_id, [
+        ("mine.jpg", london("001_smiling"), REFERENCE), ("theirs.jpg", london("002_smiling"), REFERENCE),
+    ])
+    assert [p.verdict.accepted for p in first.photos] == [True, True]  # no headshot to match yet
+    mine, theirs = (p.photo_id for p in first.photos)
+    later = await upload(client, subject.subject_id, [("headshot.jpg", london("001_neutral"), HEADSHOT)])
+    headshot = later.photos[0].photo_id
+    assert later.photos[0].verdict.accepted and later.set_verdict.accepted_photos == 2
+    someone_else = await upload(client, subject.subject_id, [("other.jpg", london("002_neutral"), HEADSHOT)])
+    assert list(someone_else.photos[0].verdict.reasons) == ["IDENTITY_MISMATCH"]
+    assert someone_else.set_verdict.accepted_photos == 2
+
+    record = await subject_record(stack, subject.subject_id)
+    verdicts = {p.photo_id: p.verdict for p in record.subject.photos}
+    assert verdicts[mine].accepted and verdicts[mine].measurements.identity_distance < 0.5
+    assert list(verdicts[theirs].reasons) == ["IDENTITY_MISMATCH"] and not verdicts[theirs].accepted
+    assert set(record.crop_keys) == {mine, headshot}  # what training reads
+    kept = {p.name for p in stored(stack) if f"/{subject.subject_id}/" in str(p)}
+    assert kept == {mine, headshot, f"{mine}.png", f"{headshot}.png"}  # photos and crops
 
 
 async def test_tenant_minimum_and_headshot_gate_orders(stack: EmbeddedStack):

@@ -29,7 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     qa.add_argument("--crop-size", type=whole_number(MIN_CROP_SIZE), default=512, help="training crop side in pixels")
     qa.add_argument("--max-photo-age-days", type=whole_number(0, "3 years"), default=0,
                     help="photos taken longer ago get the OLD_PHOTO note (default 3 years)")
-    qa.add_argument("--workers", type=whole_number(1), help="processes (default: one per core)")
+    qa.add_argument("--workers", type=whole_number(1),
+                    help="processes (default: one per CPU this process may use, within its cgroup quota)")
     qa.add_argument("--json", action="store_true", help='one JSON document: {"photos": [...], "set": {...}}')
     qa.set_defaults(func=cmd_qa)
 

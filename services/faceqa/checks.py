@@ -89,7 +89,8 @@ def _check_faces(upright: Image.Image, crop_size: int, headshot: bool, threshold
         "sharpness": sharpness(_gain_normalised(region)), "exposure": exposure(region),
         "background_faces": len(faces) - 1,
     }
-    problems = _quality_problems(face.width(), headshot, thresholds, **measured)
+    problems = _cut_off(face, width, height, thresholds)
+    problems += _quality_problems(face.width(), headshot, thresholds, **measured)
     if problems:
         return PhotoCheck(False, problems, tuple(map(message_for, problems)), **measured)
     notes = (codes.BACKGROUND_FACES,) if len(faces) > 1 else ()
@@ -99,6 +100,17 @@ def _check_faces(upright: Image.Image, crop_size: int, headshot: bool, threshold
         face_hash=perceptual_hash(dlib.get_face_chip(pixels, landmarks, size=_HASH_CHIP_PX)),
         notes=notes, **measured,
     )
+
+
+def _cut_off(face: dlib.rectangle, width: int, height: int, thresholds: Thresholds) -> tuple[str, ...]:
+    """FACE_CUT_OFF when the detection reaches past the image's edge: the face is partly missing and
+    its training crop would be padded with black where the head should be."""
+    face_width, face_height = face.width(), face.height()
+    outside = max(
+        -face.left() / face_width, (face.right() + 1 - width) / face_width,
+        -face.top() / face_height, (face.bottom() + 1 - height) / face_height,
+    )
+    return (codes.FACE_CUT_OFF,) if outside > thresholds.max_face_outside_ratio else ()
 
 
 def _quality_problems(

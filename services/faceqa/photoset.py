@@ -1,5 +1,5 @@
-"""Checks across a subject's photos: identity against the headshot and the set's consensus,
-near-duplicates, and the set verdict (enough accepted photos, a headshot, a varied set)."""
+"""Checks across a subject's photos: identity against the headshot (and the consensus of the photos
+that match it), near-duplicates, and the set verdict (enough accepted photos, a headshot, a varied set)."""
 
 from __future__ import annotations
 
@@ -71,15 +71,14 @@ def judge_set(
 
     accepted_before are photos accepted by earlier uploads (their verdicts stand). Among the new
     photos the headshot is judged first, then the others in order; an earlier photo wins a
-    duplicate pair.
+    duplicate pair. The subject's first accepted headshot anchors identity: every other photo, a
+    later headshot too, must match it (and the consensus of the photos that match it). Photos
+    judged while the subject has no accepted headshot get no identity check here: ingest sends
+    them again, as new photos, with the upload that brings the first headshot.
     """
-    candidates = [p for p in new if p.check.accepted]
-    pool = [*accepted_before, *candidates]
-    centre = consensus([p.embedding for p in pool]) if len(pool) >= thresholds.consensus_min_faces else None
     kept = list(accepted_before)
-    for photo in sorted(candidates, key=lambda p: not p.headshot):
-        anchor = _headshot_of(kept)
-        problems = _identity_problems(photo, anchor, centre, thresholds) + _duplicate_problems(photo, kept, thresholds)
+    for photo in sorted((p for p in new if p.check.accepted), key=lambda p: not p.headshot):
+        problems = _identity_problems(photo, kept, thresholds) + _duplicate_problems(photo, kept, thresholds)
         if problems:
             _reject(photo, problems)
         else:
@@ -87,25 +86,32 @@ def judge_set(
     return summarise(kept, thresholds, min_accepted_photos)
 
 
-def _headshot_of(kept: list[SetPhoto]) -> SetPhoto | None:
-    return next((p for p in reversed(kept) if p.headshot), None)
+def anchor_of(photos: list[SetPhoto]) -> SetPhoto | None:
+    """The first headshot: the identity every other photo of the subject must match."""
+    return next((p for p in photos if p.headshot), None)
 
 
-def _identity_problems(
-    photo: SetPhoto, anchor: SetPhoto | None, centre: np.ndarray | None, thresholds: Thresholds
-) -> tuple[str, ...]:
+def _identity_problems(photo: SetPhoto, kept: list[SetPhoto], thresholds: Thresholds) -> tuple[str, ...]:
+    anchor = anchor_of(kept)
+    if anchor is None:
+        return ()
     limit = thresholds.identity_max_distance
-    if anchor is not None and not photo.headshot:
-        photo.identity_distance = round(float(np.linalg.norm(photo.embedding - anchor.embedding)), 4)
-    if centre is not None:
-        photo.consensus_distance = round(float(np.linalg.norm(photo.embedding - centre)), 4)
+    photo.identity_distance = round(_distance(photo, anchor), 4)
+    # Only photos that match the headshot shape the consensus: strangers among them cannot outvote it.
+    matching = [p.embedding for p in kept if _distance(p, anchor) <= limit]
+    if len(matching) >= thresholds.consensus_min_faces:
+        photo.consensus_distance = round(float(np.linalg.norm(photo.embedding - consensus(matching))), 4)
     too_far = [d for d in (photo.identity_distance, photo.consensus_distance) if d is not None and d > limit]
     return (codes.IDENTITY_MISMATCH,) if too_far else ()
 
 
+def _distance(photo: SetPhoto, other: SetPhoto) -> float:
+    return float(np.linalg.norm(photo.embedding - other.embedding))
+
+
 def _duplicate_problems(photo: SetPhoto, kept: list[SetPhoto], thresholds: Thresholds) -> tuple[str, ...]:
     for other in kept:
-        close = float(np.linalg.norm(photo.embedding - other.embedding)) <= thresholds.duplicate_max_embedding_distance
+        close = _distance(photo, other) <= thresholds.duplicate_max_embedding_distance
         if close and hash_distance(photo.check.face_hash, other.check.face_hash) <= thresholds.duplicate_max_hash_bits:
             photo.duplicate_of = other.photo_id
             return (codes.DUPLICATE,)

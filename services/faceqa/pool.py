@@ -16,13 +16,19 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from services.faceqa.checks import FaceEmbedding, PhotoCheck, check_photo, main_face_embedding
 from services.faceqa.models import face_models
 from services.faceqa.thresholds import DEFAULTS, Thresholds
 
 _PR_SET_PDEATHSIG = 1
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
 _worker_thresholds: Thresholds = DEFAULTS
+
+
+class PoolUnavailable(RuntimeError):
+    """A worker died under this request twice (killed, out of memory): worth retrying later."""
 
 
 def _start_worker(thresholds: Thresholds) -> None:
@@ -45,6 +51,35 @@ def _ready(_: int) -> int:
     return os.getpid()
 
 
+def default_workers(cpu_max: Path | None = None) -> int:
+    """One worker per CPU this process may use: the CPUs it may run on, capped by its cgroup's CPU
+    quota (a container limited to 4 CPUs on a 64-core node gets 4, not 64). A fraction of a CPU left
+    over is no worker's worth: it would be throttled and hold a worker's memory."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota(cpu_max or own_cpu_max())
+    return max(1, min(cpus, int(quota))) if quota is not None else max(1, cpus)
+
+
+def cpu_quota(cpu_max: Path) -> float | None:
+    """CPUs allowed by a cgroup v2 cpu.max file ("<quota> <period>", quota "max" when unlimited);
+    None when unlimited or unreadable."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def own_cpu_max(root: Path = _CGROUP_ROOT, membership: Path = Path("/proc/self/cgroup")) -> Path:
+    """This process's cgroup v2 cpu.max (in a container with its own cgroup namespace: root's)."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    own = next((line[3:] for line in lines if line.startswith("0::")), "/")
+    return root / own.lstrip("/") / "cpu.max"
+
+
 def _start_method() -> str:
     # fork is near-free (the parent's loaded models are shared), but forking a process that runs
     # other threads (gRPC, asyncio executors) can deadlock the child: spawn then.
@@ -54,11 +89,12 @@ def _start_method() -> str:
 
 
 class CheckPool:
-    """check_photo over a process pool; one worker per core unless told otherwise."""
+    """check_photo over a process pool; one worker per usable CPU (default_workers) unless told otherwise."""
 
     def __init__(self, workers: int | None = None, thresholds: Thresholds = DEFAULTS) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or default_workers()
         self.thresholds = thresholds
+        self.restarts = 0  # pools started again after a worker died
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
@@ -87,17 +123,39 @@ class CheckPool:
         return await self._run_all(_embed, [(data,) for data in images])
 
     async def _run_all(self, function, argument_lists: list[tuple]) -> list:
+        """A worker that dies (killed, out of memory) breaks the whole pool: a fresh one is started and
+        the request tried once more; a second death answers PoolUnavailable."""
         try:
-            return await self._gather(function, argument_lists)
+            return await self._run_once(function, argument_lists)
         except BrokenProcessPool:
-            # A worker died (killed, out of memory): start a fresh pool and try once more.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._new_executor()
-            return await self._gather(function, argument_lists)
+            pass
+        try:
+            return await self._run_once(function, argument_lists)
+        except BrokenProcessPool as error:
+            message = "a photo check worker stopped twice during this request; try again shortly"
+            raise PoolUnavailable(message) from error
 
-    async def _gather(self, function, argument_lists: list[tuple]) -> list:
+    async def _run_once(self, function, argument_lists: list[tuple]) -> list:
+        executor = self._executor
+        try:
+            return await self._gather(executor, function, argument_lists)
+        except BrokenProcessPool:
+            self._replace(executor)
+            raise
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        # Every request that ran on the broken pool gets here; only the first replaces it (shutting down a
+        # pool that another request already replaced would cancel the requests running on the new one).
+        # Nothing here awaits, so on the event loop no other request can run between the test and the swap.
+        if self._executor is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+            self.restarts += 1
+
+    @staticmethod
+    async def _gather(executor: ProcessPoolExecutor, function, argument_lists: list[tuple]) -> list:
         loop = asyncio.get_running_loop()
-        runs = (loop.run_in_executor(self._executor, function, *arguments) for arguments in argument_lists)
+        runs = [loop.run_in_executor(executor, function, *arguments) for arguments in argument_lists]
         return list(await asyncio.gather(*runs))
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ TOO_LARGE = "TOO_LARGE"
 NO_FACE = "NO_FACE"
 MULTIPLE_FACES = "MULTIPLE_FACES"
 FACE_TOO_SMALL = "FACE_TOO_SMALL"
+FACE_CUT_OFF = "FACE_CUT_OFF"
 BLURRY = "BLURRY"
 UNDEREXPOSED = "UNDEREXPOSED"
 OVEREXPOSED = "OVEREXPOSED"
@@ -29,6 +30,8 @@ REASON_MESSAGES: dict[str, str] = {
     NO_FACE: "We could not find a face. Upload a photo where your face is clearly visible and upright.",
     MULTIPLE_FACES: "We found more than one face. Upload a photo with only you in it.",
     FACE_TOO_SMALL: "Your face is too small in this photo. Move closer or upload a larger, uncropped original.",
+    FACE_CUT_OFF: "Your face is cut off by the edge of this photo. Upload a photo that shows your whole face, "
+    "with some space around your head.",
     BLURRY: "This photo is blurry. Upload a sharp photo: hold the camera steady and focus on your face.",
     UNDEREXPOSED: "This photo is too dark. Upload a photo taken in better light.",
     OVEREXPOSED: "This photo is too bright; parts of your face are washed out. "

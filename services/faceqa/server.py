@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections import OrderedDict
 
@@ -17,7 +18,7 @@ from services.common.identity_scoring import MAX_IMAGES_PER_CALL
 from services.common.vault_client import SealedStore
 from services.faceqa.checks import PhotoCheck
 from services.faceqa.photoset import SetPhoto, consensus, judge_set
-from services.faceqa.pool import CheckPool
+from services.faceqa.pool import CheckPool, PoolUnavailable
 from services.faceqa.recency import with_recency_note
 from services.faceqa.thresholds import DEFAULTS, Thresholds
 from services.faceqa.verdicts import set_verdict_of, verdict_of
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_CROP_SIZE = 2048
 MAX_NEW_PHOTOS = 100
 MAX_ACCEPTED_PHOTOS = 500
+# Photos judged in one call: new ones, plus the earlier ones ingest sends again with the first headshot.
+MAX_JUDGED_PHOTOS = MAX_NEW_PHOTOS + MAX_ACCEPTED_PHOTOS
 MAX_SCORED_IMAGES = MAX_IMAGES_PER_CALL
 EMBEDDING_SIZE = 128
 ROLES = (common_pb2.PHOTO_ROLE_HEADSHOT, common_pb2.PHOTO_ROLE_REFERENCE)
@@ -70,8 +73,8 @@ def _set_request_problem(request: faceqa_pb2.CheckPhotoSetRequest) -> str | None
     missing = _missing(request, ("tenant_id", "subject_id"))
     if missing:
         return f"missing field(s): {', '.join(missing)}"
-    if not request.photos or len(request.photos) > MAX_NEW_PHOTOS:
-        return f"photos: 1..{MAX_NEW_PHOTOS} per call"
+    if not request.photos or len(request.photos) > MAX_JUDGED_PHOTOS:
+        return f"photos: 1..{MAX_JUDGED_PHOTOS} per call"
     if len(request.accepted_photos) > MAX_ACCEPTED_PHOTOS:
         return f"accepted_photos: at most {MAX_ACCEPTED_PHOTOS}"
     if not 8 <= request.crop_size <= MAX_CROP_SIZE:
@@ -86,6 +89,19 @@ def _set_request_problem(request: faceqa_pb2.CheckPhotoSetRequest) -> str | None
     return None
 
 
+def _unavailable_when_the_pool_fails(method):
+    """PoolUnavailable (its workers died under the request) as UNAVAILABLE: a retry later may pass."""
+
+    @functools.wraps(method)
+    async def answer(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except PoolUnavailable as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+
+    return answer
+
+
 class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
     def __init__(self, sealed: SealedStore, pool: CheckPool, thresholds: Thresholds = DEFAULTS) -> None:
         self.sealed = sealed
@@ -93,6 +109,7 @@ class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
         self.thresholds = thresholds
         self.cache = CheckCache()
 
+    @_unavailable_when_the_pool_fails
     async def CheckPhoto(self, request: faceqa_pb2.CheckPhotoRequest, context: grpc.aio.ServicerContext):
         missing = _missing(request, ("tenant_id", "subject_id", "photo_id", "object_key", "crop_key"))
         if missing:
@@ -109,6 +126,7 @@ class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
         crop_key = await self._store_crop(request.tenant_id, request.subject_id, stored, result)
         return faceqa_pb2.CheckPhotoResponse(verdict=verdict_of(result), crop_key=crop_key)
 
+    @_unavailable_when_the_pool_fails
     async def CheckPhotoSet(self, request: faceqa_pb2.CheckPhotoSetRequest, context: grpc.aio.ServicerContext):
         problem = _set_request_problem(request)
         if problem:
@@ -141,6 +159,7 @@ class FaceQAServicer(faceqa_pb2_grpc.FaceQAServicer):
             set_verdict=set_verdict_of(summary),
         )
 
+    @_unavailable_when_the_pool_fails
     async def ScoreIdentity(self, request: faceqa_pb2.ScoreIdentityRequest, context: grpc.aio.ServicerContext):
         if not 1 <= len(request.images) <= MAX_SCORED_IMAGES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"images: 1..{MAX_SCORED_IMAGES} per call")

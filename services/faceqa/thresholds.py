@@ -24,6 +24,10 @@ class Thresholds:
     # 120 MB; phones produce at most ~50 MP (8000 px side covers 48 MP sensors at 4:3 after EXIF).
     max_side_px: int = 8000
     max_pixels: int = 40_000_000
+    # Scans (SOS markers) in a JPEG. Baseline files have 1, progressive ones from cameras and
+    # libjpeg ~10 (Pillow's progressive RGB: 10, grey: 6). Each scan re-decodes the whole image
+    # (a 7000×5000 file with 2000 repeated scans: 249 KB that decodes for ~113 s).
+    max_jpeg_scans: int = 100
 
     # --- Detection ------------------------------------------------------------------------------
     # HOG runs on a copy scaled to this long side with no upsampling: 38 ms per 1350 px photo
@@ -41,6 +45,10 @@ class Thresholds:
     # lisa2, a 600×800 photo), London 379..547 px. A crop spans 2.2 face widths (crop_padding), so a
     # 128 px face gives a 512 px training crop from 282 source pixels (1.8× upscaled); less is blurry.
     min_face_px: int = 128
+    # How far the detected face box may reach past the image's edge, as a share of the box's width
+    # (left/right) or height (top/bottom). Every lisa and London photo's box lies inside its image;
+    # London 001 cropped through the face: 0.10 (right edge at the ear) to 0.33 (chin cut off).
+    max_face_outside_ratio: float = 0.05
 
     # --- Pose (degrees, from the 5-point landmarks; NOT_FRONTAL applies to the headshot only) -----
     # Yaw and roll are geometric; pitch is an estimate (pitch 0 is London's median eye-to-nose drop,
@@ -78,7 +86,7 @@ class Thresholds:
     # her set's consensus. London pairs are one studio session; photos taken months apart in other
     # light spread further, so 0.50 keeps headroom for genuine pairs at a 0.1% false-accept rate.
     identity_max_distance: float = 0.5
-    # The consensus (coordinate-wise median of the set's embeddings) needs this many faces.
+    # The consensus (coordinate-wise median of the embeddings that match the headshot) needs this many faces.
     consensus_min_faces: int = 3
 
     # --- Duplicates -----------------------------------------------------------------------------

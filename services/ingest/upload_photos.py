@@ -156,6 +156,8 @@ class CheckedPhoto:
 class CheckedSet:
     items: list[CheckedPhoto]
     set_verdict: common_pb2.SetVerdict
+    # Earlier photos judged again (with the subject's first headshot): their new verdicts.
+    revised: list[CheckedPhoto] = field(default_factory=list)
 
 
 async def _store_and_check(
@@ -164,6 +166,7 @@ async def _store_and_check(
     """Seal every photo and let faceqa judge them with the subject's accepted photos."""
     tenant_id, subject_id = tenant.tenant_id, record.subject.subject_id
     stored = [_stored_photo(tenant_id, subject_id, photo.header.role) for photo in photos]
+    again = _judged_again(record, photos)
     written: list[str] = []
     try:
         for photo, sent in zip(photos, stored, strict=True):
@@ -173,24 +176,47 @@ async def _store_and_check(
             written += [sent.object_key, sent.crop_key]  # faceqa writes the crop
         checked = await ctx.faceqa.CheckPhotoSet(
             faceqa_pb2.CheckPhotoSetRequest(
-                tenant_id=tenant_id, subject_id=subject_id, photos=stored, accepted_photos=_accepted(record),
-                crop_size=ctx.base_resolution, min_accepted_photos=ctx.min_accepted_for(tenant),
-                max_photo_age_days=tenant.max_photo_age_days,
+                tenant_id=tenant_id, subject_id=subject_id, photos=[*again, *stored],
+                accepted_photos=[] if again else _accepted(record), crop_size=ctx.base_resolution,
+                min_accepted_photos=ctx.min_accepted_for(tenant), max_photo_age_days=tenant.max_photo_age_days,
             ),
-            timeout=60 + 5 * len(photos),
+            timeout=60 + 5 * (len(again) + len(photos)),
         )
     except BaseException:
         for key in written:  # all or nothing: a failed upload keeps none of its photos
             await ctx.sealed.blobs.delete(key)
         raise
+    revised = [
+        CheckedPhoto(studio_pb2.PhotoSummary(photo_id=sent.photo_id, verdict=result.verdict), sent.object_key,
+                     sent.crop_key)
+        for sent, result in zip(again, checked.photos[: len(again)], strict=True)
+    ]
     items = []
-    for photo, sent, result in zip(photos, stored, checked.photos, strict=True):
+    for photo, sent, result in zip(photos, stored, checked.photos[len(again):], strict=True):
         summary = studio_pb2.PhotoSummary(
             photo_id=sent.photo_id, filename=photo.header.filename, role=photo.header.role,
             verdict=result.verdict, size_bytes=photo.size, client_photo_id=photo.header.client_photo_id,
         )
         items.append(CheckedPhoto(summary, sent.object_key, result.crop_key if result.verdict.accepted else ""))
-    return CheckedSet(items, checked.set_verdict)
+    return CheckedSet(items, checked.set_verdict, revised)
+
+
+def _judged_again(record: state_pb2.SubjectRecord, photos: list[IncomingPhoto]) -> list[faceqa_pb2.StoredPhoto]:
+    """The subject's accepted photos when this upload brings its first headshot: judged with no headshot
+    to match, they are judged again with it, so a photo of someone else never reaches training."""
+    accepted = [p for p in record.subject.photos if p.verdict.accepted]
+    if any(p.role == common_pb2.PHOTO_ROLE_HEADSHOT for p in accepted):
+        return []
+    if not any(p.header.role == common_pb2.PHOTO_ROLE_HEADSHOT for p in photos):
+        return []
+    tenant_id, subject_id = record.tenant_id, record.subject.subject_id
+    return [
+        faceqa_pb2.StoredPhoto(
+            photo_id=p.photo_id, object_key=photo_key(tenant_id, subject_id, p.photo_id), role=p.role,
+            crop_key=record.crop_keys.get(p.photo_id) or crop_key(tenant_id, subject_id, p.photo_id),
+        )
+        for p in accepted
+    ]
 
 
 async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> dict[str, studio_pb2.PhotoSummary]:
@@ -211,6 +237,7 @@ async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> dict[s
             quotas.check_photos_per_subject(held.tenant, len(record.subject.photos), len(kept))
         for item in kept:
             _add_photo(record, item)
+        _revise(record, checked.revised)
         record.subject.set_verdict.CopyFrom(checked.set_verdict)
 
     try:
@@ -225,7 +252,7 @@ async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> dict[s
         await held.give_back(ctx)
         raise UploadError(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(held.subject_id))
     dropped = [item for item in checked.items if item.summary.client_photo_id in twins]
-    await _delete_blobs(ctx, dropped)
+    await _delete_blobs(ctx, dropped + [item for item in checked.revised if not item.summary.verdict.accepted])
     for item in checked.items:
         if item not in dropped and not item.crop_key:
             await ctx.sealed.blobs.delete(item.object_key)
@@ -236,6 +263,16 @@ def _add_photo(record: state_pb2.SubjectRecord, item: CheckedPhoto) -> None:
     record.subject.photos.append(item.summary)
     if item.crop_key:
         record.crop_keys[item.summary.photo_id] = item.crop_key
+
+
+def _revise(record: state_pb2.SubjectRecord, revised: list[CheckedPhoto]) -> None:
+    verdicts = {item.summary.photo_id: item.summary.verdict for item in revised}
+    for photo in record.subject.photos:
+        verdict = verdicts.get(photo.photo_id)
+        if verdict is not None:
+            photo.verdict.CopyFrom(verdict)
+            if not verdict.accepted and photo.photo_id in record.crop_keys:
+                del record.crop_keys[photo.photo_id]
 
 
 def _list_entries(record: state_pb2.SubjectRecord, entries: list[str]) -> None:

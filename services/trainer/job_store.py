@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import struct
 import time
 from dataclasses import dataclass
 
 import grpc
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from studio.v1 import events_pb2, privacy_pb2, trainer_pb2
 
 from services.common import topology
@@ -26,6 +27,20 @@ log = logging.getLogger(__name__)
 
 # Checkpoints are the trainer's own output: sealed and reopened by the trainer alone.
 CHECKPOINT_PURPOSE = privacy_pb2.KEY_PURPOSE_TRAINER_CHECKPOINT
+# What Pillow raises for malformed, truncated or oversized files (not only OSError; as faceqa's
+# decode.DECODE_ERRORS, which a service may not import).
+CROP_DECODE_ERRORS = (
+    OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, RuntimeError, Image.DecompressionBombError,
+)
+
+
+def decoded_crop(data: bytes, name: str) -> Image.Image:
+    """A sealed crop's bytes as RGB; a crop that is no readable image is a permanent job error."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except CROP_DECODE_ERRORS as error:
+        raise PermanentJobError(f"a training crop is not a readable image ({name})") from error
 
 
 @dataclass
@@ -53,11 +68,9 @@ class JobStore:
                 raise PermanentJobError("the subject's training photos were deleted") from error
             except grpc.aio.AioRpcError as error:
                 raise vault_refusal(error) from error
-            try:  # only the decoding: a store that is down (BlobStoreUnavailable, an OSError) is no bad image
-                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
-            except (UnidentifiedImageError, OSError) as error:
-                name = key.rsplit("/", 1)[-1]
-                raise PermanentJobError(f"a training crop is not a readable image ({name})") from error
+            # Decoded apart from the read: a store that is down (BlobStoreUnavailable, an OSError) is no bad image.
+            # On a thread: a few hundred crops would hold the event loop (heartbeats, cancel watch) for seconds.
+            images.append(await asyncio.to_thread(decoded_crop, data, key.rsplit("/", 1)[-1]))
         return images
 
     async def save_checkpoint(self, job: events_pb2.TrainJob, state: RunState) -> None:
