@@ -224,6 +224,16 @@ def test_only_the_vault_pod_holds_the_operator_identity(built, overlay):
     assert own_tls and not any(path.startswith("/var/run/secrets/studio/operator/") for path in own_tls)
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_upload_streams_ingest_holds_at_once_fit_its_memory(built, overlay):
+    from deploy.k8s.policy import quantity
+    from services.ingest.upload_stream import DEFAULT_MAX_UPLOAD_STREAMS, MAX_STREAM_BYTES
+
+    ingest = _container(built[overlay], "Deployment", "ingest")
+    streams = int(_env(ingest).get("STUDIO_MAX_UPLOAD_STREAMS") or DEFAULT_MAX_UPLOAD_STREAMS)
+    assert streams * MAX_STREAM_BYTES < quantity(ingest["resources"]["limits"]["memory"])
+
+
 def test_memory_quantities():
     from deploy.k8s.policy import quantity
 
