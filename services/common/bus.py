@@ -258,21 +258,32 @@ class Bus:
             raise RuntimeError(f"purge of {stream} failed: {reply['error'].get('description')}")
         return int(reply.get("purged", 0))
 
-    async def delete_queued_jobs(self, queue: WorkQueue, matches: Callable[[bytes], bool]) -> int:
-        """Erase queued (or in-flight) jobs whose payload `matches`; a work queue holds few messages."""
+    async def queued_jobs(self, queue: WorkQueue) -> AsyncIterator[tuple[int, bytes]]:
+        """Each queued (or in-flight) job of `queue` as its stream sequence and payload; a work queue holds few
+        messages, so a scan is cheap."""
         info = await self.js.stream_info(queue.stream)
-        deleted = 0
         if not info.state.messages:  # an empty stream reports sequence 0, which get_msg refuses
-            return 0
+            return
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             try:
                 message = await self.js.get_msg(queue.stream, seq)
-            except NotFoundError:
+            except NotFoundError:  # acknowledged, or deleted by a purge
                 continue
-            if message.data and matches(message.data):
+            if message.data:
+                yield seq, message.data
+
+    async def delete_queued_jobs(self, queue: WorkQueue, matches: Callable[[bytes], bool]) -> int:
+        """Erase queued (or in-flight) jobs whose payload `matches`."""
+        deleted = 0
+        async for seq, payload in self.queued_jobs(queue):
+            if matches(payload):
                 await self.js.delete_msg(queue.stream, seq)
                 deleted += 1
         return deleted
+
+    async def holds_messages_on(self, stream: str, subject: str) -> bool:
+        """Whether `stream` stores any message on `subject` (wildcards allowed)."""
+        return bool((await self.js.stream_info(stream, subjects_filter=subject)).state.subjects)
 
     async def close(self) -> None:
         # close, not drain: draining waits on idle pull subscriptions and would stall shutdown.

@@ -37,13 +37,12 @@ async def watch_order(
     (expired, erased) ends with its last state from the record, so no watch outlives its order."""
     tenant = await ctx.authenticate(context)
     record = await ctx.owned_order(tenant, request.order_id, context)
-    if record.order.state in TERMINAL_STATES and not await _events_stored(ctx, request.order_id):
+    events = topology.order_events_subject(request.order_id)
+    finished = record.order.state in TERMINAL_STATES
+    if finished and not await ctx.bus.holds_messages_on(topology.EVENTS_STREAM.name, events):
         yield studio_pb2.WatchOrderResponse(event=final_event(record))
         return
-    subscription = await ctx.bus.js.subscribe(
-        topology.order_events_subject(request.order_id), ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-    )
+    subscription = await ctx.bus.js.subscribe(events, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
     try:
         async for response in _followed(ctx, subscription, request.order_id, context):
             yield response
@@ -82,12 +81,6 @@ async def _next_event(subscription: JetStreamContext.PushSubscription) -> events
     except TimeoutError:
         return None
     return events_pb2.OrderEvent.FromString(message.data)
-
-
-async def _events_stored(ctx: IngestContext, order_id: str) -> bool:
-    info = await ctx.bus.js.stream_info(topology.EVENTS_STREAM.name,
-                                        subjects_filter=topology.order_events_subject(order_id))
-    return bool(info.state.subjects)
 
 
 def final_event(record: state_pb2.OrderRecord) -> events_pb2.OrderEvent:

@@ -3,8 +3,6 @@ waiting or running. A job leaves its work queue only when its worker is done wit
 
 from __future__ import annotations
 
-from nats.js.errors import NotFoundError
-
 from services.common import topology
 from services.common.bus import Bus
 from services.common.holding import job_type
@@ -21,23 +19,11 @@ async def order_has_job(bus: Bus, order_id: str) -> bool:
 
 
 async def _held(bus: Bus, order_id: str) -> bool:
-    info = await bus.js.stream_info(topology.PENDING_STREAM.name, subjects_filter=topology.pending_of_order(order_id))
-    return bool(info.state.subjects)
+    return await bus.holds_messages_on(topology.PENDING_STREAM.name, topology.pending_of_order(order_id))
 
 
 async def _in_work_queue(bus: Bus, queue: WorkQueue, order_id: str) -> bool:
-    """A scan: the dispatcher keeps a work queue as short as its workers are few."""
-    info = await bus.js.stream_info(queue.stream)
-    remaining = info.state.messages
-    seq = info.state.first_seq
-    while remaining > 0 and seq <= info.state.last_seq:
-        try:
-            message = await bus.js.get_msg(queue.stream, seq)
-        except NotFoundError:  # acknowledged, or deleted by a purge
-            seq += 1
-            continue
-        remaining -= 1
-        seq += 1
-        if message.data and job_type(queue).FromString(message.data).order_id == order_id:
+    async for _, payload in bus.queued_jobs(queue):
+        if job_type(queue).FromString(payload).order_id == order_id:
             return True
     return False

@@ -6,10 +6,11 @@ migrated and its certified deletions purged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -99,14 +100,12 @@ async def test_a_failed_announcement_is_unavailable_and_announced_by_the_retry_l
     [record] = await vault.servicer.vault.unfinished_deletions()
     assert not record.announced
     vault.servicer.attach_bus(bus)
-    retries = asyncio.create_task(vault.servicer.deletions.run_unfinished(0.05))
     try:
-        requested = await eventually(lambda: announced(bus, record.deletion_id))
-        assert requested.subject_id == "subject-1"
-        assert (await vault.servicer.vault.deletion(TENANT, deletion_id=record.deletion_id)).announced
+        async with running(vault.servicer.deletions.run_unfinished(0.05)):
+            requested = await eventually(lambda: announced(bus, record.deletion_id))
+            assert requested.subject_id == "subject-1"
+            assert (await vault.servicer.vault.deletion(TENANT, deletion_id=record.deletion_id)).announced
     finally:
-        retries.cancel()
-        await asyncio.gather(retries, return_exceptions=True)
         # No purge consumer of a later test should meet this deletion.
         await bus.purge_subject(topology.DELETIONS_STREAM.name, topology.deletion_subjects(record.deletion_id))
 
@@ -115,8 +114,7 @@ async def test_a_confirmation_time_outside_the_calendar_becomes_its_time_of_rece
     vault: Running, bus: Bus  # noqa: F811
 ) -> None:
     deletion_id = await started(vault, bus)
-    confirmations = asyncio.create_task(vault.servicer.deletions.run_confirmations())
-    try:
+    async with running(vault.servicer.deletions.run_confirmations()) as confirmations:
         *others, last = topology.PURGING_SERVICES
         for service in others:
             await confirm(bus, deletion_id, service)
@@ -126,17 +124,13 @@ async def test_a_confirmation_time_outside_the_calendar_becomes_its_time_of_rece
         [entry] = [entry for entry in certificate["destroyed"] if entry["service"] == last]
         assert before - 1 <= datetime.fromisoformat(entry["at"]).timestamp() <= time.time() + 1
         assert not confirmations.done()
-    finally:
-        confirmations.cancel()
-        await asyncio.gather(confirmations, return_exceptions=True)
 
 
 async def test_undecodable_and_mislabelled_confirmations_are_dropped_and_the_rest_certified(
     vault: Running, bus: Bus  # noqa: F811
 ) -> None:
     deletion_id = await started(vault, bus)
-    confirmations = asyncio.create_task(vault.servicer.deletions.run_confirmations())
-    try:
+    async with running(vault.servicer.deletions.run_confirmations()) as confirmations:
         first, *others = topology.PURGING_SERVICES
         await bus.publish_raw(topology.deletion_confirmed_subject(deletion_id, first), b"\xff\xff not protobuf")
         # A payload claiming to be another service than its subject names counts for neither.
@@ -152,9 +146,6 @@ async def test_undecodable_and_mislabelled_confirmations_are_dropped_and_the_res
         info = await bus.js.consumer_info(topology.DELETIONS_STREAM.name,
                                           topology.VAULT_CONFIRMATIONS_CONSUMER.durable_name)
         assert info.num_ack_pending == 0  # nothing left to come back
-    finally:
-        confirmations.cancel()
-        await asyncio.gather(confirmations, return_exceptions=True)
 
 
 async def complete_uncertified(store: Vault, subject_id: str) -> DeletionRecord:
@@ -197,15 +188,22 @@ async def test_a_purge_that_failed_after_certification_is_retried(
     assert record.certificate and not record.purged
     assert await announced(bus, deletion_id)  # NATS still names the subject
     vault.servicer.attach_bus(bus)
-    retries = asyncio.create_task(coordinator.run_unfinished(0.05))
-    try:
+    async with running(coordinator.run_unfinished(0.05)):
         await eventually(lambda: _purged(store, deletion_id))
         with pytest.raises(NotFoundError):
             await announced(bus, deletion_id)
         assert await store.unfinished_deletions() == []
+
+
+@contextlib.asynccontextmanager
+async def running(loop: Awaitable[object]) -> AsyncIterator[asyncio.Task]:
+    """`loop` (a coordinator's background loop) as a task for the block's length."""
+    task = asyncio.ensure_future(loop)
+    try:
+        yield task
     finally:
-        retries.cancel()
-        await asyncio.gather(retries, return_exceptions=True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _purged(store: Vault, deletion_id: str) -> bool:
