@@ -5,6 +5,9 @@ Resumable: a photo sent with a client_photo_id that the subject already has (an 
 through, its reply did not) is not stored or checked again; it comes back with already_uploaded. A
 client_photo_id sent with another photo (other bytes or role) is refused (photo_digests.py).
 
+One identity per subject: its first accepted headshot anchors it, across concurrent uploads on any replica, as
+the commit checks the verdicts against the subject record it writes (photo_judging.py).
+
 The stream is read and checked as it arrives by upload_stream.py; one process handles at most
 STUDIO_MAX_UPLOAD_STREAMS streams at once: one more waits for a slot (upload_stream.StreamSlots)."""
 
@@ -19,9 +22,9 @@ import grpc
 from studio.v1 import common_pb2, faceqa_pb2, privacy_pb2, state_pb2, studio_pb2
 
 from services.common import topology
-from services.common.objects import crop_key, new_id, photo_key
 from services.ingest import fields, photo_digests, quotas
 from services.ingest.context import IngestContext
+from services.ingest.photo_judging import CheckedPhoto, CheckedSet, SubjectMoved, judge, stored_photo
 from services.ingest.upload_stream import (
     UPLOAD_BYTES_QUOTA,
     IncomingPhoto,
@@ -33,6 +36,9 @@ from services.ingest.upload_stream import (
 
 # Per process: every stream may hold up to upload_stream.MAX_STREAM_BYTES.
 STREAM_SLOTS = StreamSlots.from_env()
+# Judgements of one upload's photos before it is refused with ABORTED, each abandoned because another upload changed
+# the subject's first headshot (or the photos a first headshot judges) meanwhile.
+MAX_JUDGEMENTS = 3
 
 
 @dataclass
@@ -117,18 +123,76 @@ async def _hold(
 async def _store_check_and_commit(
     ctx: IngestContext, held: Held, record: state_pb2.SubjectRecord, fresh: list[IncomingPhoto]
 ) -> tuple[common_pb2.SetVerdict, dict[int, studio_pb2.PhotoSummary]]:
+    """Seal every photo and let faceqa judge them with the subject's accepted photos, then commit them."""
+    stored = [stored_photo(held.tenant.tenant_id, held.subject_id, photo.header.role) for photo in fresh]
     try:
-        stored = await _store_and_check(ctx, held.tenant, record, fresh)
+        await _seal(ctx, held, fresh, stored)
+        checked = await judge(ctx, held.tenant, record, fresh, stored)
     except BaseException:
-        await held.give_back(ctx)
+        await _forget(ctx, held, stored)
         raise
     # Once checked, the photos are kept even if the caller hangs up now: its retry finds them.
-    twins = await asyncio.shield(_commit(ctx, held, stored))
+    checked, twins = await asyncio.shield(_commit_judged(ctx, held, fresh, stored, checked))
     summaries = {}
-    for photo, item in zip(fresh, stored.items, strict=True):
+    for photo, item in zip(fresh, checked.items, strict=True):
         twin = twins.get(item.summary.client_photo_id)
         summaries[id(photo)] = item.summary if twin is None else _as_repeat(twin)
-    return stored.set_verdict, summaries
+    return checked.set_verdict, summaries
+
+
+async def _seal(
+    ctx: IngestContext, held: Held, photos: list[IncomingPhoto], stored: list[faceqa_pb2.StoredPhoto]
+) -> None:
+    for photo, sent in zip(photos, stored, strict=True):
+        await ctx.sealed.put(held.tenant.tenant_id, held.subject_id, sent.object_key, bytes(photo.data),
+                             privacy_pb2.KEY_PURPOSE_ENCRYPT_UPLOAD)
+
+
+async def _commit_judged(
+    ctx: IngestContext, held: Held, fresh: list[IncomingPhoto], stored: list[faceqa_pb2.StoredPhoto],
+    checked: CheckedSet,
+) -> tuple[CheckedSet, dict[str, studio_pb2.PhotoSummary]]:
+    """Commit the photos with their verdicts. Verdicts judged against a subject another upload (on any replica)
+    changed meanwhile are judged again against the subject as it is now (photo_judging.py); after MAX_JUDGEMENTS,
+    the upload is refused with ABORTED, keeping and holding nothing, and the client sends it again."""
+    judgements = 1
+    while True:
+        try:
+            return checked, await _commit(ctx, held, checked)
+        except SubjectMoved:
+            if judgements == MAX_JUDGEMENTS:
+                await _forget(ctx, held, stored)
+                raise UploadError(grpc.StatusCode.ABORTED, _moved(held.subject_id)) from None
+        checked = await _judge_again(ctx, held, fresh, stored, checked)
+        judgements += 1
+
+
+async def _judge_again(
+    ctx: IngestContext, held: Held, fresh: list[IncomingPhoto], stored: list[faceqa_pb2.StoredPhoto],
+    abandoned: CheckedSet,
+) -> CheckedSet:
+    try:
+        # A crop of a photo the new verdict refuses must not stay behind; faceqa writes those it accepts again.
+        await _delete_keys(ctx, [item.crop_key for item in abandoned.items])
+        record = await ctx.bus.kv_get(topology.SUBJECTS_BUCKET, held.subject_id, state_pb2.SubjectRecord)
+        if record is None:
+            raise UploadError(grpc.StatusCode.NOT_FOUND, fields.subject_not_found(held.subject_id))
+        return await judge(ctx, held.tenant, record, fresh, stored)
+    except BaseException:
+        await _forget(ctx, held, stored)
+        raise
+
+
+def _moved(subject_id: str) -> str:
+    return (f"subject {subject_id} changed {MAX_JUDGEMENTS} times while this upload's photos were checked (other "
+            "uploads set its first headshot, or added photos that a first headshot must judge); nothing of this "
+            "upload was kept: send the photos again to have them judged against the subject as it is now")
+
+
+async def _forget(ctx: IngestContext, held: Held, stored: list[faceqa_pb2.StoredPhoto]) -> None:
+    """All or nothing: an upload that fails keeps none of its photos and crops, and holds nothing."""
+    await _delete_keys(ctx, [key for sent in stored for key in (sent.object_key, sent.crop_key)])
+    await held.give_back(ctx)
 
 
 def _in_stream_order(
@@ -145,89 +209,18 @@ def _as_repeat(stored: studio_pb2.PhotoSummary) -> studio_pb2.PhotoSummary:
     return repeat
 
 
-@dataclass(eq=False)
-class CheckedPhoto:
-    summary: studio_pb2.PhotoSummary
-    object_key: str
-    crop_key: str  # '' when refused
-
-
-@dataclass
-class CheckedSet:
-    items: list[CheckedPhoto]
-    set_verdict: common_pb2.SetVerdict
-    # Earlier photos judged again (with the subject's first headshot): their new verdicts.
-    revised: list[CheckedPhoto] = field(default_factory=list)
-
-
-async def _store_and_check(
-    ctx: IngestContext, tenant: state_pb2.TenantRecord, record: state_pb2.SubjectRecord, photos: list[IncomingPhoto]
-) -> CheckedSet:
-    """Seal every photo and let faceqa judge them with the subject's accepted photos."""
-    tenant_id, subject_id = tenant.tenant_id, record.subject.subject_id
-    stored = [_stored_photo(tenant_id, subject_id, photo.header.role) for photo in photos]
-    again = _judged_again(record, photos)
-    written: list[str] = []
-    try:
-        for photo, sent in zip(photos, stored, strict=True):
-            await ctx.sealed.put(
-                tenant_id, subject_id, sent.object_key, bytes(photo.data), privacy_pb2.KEY_PURPOSE_ENCRYPT_UPLOAD
-            )
-            written += [sent.object_key, sent.crop_key]  # faceqa writes the crop
-        checked = await ctx.faceqa.CheckPhotoSet(
-            faceqa_pb2.CheckPhotoSetRequest(
-                tenant_id=tenant_id, subject_id=subject_id, photos=[*again, *stored],
-                accepted_photos=[] if again else _accepted(record), crop_size=ctx.base_resolution,
-                min_accepted_photos=ctx.min_accepted_for(tenant), max_photo_age_days=tenant.max_photo_age_days,
-            ),
-            timeout=60 + 5 * (len(again) + len(photos)),
-        )
-    except BaseException:
-        for key in written:  # all or nothing: a failed upload keeps none of its photos
-            await ctx.sealed.blobs.delete(key)
-        raise
-    revised = [
-        CheckedPhoto(studio_pb2.PhotoSummary(photo_id=sent.photo_id, verdict=result.verdict), sent.object_key,
-                     sent.crop_key)
-        for sent, result in zip(again, checked.photos[: len(again)], strict=True)
-    ]
-    items = []
-    for photo, sent, result in zip(photos, stored, checked.photos[len(again):], strict=True):
-        summary = studio_pb2.PhotoSummary(
-            photo_id=sent.photo_id, filename=photo.header.filename, role=photo.header.role,
-            verdict=result.verdict, size_bytes=photo.size, client_photo_id=photo.header.client_photo_id,
-        )
-        items.append(CheckedPhoto(summary, sent.object_key, result.crop_key if result.verdict.accepted else ""))
-    return CheckedSet(items, checked.set_verdict, revised)
-
-
-def _judged_again(record: state_pb2.SubjectRecord, photos: list[IncomingPhoto]) -> list[faceqa_pb2.StoredPhoto]:
-    """The subject's accepted photos when this upload brings its first headshot: judged with no headshot
-    to match, they are judged again with it, so a photo of someone else never reaches training."""
-    accepted = [p for p in record.subject.photos if p.verdict.accepted]
-    if any(p.role == common_pb2.PHOTO_ROLE_HEADSHOT for p in accepted):
-        return []
-    if not any(p.header.role == common_pb2.PHOTO_ROLE_HEADSHOT for p in photos):
-        return []
-    tenant_id, subject_id = record.tenant_id, record.subject.subject_id
-    return [
-        faceqa_pb2.StoredPhoto(
-            photo_id=p.photo_id, object_key=photo_key(tenant_id, subject_id, p.photo_id), role=p.role,
-            crop_key=record.crop_keys.get(p.photo_id) or crop_key(tenant_id, subject_id, p.photo_id),
-        )
-        for p in accepted
-    ]
-
-
 async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> dict[str, studio_pb2.PhotoSummary]:
     """Add the checked photos to the subject within its photo quota (re-checked against the record
     written, so concurrent streams cannot pass it together). A photo a concurrent twin stream committed
     first (same client_photo_id) and every refused photo are not kept (data minimisation: the verdict
     is); the twins' photos as stored, by client_photo_id, are returned. A commit that fails gives back
-    what the stream stored and held; so does a subject deleted meanwhile, with NOT_FOUND."""
+    what the stream stored and held; so does a subject deleted meanwhile, with NOT_FOUND. SubjectMoved, writing
+    nothing, when the record no longer shows the subject the photos were judged against."""
     twins: dict[str, studio_pb2.PhotoSummary] = {}
 
     def merge(record: state_pb2.SubjectRecord) -> None:
+        if not checked.basis.holds_for(record):
+            raise SubjectMoved
         known = {p.client_photo_id: p for p in record.subject.photos if p.client_photo_id}
         twins.clear()
         twins.update((item.summary.client_photo_id, known[item.summary.client_photo_id])
@@ -242,6 +235,8 @@ async def _commit(ctx: IngestContext, held: Held, checked: CheckedSet) -> dict[s
 
     try:
         record = await ctx.update_subject(held.subject_id, merge)
+    except SubjectMoved:
+        raise
     except BaseException:
         if not await _may_have_landed(ctx, held.subject_id, checked):
             await _delete_blobs(ctx, checked.items)
@@ -292,26 +287,11 @@ async def _may_have_landed(ctx: IngestContext, subject_id: str, checked: Checked
 
 async def _delete_blobs(ctx: IngestContext, items: list[CheckedPhoto]) -> None:
     """Best effort: the photos and crops of photos not kept."""
-    for item in items:
-        for key in (item.object_key, item.crop_key):
-            if key:
-                with contextlib.suppress(Exception):
-                    await ctx.sealed.blobs.delete(key)
+    await _delete_keys(ctx, [key for item in items for key in (item.object_key, item.crop_key)])
 
 
-def _stored_photo(tenant_id: str, subject_id: str, role: int) -> faceqa_pb2.StoredPhoto:
-    photo_id = new_id("photo")
-    return faceqa_pb2.StoredPhoto(
-        photo_id=photo_id, object_key=photo_key(tenant_id, subject_id, photo_id), role=role,
-        crop_key=crop_key(tenant_id, subject_id, photo_id),
-    )
-
-
-def _accepted(record: state_pb2.SubjectRecord) -> list[faceqa_pb2.StoredPhoto]:
-    tenant_id, subject_id = record.tenant_id, record.subject.subject_id
-    return [
-        faceqa_pb2.StoredPhoto(
-            photo_id=p.photo_id, object_key=photo_key(tenant_id, subject_id, p.photo_id), role=p.role
-        )
-        for p in record.subject.photos if p.verdict.accepted
-    ]
+async def _delete_keys(ctx: IngestContext, keys: list[str]) -> None:
+    for key in keys:
+        if key:
+            with contextlib.suppress(Exception):
+                await ctx.sealed.blobs.delete(key)
