@@ -282,3 +282,20 @@ async def test_an_upload_the_subject_keeps_changing_under_is_refused_keeping_not
     kept = await accepted(main, subject_id)
     assert sum(p.role == HEADSHOT for p in kept) == 1 and len(kept) == len(landing) + 1
     assert_kept_only(stack, subject_id, kept)
+
+
+async def test_the_set_verdict_counts_the_photos_of_uploads_that_landed_meanwhile(
+    stack: EmbeddedStack, tenants: Tenants, replica: Replica, faceqa_gate: CallHoldingProxy  # noqa: F811
+) -> None:
+    main, other = await two_clients(tenants, replica)
+    subject_id = (await main.create_subject()).subject_id
+    await main.upload_photos(subject_id, [photo(lisa_headshot(), HEADSHOT)])
+    start = faceqa_gate.calls
+    late = asyncio.create_task(other.upload_photos(subject_id, [photo(lisa_references()[0], REFERENCE)]))
+    await faceqa_gate.arrived(start + 1)  # judged with the headshot alone
+    landed = await main.upload_photos(subject_id, [photo(lisa_references()[1], REFERENCE)])
+    assert landed.set_verdict.accepted_photos == 2
+    faceqa_gate.release(2)
+    assert (await late).set_verdict.accepted_photos == 3
+    subject = await main.get_subject(subject_id)
+    assert subject.set_verdict.accepted_photos == len(await accepted(main, subject_id)) == 3

@@ -3,9 +3,10 @@
 A subject's first accepted headshot anchors its identity: faceqa judges every other photo against it, and the upload
 that brings it has the subject's earlier accepted photos judged again with it. Verdicts hold only for the subject
 they were judged against (its Basis). Uploads of one subject, on any ingest replica, are judged at the same time;
-the one that commits second may find that the first set the anchor, or added photos its own headshot must judge. Its
-commit (a compare-and-set of the subject record) checks the Basis against the record it writes, so verdicts judged
-against another subject are never written: they are judged again (upload_photos._commit_judged)."""
+the one that commits second may find that the first set the anchor, or added photos: ones its own headshot must
+judge, ones its photos may duplicate, ones the set's verdict (count, diversity) must count. Its commit (a
+compare-and-set of the subject record) checks the Basis against the record it writes, so verdicts judged against
+another subject are never written: they are judged again (upload_photos._commit_judged)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ class SubjectMoved(Exception):
 
 @dataclass(frozen=True)
 class Basis:
-    """What faceqa was told of the subject: its anchor (the photo id of its first accepted headshot, '' when none)
-    and, when the upload brings a headshot to a subject without one, the earlier accepted photos judged again."""
+    """What faceqa was told of the subject: its accepted photos, its anchor (the photo id of its first accepted
+    headshot, '' when none) and, when the upload brings a headshot to a subject without one, the earlier accepted
+    photos judged again."""
 
     headshot_sent: bool
+    accepted: frozenset[str]
     anchor: str
     judged_again: frozenset[str]
 
@@ -39,8 +42,8 @@ class Basis:
 def basis_of(record: state_pb2.SubjectRecord, headshot_sent: bool) -> Basis:
     accepted = [p for p in record.subject.photos if p.verdict.accepted]
     anchor = next((p.photo_id for p in accepted if p.role == common_pb2.PHOTO_ROLE_HEADSHOT), "")
-    again = frozenset(p.photo_id for p in accepted) if headshot_sent and not anchor else frozenset()
-    return Basis(headshot_sent, anchor, again)
+    accepted_ids = frozenset(p.photo_id for p in accepted)
+    return Basis(headshot_sent, accepted_ids, anchor, accepted_ids if headshot_sent and not anchor else frozenset())
 
 
 @dataclass(eq=False)

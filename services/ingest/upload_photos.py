@@ -36,8 +36,8 @@ from services.ingest.upload_stream import (
 
 # Per process: every stream may hold up to upload_stream.MAX_STREAM_BYTES.
 STREAM_SLOTS = StreamSlots.from_env()
-# Judgements of one upload's photos before it is refused with ABORTED, each abandoned because another upload changed
-# the subject's first headshot (or the photos a first headshot judges) meanwhile.
+# Judgements of one upload's photos before it is refused with ABORTED, each abandoned because another upload added
+# photos to the subject meanwhile (its first headshot, photos to compare with, photos its set verdict counts).
 MAX_JUDGEMENTS = 3
 
 
@@ -185,8 +185,8 @@ async def _judge_again(
 
 def _moved(subject_id: str) -> str:
     return (f"subject {subject_id} changed {MAX_JUDGEMENTS} times while this upload's photos were checked (other "
-            "uploads set its first headshot, or added photos that a first headshot must judge); nothing of this "
-            "upload was kept: send the photos again to have them judged against the subject as it is now")
+            "uploads added photos to it); nothing of this upload was kept: send the photos again to have them judged "
+            "against the subject as it is now")
 
 
 async def _forget(ctx: IngestContext, held: Held, stored: list[faceqa_pb2.StoredPhoto]) -> None:
