@@ -25,7 +25,7 @@ from studio.v1 import common_pb2
 
 from services.common.audit_chain import ChainVerdict
 from services.common.signatures import SigningKey
-from services.privacy import audit_log, consent_terms, deletion_records
+from services.privacy import audit_log, confirmation_repair, consent_terms, deletion_records
 from services.privacy.audit_log import AuditEntry, now_iso
 from services.privacy.deletion_records import Confirmation, DeletionRecord
 from services.privacy.kek import KekProvider
@@ -133,6 +133,7 @@ class Vault:
         self._db.executescript(SCHEMA)
         deletion_records.migrate(self._db)
         audit_log.migrate(self._db)
+        confirmation_repair.repair_confirmation_times(self._db, self.clock(), self._audit)
         if "expires_at" not in {row[1] for row in self._db.execute("PRAGMA table_info(subjects)")}:
             self._db.execute("ALTER TABLE subjects ADD COLUMN expires_at REAL")
 
