@@ -3,7 +3,6 @@ one for this base model; idempotent on the tenant's idempotency key."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from contextlib import suppress
@@ -16,6 +15,7 @@ from services.common import topology
 from services.common.holding import hold
 from services.common.objects import lora_key, new_id, portrait_key
 from services.common.order_events import publish_order_event
+from services.common.shielding import completed_even_if_cancelled
 from services.common.styles import catalogue, unknown_styles
 from services.ingest import fields, idempotency, jobs, quotas
 from services.ingest.context import IngestContext
@@ -116,7 +116,7 @@ async def create_order(
     order.created_at.FromMilliseconds(claimed.created_ms)
     # Once its record is written the order holds a concurrent-order slot until it finishes: a caller that hangs
     # up (deadline, cancel) must not stop it half-way, between a QUEUED record and its job.
-    if not await asyncio.shield(_record_and_queue(ctx, tenant, subject, order, claimed.created_ms)):
+    if not await completed_even_if_cancelled(_record_and_queue(ctx, tenant, subject, order, claimed.created_ms)):
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"order {order_id} failed: {NOT_QUEUED}")
     return studio_pb2.CreateOrderResponse(order=order)
 

@@ -13,7 +13,6 @@ STUDIO_MAX_UPLOAD_STREAMS streams at once: one more waits for a slot (upload_str
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import grpc
 from studio.v1 import common_pb2, faceqa_pb2, privacy_pb2, state_pb2, studio_pb2
 
 from services.common import topology
+from services.common.shielding import completed_even_if_cancelled
 from services.ingest import fields, photo_digests, quotas
 from services.ingest.context import IngestContext
 from services.ingest.photo_judging import CheckedPhoto, CheckedSet, SubjectMoved, judge, stored_photo
@@ -132,7 +132,7 @@ async def _store_check_and_commit(
         await _forget(ctx, held, stored)
         raise
     # Once checked, the photos are kept even if the caller hangs up now: its retry finds them.
-    checked, twins = await asyncio.shield(_commit_judged(ctx, held, fresh, stored, checked))
+    checked, twins = await completed_even_if_cancelled(_commit_judged(ctx, held, fresh, stored, checked))
     summaries = {}
     for photo, item in zip(fresh, checked.items, strict=True):
         twin = twins.get(item.summary.client_photo_id)
