@@ -22,7 +22,8 @@ SEAWEED_TEST_STOP_TIMEOUT = 2.0
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
     base = tmp_path_factory.mktemp("nats")
-    server = await start_nats(base / "data", base / "logs")
+    # Authenticated as the embedded stack's is: every client must reach it through its url, token and all.
+    server = await start_nats(base / "data", base / "logs", token_file=base / "secrets" / "nats.token")
     try:
         yield server
     finally:

@@ -102,12 +102,14 @@ async def test_up_stops_cleanly_and_restarts_with_its_state(tmp_path: Path, seaw
         assert _stop(first) == [], "processes left behind after SIGTERM"
     assert first.returncode == 0
     assert not (data_dir / "stack.json").exists()
+    nats_token = StackPaths(data_dir).nats_token_file.read_text()
 
     # The restart is told of two GPUs: it starts the trainer fleet, one worker per GPU. It takes the blob store's
     # URL, secret and all, from its environment: out of the process list.
     second = _start_up(data_dir, port, None, env={"STUDIO_TRAINER_GPUS": "0,1", "STUDIO_BLOB_URL": blob_url})
     try:
         await _wait_until_up(second, endpoint)
+        assert StackPaths(data_dir).nats_token_file.read_text() == nats_token  # the stored state is the same NATS's
         client = StudioClient(endpoint, StackPaths(data_dir).api_key_file.read_text().strip())
         found = (await client.stub.GetSubject(
             studio_pb2.GetSubjectRequest(subject_id=subject_id), metadata=client.metadata
@@ -162,8 +164,8 @@ async def _a_killed_service_comes_back_on_its_address(data_dir: Path, endpoint: 
 
 
 async def _tritons_shared_memory_is_kept_private(data_dir: Path) -> None:
-    """A region readable by all, as a Triton that restarts a crashed python stub creates one, is made private
-    again by `studio up`'s next check."""
+    """A region readable by all, as a Triton that reloads a model whose python stub died creates one, is made private
+    again within a moment (the server's ShmGuard)."""
     port = int(json.loads((data_dir / "stack.json").read_text())["triton_grpc"].rsplit(":", 1)[1])
     regions = shm_regions(port)
     assert regions and all(stat.S_IMODE(region.stat().st_mode) == 0o600 for region in regions)
@@ -192,7 +194,7 @@ async def _trainer_devices(data_dir: Path) -> list[str]:
 
 async def _use_first_stack(process: subprocess.Popen, endpoint: str, paths: StackPaths, seaweed_s3: SeaweedS3) -> str:
     await _wait_until_up(process, endpoint)
-    for secret in (paths.api_key_file, paths.tokens_file, paths.secrets / "master-key.json"):
+    for secret in (paths.api_key_file, paths.tokens_file, paths.secrets / "master-key.json", paths.nats_token_file):
         assert secret.stat().st_mode & 0o777 == 0o600, secret
     client = StudioClient(endpoint, paths.api_key_file.read_text().strip())
     subject = await client.create_subject(external_ref="kept")

@@ -29,17 +29,15 @@ class Supervised:
     process: ManagedProcess
     ready: Callable[[], Awaitable[bool]]
     ready_timeout_s: float
-    # Runs at every check while the process runs: for what the process may undo by itself (a model reloaded after its
-    # python stub died, services/renderer/model_repair.py, gets a new shared-memory region, readable by all).
-    tend: Callable[[], None] = lambda: None
 
 
 def stack_processes(stack: EmbeddedStack) -> list[Supervised]:
     assert stack.nats and stack.triton
     nats, triton = stack.nats, stack.triton
+    # Triton's shared-memory regions are kept private by the server's own ShmGuard (launchers/triton.py), which runs
+    # under `studio demo` too, and across this supervisor's restarts of the process.
     supervised = [Supervised("nats-server", nats.process, nats.ready, nats_launcher.READY_TIMEOUT),
-                  Supervised("tritonserver", triton.process, triton.ready, triton_launcher.READY_TIMEOUT,
-                             tend=triton.protect_shm_regions)]
+                  Supervised("tritonserver", triton.process, triton.ready, triton_launcher.READY_TIMEOUT)]
     for service, process in stack.processes.items():
         addresses = stack.instances[service]
         supervised.append(Supervised(service, process, lambda addresses=addresses: all_healthy(addresses),
@@ -84,8 +82,6 @@ class Supervisor:
                 self._schedule(item, exit_text(code))
             if item.name in self._due and time.monotonic() >= self._due[item.name]:
                 await self._restart(item)
-            elif item.process.is_running():
-                item.tend()
 
     def _schedule(self, item: Supervised, why: str) -> None:
         now = time.monotonic()

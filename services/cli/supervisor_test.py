@@ -60,18 +60,3 @@ async def test_a_process_that_keeps_ending_backs_off_up_to_the_limit(tmp_path: P
         assert all("exit status 3" in line for line in said if "ended" in line)
     finally:
         item.process.stop()
-
-
-async def test_a_running_process_is_tended_at_every_check_and_a_stopped_one_is_not(tmp_path: Path) -> None:
-    item, tended = kept("tended", "import time; time.sleep(120)", tmp_path), []
-    item.tend = lambda: tended.append(item.process.pid)
-    watcher = Supervisor(lambda: [item], lambda _: None)
-    try:
-        await watcher.check_once()
-        await watcher.check_once()
-        assert tended == [item.process.pid] * 2
-        item.process.stop()
-        await watcher.check_once()
-        assert len(tended) == 2
-    finally:
-        item.process.stop()

@@ -22,6 +22,26 @@ def _without_credentials(url: str | None) -> str | None:
     return re.sub(r"^([^:/?#]+://).*@", r"\1***@", url, flags=re.DOTALL) if url else url
 
 
+def url_with_token(url: str, token: str | None) -> str:
+    """`url` with `token` as its user part (nats://TOKEN@host:port, which nats-py sends as its auth token) in place
+    of any it had; `url` itself without a token."""
+    if not token:
+        return url
+    return re.sub(r"^([^:/?#]+://)(?:[^/?#]*@)?", lambda match: f"{match.group(1)}{token}@", url, count=1)
+
+
+def _nats_url() -> str | None:
+    """STUDIO_NATS_URL with the token of STUDIO_NATS_TOKEN_FILE (the embedded stack's nats-server requires one)."""
+    url, token_file = _env("STUDIO_NATS_URL"), _env("STUDIO_NATS_TOKEN_FILE")
+    if not url or not token_file:
+        return url
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"STUDIO_NATS_TOKEN_FILE {token_file}: {error.strerror}") from None
+    return url_with_token(url, token)
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     service_name: str
@@ -48,7 +68,7 @@ class Settings:
             listen=_env("STUDIO_LISTEN", "127.0.0.1:0") or "",
             metrics_port=int(_env("STUDIO_METRICS_PORT", "0") or 0),
             data_dir=Path(data_dir) if data_dir else None,
-            nats_url=_env("STUDIO_NATS_URL"),
+            nats_url=_nats_url(),
             blob_url=_env("STUDIO_BLOB_URL"),
             privacy_addr=_env("STUDIO_PRIVACY_ADDR"),
             faceqa_addr=_env("STUDIO_FACEQA_ADDR"),
@@ -60,9 +80,11 @@ class Settings:
         )
 
     def __repr__(self) -> str:
-        # blob_url may carry the object store's secret key; a logged or printed Settings must not show it.
+        # blob_url may carry the object store's secret key, nats_url the bus's token: a logged or printed Settings
+        # must show neither.
         shown = {item.name: getattr(self, item.name) for item in fields(self)}
         shown["blob_url"] = _without_credentials(self.blob_url)
+        shown["nats_url"] = _without_credentials(self.nats_url)
         return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     def require(self, field: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.config import Settings
+from services.common.config import ConfigError, Settings, url_with_token
 
 
 @pytest.mark.parametrize(("url", "shown"), [
@@ -17,3 +17,25 @@ def test_repr_hides_the_blob_urls_credentials(monkeypatch: pytest.MonkeyPatch, u
     text = repr(Settings.from_env("ingest"))
     assert f"blob_url={shown}, " in text and "ACCESS" not in text
     assert text.startswith("Settings(service_name='ingest', listen=")
+
+
+def test_the_nats_token_file_reaches_the_url_and_never_its_repr(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    token_file = tmp_path / "nats.token"
+    token_file.write_text("TOKEN-xyz\n")
+    monkeypatch.setenv("STUDIO_NATS_URL", "nats://127.0.0.1:4222")
+    monkeypatch.setenv("STUDIO_NATS_TOKEN_FILE", str(token_file))
+    settings = Settings.from_env("renderer")
+    assert settings.require("nats_url") == "nats://TOKEN-xyz@127.0.0.1:4222"
+    assert "TOKEN" not in repr(settings) and "nats_url='nats://***@127.0.0.1:4222'" in repr(settings)
+    token_file.unlink()
+    with pytest.raises(ConfigError, match=f"STUDIO_NATS_TOKEN_FILE {token_file}: No such file"):
+        Settings.from_env("renderer")
+
+
+@pytest.mark.parametrize(("url", "token", "joined"), [
+    ("nats://nats:4222", "t0k", "nats://t0k@nats:4222"),
+    ("nats://old@nats:4222", "t0k", "nats://t0k@nats:4222"),  # the token file's token, not the URL's
+    ("nats://nats:4222", None, "nats://nats:4222"),
+])
+def test_url_with_token(url: str, token: str | None, joined: str) -> None:
+    assert url_with_token(url, token) == joined

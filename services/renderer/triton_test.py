@@ -279,3 +279,19 @@ async def test_a_model_whose_stub_died_is_reloaded_and_renders_again(triton: Tri
     [restarted] = processes_mentioning(stub_of_this_server).splitlines()  # the model's new instance
     assert restarted != stub
     assert np.array_equal(await render_via_triton(triton.grpc_url, BASE_REQUEST), before)
+    # The new stub's region was created readable by all: the server's own ShmGuard (no `studio up` supervisor here)
+    # makes it private again within a moment.
+    assert await regions_private_within(triton.grpc_port, timeout_s=2), region_modes(triton.grpc_port)
+
+
+def region_modes(port: int) -> dict[str, str]:
+    return {region.name: oct(region.stat().st_mode & 0o777) for region in shm_regions(port)}
+
+
+async def regions_private_within(port: int, timeout_s: float) -> bool:
+    for _ in range(int(timeout_s / 0.1)):
+        modes = region_modes(port)
+        if modes and set(modes.values()) == {oct(0o600)}:
+            return True
+        await asyncio.sleep(0.1)
+    return False

@@ -12,12 +12,13 @@ import json
 import os
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Collection, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ SHM_GROWTH_BYTES = 32 * 1024 * 1024
 SERVED_COUNTER = "nv_inference_request_success"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHM_DIR = Path("/dev/shm")
+# How often a running server's shared-memory regions are made private again (ShmGuard).
+SHM_GUARD_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -38,6 +41,7 @@ class TritonServer:
     http_port: int
     metrics_port: int
     process: ManagedProcess
+    guard: ShmGuard | None = field(default=None, repr=False)
 
     @property
     def host(self) -> str:
@@ -56,6 +60,8 @@ class TritonServer:
         return int(self.grpc_url.rsplit(":", 1)[1])
 
     def stop(self, timeout: float = EXIT_TIMEOUT_SECS + 5) -> None:
+        if self.guard:
+            self.guard.stop()
         self.process.stop(timeout)
         remove_shm_regions(self.grpc_port)
 
@@ -81,10 +87,7 @@ class TritonServer:
         return True
 
     def protect_shm_regions(self) -> None:
-        # Boost creates the regions 0644 and fchmods them so whatever the umask: any local user could read them.
-        for region in shm_regions(self.grpc_port):
-            with suppress(FileNotFoundError):
-                region.chmod(0o600)
+        protect_shm_regions(self.grpc_port)
 
     def counter(self, name: str, model: str) -> float:
         """Sum of a Prometheus counter over `model`'s series, read from Triton's metrics port."""
@@ -221,6 +224,43 @@ def shm_regions(grpc_port: int) -> list[Path]:
     return sorted(SHM_DIR.glob(shm_region_prefix(grpc_port) + "*"))
 
 
+def protect_shm_regions(grpc_port: int) -> None:
+    """Boost creates the regions 0644 and fchmods them so whatever the umask: any local user could read them. A file
+    under our prefix that another user planted (which we may not chmod), or a link, leaves the others protected."""
+    for region in shm_regions(grpc_port):
+        with suppress(FileNotFoundError, PermissionError):
+            if not region.is_symlink():
+                region.chmod(0o600)
+
+
+class ShmGuard:
+    """Makes the regions of the server on `grpc_port` private every `interval_s` while it runs, whoever runs the
+    server (`studio up`, `studio demo`, tests): a model loaded anew (services/renderer/model_repair.py reloads one
+    whose python stub died) gets a new stub and a new region, created readable by all."""
+
+    def __init__(self, grpc_port: int, interval_s: float = SHM_GUARD_INTERVAL_S) -> None:
+        self.grpc_port = grpc_port
+        self.interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"shm-guard-{grpc_port}", daemon=True)
+
+    def start(self) -> ShmGuard:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            try:
+                protect_shm_regions(self.grpc_port)
+            except OSError:  # /dev/shm unreadable for a moment: the next round tries again
+                continue
+
+
 def remove_shm_regions(grpc_port: int) -> None:
     """A killed server (or stub) leaves its regions behind, requests' bytes and all."""
     for region in shm_regions(grpc_port):
@@ -294,4 +334,4 @@ def launch_triton(
     process = ManagedProcess("tritonserver", argv, log_dir, env=env, cwd=work_dir)
     process.start()
     return TritonServer(grpc_url=f"{_client_host(host)}:{ports['grpc']}", http_port=ports["http"],
-                        metrics_port=ports["metrics"], process=process)
+                        metrics_port=ports["metrics"], process=process, guard=ShmGuard(grpc).start())
