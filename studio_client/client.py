@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from studio.v1 import common_pb2, privacy_pb2, studio_pb2, studio_pb2_grpc
 
-from studio_client.retry import RetryPolicy, with_retries
+from studio_client.retry import CountedOnce, RetryPolicy, with_retries
 
 API_KEY_METADATA = "x-api-key"
 CHUNK_BYTES = 256 * 1024
@@ -152,7 +152,10 @@ class StudioClient:
                              timeout: float = 600) -> studio_pb2.ExportInfo:
         """Write the subject's archive (tar) to the binary file `out`; a retried export starts over."""
 
+        counted = CountedOnce(on_bytes)  # a retried export's bytes again count only beyond the first attempt's
+
         async def attempt(left: float) -> studio_pb2.ExportInfo:
+            count = counted.attempt()
             out.seek(0)
             out.truncate()
             info = studio_pb2.ExportInfo()
@@ -163,7 +166,7 @@ class StudioClient:
                     info = response.info
                 else:
                     out.write(response.chunk)
-                    on_bytes(len(response.chunk))
+                    count(len(response.chunk))
             return info
 
         return await with_retries(self.retry, timeout, attempt, self._on_retry)
@@ -182,8 +185,10 @@ class StudioClient:
         set_verdict = None
         for start in range(0, len(items), batch_size):
             batch = list(zip(items[start : start + batch_size], ids[start : start + batch_size], strict=True))
+            counted = CountedOnce(on_bytes)  # a batch sent again counts its bytes once: a bar stops at 100%
             response = await with_retries(
-                self.retry, timeout, lambda left, batch=batch: self._upload_stream(subject_id, batch, on_bytes, left),
+                self.retry, timeout, lambda left, batch=batch, counted=counted: self._upload_stream(
+                    subject_id, batch, counted.attempt(), left),
                 self._on_retry,
             )
             done.update((summary.client_photo_id, summary) for summary in response.photos)

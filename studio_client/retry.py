@@ -52,3 +52,25 @@ async def with_retries(
             on_retry(error, number + 1)
             await asyncio.sleep(pause)
     raise AssertionError("unreachable")
+
+
+class CountedOnce:
+    """A progress callback (`on_bytes`) for work a retry does again, such as a batch of photos sent anew: each
+    attempt counts from zero, and only what goes beyond the furthest earlier attempt is passed on, so the count
+    neither passes the work's size (a bar beyond 100%) nor goes back."""
+
+    def __init__(self, on_count: Callable[[int], None]) -> None:
+        self._on_count = on_count
+        self._counted = 0  # passed on so far: the furthest any attempt got
+        self._this_attempt = 0
+
+    def attempt(self) -> Callable[[int], None]:
+        """The callback for a new attempt, which starts from zero."""
+        self._this_attempt = 0
+        return self._count
+
+    def _count(self, amount: int) -> None:
+        self._this_attempt += amount
+        if self._this_attempt > self._counted:
+            self._on_count(self._this_attempt - self._counted)
+            self._counted = self._this_attempt

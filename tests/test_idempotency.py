@@ -111,8 +111,10 @@ async def test_an_upload_cut_mid_stream_resumes(tenants: Tenants, proxy: Cutting
     first_batch = sum(len(photo.data) for photo in photos[:2])
     await client.get_subject(subject.subject_id)
     proxy.cut_after(UP, first_batch + len(photos[2].data) // 2)  # in the middle of the second stream
-    result = await client.upload_photos(subject.subject_id, photos, batch_size=2)
+    sent: list[int] = []
+    result = await client.upload_photos(subject.subject_id, photos, batch_size=2, on_bytes=sent.append)
     assert proxy.cuts == 1 and retries
+    assert sum(sent) == sum(len(photo.data) for photo in photos)  # the resent batch counted once: a bar ends at 100%
     assert [s.client_photo_id for s in result.photos] == [p.id_for(subject.subject_id) for p in photos]
     stored = (await direct.get_subject(subject.subject_id)).photos
     assert sorted(s.photo_id for s in stored) == sorted(s.photo_id for s in result.photos)

@@ -25,6 +25,7 @@ from services.cli.photo_files import no_photos_message, photos_in
 from services.cli.portrait_files import download_portraits
 from services.cli.stack import EmbeddedStack, StackPaths, grpc_healthy
 from services.cli.tenant_api import public_tls, tenant_client
+from services.cli.up import start_stack
 
 # The demo runs on small sample sets (../shared/faces/lisa has 8 photos), below the production minimum.
 DEMO_MIN_ACCEPTED_PHOTOS = 1
@@ -88,14 +89,20 @@ async def _answers(client: StudioClient) -> bool:
 
 async def _start_embedded(args, exits: AsyncExitStack) -> Path:
     data_dir = Path(args.data) if args.data else Path(exits.enter_context(tempfile.TemporaryDirectory()))
-    stack = EmbeddedStack(data_dir=data_dir, base_model=args.base_model, public_port=port_of(args.endpoint),
-                          min_accepted_photos=DEMO_MIN_ACCEPTED_PHOTOS)
+    stack = embedded_stack(args, data_dir)
     _note(args, f"no stack answers at {args.endpoint}; starting an embedded one in {data_dir}")
     _note(args, f"demo stack: an order needs {DEMO_MIN_ACCEPTED_PHOTOS} accepted photo(s) and the headshot "
                 "(a production stack needs 10; 20 recommended)")
-    await stack.start(progress=lambda message: _note(args, message))
+    await start_stack(stack, lambda message: _note(args, message), args.json)
     exits.callback(stack.stop)
     return StackPaths(data_dir).api_key_file
+
+
+def embedded_stack(args, data_dir: Path) -> EmbeddedStack:
+    """The stack the demo starts where none answers: at --endpoint's port, on --base-model (else the tiny model)."""
+    base_model = Path(args.base_model) if args.base_model else None
+    return EmbeddedStack(data_dir=data_dir, base_model=base_model, public_port=port_of(args.endpoint),
+                         min_accepted_photos=DEMO_MIN_ACCEPTED_PHOTOS)
 
 
 def _note(args, message: str) -> None:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
 import sys
-from pathlib import Path
 
 import grpc
 
-from services.cli.arguments import CommandLineRefused, StudioParser, host_and_port, port_number, whole_number
+from services.cli.arguments import CommandLineRefused, StudioParser, host_and_port, whole_number
 from services.cli.capacity import add_capacity_command
-from services.cli.failures import fail, os_error_message, rpc_error_message
+from services.cli.failures import fail, fail_unexpected, os_error_message, rpc_error_message
+from services.cli.models import add_models_command
 from services.cli.order_commands import add_commands as add_order_commands
 from services.cli.provenance import register as register_provenance
 from services.cli.qa import register as register_qa
@@ -23,55 +21,10 @@ from services.cli.styles import add_styles_command
 from services.cli.tenant_api import DEFAULT_ENDPOINT, add_ca_option
 from services.cli.tenant_commands import add_commands as add_tenant_commands
 from services.cli.train import add_parser as add_train_parser
+from services.cli.up import add_up_command
 
 # transformers warns about optional image backends we never use; keep the CLI's output readable.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def cmd_models_tiny(args) -> None:
-    from services.common.basemodel import base_model_id
-    from services.common.tinymodel import write_tiny_model
-
-    out = write_tiny_model(Path(args.out), seed=args.seed)
-    result = {"path": str(out.resolve()), "seed": args.seed, "base_model_id": base_model_id(out)}
-    print(json.dumps(result) if args.json else f"tiny model written to {result['path']} ({result['base_model_id']})")
-
-
-async def _up(args) -> None:
-    from services.cli.stack import EmbeddedStack
-    from services.cli.supervisor import Supervisor, stack_processes
-
-    stack = EmbeddedStack(
-        data_dir=Path(args.data), base_model=Path(args.base_model) if args.base_model else None,
-        public_port=args.port, blob_url=args.blob_url, min_accepted_photos=args.min_accepted_photos,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    starting = asyncio.create_task(stack.start(progress=lambda message: print(f"… {message}", flush=True)))
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():  # Ctrl-C while starting: stop what did start
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
-        stack.stop()
-        return
-    starting.result()  # a failed start has already stopped what it started
-    supervisor = Supervisor(lambda: stack_processes(stack), say=lambda line: print(line, flush=True),
-                            on_restart=stack.write_stack_file)
-    supervising = asyncio.create_task(supervisor.run())
-    try:
-        print(f"Portrait Studio is up. Public gRPC endpoint: {stack.public_endpoint}")
-        print(f"Tenant API key (default tenant): {stack.paths.api_key_file}")
-        print(f"Logs: {stack.paths.logs}. A process that ends is started again. Ctrl-C stops everything.",
-              flush=True)
-        await stopper
-    finally:
-        supervising.cancel()  # before the stop: nothing may start again what is being stopped
-        await asyncio.gather(supervising, return_exceptions=True)
-        stack.stop()  # first: printing can fail when whoever reads our output is gone
-        print("stopped", flush=True)
 
 
 def cmd_demo(args) -> None:
@@ -84,23 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = StudioParser(prog="studio", description="Portrait Studio")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    models = commands.add_parser("models", help="base models").add_subparsers(dest="models_command", required=True)
-    tiny = models.add_parser("tiny", help="write the deterministic tiny random-weight model")
-    tiny.add_argument("--out", required=True)
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--json", action="store_true")
-    tiny.set_defaults(func=cmd_models_tiny)
+    add_models_command(commands)
 
-    up = commands.add_parser("up", help="start the whole stack on this machine")
-    up.add_argument("--data", default="data", help="state directory (default ./data)")
-    up.add_argument("--base-model", help="diffusers folder (default: the tiny model)")
-    up.add_argument("--port", type=port_number, default=50051, help="public gRPC port")
-    up.add_argument("--blob-url", default=os.environ.get("STUDIO_BLOB_URL"),
-                    help="s3://ACCESS:SECRET@host:port/bucket (default: STUDIO_BLOB_URL, which keeps the secret out "
-                         "of the process list, else a directory in --data)")
-    up.add_argument("--min-accepted-photos", type=whole_number(0, "the default, 10"),
-                    help="accepted photos an order needs (default 10)")
-    up.set_defaults(func=lambda args: asyncio.run(_up(args)))
+    add_up_command(commands)
 
     demo = commands.add_parser("demo", help="run one customer's job through the public API")
     demo.add_argument("--photos", required=True, help="folder of the customer's photos")
@@ -158,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(141)
     except OSError as error:  # a path that cannot be read or written: which one, and why
         fail(os_error_message(error), as_json)
+    except Exception as error:  # what no command expected: its type and message in one line (STUDIO_DEBUG=1: traceback)
+        fail_unexpected(error, as_json)
 
 
 if __name__ == "__main__":

@@ -10,23 +10,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 from services.cli.failures import fail
+from services.common.atomic_files import atomic_file
 
 
 @contextmanager
 def whole_file(out: Path, as_json: bool, private: bool = False) -> Iterator[BinaryIO]:
-    """A handle on OUT's stand-in; OUT appears only when the block ends without an error.
-    Missing parent folders are made; a folder as OUT is refused in one line. `private`: owner-only (0600)."""
+    """A handle on OUT's stand-in (readable too: a caller may check what it wrote); OUT appears only when the block
+    ends without an error. Missing parent folders are made; a folder as OUT is refused in one line. `private`:
+    owner-only (0600). The stand-in is a new file of a random name, created with its mode and never through a
+    symlink (services/common/atomic_files.py): nothing planted beside OUT can widen its mode or receive its bytes."""
     if out.is_dir():
         fail(f"--out {out} is a folder; give a file name", as_json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        descriptor = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-        with os.fdopen(descriptor, "w+b") as handle:  # readable too: a caller may check what it wrote
-            yield handle
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(out, 0o600 if private else 0o644, f".{out.name}.") as handle:
+        yield handle
 
 
 def check_out_folder(out: Path, as_json: bool) -> None:

@@ -67,6 +67,11 @@ class StackPaths:
         return self.secrets / f"{service}.token"
 
     @property
+    def nats_token_file(self) -> Path:
+        """What every client of the stack's nats-server must present (beside it: the server's own configuration)."""
+        return self.secrets / "nats-client.token"
+
+    @property
     def signing_key_file(self) -> Path:
         return self.secrets / "vault-signing.key"
 
@@ -105,8 +110,8 @@ class EmbeddedStack:
     data_dir: Path
     base_model: Path | None = None
     public_port: int = 50051
-    blob_url: str | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
+    blob_url: str | None = field(default=None, repr=False)  # s3://ACCESS:SECRET@…: never in a repr
+    extra_env: dict[str, str] = field(default_factory=dict, repr=False)  # may carry secrets too
     # Accepted photos a subject needs before an order; None = ingest's default (10).
     min_accepted_photos: int | None = None
     nats: NatsServer | None = None
@@ -120,6 +125,8 @@ class EmbeddedStack:
     def __post_init__(self) -> None:
         # Services run with the repository as their working directory: every path they get is absolute.
         self.data_dir = Path(self.data_dir).resolve()
+        if self.base_model is not None:  # a command line's str is welcome too
+            self.base_model = Path(self.base_model)
 
     @property
     def paths(self) -> StackPaths:
@@ -143,7 +150,8 @@ class EmbeddedStack:
         self._prepare_secrets()
         base_model = self._base_model(progress)
         progress("starting nats-server")
-        self.nats = await start_nats(self.data_dir / "nats", self.paths.logs, avoid={self.public_port})
+        self.nats = await start_nats(self.data_dir / "nats", self.paths.logs, avoid={self.public_port},
+                                     token_file=self.paths.nats_token_file)
         progress("starting tritonserver")
         self.triton = launch_triton(MODEL_REPOSITORY, self.data_dir / "triton", self.paths.logs,
                                     base_model=base_model, avoid={self.public_port})
@@ -167,7 +175,7 @@ class EmbeddedStack:
         ensure_secret_file(self.paths.api_key_file, lambda: f"sk_{secrets.token_urlsafe(32)}".encode())
         # ingest checks `studio tenants` calls against the operator token's hash, never the token itself.
         operator_token = self.paths.token_file(OPERATOR).read_text().strip()
-        self.paths.operator_token_hash_file.write_text(hash_api_key(operator_token))
+        write_secret_file(self.paths.operator_token_hash_file, hash_api_key(operator_token).encode())
         # A lost signing key is refused where the vault holds documents it signed (as the vault itself refuses).
         signed = stored_holdings(vault_path(self.data_dir)).signed_documents
         signer = SigningKey.from_file(self.paths.signing_key_file, create=not signed)
@@ -190,7 +198,8 @@ class EmbeddedStack:
             **with_shared_cores(os.environ),
             "STUDIO_LISTEN": listen,
             "STUDIO_DATA_DIR": str(self.data_dir.resolve()),
-            "STUDIO_NATS_URL": self.nats.url,
+            "STUDIO_NATS_URL": self.nats.address,
+            "STUDIO_NATS_TOKEN_FILE": str(self.paths.nats_token_file),
             "STUDIO_BLOB_URL": blob_url,
             "STUDIO_BASE_MODEL": str(base_model),
             "STUDIO_TRITON_URL": self.triton.grpc_url,
@@ -267,7 +276,7 @@ class EmbeddedStack:
         pids.update({service: process.pid for service, process in self.processes.items()})
         stack = {
             "public_endpoint": self.public_endpoint, "api_key_file": str(self.paths.api_key_file),
-            "nats_url": self.nats.url, "triton_grpc": self.triton.grpc_url,
+            "nats_url": self.nats.address, "triton_grpc": self.triton.grpc_url,
             "triton_metrics": f"http://127.0.0.1:{self.triton.metrics_port}/metrics",
             "services": self.addresses, "instances": self.instances, "logs": str(self.paths.logs), "pid": os.getpid(),
             "pids": pids,

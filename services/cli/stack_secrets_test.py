@@ -30,3 +30,10 @@ def test_a_lost_signing_key_is_refused_where_the_vault_signed_with_it(tmp_path: 
     with pytest.raises(SignatureError, match="signing key file .* is missing"):
         used._prepare_secrets()
     assert not used.paths.signing_key_file.exists()
+
+
+def test_the_operator_token_hash_is_owner_only(tmp_path: Path) -> None:
+    stack = EmbeddedStack(tmp_path / "data")
+    stack.paths.secrets.mkdir(parents=True)
+    stack._prepare_secrets()
+    assert stack.paths.operator_token_hash_file.stat().st_mode & 0o777 == 0o600

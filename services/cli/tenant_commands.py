@@ -15,7 +15,8 @@ from google.protobuf.json_format import MessageToDict
 from studio.v1 import admin_pb2, common_pb2
 
 from services.cli.arguments import whole_number
-from services.cli.failures import fail
+from services.cli.failures import fail, read_secret_line
+from services.cli.stack_file import stack_file_value
 from services.cli.tenant_api import DEFAULT_ENDPOINT, add_ca_option, public_tls
 from studio_client.admin import AdminClient
 
@@ -31,15 +32,13 @@ def _tenant_dict(tenant: admin_pb2.Tenant) -> dict:
 
 def _client(args) -> AdminClient:
     data = Path(args.data)
-    endpoint = args.endpoint
-    stack_file = data / "stack.json"
-    if not endpoint:
-        endpoint = json.loads(stack_file.read_text())["public_endpoint"] if stack_file.exists() else DEFAULT_ENDPOINT
+    endpoint = args.endpoint or stack_file_value(data, args.json, "public_endpoint") or DEFAULT_ENDPOINT
     token_file = Path(args.token_file) if args.token_file else data / "secrets" / "operator.token"
     if not token_file.exists():
         fail(f"no operator token at {token_file} (give --token-file)", args.json)
     tls = public_tls(args)
-    return AdminClient(endpoint, token_file.read_text().strip(), tls.credentials() if tls else None)
+    return AdminClient(endpoint, read_secret_line(token_file, "operator token", args.json),
+                       tls.credentials() if tls else None)
 
 
 async def _tenant_id(admin: AdminClient, tenant: str) -> str:

@@ -18,8 +18,9 @@ from studio.v1 import privacy_pb2, privacy_pb2_grpc
 from tqdm import tqdm
 
 from services.cli.elapsed import counting_seconds
-from services.cli.failures import fail
+from services.cli.failures import fail, read_secret_line
 from services.cli.output_files import whole_file
+from services.cli.stack_file import stack_file_value
 from services.cli.subject_commands import add_subject_commands
 from services.cli.tenant_api import add_tenant_options, tenant_client
 from services.common.audit_chain import parse_export, verify_records
@@ -104,12 +105,9 @@ def cmd_certificate_verify(args) -> None:
 
 def _vault_stub(args):
     data = Path(args.data)
-    address = args.privacy_addr
+    address = args.privacy_addr or stack_file_value(data, args.json, "services", "privacy")
     if not address:
-        stack_file = data / "stack.json"
-        if not stack_file.exists():
-            fail(f"no running stack in {data} (give --privacy-addr)", args.json)
-        address = json.loads(stack_file.read_text())["services"]["privacy"]
+        fail(f"no running stack in {data} (give --privacy-addr)", args.json)
     metadata = _operator_token(args, data)
     channel = internal_channel(address, _tls_identity(args), server_name=args.tls_server_name)
     return channel, privacy_pb2_grpc.PrivacyStub(channel), metadata
@@ -131,7 +129,7 @@ def _operator_token(args, data: Path) -> tuple[tuple[str, str], ...]:
     """The operator token's call metadata; none where the default file is absent (mTLS names the operator)."""
     token_file = Path(args.token_file) if args.token_file else data / "secrets" / "operator.token"
     if token_file.exists():
-        return ((SERVICE_TOKEN_METADATA, token_file.read_text().strip()),)
+        return ((SERVICE_TOKEN_METADATA, read_secret_line(token_file, "operator token", args.json)),)
     if args.token_file:  # asked for by name: calling without it would only be refused as someone else
         fail(f"no operator token at {token_file} (give --token-file)", args.json)
     return ()
