@@ -70,10 +70,10 @@ class VaultClient:
 
     async def data_key(self, tenant_id: str, subject_id: str, purpose: int) -> DataKey:
         cache_key = (tenant_id, subject_id, purpose)
+        self._drop_expired()
         cached = self._cache.get(cache_key)
-        if cached and time.monotonic() - cached[0] < self.key_ttl_s:
+        if cached:
             return cached[1]
-        self._cache.pop(cache_key, None)  # expired: its bytes leave memory now, not at the next use
         asked_at = time.monotonic()  # not the answer's time: the vault may shred the key while the answer travels
         response = await self._stub.GetDataKey(
             privacy_pb2.GetDataKeyRequest(tenant_id=tenant_id, subject_id=subject_id, purpose=purpose),
@@ -83,6 +83,14 @@ class VaultClient:
         if self._forgotten_at.get(subject_id, -1.0) < asked_at:  # else the deletion came while the answer travelled
             self._cache[cache_key] = (asked_at, data_key)
         return data_key
+
+    def _drop_expired(self) -> None:
+        """Expired keys leave memory at the next fetch of any key, not only at the next use of their own: a
+        subject never touched again must not keep its key in clear here until its deletion."""
+        now = time.monotonic()
+        expired = [key for key, (asked_at, _) in self._cache.items() if now - asked_at >= self.key_ttl_s]
+        for cache_key in expired:
+            del self._cache[cache_key]
 
     def forget_subject(self, subject_id: str) -> None:
         for cache_key in [k for k in self._cache if k[1] == subject_id]:
