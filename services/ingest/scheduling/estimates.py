@@ -32,6 +32,7 @@ class WorkerRegistry:
 
     def record(self, beat: events_pb2.WorkerHeartbeat, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        self.live(beat.queue, now)  # a replica that never dispatches still forgets workers scaled away
         self._workers.setdefault(beat.queue, {})[beat.worker_id] = _Worker(
             beat.busy, beat.job_id, beat.job_seconds, now, now + beat.expires_in_seconds
         )
