@@ -18,12 +18,14 @@ from studio.v1 import admin_pb2, common_pb2, state_pb2
 
 from services.common import topology
 from services.common.bus import Bus
+from services.ingest import jobs
 
 DEFAULT_QUOTAS = admin_pb2.TenantQuotas(
     max_concurrent_orders=20, max_subjects_per_day=1000, max_photos_per_subject=60,
     max_upload_bytes_per_day=10 * 1024**3,
 )
-# An admitted order whose record never appeared (its creation crashed) stops counting after this.
+# An admitted order whose record never appeared (its creation crashed), or that is QUEUED with its job nowhere (its
+# creation crashed between the record and the job, and no retry came), stops counting after this.
 ORPHAN_ORDER_GRACE_S = 120
 FINISHED = (common_pb2.ORDER_STATE_DONE, common_pb2.ORDER_STATE_FAILED)
 CAS_ATTEMPTS = 50
@@ -102,8 +104,11 @@ def _active_key(tenant_id: str) -> str:
 
 async def _still_running(bus: Bus, order_id: str, admitted_ms: int) -> bool:
     record = await bus.kv_get(topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)
+    in_grace = time.time() * 1000 - admitted_ms < ORPHAN_ORDER_GRACE_S * 1000
     if record is None:
-        return time.time() * 1000 - admitted_ms < ORPHAN_ORDER_GRACE_S * 1000
+        return in_grace
+    if record.order.state == common_pb2.ORDER_STATE_QUEUED and not in_grace:
+        return await jobs.order_has_job(bus, order_id)
     return record.order.state not in FINISHED
 
 
