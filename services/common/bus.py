@@ -232,13 +232,18 @@ class Bus:
         return True
 
     async def kv_keys_matching(self, bucket: str, pattern: str) -> list[str]:
-        """Keys matching a NATS wildcard pattern, filtered by the server (not a scan of the bucket)."""
-        prefix = f"$KV.{bucket}."
-        response = await self.client.request(
-            f"$JS.API.STREAM.INFO.KV_{bucket}", json.dumps({"subjects_filter": prefix + pattern}).encode(), timeout=10
-        )
-        subjects = (json.loads(response.data).get("state") or {}).get("subjects") or {}
-        return [subject[len(prefix):] for subject in subjects]
+        """Keys matching a NATS wildcard pattern, filtered by the server (not a scan of the bucket). The server
+        names at most 100,000 subjects per answer, which says how many there are in all: the rest are asked for."""
+        prefix, keys = f"$KV.{bucket}.", []
+        while True:
+            request = {"subjects_filter": prefix + pattern, "offset": len(keys)}
+            response = await self.client.request(f"$JS.API.STREAM.INFO.KV_{bucket}", json.dumps(request).encode(),
+                                                 timeout=10)
+            info = json.loads(response.data)
+            subjects = (info.get("state") or {}).get("subjects") or {}
+            keys += [subject[len(prefix):] for subject in subjects]
+            if not subjects or len(keys) >= int(info.get("total") or 0):
+                return list(dict.fromkeys(keys))  # a key stored between two answers may shift into both
 
     async def kv_purge(self, bucket: str, key: str) -> None:
         """Remove a key and its history without leaving a marker that names the key."""
