@@ -156,7 +156,8 @@ CANCELLED_ORDERS_BUCKET = "studio_cancelled_orders"
 # Tenant accounts by tenant id (TenantRecord; TENANTS_BUCKET indexes them by API key hash and by
 # `cert.<sha256 of a certificate identity>`). Written by ingest's TenantAdmin.
 TENANT_ACCOUNTS_BUCKET = "studio_tenant_accounts"
-# Quota usage per tenant: `<tenant>.<quota>.<yyyymmdd>` (UsageCounter), `<tenant>.active_orders` (ActiveOrders).
+# Quota usage per tenant: `<tenant>.<quota>.<yyyymmdd>` (UsageCounter, the current UTC day only),
+# `<tenant>.active_orders` (ActiveOrders).
 TENANT_USAGE_BUCKET = "studio_tenant_usage"
 # Listing index, newest first by key: `<tenant>.s.<created ms>.<subject>` and
 # `<tenant>.o.<created ms>.<subject>.<order>` (empty values). Purged with the subject.

@@ -59,8 +59,19 @@ async def _add_to_counter(bus: Bus, key: str, amount: int, limit: int | None) ->
             return None
         value = state_pb2.UsageCounter(value=updated).SerializeToString()
         if await bus.kv_compare_and_set(topology.TENANT_USAGE_BUCKET, key, value, revision):
+            if not revision:
+                await _drop_earlier_days(bus, key)
             return updated
     raise RuntimeError(f"usage counter {key} is contended")
+
+
+async def _drop_earlier_days(bus: Bus, day_key: str) -> None:
+    """A new day's counter makes the earlier days' counters of its quota history, which nothing reads: they go,
+    or every tenant would leave two keys a day in the bucket for as long as it exists."""
+    quota = day_key.rsplit(".", 1)[0]
+    for key in await bus.kv_keys_matching(topology.TENANT_USAGE_BUCKET, f"{quota}.*"):
+        if key != day_key:
+            await bus.kv_purge(topology.TENANT_USAGE_BUCKET, key)
 
 
 async def reserve_daily(bus: Bus, tenant: state_pb2.TenantRecord, limit: str, amount: int, unit: str) -> None:

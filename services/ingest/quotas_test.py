@@ -57,3 +57,16 @@ async def test_a_young_queued_order_keeps_its_slot_while_its_job_is_being_held(b
     await queued_order(bus, tenant, admitted_s_ago=1)
     with pytest.raises(quotas.QuotaExceeded):
         await quotas.admit_order(bus, tenant, new_id("order"))
+
+
+async def test_a_new_days_counter_drops_the_earlier_days(bus: Bus) -> None:
+    tenant = tenant_allowing_one()
+    quota = f"{tenant.tenant_id}.max_subjects_per_day"
+    for day in ("20260101", "20260102"):
+        await bus.kv_put(topology.TENANT_USAGE_BUCKET, f"{quota}.{day}", state_pb2.UsageCounter(value=3))
+    await quotas.reserve_daily(bus, tenant, "max_subjects_per_day", 1, "subjects")
+    today = quotas._day_key(tenant.tenant_id, "max_subjects_per_day")
+    assert await bus.kv_keys_matching(topology.TENANT_USAGE_BUCKET, f"{quota}.*") == [today]
+    await quotas.reserve_daily(bus, tenant, "max_subjects_per_day", 1, "subjects")
+    assert await bus.kv_get(topology.TENANT_USAGE_BUCKET, today, state_pb2.UsageCounter) == state_pb2.UsageCounter(
+        value=2)
