@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from studio.v1 import privacy_pb2, privacy_pb2_grpc
 from tqdm import tqdm
@@ -23,10 +26,14 @@ from services.cli.output_files import whole_file
 from services.cli.stack_file import stack_file_value
 from services.cli.subject_commands import add_subject_commands
 from services.cli.tenant_api import add_tenant_options, tenant_client
-from services.common.audit_chain import parse_export, verify_records
+from services.common.audit_chain import ChainVerdict, ChainWalk, iter_export, verify_stream, verify_walks
 from services.common.secrets import SERVICE_TOKEN_METADATA
 from services.common.signatures import SignatureError, load_public_key, verify_certificate
 from services.common.tls import TlsFiles, internal_channel
+
+# The whole log streams in one call: a year of it takes minutes to fetch, not a key call's seconds.
+EXPORT_TIMEOUT_S = 3600
+EXPORT_BATCH = 500  # records per reply: one a reply streams a long log many times slower
 
 
 def _public_key(args):
@@ -135,51 +142,98 @@ def _operator_token(args, data: Path) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-async def _export_records(args) -> list[dict]:
+async def _fetch_records(args, take: Callable[[dict], object]) -> int:
+    """Stream the vault's export record by record into `take` (nothing held: any length, constant memory)."""
     channel, stub, metadata = _vault_stub(args)
     try:
         with tqdm(desc="fetching audit records", unit=" records", disable=args.json, file=sys.stderr,
                   leave=False) as bar:
-            records = []
-            async for item in stub.ExportAudit(privacy_pb2.ExportAuditRequest(), metadata=metadata, timeout=120):
-                records.append(json.loads(item.json))
-                bar.update()
-            return records
+            count, request = 0, privacy_pb2.ExportAuditRequest(batch=EXPORT_BATCH)
+            async for reply in stub.ExportAudit(request, metadata=metadata, timeout=EXPORT_TIMEOUT_S):
+                lines = reply.records or [reply.json]  # a vault older than batches sends one record a reply
+                for line in lines:
+                    take(json.loads(line))
+                count += len(lines)
+                bar.update(len(lines))
+            return count
     finally:
         await channel.close()
 
 
+def _line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+class _RecordsDocument:
+    """{"records": [...]} written a record at a time: the same bytes as json.dumps of the whole document."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out, self._count = out, 0
+
+    def add(self, record: dict) -> None:
+        self._out.write(('{"records": [' if not self._count else ", ") + json.dumps(record, sort_keys=True))
+        self._count += 1
+
+    def close(self) -> None:
+        self._out.write(("]}" if self._count else '{"records": []}') + "\n")
+
+
 def cmd_audit_export(args) -> None:
-    records = asyncio.run(_export_records(args))
     if args.out:
         with whole_file(Path(args.out), args.json) as handle:
-            handle.write("".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode())
-        print(json.dumps({"out": args.out, "records": len(records)}) if args.json
-              else f"{len(records)} audit records written to {args.out}")
+            count = asyncio.run(_fetch_records(args, lambda record: handle.write(_line(record).encode())))
+        print(json.dumps({"out": args.out, "records": count}) if args.json
+              else f"{count} audit records written to {args.out}")
     elif args.json:
-        print(json.dumps({"records": records}, sort_keys=True))
+        document = _RecordsDocument(sys.stdout)
+        asyncio.run(_fetch_records(args, document.add))
+        document.close()
     else:
-        sys.stdout.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+        asyncio.run(_fetch_records(args, lambda record: sys.stdout.write(_line(record))))
 
 
-def _records_in(export: Path) -> list[dict]:
-    """An export's records; a file of JSON that is not one object per line is no audit export."""
+def _export_records(lines: Iterable[str], name: object) -> Iterator[dict]:
+    """An export's records as read; a file of JSON that is not one object per line is no audit export."""
     try:
-        records = parse_export(export.read_text().splitlines())
+        for number, record in enumerate(iter_export(lines), 1):
+            if not isinstance(record, dict):
+                raise ValueError(f"{name} is not an audit export: record {number} is not a JSON object")
+            yield record
     except UnicodeDecodeError:
-        raise ValueError(f"{export} is not an audit export: it is not text") from None
-    wrong = next((number for number, record in enumerate(records, 1) if not isinstance(record, dict)), None)
-    if wrong is not None:
-        raise ValueError(f"{export} is not an audit export: record {wrong} is not a JSON object")
-    return records
+        raise ValueError(f"{name} is not an audit export: it is not text") from None
+
+
+def _verify_export(handle: TextIO, name: object, key) -> ChainVerdict:
+    """Read as a stream, once (twice for an export from an older vault, which put every checkpoint last)."""
+    def records() -> Iterator[dict]:
+        handle.seek(0)
+        return _export_records(handle, name)
+
+    verdict = verify_stream(records, key)
+    if not verdict.ok:  # a file that is no export at all says so, rather than where its "chain" breaks
+        collections.deque(records(), maxlen=0)
+    return verdict
+
+
+def _verify_from_vault(args, key) -> ChainVerdict:
+    """Checked as it streams in: constant memory, nothing written (in the privacy pod, /tmp is small). A vault
+    older than streamed exports puts every checkpoint last: those are checked on a second fetch."""
+    def run(walk: ChainWalk) -> ChainVerdict:
+        asyncio.run(_fetch_records(args, walk.feed))
+        return walk.verdict()
+
+    return verify_walks(run, key)
 
 
 def cmd_audit_verify(args) -> None:
     try:
-        records = _records_in(Path(args.file)) if args.file else asyncio.run(_export_records(args))
+        if args.file:
+            with open(args.file, encoding="utf-8") as handle:
+                verdict = _verify_export(handle, args.file, _public_key(args))
+        else:
+            verdict = _verify_from_vault(args, _public_key(args))
     except (OSError, ValueError) as error:
         fail(str(error), args.json)
-    verdict = verify_records(records, _public_key(args))
     if args.json:
         print(json.dumps(verdict.as_dict()))
     elif verdict.ok:

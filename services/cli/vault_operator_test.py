@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.common.config import Settings
+from services.common.signatures import SigningKey
 from services.common.tls import CA_ENV, CERT_ENV, KEY_ENV, TlsFiles
 from services.privacy.mtls_test import NOW, _name, _pem_key, issue, make_ca
 from services.privacy.server import add_to_server, build_servicer
@@ -125,3 +126,19 @@ async def test_an_incomplete_identity_folder_is_named(pod_vault: PodVault, tmp_p
     assert code == 1
     assert json.loads(out) == {"ok": False, "error": f"--tls-identity {tmp_path / 'empty'} lacks tls.crt, tls.key, "
                                                       "ca.crt"}
+
+
+async def test_the_export_streams_out_of_the_pod_and_verifies(pod_vault: PodVault, tmp_path: Path) -> None:
+    """As docs/operations.md runs it: JSON lines on stdout (through `kubectl exec`, nothing written in the pod),
+    progress on stderr; then verified offline, and straight from the vault as it streams in."""
+    operator = ("--tls-server-name", "privacy", "--tls-identity", str(pod_vault.identities["operator"]))
+    await studio(pod_vault, tmp_path, "keys", "rotate", *operator, "--json")
+    code, out, err = await studio(pod_vault, tmp_path, "audit", "export", *operator)
+    assert code == 0, err
+    export, pem = tmp_path / "audit.jsonl", tmp_path / "vault-signing.pub"
+    export.write_text(out)
+    pem.write_text(SigningKey.from_file(tmp_path / "data" / "privacy" / "signing-key.pem", create=False).public_pem)
+    for source in (("--file", str(export)), operator):
+        code, out, err = await studio(pod_vault, tmp_path, "audit", "verify", *source, "--public-key", str(pem),
+                                      "--json")
+        assert code == 0 and json.loads(out)["ok"], (out, err)

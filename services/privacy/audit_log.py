@@ -1,7 +1,8 @@
 """The vault's append-only audit log in its sqlite store: hash-chained entries and signed checkpoints.
 
-Functions here run inside the vault's lock (and, for appends, inside the caller's transaction, so an
-operation and its audit entry commit together or not at all: the vault fails closed)."""
+Appends run inside the vault's lock and the caller's transaction, so an operation and its audit entry commit
+together or not at all: the vault fails closed. Reads for an export or a verification (`page`) run on a
+connection of their own (audit_export.py), a page at a time, outside the lock."""
 
 from __future__ import annotations
 
@@ -10,15 +11,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from services.common.audit_chain import (
-    ENTRY_FIELDS,
-    GENESIS_HASH,
-    ChainVerdict,
-    checkpoint_body,
-    entry_hash,
-    entry_record,
-    verify_records,
-)
+from services.common.audit_chain import ENTRY_FIELDS, GENESIS_HASH, checkpoint_body, entry_hash, entry_record
 from services.common.signatures import SigningKey
 
 SCHEMA = """
@@ -40,6 +33,8 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     document TEXT NOT NULL
 );
 """
+# A subject's export reads its entries by this index (its rowid, the seq, keeps them in order), not by a scan.
+INDEXES = "CREATE INDEX IF NOT EXISTS audit_subject ON audit (tenant_id, subject_id);"
 COLUMNS = f"seq, at, {', '.join(ENTRY_FIELDS)}, prev_hash, hash"
 
 
@@ -68,6 +63,7 @@ def migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
     if "detail" not in columns:
         db.execute("ALTER TABLE audit ADD COLUMN detail TEXT NOT NULL DEFAULT ''")
+    db.executescript(INDEXES)  # on a store made before the index: built once, in place
 
 
 def append(db: sqlite3.Connection, entry: AuditEntry, signer: SigningKey | None, checkpoint_every: int) -> int:
@@ -102,28 +98,40 @@ def _store_checkpoint(db: sqlite3.Connection, signer: SigningKey, seq: int, row_
     )
 
 
-def records(db: sqlite3.Connection) -> list[dict]:
-    """Entries then checkpoints, as the export writes them (JSON-lines records)."""
-    entries = [
-        entry_record(seq, at, dict(zip(ENTRY_FIELDS, fields, strict=True)), prev_hash, row_hash)
-        for seq, at, *fields, prev_hash, row_hash in db.execute(f"SELECT {COLUMNS} FROM audit ORDER BY rowid")
-    ]
-    checkpoints = [json.loads(document) for (document,) in
-                   db.execute("SELECT document FROM audit_checkpoints ORDER BY seq")]
-    return entries + checkpoints
+def head(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0]
+
+
+def page(db: sqlite3.Connection, after: int, through: int, limit: int) -> tuple[list[dict], int]:
+    """Up to `limit` entries with seq in (after, through], oldest first, each followed by the checkpoints
+    that pin it (as the export writes them), and the last seq read (keyset pagination: a page is two short
+    reads by primary key; entries and their checkpoints never change once written, and entries appended
+    meanwhile are past `through`, so pages read at different moments join exactly)."""
+    rows = db.execute(f"SELECT {COLUMNS} FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                      (after, through, limit)).fetchall()
+    if not rows:
+        return [], through
+    last = rows[-1][0] if len(rows) == limit else through
+    pins: dict[int, list[dict]] = {}
+    for seq, document in db.execute("SELECT seq, document FROM audit_checkpoints WHERE seq > ? AND seq <= ?"
+                                    " ORDER BY seq", (after, last)):
+        pins.setdefault(seq, []).append(json.loads(document))
+    records = []
+    for row in rows:
+        records.append(_record(row))
+        records += pins.pop(row[0], [])
+    return records + [checkpoint for seq in sorted(pins) for checkpoint in pins[seq]], last
 
 
 def subject_records(db: sqlite3.Connection, tenant_id: str, subject_id: str) -> list[dict]:
     """The entries about one subject of one tenant, oldest first (chain fields included, so each can be
-    matched against a full export)."""
+    matched against a full export). Read through the audit_subject index, never by scanning the log."""
     rows = db.execute(
         f"SELECT {COLUMNS} FROM audit WHERE tenant_id = ? AND subject_id = ? ORDER BY seq", (tenant_id, subject_id)
     )
-    return [
-        entry_record(seq, at, dict(zip(ENTRY_FIELDS, fields, strict=True)), prev_hash, row_hash)
-        for seq, at, *fields, prev_hash, row_hash in rows
-    ]
+    return [_record(row) for row in rows]
 
 
-def verify(db: sqlite3.Connection, signer: SigningKey) -> ChainVerdict:
-    return verify_records(records(db), signer.public_key)
+def _record(row: tuple) -> dict:
+    seq, at, *fields, prev_hash, row_hash = row
+    return entry_record(seq, at, dict(zip(ENTRY_FIELDS, fields, strict=True)), prev_hash, row_hash)

@@ -23,7 +23,8 @@ from services.common.bus import Bus
 from services.privacy.audit_log import AuditEntry
 from services.privacy.certificate import certificate_bytes
 from services.privacy.deletion_records import Confirmation, DeletionRecord
-from services.privacy.vault import ShredRequest, Vault, VaultError
+from services.privacy.vault import ShredRequest, Vault
+from services.privacy.vault_types import VaultError
 
 log = logging.getLogger(__name__)
 

@@ -74,7 +74,7 @@ async def test_only_the_operator_rotates_and_rotation_is_audited(vault: Running)
         vault.stub.RotateKek(privacy_pb2.RotateKekRequest(), timeout=10), grpc.StatusCode.UNAUTHENTICATED
     )
     await rotate(vault.stub)
-    records = await vault.servicer.vault.export_audit()
+    records = [r async for r in await vault.servicer.vault.export_audit()]
     rotations = [r for r in records if r.get("action") == "RotateKek"]
     assert [(r["service"], r["outcome"]) for r in rotations] == [
         ("ingest", "DENIED_POLICY"), ("-", "DENIED_UNAUTHENTICATED"), ("operator", "ALLOWED"),
@@ -92,6 +92,6 @@ async def test_one_rotation_at_a_time(vault: Running) -> None:  # noqa: F811
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION and "under way" in refused.details()
     assert (done.new_version, done.keys_rewrapped, list(done.retired_versions)) == (2, 300, [1])
     assert kek_versions(vault) == ["2"]
-    records = await vault.servicer.vault.export_audit()
+    records = [r async for r in await vault.servicer.vault.export_audit()]
     outcomes = sorted(r["outcome"] for r in records if r.get("action") == "RotateKek")
     assert outcomes == ["ALLOWED", "ALLOWED", "DENIED_CONFLICT"]  # the rotation's two entries, the refusal

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from prometheus_client import Counter
 from studio.v1 import common_pb2, privacy_pb2, privacy_pb2_grpc
 
 from services.common.bus import Bus
@@ -18,12 +21,14 @@ from services.common.secrets import SERVICE_TOKEN_METADATA, constant_time_equal,
 from services.common.signatures import SigningKey
 from services.common.tls import peer_common_name
 from services.privacy import policy
+from services.privacy.audit_export import AuditExport, export_replies
 from services.privacy.audit_log import AuditEntry
 from services.privacy.certificate import deletion_proto
 from services.privacy.deletion import AnnouncementFailed, DeletionCoordinator
 from services.privacy.kek import FileKek, KekError, KekProvider
 from services.privacy.provenance_key import MAX_PAYLOAD_BYTES, ProvenanceKey
-from services.privacy.store import stored_holdings
+from services.privacy.requests import STORAGE_FULL_REASON, Denied, require_ids, validated_consent
+from services.privacy.store import StorageFull, stored_holdings
 from services.privacy.vault import (
     ConsentConflict,
     RotationUnderWay,
@@ -40,17 +45,10 @@ TOKENS_FILE_ENV = "STUDIO_SERVICE_TOKENS_FILE"
 SIGNING_KEY_ENV = "STUDIO_SIGNING_KEY_FILE"
 PROVENANCE_KEY_ENV = "STUDIO_PROVENANCE_KEY_FILE"
 PROVENANCE_CHAIN_ENV = "STUDIO_PROVENANCE_CHAIN_FILE"
-MAX_RETENTION_DAYS = 3650
 SERVICE_NAME = privacy_pb2.DESCRIPTOR.services_by_name["Privacy"].full_name
 UNAUTHENTICATED_CALLER = "-"
-
-
-class _Denied(Exception):
-    """A decision against the caller: its status code, the reason sent back, and the audit outcome."""
-
-    def __init__(self, code: grpc.StatusCode, reason: str, outcome: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason, self.outcome = code, reason, outcome
+STORAGE_FULL = Counter("studio_vault_storage_full_total", "Requests the vault refused: its store could not grow",
+                       ["method"])
 
 
 def load_service_tokens(path: Path) -> dict[str, str]:
@@ -84,10 +82,10 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
     async def RegisterSubject(self, request, context) -> privacy_pb2.RegisterSubjectResponse:
         async def decide(caller: str) -> privacy_pb2.RegisterSubjectResponse:
             if not policy.may_register_subjects(caller):
-                raise _Denied(grpc.StatusCode.PERMISSION_DENIED,
-                              f"service {caller!r} may not register subjects", "DENIED_POLICY")
-            _require_ids(request.tenant_id, request.subject_id)
-            consent = _validated_consent(request)
+                raise Denied(grpc.StatusCode.PERMISSION_DENIED,
+                             f"service {caller!r} may not register subjects", "DENIED_POLICY")
+            require_ids(request.tenant_id, request.subject_id)
+            consent = validated_consent(request)
             try:
                 # The decision's audit entry commits with the registration, or neither does.
                 registration = await self.vault.register_subject(
@@ -95,13 +93,13 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
                     AuditEntry(caller, "RegisterSubject", request.tenant_id, request.subject_id, "", "ALLOWED"),
                 )
             except SubjectIdTaken:
-                raise _Denied(grpc.StatusCode.ALREADY_EXISTS,
-                              "subject id is taken by another tenant or was deleted", "DENIED_CONFLICT") from None
+                raise Denied(grpc.StatusCode.ALREADY_EXISTS,
+                             "subject id is taken by another tenant or was deleted", "DENIED_CONFLICT") from None
             except ConsentConflict:
-                raise _Denied(grpc.StatusCode.ALREADY_EXISTS,
-                              "subject is already registered with other consent (agreement version, scopes,"
-                              " retention or grant time); registering again does not change consent",
-                              "DENIED_CONFLICT") from None
+                raise Denied(grpc.StatusCode.ALREADY_EXISTS,
+                             "subject is already registered with other consent (agreement version, scopes,"
+                             " retention or grant time); registering again does not change consent",
+                             "DENIED_CONFLICT") from None
             return privacy_pb2.RegisterSubjectResponse(
                 key_id=registration.key_id, key_version=registration.key_version
             )
@@ -112,20 +110,20 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
         purpose = policy.purpose_name(request.purpose)
 
         async def decide(caller: str) -> privacy_pb2.GetDataKeyResponse:
-            _require_ids(request.tenant_id, request.subject_id)
+            require_ids(request.tenant_id, request.subject_id)
             if request.purpose == privacy_pb2.KEY_PURPOSE_UNSPECIFIED:
-                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "purpose is required", "INVALID_ARGUMENT")
+                raise Denied(grpc.StatusCode.INVALID_ARGUMENT, "purpose is required", "INVALID_ARGUMENT")
             if not policy.purpose_allowed(caller, request.purpose):
-                raise _Denied(grpc.StatusCode.PERMISSION_DENIED,
-                              f"service {caller!r} may not use purpose {purpose}", "DENIED_POLICY")
+                raise Denied(grpc.StatusCode.PERMISSION_DENIED,
+                             f"service {caller!r} may not use purpose {purpose}", "DENIED_POLICY")
             consent = await self._consent(request.tenant_id, request.subject_id)
             shortfall = policy.consent_shortfall(consent, request.purpose, now=self.vault.clock())
             if shortfall:
-                raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, shortfall, "DENIED_CONSENT")
+                raise Denied(grpc.StatusCode.FAILED_PRECONDITION, shortfall, "DENIED_CONSENT")
             try:
                 data_key = await self.vault.data_key(request.tenant_id, request.subject_id)
             except SubjectNotFound:  # shredded since the consent check
-                raise _Denied(grpc.StatusCode.NOT_FOUND, "subject not found (deleted)", "NOT_FOUND") from None
+                raise Denied(grpc.StatusCode.NOT_FOUND, "subject not found (deleted)", "NOT_FOUND") from None
             return privacy_pb2.GetDataKeyResponse(
                 data_key=data_key.key, key_id=data_key.key_id, key_version=data_key.key_version
             )
@@ -135,9 +133,9 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
     async def GetConsent(self, request, context) -> privacy_pb2.GetConsentResponse:
         async def decide(caller: str) -> privacy_pb2.GetConsentResponse:
             if not policy.may_read_consent(caller):
-                raise _Denied(grpc.StatusCode.PERMISSION_DENIED,
-                              f"service {caller!r} may not read consent", "DENIED_POLICY")
-            _require_ids(request.tenant_id, request.subject_id)
+                raise Denied(grpc.StatusCode.PERMISSION_DENIED,
+                             f"service {caller!r} may not read consent", "DENIED_POLICY")
+            require_ids(request.tenant_id, request.subject_id)
             consent = await self._consent(request.tenant_id, request.subject_id)
             return privacy_pb2.GetConsentResponse(consent=consent)
 
@@ -146,10 +144,10 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
     async def ShredSubject(self, request, context) -> privacy_pb2.ShredSubjectResponse:
         async def decide(caller: str) -> privacy_pb2.ShredSubjectResponse:
             self._require(policy.may_manage_deletions(caller), caller, "delete subjects")
-            _require_ids(request.tenant_id, request.subject_id)
+            require_ids(request.tenant_id, request.subject_id)
             reason = request.reason or privacy_pb2.DELETION_REASON_REQUESTED
             if reason not in privacy_pb2.DeletionReason.values():
-                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "unknown deletion reason", "INVALID_ARGUMENT")
+                raise Denied(grpc.StatusCode.INVALID_ARGUMENT, "unknown deletion reason", "INVALID_ARGUMENT")
             record = await self._start_deletion(request.tenant_id, request.subject_id, reason, caller)
             return privacy_pb2.ShredSubjectResponse(deletion=deletion_proto(record))
 
@@ -158,7 +156,7 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
     async def RecordRevocation(self, request, context) -> privacy_pb2.RecordRevocationResponse:
         async def decide(caller: str) -> privacy_pb2.RecordRevocationResponse:
             self._require(policy.may_manage_deletions(caller), caller, "record consent revocations")
-            _require_ids(request.tenant_id, request.subject_id)
+            require_ids(request.tenant_id, request.subject_id)
             revocation = AuditEntry(caller, "RevokeConsent", request.tenant_id, request.subject_id, "", "REVOKED")
             record = await self._start_deletion(
                 request.tenant_id, request.subject_id, privacy_pb2.DELETION_REASON_CONSENT_REVOKED, caller,
@@ -172,13 +170,13 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
         async def decide(caller: str) -> privacy_pb2.GetDeletionStatusResponse:
             self._require(policy.may_manage_deletions(caller), caller, "read deletions")
             if not request.tenant_id or not (request.deletion_id or request.subject_id):
-                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT,
-                              "tenant_id and a deletion_id or subject_id are required", "INVALID_ARGUMENT")
+                raise Denied(grpc.StatusCode.INVALID_ARGUMENT,
+                             "tenant_id and a deletion_id or subject_id are required", "INVALID_ARGUMENT")
             record = await self.vault.deletion(
                 request.tenant_id, deletion_id=request.deletion_id, subject_id=request.subject_id
             )
             if record is None:
-                raise _Denied(grpc.StatusCode.NOT_FOUND, "deletion not found", "NOT_FOUND")
+                raise Denied(grpc.StatusCode.NOT_FOUND, "deletion not found", "NOT_FOUND")
             return privacy_pb2.GetDeletionStatusResponse(deletion=deletion_proto(record))
 
         return await self._decide(context, "GetDeletionStatus", request, "", decide)
@@ -189,9 +187,9 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
             try:
                 rotation = await self.vault.rotate_kek(caller)
             except RotationUnderWay as error:
-                raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, str(error), "DENIED_CONFLICT") from None
+                raise Denied(grpc.StatusCode.FAILED_PRECONDITION, str(error), "DENIED_CONFLICT") from None
             except KekError as error:
-                raise _Denied(grpc.StatusCode.FAILED_PRECONDITION, str(error), "ERROR") from None
+                raise Denied(grpc.StatusCode.FAILED_PRECONDITION, str(error), "ERROR") from None
             return privacy_pb2.RotateKekResponse(
                 new_version=rotation.new_version, keys_rewrapped=rotation.rewrapped,
                 retired_versions=rotation.retired_versions,
@@ -200,17 +198,24 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
         return await self._decide(context, "RotateKek", request, "", decide)
 
     async def ExportAudit(self, request, context):
-        async def decide(caller: str) -> list[dict]:
+        """Read a page at a time as the caller takes the replies: any length, bounded memory, no lock held."""
+        async def decide(caller: str) -> AuditExport:
             self._require(policy.may_administer(caller), caller, "export the audit log")
             return await self.vault.export_audit()
 
-        for record in await self._decide(context, "ExportAudit", request, "", decide):
-            yield privacy_pb2.ExportAuditResponse(json=json.dumps(record, sort_keys=True))
+        export = await self._decide(context, "ExportAudit", request, "", decide)
+        try:
+            async with contextlib.aclosing(export_replies(export, request.batch)) as replies:
+                async for reply in replies:
+                    yield reply
+        except sqlite3.Error:
+            log.exception("ExportAudit: reading the audit log failed after %s", export.head)
+            await context.abort(grpc.StatusCode.INTERNAL, "reading the audit log failed in the vault")
 
     async def ExportSubjectAudit(self, request, context):
         async def decide(caller: str) -> list[dict]:
             self._require(policy.may_read_subject_audit(caller), caller, "read a subject's audit entries")
-            _require_ids(request.tenant_id, request.subject_id)
+            require_ids(request.tenant_id, request.subject_id)
             return await self.vault.subject_audit(request.tenant_id, request.subject_id)
 
         for record in await self._decide(context, "ExportSubjectAudit", request, "", decide):
@@ -225,8 +230,8 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
         async def decide(caller: str) -> privacy_pb2.PrepareProvenanceResponse:
             key = self._provenance_key(caller)
             if not request.tenant_id or not request.order_id:
-                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id and order_id are required",
-                              "INVALID_ARGUMENT")
+                raise Denied(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id and order_id are required",
+                             "INVALID_ARGUMENT")
             return privacy_pb2.PrepareProvenanceResponse(
                 certificate_chain_pem=key.chain_pem, algorithm=key.algorithm,
                 order_reference=key.order_reference(request.tenant_id, request.order_id),
@@ -238,9 +243,9 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
         async def decide(caller: str) -> privacy_pb2.SignProvenanceResponse:
             key = self._provenance_key(caller)
             if not request.tenant_id or not 1 <= len(request.payload) <= MAX_PAYLOAD_BYTES:
-                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"tenant_id and a payload of 1..{MAX_PAYLOAD_BYTES} bytes are required",
-                              "INVALID_ARGUMENT")
+                raise Denied(grpc.StatusCode.INVALID_ARGUMENT,
+                             f"tenant_id and a payload of 1..{MAX_PAYLOAD_BYTES} bytes are required",
+                             "INVALID_ARGUMENT")
             return privacy_pb2.SignProvenanceResponse(signature=key.sign(request.payload))
 
         # Audited by tenant only: no signing record names a subject, so a deletion has none to purge.
@@ -249,18 +254,18 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
     def _provenance_key(self, caller: str) -> ProvenanceKey:
         self._require(policy.may_sign_provenance(caller), caller, "sign provenance manifests")
         if self.provenance is None:
-            raise _Denied(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"no provenance signing key is configured ({PROVENANCE_KEY_ENV}, {PROVENANCE_CHAIN_ENV})",
-                          "ERROR")
+            raise Denied(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"no provenance signing key is configured ({PROVENANCE_KEY_ENV}, {PROVENANCE_CHAIN_ENV})",
+                         "ERROR")
         return self.provenance
 
     async def _start_deletion(self, tenant_id: str, subject_id: str, reason: int, caller: str, extra=()):
         try:
             return await self.deletions.start(tenant_id, subject_id, reason, caller, extra)
         except SubjectNotFound:
-            raise _Denied(grpc.StatusCode.NOT_FOUND, "subject not found", "NOT_FOUND") from None
+            raise Denied(grpc.StatusCode.NOT_FOUND, "subject not found", "NOT_FOUND") from None
         except AnnouncementFailed as failed:
-            raise _Denied(
+            raise Denied(
                 grpc.StatusCode.UNAVAILABLE,
                 f"the subject's key is shredded and deletion {failed.record.deletion_id} proceeds, but announcing"
                 " it to the other services failed (NATS); the vault retries on its own, or ask again",
@@ -270,21 +275,32 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
     @staticmethod
     def _require(allowed: bool, caller: str, what: str) -> None:
         if not allowed:
-            raise _Denied(grpc.StatusCode.PERMISSION_DENIED, f"service {caller!r} may not {what}", "DENIED_POLICY")
+            raise Denied(grpc.StatusCode.PERMISSION_DENIED, f"service {caller!r} may not {what}", "DENIED_POLICY")
 
     async def _decide(self, context, action: str, request, purpose: str, decide, audited_inside: bool = False):
         """Authenticate, run the decision, audit its outcome, and turn a denial into a status.
-        `audited_inside`: the decision wrote its ALLOWED entry in its own transaction."""
+        `audited_inside`: the decision wrote its ALLOWED entry in its own transaction. A full store refuses the
+        call (RESOURCE_EXHAUSTED, naming the vault's storage): nothing goes out that could not be audited."""
+        try:
+            return await self._decide_audited(context, action, request, purpose, decide, audited_inside)
+        except StorageFull as full:
+            STORAGE_FULL.labels(action).inc()
+            log.error("%s refused, the vault's storage is full: %s", action, full)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, STORAGE_FULL_REASON)
+
+    async def _decide_audited(self, context, action: str, request, purpose: str, decide, audited_inside: bool):
         caller = self._caller(context)
         try:
             if caller is None:
-                raise _Denied(grpc.StatusCode.UNAUTHENTICATED,
-                              f"missing or unknown {SERVICE_TOKEN_METADATA}", "DENIED_UNAUTHENTICATED")
+                raise Denied(grpc.StatusCode.UNAUTHENTICATED,
+                             f"missing or unknown {SERVICE_TOKEN_METADATA}", "DENIED_UNAUTHENTICATED")
             response = await decide(caller)
-        except _Denied as denied:
+        except Denied as denied:
             await self._audit(caller, action, request, purpose, denied.outcome)
             log.warning("%s denied for %s: %s", action, caller or UNAUTHENTICATED_CALLER, denied.reason)
             await context.abort(denied.code, denied.reason)
+        except StorageFull:
+            raise
         except Exception:
             log.exception("%s failed for %s", action, caller or UNAUTHENTICATED_CALLER)
             await self._audit(caller, action, request, purpose, "ERROR")
@@ -320,30 +336,7 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServicer):
         try:
             return await self.vault.consent(tenant_id, subject_id)
         except SubjectNotFound:
-            raise _Denied(grpc.StatusCode.NOT_FOUND, "subject not found", "NOT_FOUND") from None
-
-
-def _require_ids(tenant_id: str, subject_id: str) -> None:
-    if not tenant_id or not subject_id:
-        raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id and subject_id are required",
-                      "INVALID_ARGUMENT")
-
-
-def _validated_consent(request: privacy_pb2.RegisterSubjectRequest) -> common_pb2.ConsentRecord:
-    if not request.HasField("consent"):
-        raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "consent is required", "INVALID_ARGUMENT")
-    consent = common_pb2.ConsentRecord()
-    consent.CopyFrom(request.consent)
-    if not consent.agreement_version:
-        raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, "consent.agreement_version is required",
-                      "INVALID_ARGUMENT")
-    if common_pb2.CONSENT_SCOPE_PORTRAIT_GENERATION not in consent.scopes:
-        raise _Denied(grpc.StatusCode.FAILED_PRECONDITION,
-                      "consent does not include CONSENT_SCOPE_PORTRAIT_GENERATION", "DENIED_CONSENT")
-    if not 1 <= consent.retention_days <= MAX_RETENTION_DAYS:
-        raise _Denied(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"consent.retention_days must be 1..{MAX_RETENTION_DAYS}", "INVALID_ARGUMENT")
-    return consent
+            raise Denied(grpc.StatusCode.NOT_FOUND, "subject not found", "NOT_FOUND") from None
 
 
 def build_servicer(

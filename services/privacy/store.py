@@ -46,6 +46,21 @@ def create_private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+class StorageFull(Exception):
+    """The store cannot grow (SQLITE_FULL: its volume is full, or the file is at its size limit). Nothing was
+    written; the vault refuses what it cannot audit until the operator makes room (docs/operations.md)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"the vault's storage is full: its store {path} cannot grow (database or disk is full);"
+                         " every request that needs an audit entry is refused until the volume has room")
+        self.path = path
+
+
+def is_storage_full(error: BaseException) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.Error) and code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
 class Transaction:
     """BEGIN IMMEDIATE … COMMIT/ROLLBACK on an autocommit connection (the caller holds the lock)."""
 
@@ -56,4 +71,15 @@ class Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self._rollback()
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:  # e.g. SQLITE_FULL writing the WAL: leave no transaction open behind
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # sqlite rolls back on its own after some errors (SQLITE_FULL among them)
+            self._db.execute("ROLLBACK")

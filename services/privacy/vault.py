@@ -4,6 +4,8 @@ hash-chained audit log (audit_log.py).
 One sqlite connection, serialised by a lock and used only from worker threads so the event loop
 never blocks on disk. Data keys exist in plaintext only in memory, between unwrap and reply.
 secure_delete overwrites a shredded key's bytes in the file; a WAL checkpoint clears its old copy.
+Exports and verifications of the audit log read on connections of their own, a page at a time, outside the
+lock (audit_export.py). A full store (SQLITE_FULL) is raised as StorageFull.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,10 +27,21 @@ from studio.v1 import common_pb2
 from services.common.audit_chain import ChainVerdict
 from services.common.signatures import SigningKey
 from services.privacy import audit_log, confirmation_repair, consent_terms, deletion_records
+from services.privacy.audit_export import AuditExport, verify_store
 from services.privacy.audit_log import AuditEntry, now_iso
 from services.privacy.deletion_records import Confirmation, DeletionRecord
 from services.privacy.kek import KekProvider
-from services.privacy.store import Transaction, create_private_file, stored_holdings
+from services.privacy.store import StorageFull, Transaction, create_private_file, is_storage_full, stored_holdings
+from services.privacy.vault_types import (
+    ConsentConflict,
+    DataKey,
+    Registration,
+    Rotation,
+    RotationUnderWay,
+    ShredRequest,
+    SubjectIdTaken,
+    SubjectNotFound,
+)
 
 T = TypeVar("T")
 
@@ -51,40 +63,6 @@ CREATE TABLE IF NOT EXISTS subjects (
 REWRAP_BATCH = 200
 
 
-class VaultError(Exception):
-    pass
-
-
-class SubjectNotFound(VaultError):
-    """Unknown subject, or a subject of another tenant (callers must not be able to tell which)."""
-
-
-class SubjectIdTaken(VaultError):
-    """The subject id is already registered under another tenant."""
-
-
-class ConsentConflict(VaultError):
-    """The subject is already registered, with other consent terms than a repeated registration asks for."""
-
-
-class RotationUnderWay(VaultError):
-    """A master key rotation is already running; rotations run one at a time."""
-
-
-@dataclass(frozen=True)
-class DataKey:
-    key: bytes = field(repr=False)
-    key_id: str
-    key_version: int
-
-
-@dataclass(frozen=True)
-class Registration:
-    key_id: str
-    key_version: int
-    created: bool
-
-
 def vault_path(data_dir: Path) -> Path:
     return Path(data_dir) / "privacy" / "vault.sqlite3"
 
@@ -92,23 +70,6 @@ def vault_path(data_dir: Path) -> Path:
 def key_aad(tenant_id: str, subject_id: str, key_id: str) -> bytes:
     # JSON keeps the binding unambiguous even when ids contain separators.
     return json.dumps(["studio-dek", tenant_id, subject_id, key_id], separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class Rotation:
-    new_version: int
-    rewrapped: int
-    retired_versions: list[int]
-
-
-@dataclass(frozen=True)
-class ShredRequest:
-    tenant_id: str
-    subject_id: str
-    reason: int
-    requested_by: str
-    expected_services: tuple[str, ...]
-    extra_audit: tuple[AuditEntry, ...] = field(default=())
 
 
 class Vault:
@@ -152,7 +113,12 @@ class Vault:
     async def _run(self, operation: Callable[[], T]) -> T:
         def locked() -> T:
             with self._lock:
-                return operation()
+                try:
+                    return operation()
+                except sqlite3.Error as error:
+                    if is_storage_full(error):
+                        raise StorageFull(self._path) from error
+                    raise
 
         return await asyncio.to_thread(locked)
 
@@ -384,19 +350,21 @@ class Vault:
     def _audit(self, entry: AuditEntry) -> int:
         return audit_log.append(self._db, entry, self.signer, self._checkpoint_every)
 
-    async def export_audit(self) -> list[dict]:
-        def export() -> list[dict]:
+    async def export_audit(self) -> AuditExport:
+        """Sign the head (so entries after the last periodic checkpoint count too); its records are read as they
+        are consumed, a page at a time and outside the lock (audit_export.py). Entries appended meanwhile are not
+        in this export."""
+        def sign_head() -> int:
             with self._transaction():
-                audit_log.checkpoint_head(self._db, self.signer)
-            return audit_log.records(self._db)
+                return audit_log.checkpoint_head(self._db, self.signer)
 
-        return await self._run(export)
+        return AuditExport(self._path, await self._run(sign_head))
 
     async def subject_audit(self, tenant_id: str, subject_id: str) -> list[dict]:
         return await self._run(lambda: audit_log.subject_records(self._db, tenant_id, subject_id))
 
     async def verify_audit(self) -> ChainVerdict:
-        return await self._run(lambda: audit_log.verify(self._db, self.signer))
+        return await asyncio.to_thread(verify_store, self._path, self.signer.public_key)
 
     async def verify_audit_chain(self) -> bool:
         return (await self.verify_audit()).ok

@@ -212,14 +212,18 @@ class RotateKekResponse(_message.Message):
     def __init__(self, new_version: _Optional[int] = ..., keys_rewrapped: _Optional[int] = ..., retired_versions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ExportAuditRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: int
+    def __init__(self, batch: _Optional[int] = ...) -> None: ...
 
 class ExportAuditResponse(_message.Message):
-    __slots__ = ("json",)
+    __slots__ = ("json", "records")
     JSON_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
     json: str
-    def __init__(self, json: _Optional[str] = ...) -> None: ...
+    records: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, json: _Optional[str] = ..., records: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetSigningKeyRequest(_message.Message):
     __slots__ = ()

@@ -154,7 +154,8 @@ class PrivacyServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportAudit(self, request, context):
-        """Operator only: the audit log and its signed checkpoints, oldest first.
+        """Operator only: the audit log and its signed checkpoints, oldest first (each checkpoint right after the
+        entry it pins), up to the head signed when the call began; read page by page as the caller takes it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
