@@ -13,7 +13,6 @@ import pytest
 
 from deploy.k8s import validate
 from deploy.k8s.manifests import Manifest, named, of_kind, pod_templates, ref
-from services.common.topology import RENDER_QUEUE, TRAIN_QUEUE
 
 OVERLAY_DIR = validate.K8S_DIR / "overlays"
 
@@ -127,26 +126,6 @@ def test_a_deletion_evicts_adapters_from_every_triton_pod(built, overlay):
     renderer = named(built[overlay], "Deployment", "renderer")
     [container] = renderer["spec"]["template"]["spec"]["containers"]
     assert {"configMapRef": {"name": "studio-config"}} in container["envFrom"]
-
-
-def test_render_scalers_add_a_pod_per_renderer_workers_jobs(built):
-    """A renderer pod runs STUDIO_RENDER_WORKERS jobs at once against one Triton: both scale per that many jobs."""
-    config = next(m for m in of_kind(built["prod"], "ConfigMap") if m["metadata"]["name"] == "studio-config")
-    workers = config["data"]["STUDIO_RENDER_WORKERS"]
-    assert int(workers) > 1
-    scaled = {m["metadata"]["name"]: m["spec"] for m in of_kind(built["prod"], "ScaledObject")}
-    for name in ("renderer", "tritonserver"):
-        assert {trigger["metadata"]["lagThreshold"] for trigger in scaled[name]["triggers"]} == {workers}, name
-    assert {trigger["metadata"]["lagThreshold"] for trigger in scaled["trainer"]["triggers"]} == {"1"}
-
-
-def test_scalers_use_the_bus_topology_and_trainer_scales_to_zero(built):
-    scaled = {m["metadata"]["name"]: m["spec"] for m in of_kind(built["prod"], "ScaledObject")}
-    trainer_trigger = scaled["trainer"]["triggers"][0]["metadata"]
-    assert (trainer_trigger["stream"], trainer_trigger["consumer"]) == (TRAIN_QUEUE.stream, TRAIN_QUEUE.durable)
-    render_trigger = scaled["renderer"]["triggers"][0]["metadata"]
-    assert (render_trigger["stream"], render_trigger["consumer"]) == (RENDER_QUEUE.stream, RENDER_QUEUE.durable)
-    assert scaled["trainer"]["minReplicaCount"] == 0
 
 
 def test_nats_is_a_three_node_jetstream_cluster_on_volumes(built):
@@ -269,6 +248,15 @@ def _trigger(manifests, name) -> Manifest:
     return named(manifests, "ScaledObject", name)["spec"]["triggers"][0]
 
 
+def _trigger_on(manifests, name, consumer) -> Manifest:
+    return next(trigger for trigger in named(manifests, "ScaledObject", name)["spec"]["triggers"]
+                if trigger["metadata"]["consumer"] == consumer)
+
+
+def _drop_trigger(manifests, name, consumer) -> None:
+    named(manifests, "ScaledObject", name)["spec"]["triggers"].remove(_trigger_on(manifests, name, consumer))
+
+
 Plant = Callable[[list[Manifest]], None]
 PLANTED: dict[str, tuple[str, str, Plant]] = {
     "container without limits": ("limits", "prod", lambda m: _container(m, "Deployment", "trainer")
@@ -317,8 +305,14 @@ PLANTED: dict[str, tuple[str, str, Plant]] = {
                        .update(consumer="trainers")),
     "wrong stream": ("custom-resources", "prod", lambda m: _trigger(m, "tritonserver")["metadata"]
                      .update(stream="TRAIN")),
-    "no trigger on the held backlog": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "trainer")
-                                      ["spec"]["triggers"].pop()),
+    "no trigger on the held backlog": ("custom-resources", "prod", lambda m: _drop_trigger(m, "trainer",
+                                                                                         "trainer-backlog")),
+    "trainer scales to zero deaf to deletions": ("custom-resources", "dev", lambda m: _drop_trigger(m, "trainer",
+                                                                                                 "purge-trainer")),
+    "purge trigger waiting for a second deletion": ("custom-resources", "prod", lambda m: _trigger_on(
+        m, "trainer", "purge-trainer")["metadata"].update(activationLagThreshold="1")),
+    "purge trigger of another service": ("custom-resources", "prod", lambda m: _trigger_on(
+        m, "trainer", "purge-trainer")["metadata"].update(consumer="purge-renderer")),
     "renderer scaled to zero": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "renderer")["spec"]
                                 .update(minReplicaCount=0)),
     "min above max": ("custom-resources", "prod", lambda m: named(m, "ScaledObject", "trainer")["spec"]

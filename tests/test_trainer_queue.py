@@ -44,6 +44,7 @@ from services.common.objects import portrait_key
 from services.common.vault_client import SealedStore, VaultClient
 from services.trainer.checkpoint import checkpoint_key
 from services.trainer.faceqa_scoring import IMAGE_SIDE, FaceQAScorer, encode_for_scoring, reference_images
+from services.trainer.job_keys import record_key
 from services.trainer.training import UNSCORED
 from tests.fixtures_stack import faces
 
@@ -112,9 +113,20 @@ async def kv(raw_nats: nats.NATS, bucket: str, key: str, message_type):
         return None
 
 
+async def as_the_earlier_version_kept_it(raw_nats: nats.NATS, subject_id: str, job_id: str) -> None:
+    """Move a job's record to the key a trainer of the earlier version kept it under, the job id alone."""
+    store = await raw_nats.jetstream().key_value(topology.TRAIN_JOBS_BUCKET)
+    entry = await store.get(record_key(subject_id, job_id))
+    assert trainer_pb2.TrainJobRecord.FromString(entry.value).checkpoint_key  # a checkpoint to resume from
+    await store.put(job_id, entry.value)
+    await store.purge(record_key(subject_id, job_id))
+
+
 async def test_killed_trainer_resumes_from_its_checkpoint_and_completes_once(
     trainer_stack: EmbeddedStack, studio: StudioClient, raw_nats: nats.NATS, shared: dict
 ) -> None:
+    """The killed trainer is of the earlier version, which kept job records under the job id alone: the job still
+    resumes from its checkpoint (an upgrade restarts every trainer), and its record is re-keyed."""
     subject_id = await subject_with_photos(studio, 4)
     order = await studio.create_order(subject_id, ["studio-frontal-soft"], 1)
     events: list[events_pb2.OrderEvent] = []
@@ -125,6 +137,7 @@ async def test_killed_trainer_resumes_from_its_checkpoint_and_completes_once(
         if kind == "training" and killed_at is None and response.event.training.step > CHECKPOINT_EVERY:
             os.kill(trainer_stack.processes["trainer"].pid, signal.SIGKILL)
             killed_at = len(events)
+            await as_the_earlier_version_kept_it(raw_nats, subject_id, f"train-{order.order_id}")
             await trainer_stack.restart_service("trainer")
     kinds = [event.WhichOneof("kind") for event in events]
     assert killed_at is not None and kinds[-1] == "done", kinds
@@ -140,8 +153,10 @@ async def test_killed_trainer_resumes_from_its_checkpoint_and_completes_once(
     assert trained.best_step in (VALIDATE_EVERY, STEPS) and len(trained.validation) == 2
     assert all(0.0 <= point.identity_score <= 1.0 for point in trained.validation)
 
-    record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, f"train-{order.order_id}", trainer_pb2.TrainJobRecord)
+    job_id = f"train-{order.order_id}"
+    record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, record_key(subject_id, job_id), trainer_pb2.TrainJobRecord)
     assert record.state == trainer_pb2.TRAIN_JOB_STATE_DONE and record.attempts == 2
+    assert await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, job_id, trainer_pb2.TrainJobRecord) is None  # re-keyed
     assert not list((trainer_stack.data_dir / "blobs").rglob("checkpoints/*"))  # dropped once done
     shared.update(done_order=order.order_id, done_subject=subject_id)
 
@@ -166,7 +181,8 @@ async def test_cancelling_an_order_drops_its_training(
 
     job_id = f"train-{order.order_id}"
     for _ in range(100):
-        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, job_id, trainer_pb2.TrainJobRecord)
+        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, record_key(subject_id, job_id),
+                          trainer_pb2.TrainJobRecord)
         if record and record.state == trainer_pb2.TRAIN_JOB_STATE_CANCELLED:
             break
         await asyncio.sleep(0.1)
@@ -220,6 +236,7 @@ async def test_bad_jobs_fail_once_with_a_clear_reason(
     (blobs / key).parent.mkdir(parents=True, exist_ok=True)
     (blobs / key).write_bytes(os.urandom(4096))
     record = trainer_pb2.TrainJobRecord(job_id=corrupt.job_id, checkpoint_key=key, checkpoint_step=3)
+    # Under the job id alone, naming no subject: as a trainer of an earlier version kept it.
     await (await js.key_value(topology.TRAIN_JOBS_BUCKET)).put(corrupt.job_id, record.SerializeToString())
     # The cancelled order's crops are deleted: that subject's photos are gone.
     deleted = job("photos-deleted")
@@ -393,7 +410,8 @@ async def test_a_training_job_delivered_again_after_its_lora_was_stored_is_annou
     record = trainer_pb2.TrainJobRecord(job_id=job.job_id, state=trainer_pb2.TRAIN_JOB_STATE_RUNNING,
                                         tenant_id=job.tenant_id, subject_id=job.subject_id, completion=completion)
     js = raw_nats.jetstream()
-    await (await js.key_value(topology.TRAIN_JOBS_BUCKET)).put(job.job_id, record.SerializeToString())
+    key = record_key(job.subject_id, job.job_id)
+    await (await js.key_value(topology.TRAIN_JOBS_BUCKET)).put(key, record.SerializeToString())
     subscription = await raw_nats.subscribe(topology.order_events_subject(job.order_id))
     await raw_nats.flush()
     await js.publish(topology.TRAIN_SUBJECT, job.SerializeToString(), headers={"Nats-Msg-Id": job.job_id})
@@ -402,7 +420,7 @@ async def test_a_training_job_delivered_again_after_its_lora_was_stored_is_annou
     assert event.WhichOneof("kind") == "trained" and event.trained == completion  # no training step first
     assert (trainer_stack.data_dir / "blobs" / lora_key).read_bytes() == stored
     for _ in range(100):
-        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, job.job_id, trainer_pb2.TrainJobRecord)
+        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, key, trainer_pb2.TrainJobRecord)
         if record.state == trainer_pb2.TRAIN_JOB_STATE_DONE:
             break
         await asyncio.sleep(0.1)
@@ -446,7 +464,8 @@ async def test_validation_is_scored_by_faceqa_and_a_faceqa_outage_leaves_points_
     assert any(list(e.validation) == list(trained.validation)[:1] and e.best_step == 0 for e in progress)
     assert trained.best_step == STEPS and trained.best_identity_score == 0  # no score: the last step's LoRA
     for _ in range(100):  # the record is marked done just after the TrainingDone event
-        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, "train-unscored", trainer_pb2.TrainJobRecord)
+        record = await kv(raw_nats, topology.TRAIN_JOBS_BUCKET, record_key(shared["done_subject"], "train-unscored"),
+                          trainer_pb2.TrainJobRecord)
         if record.state == trainer_pb2.TRAIN_JOB_STATE_DONE:
             break
         await asyncio.sleep(0.1)

@@ -3,8 +3,19 @@ them ship offline, so each field the cluster needs is checked here, with its cro
 
 from __future__ import annotations
 
+import re
+
 from deploy.k8s.manifests import Manifest, Problem, named, of_kind, ref, selector_matches
-from services.common.topology import PENDING_STREAM, RENDER_QUEUE, TRAIN_QUEUE, WorkQueue, backlog_consumer
+from services.common.topology import (
+    DELETIONS_STREAM,
+    PENDING_STREAM,
+    PURGING_SERVICES,
+    RENDER_QUEUE,
+    TRAIN_QUEUE,
+    WorkQueue,
+    backlog_consumer,
+    purge_consumer,
+)
 
 # Which work queue scales which Deployment: the names must be topology.py's, or KEDA reads a lag of zero.
 SCALED_QUEUES: dict[str, WorkQueue] = {"trainer": TRAIN_QUEUE, "renderer": RENDER_QUEUE, "tritonserver": RENDER_QUEUE}
@@ -13,6 +24,8 @@ KEDA_NATS_PARAMETERS = frozenset({"natsServerMonitoringEndpoint", "account"})
 ISSUER_TYPES = ("selfSigned", "ca", "acme", "vault", "venafi")
 MTLS_USAGES = frozenset({"server auth", "client auth"})
 RULE = "custom-resources"
+PROMETHEUS_DURATION = re.compile(r"([0-9]+(ms|[smhdwy]))+")
+ALERT_SEVERITIES = frozenset({"info", "warning", "critical"})
 
 
 def _problem(manifest: Manifest, message: str) -> Problem:
@@ -36,13 +49,45 @@ def scaled_object_problems(manifests: list[Manifest]) -> list[Problem]:
             problems.append(_problem(scaled, "no triggers"))
         for trigger in triggers:
             problems += _trigger_problems(manifests, scaled, target, trigger)
-        problems += _backlog_problems(scaled, target, triggers)
+        problems += _backlog_problems(scaled, target, triggers) + _purge_problems(scaled, target, low, triggers)
     return problems
 
 
-def _scaling_sources(queue: WorkQueue) -> set[tuple[str, str]]:
-    """The work queue itself (jobs waiting or running) and its held backlog in PENDING."""
-    return {(queue.stream, queue.durable), (PENDING_STREAM.name, backlog_consumer(queue).durable_name)}
+def _source(trigger: Manifest) -> tuple[str | None, str | None]:
+    metadata = trigger.get("metadata") or {}
+    return metadata.get("stream"), metadata.get("consumer")
+
+
+def _purge_source(target: str | None) -> tuple[str, str] | None:
+    """A purging service's deletion consumer (the Deployment is named as the service): its purges run in its pods."""
+    if target not in PURGING_SERVICES:
+        return None
+    return DELETIONS_STREAM.name, purge_consumer(target).durable_name
+
+
+def _scaling_sources(queue: WorkQueue, target: str | None) -> set[tuple[str, str]]:
+    """The work queue itself (jobs waiting or running), its held backlog in PENDING, and the deletions a purging
+    service has not purged yet."""
+    sources = {(queue.stream, queue.durable), (PENDING_STREAM.name, backlog_consumer(queue).durable_name)}
+    purge = _purge_source(target)
+    return sources | {purge} if purge else sources
+
+
+def _purge_problems(scaled: Manifest, target: str | None, low: object, triggers: list) -> list[Problem]:
+    """The vault certifies a deletion once every purging service confirmed it: one scaled to zero must be started
+    by a deletion waiting for its purge, or no certificate comes while nothing else wakes it."""
+    purge = _purge_source(target)
+    if low != 0 or purge is None:
+        return []
+    found = [trigger for trigger in triggers if _source(trigger) == purge]
+    if not found:
+        return [_problem(scaled, f"{target} scales to zero but has no trigger on its purge consumer "
+                                 f"{purge[0]}/{purge[1]}: deletions wait uncertified while no pod runs")]
+    activation = str((found[0].get("metadata") or {}).get("activationLagThreshold", "0"))
+    if activation != "0":
+        return [_problem(scaled, f"activationLagThreshold {activation!r} on {purge[0]}/{purge[1]}: one deletion "
+                                 "must start a pod")]
+    return []
 
 
 def _backlog_problems(scaled: Manifest, target: str | None, triggers: list) -> list[Problem]:
@@ -52,8 +97,7 @@ def _backlog_problems(scaled: Manifest, target: str | None, triggers: list) -> l
     if queue is None:
         return []
     backlog = (PENDING_STREAM.name, backlog_consumer(queue).durable_name)
-    sources = {((t.get("metadata") or {}).get("stream"), (t.get("metadata") or {}).get("consumer")) for t in triggers}
-    if backlog in sources:
+    if backlog in {_source(trigger) for trigger in triggers}:
         return []
     return [_problem(scaled, f"no trigger on the held backlog {backlog[0]}/{backlog[1]}: the work queue alone "
                              "never grows past the live workers (services/ingest/scheduling/dispatcher.py)")]
@@ -65,7 +109,7 @@ def _trigger_problems(manifests: list[Manifest], scaled: Manifest, target: str |
     problems = []
     metadata = trigger.get("metadata") or {}
     queue = SCALED_QUEUES.get(target or "")
-    if queue and (metadata.get("stream"), metadata.get("consumer")) not in _scaling_sources(queue):
+    if queue and _source(trigger) not in _scaling_sources(queue, target):
         problems.append(_problem(scaled, f"scales on {metadata.get('stream')}/{metadata.get('consumer')}, but "
                                  f"{target} consumes {queue.stream}/{queue.durable} (services/common/topology.py)"))
     threshold = str(metadata.get("lagThreshold", ""))
@@ -147,10 +191,48 @@ def service_monitor_problems(manifests: list[Manifest]) -> list[Problem]:
     return problems
 
 
+def prometheus_rule_problems(manifests: list[Manifest]) -> list[Problem]:
+    problems = []
+    for rule_set in of_kind(manifests, "PrometheusRule"):
+        groups = (rule_set.get("spec") or {}).get("groups") or []
+        if not groups:
+            problems.append(_problem(rule_set, "no rule groups"))
+        for group in groups:
+            if not group.get("name") or not group.get("rules"):
+                problems.append(_problem(rule_set, f"group {group.get('name')!r} needs a name and rules"))
+            for rule in group.get("rules") or []:
+                problems += [_problem(rule_set, f"{rule.get('alert') or rule.get('record')!r}: {message}")
+                             for message in _rule_messages(manifests, rule_set, rule)]
+    return problems
+
+
+def _rule_messages(manifests: list[Manifest], rule_set: Manifest, rule: Manifest) -> list[str]:
+    """An alert needs an expression, a `for` duration, a severity and a summary; a volume it watches must be a
+    PersistentVolumeClaim here, in the namespace its expression names, or the alert never fires."""
+    expr, messages = rule.get("expr"), []
+    if not isinstance(expr, str) or not expr.strip():
+        return ["no expr"]
+    if "alert" in rule:
+        if not PROMETHEUS_DURATION.fullmatch(str(rule.get("for", ""))):
+            messages.append(f"for {rule.get('for')!r} is not a Prometheus duration")
+        if (rule.get("labels") or {}).get("severity") not in ALERT_SEVERITIES:
+            messages.append(f"severity must be one of {sorted(ALERT_SEVERITIES)}")
+        if not (rule.get("annotations") or {}).get("summary"):
+            messages.append("no summary annotation")
+    namespace = rule_set["metadata"].get("namespace")
+    for claim in sorted(set(re.findall(r'persistentvolumeclaim="([^"]*)"', expr))):
+        if not named(manifests, "PersistentVolumeClaim", claim):
+            messages.append(f"watches PersistentVolumeClaim {claim!r}, which is not defined here")
+    messages += [f"selects namespace {name!r}, but the studio runs in {namespace!r}"
+                 for name in sorted(set(re.findall(r'namespace="([^"]*)"', expr))) if name != namespace]
+    return messages
+
+
 def _port_names(service: Manifest) -> set[str]:
     return {p.get("name") for p in service["spec"].get("ports", [])}
 
 
 def custom_resource_problems(manifests: list[Manifest]) -> list[Problem]:
     return (scaled_object_problems(manifests) + trigger_authentication_problems(manifests)
-            + issuer_problems(manifests) + certificate_problems(manifests) + service_monitor_problems(manifests))
+            + issuer_problems(manifests) + certificate_problems(manifests) + service_monitor_problems(manifests)
+            + prometheus_rule_problems(manifests))

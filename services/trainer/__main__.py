@@ -16,6 +16,7 @@ from services.common.purge import PurgeListener
 from services.common.runtime import Runtime
 from services.common.tls import internal_channel, internal_server_credentials
 from services.common.workqueue import WorkerState, run_worker
+from services.trainer.job_keys import rekey_at_start
 from services.trainer.purge import purge_handler
 from services.trainer.worker import TrainerOptions, TrainerWorker
 
@@ -61,6 +62,8 @@ async def main() -> None:
         await serve("trainer", settings.listen, settings.metrics_port, register, background=[
             purges.run,
             purges.then(lambda: run_worker(bus, topology.TRAIN_QUEUE, worker.handle, worker.on_failure, worker.state)),
+            # Once every deletion on record is known here: a deleted subject's old record is erased, not re-keyed.
+            purges.then(lambda: rekey_at_start(bus, runtime.sealed)),
         ], credentials=internal_server_credentials())
     finally:
         await faceqa.close()

@@ -14,13 +14,13 @@ import grpc
 from PIL import Image
 from studio.v1 import events_pb2, privacy_pb2, trainer_pb2
 
-from services.common import topology
 from services.common.blobstore import BlobNotFound
 from services.common.bus import Bus
 from services.common.envelope import EnvelopeError
 from services.common.vault_client import SealedStore
 from services.common.workqueue import PermanentJobError, vault_refusal
 from services.trainer.checkpoint import CheckpointUnreadable, checkpoint_bytes, checkpoint_key, read_checkpoint
+from services.trainer.job_keys import BUCKET, read_record, record_key
 from services.trainer.training import RunState
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,15 @@ class JobStore:
     base_model_id: str
 
     async def record(self, job: events_pb2.TrainJob) -> trainer_pb2.TrainJobRecord:
-        found = await self.bus.kv_get(topology.TRAIN_JOBS_BUCKET, job.job_id, trainer_pb2.TrainJobRecord)
+        """The job's record (under its earlier key too: a job an earlier version started resumes from there)."""
+        found = await read_record(self.bus, job.subject_id, job.job_id)
         record = found or trainer_pb2.TrainJobRecord(job_id=job.job_id)
         record.tenant_id, record.subject_id = job.tenant_id, job.subject_id  # what a deletion purges by
         return record
 
     async def save_record(self, record: trainer_pb2.TrainJobRecord) -> None:
         self.sealed.guard.check(record.subject_id)  # a purged record must not come back
-        await self.bus.kv_put(topology.TRAIN_JOBS_BUCKET, record.job_id, record)
+        await self.bus.kv_put(BUCKET, record_key(record.subject_id, record.job_id), record)
 
     async def crops(self, job: events_pb2.TrainJob) -> list[Image.Image]:
         images = []

@@ -24,6 +24,7 @@ from services.common.topology import TRAIN_STREAM, WorkQueue
 from services.common.vault_client import SealedStore, VaultClient
 from services.common.workqueue import WorkerState, run_worker
 from services.trainer.checkpoint import checkpoint_key
+from services.trainer.job_keys import read_record, record_key
 from services.trainer.worker import TrainerWorker
 from tests.tcp_proxy import CuttingProxy
 
@@ -57,7 +58,13 @@ def job_record(job: events_pb2.TrainJob, state: int, **fields) -> trainer_pb2.Tr
 
 
 async def record_of(bus: Bus, job: events_pb2.TrainJob) -> trainer_pb2.TrainJobRecord:
-    return await bus.kv_get(topology.TRAIN_JOBS_BUCKET, job.job_id, trainer_pb2.TrainJobRecord)
+    return await read_record(bus, job.subject_id, job.job_id)
+
+
+async def put_record(bus: Bus, record: trainer_pb2.TrainJobRecord, old_scheme: bool = False) -> None:
+    """Under the record's key, or under its job id alone, as a trainer of the earlier version left it."""
+    key = record.job_id if old_scheme else record_key(record.subject_id, record.job_id)
+    await bus.kv_put(topology.TRAIN_JOBS_BUCKET, key, record)
 
 
 async def private_queue(bus: Bus, name: str) -> WorkQueue:
@@ -96,16 +103,18 @@ async def until(condition, task: asyncio.Task, timeout_s: float = 20) -> None:
     raise AssertionError("the job was not settled")
 
 
+@pytest.mark.parametrize("keyed", ["by-subject", "earlier-scheme"])
 @pytest.mark.parametrize("ended", ["done", "announcing"])
 async def test_a_job_that_succeeded_is_not_failed_when_delivered_past_its_attempts(
-    bus: Bus, tmp_path: Path, ended: str
+    bus: Bus, tmp_path: Path, ended: str, keyed: str
 ) -> None:
     """Its record is DONE, or holds the stored LoRA's completion (its worker was stopped while announcing it): the
-    delivery that would record its failure acknowledges it, announcing the completion as a redelivery would."""
-    job = train_job(f"ack-lost-{ended}")
+    delivery that would record its failure acknowledges it, announcing the completion as a redelivery would. Also
+    when a trainer of the earlier version wrote the record, under the job id alone (the job outlived an upgrade)."""
+    job = train_job(f"ack-lost-{ended}-{keyed}")
     state = State.TRAIN_JOB_STATE_DONE if ended == "done" else State.TRAIN_JOB_STATE_RUNNING
-    await bus.kv_put(topology.TRAIN_JOBS_BUCKET, job.job_id, job_record(job, state, completion=TRAINED))
-    queue = await private_queue(bus, f"trainer-ack-lost-{ended}")
+    await put_record(bus, job_record(job, state, completion=TRAINED), old_scheme=keyed == "earlier-scheme")
+    queue = await private_queue(bus, f"trainer-ack-lost-{ended}-{keyed}")
     subscription = await bus.client.subscribe(topology.order_events_subject(job.order_id))
     await bus.client.flush()
     await bus.publish(queue.subject, job, msg_id=job.job_id)
@@ -146,7 +155,7 @@ async def test_a_checkpoint_the_store_could_not_drop_is_dropped_when_the_job_com
         record.completion.CopyFrom(TRAINED)
     else:
         await mark_cancelled(bus, job.order_id, "the customer changed their mind")
-    await bus.kv_put(topology.TRAIN_JOBS_BUCKET, job.job_id, record)
+    await put_record(bus, record)
     final = State.TRAIN_JOB_STATE_DONE if ending == "trained" else State.TRAIN_JOB_STATE_CANCELLED
     try:
         async with trainer(bus, blobs) as worker:
