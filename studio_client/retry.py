@@ -18,7 +18,8 @@ T = TypeVar("T")
 class RetryPolicy:
     """Which failures are retried and how long to wait between attempts. By default UNAVAILABLE (the
     server did not act, or acted idempotently: every mutating call the client makes carries an
-    idempotency key or client photo ids) and ABORTED (a concurrent twin of the request gave up)."""
+    idempotency key or client photo ids) and ABORTED (a concurrent twin of the request gave up). Never
+    RESOURCE_EXHAUSTED: a tenant quota, or the studio's event store full, which waiting seconds does not free."""
 
     max_attempts: int = 6
     initial_backoff_s: float = 0.2

@@ -167,3 +167,45 @@ async def test_a_service_started_before_the_cluster_has_a_quorum_declares_once_i
         assert sorted(streams) == sorted(expected)
     finally:
         await bus.close()
+
+
+NATS_UNITS = {"": 1, "K": 1000, "KB": 2**10, "M": 1000**2, "MB": 2**20, "G": 1000**3, "GB": 2**30}  # nats.conf sizes
+VOLUME_UNITS = {"Mi": 2**20, "Gi": 2**30}
+
+
+def _size(text: str, units: dict[str, int]) -> int:
+    number, unit = re.fullmatch(r"(\d+)\s*([A-Za-z]*)", text.strip()).groups()
+    return int(number) * units[unit]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_store_budget_fits_one_node_with_room_for_its_raft_logs(overlay):
+    """With 3 replicas on 3 nodes each node stores every stream whole: the budget is what one node must hold."""
+    manifests = validate.build(validate.K8S_DIR / "overlays" / overlay)
+    config = named(manifests, "ConfigMap", "studio-config")["data"]
+    nats_conf = named(manifests, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    max_file_store = _size(re.search(r"max_file_store:\s*(\S+)", nats_conf).group(1), NATS_UNITS)
+    claim = named(manifests, "StatefulSet", "nats")["spec"]["volumeClaimTemplates"][0]
+    volume = _size(claim["spec"]["resources"]["requests"]["storage"], VOLUME_UNITS)
+    budget = int(config[topology.STORE_BYTES_ENV])
+    assert budget <= 0.9 * min(max_file_store, volume), (budget, max_file_store, volume)
+
+
+async def test_the_shipped_budget_is_reserved_whole_on_every_node_at_three_replicas(nats_cluster, monkeypatch):
+    """The ConfigMap's budget is declared on the shipped cluster with every stream and bucket at 3 replicas; twice
+    it, which the three nodes together could hold were the data split between them, is refused."""
+    config = named(validate.build(validate.K8S_DIR / "overlays" / "prod"), "ConfigMap", "studio-config")["data"]
+    budget = int(config[topology.STORE_BYTES_ENV])
+    monkeypatch.setenv(topology.REPLICAS_ENV, config[topology.REPLICAS_ENV])
+    monkeypatch.setenv(topology.STORE_BYTES_ENV, str(budget))
+    bus = await Bus.connect(nats_cluster.client_url(0), name="budget-test")
+    try:
+        declared = {info.config.name: info.config for info in await bus.js.streams_info()}
+        assert {config.num_replicas for config in declared.values()} == {NODES}
+        assert sum(config.max_bytes for config in declared.values()) <= budget
+        assert all(config.max_bytes > 0 for config in declared.values())
+        monkeypatch.setenv(topology.STORE_BYTES_ENV, str(2 * budget))
+        with pytest.raises(RuntimeError, match=f"lower {topology.STORE_BYTES_ENV}"):
+            await bus.declare()
+    finally:
+        await bus.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tarfile
 import time
@@ -15,10 +16,12 @@ from studio.v1 import common_pb2, state_pb2, studio_pb2
 from services.cli.client import PORTRAIT_CONSENT, StudioClient
 from services.cli.stack import EmbeddedStack
 from services.common.bus import Bus
-from services.common.topology import PENDING_STREAM, SUBJECTS_BUCKET
+from services.common.topology import IDEMPOTENCY_BUCKET, PENDING_STREAM, SUBJECTS_BUCKET
 from services.ingest.context import ensure_tenant
 from services.ingest.upload_stream import MAX_STREAM_MESSAGES
 from tests.fixtures_stack import faces
+from tests.fixtures_tenants import lisa_headshot
+from tests.nats_faults import store_full
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -147,6 +150,45 @@ async def test_missing_and_wrong_api_key(stack: EmbeddedStack):
             await expect_status(grpc.StatusCode.UNAUTHENTICATED, stranger.create_subject())
         finally:
             await stranger.close()
+
+
+async def test_a_full_event_store_is_resource_exhausted_naming_it_and_not_retried(stack: EmbeddedStack):
+    """The idempotency keys' bucket at its budget: CreateSubject's first write is refused. The caller is told the
+    studio's event store is full (no internals), the client does not retry it, and the subject is created once
+    there is space again."""
+    retries: list[int] = []
+    studio = StudioClient(stack.public_endpoint, stack.paths.api_key_file.read_text().strip(),
+                          on_retry=lambda error, attempt: retries.append(attempt))
+    bus = await Bus.connect(stack.nats.url, name="test")
+    try:
+        async with store_full(bus, f"KV_{IDEMPOTENCY_BUCKET}"):
+            details = await expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, studio.create_subject())
+        assert "event store is full" in details and "KV_" not in details and retries == []
+        assert (await studio.create_subject()).subject_id
+    finally:
+        await bus.close()
+        await studio.close()
+
+
+async def test_an_order_whose_queue_is_full_is_resource_exhausted_and_fails(client: StudioClient, stack: EmbeddedStack):
+    """PENDING at its budget: the order's job cannot be held. The caller is told the event store is full (not to
+    create the order again at once), and the order fails instead of holding a concurrent-order slot."""
+    subject = await client.create_subject()
+    await client.upload(subject.subject_id, [(lisa_headshot(), common_pb2.PHOTO_ROLE_HEADSHOT)])
+    bus = await Bus.connect(stack.nats.url, name="test")
+    try:
+        async with store_full(bus, PENDING_STREAM.name):
+            details = await expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                          client.create_order(subject.subject_id, ["studio-frontal-soft"], 1))
+    finally:
+        await bus.close()
+    assert "event store is full" in details
+    [order] = (await client.list_orders(subject_id=subject.subject_id)).orders
+    for _ in range(100):
+        if (order := await client.get_order(order.order_id)).state == common_pb2.ORDER_STATE_FAILED:
+            break
+        await asyncio.sleep(0.1)
+    assert (order.state, order.failure_stage) == (common_pb2.ORDER_STATE_FAILED, "queueing")
 
 
 async def test_photo_without_a_face_gets_a_verdict_and_is_not_kept(client: StudioClient, stack: EmbeddedStack):

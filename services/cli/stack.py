@@ -26,6 +26,7 @@ from services.common.provenance_certs import DevChainFiles, ensure_dev_chain
 from services.common.secrets import ensure_secret_file, hash_api_key, new_token, write_secret_file
 from services.common.signatures import SigningKey
 from services.common.tinymodel import write_tiny_model
+from services.common.topology import DEFAULT_STORE_BYTES, MIN_STORE_BYTES, STORE_BYTES_ENV
 from services.privacy.store import stored_holdings
 from services.privacy.vault import vault_path
 from services.trainer.fleet import gpu_ids
@@ -103,6 +104,14 @@ async def all_healthy(addresses: list[str]) -> bool:
         if not await grpc_healthy(address):
             return False
     return True
+
+
+def store_budget(data_dir: Path) -> int:
+    """The embedded NATS's byte budget: DEFAULT_STORE_BYTES where the disk has room, else 40% of its free space
+    (nats-server reserves budgets against 75% of it, and a budget it cannot reserve stops the services)."""
+    existing = next(path for path in (data_dir, *data_dir.parents) if path.exists())
+    free = shutil.disk_usage(existing).free
+    return max(MIN_STORE_BYTES, min(DEFAULT_STORE_BYTES, int(free * 0.4)))
 
 
 @dataclass
@@ -200,6 +209,7 @@ class EmbeddedStack:
             "STUDIO_DATA_DIR": str(self.data_dir.resolve()),
             "STUDIO_NATS_URL": self.nats.address,
             "STUDIO_NATS_TOKEN_FILE": str(self.paths.nats_token_file),
+            STORE_BYTES_ENV: os.environ.get(STORE_BYTES_ENV) or str(store_budget(self.data_dir)),
             "STUDIO_BLOB_URL": blob_url,
             "STUDIO_BASE_MODEL": str(base_model),
             "STUDIO_TRITON_URL": self.triton.grpc_url,

@@ -3,14 +3,16 @@ stack starts, and its repr keeps the blob store's credentials and extra environm
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from services.cli.demo import embedded_stack
 from services.cli.main import build_parser
-from services.cli.stack import EmbeddedStack
+from services.cli.stack import EmbeddedStack, store_budget
 from services.common.tinymodel import write_tiny_model
+from services.common.topology import DEFAULT_STORE_BYTES, MIN_STORE_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +41,9 @@ def test_the_repr_shows_no_blob_store_secret_nor_extra_environment(tmp_path: Pat
     shown = repr(stack)
     assert "TOPSECRET" not in shown and "ALSOSECRET" not in shown
     assert str(tmp_path.resolve()) in shown  # the rest is still there to read
+
+
+def test_the_embedded_store_budget_fits_the_disk(tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    budget = store_budget(tmp_path / "not-yet")
+    assert MIN_STORE_BYTES <= budget <= min(DEFAULT_STORE_BYTES, free * 0.75)

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import nats
@@ -18,8 +18,10 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import (
+    APIError,
+    BadRequestError,
     KeyNotFoundError,
     NoKeysError,
     NoStreamResponseError,
@@ -27,20 +29,26 @@ from nats.js.errors import (
     ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue
+from prometheus_client import Gauge
 
 from services.common.deletion_guard import DeletionGuard
+from services.common.store_space import STORAGE_RESOURCES_EXCEEDED, StoreSpace
 from services.common.topology import (
     BUCKETS,
     DELETIONS_STREAM,
     PENDING_STREAM,
     PURGING_SERVICES,
     REPLICAS_ENV,
+    STORE_BYTES_ENV,
     STREAMS,
     VAULT_CONFIRMATIONS_CONSUMER,
     WORK_QUEUES,
     WorkQueue,
     backlog_consumer,
+    max_bytes_of,
     purge_consumer,
+    store_budget,
+    store_of,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,22 @@ PUBLISH_RETRY_S = 0.1
 # A JetStream cluster that is still electing its meta leader drops or refuses API requests for a few seconds.
 DECLARE_ATTEMPTS = 5
 DECLARE_RETRY_S = 1.0
+# The server's answer to creating a stream (or bucket) that exists with another configuration.
+CONFIG_DIFFERS = 10058
+# A cluster's answer to a stream whose max_bytes no server has room to reserve: "no suitable peers for placement,
+# insufficient storage" (one server answers STORAGE_RESOURCES_EXCEEDED).
+NO_PEERS = 10005
+# Changed on a stream that exists: its budget, what it does at its budget, how long it keeps messages.
+LIMIT_FIELDS = ("max_bytes", "discard", "max_age")
+# NATS restarting (a rolling restart), reconnecting or electing a stream leader: requests time out, find no
+# responder or are refused for now.
+NATS_OUTAGES = (
+    nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError, nats.errors.NoServersError, nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError, ServiceUnavailableError, NoStreamResponseError,
+)
+STREAM_BUDGET = Gauge("studio_nats_stream_max_bytes", "The byte budget each NATS stream (KV_<bucket> for a bucket) "
+                      "was declared with", ["stream_name"])
 
 
 async def _repeat(interval_s: float, action: Callable[[], Awaitable[object]], lost: str) -> None:
@@ -120,20 +144,30 @@ class Bus:
         # Subjects being deleted in this process: nothing more is announced or sealed for them.
         self.guard = DeletionGuard()
         self._buckets: dict[str, KeyValue] = {}
+        # Writes refused for want of space; a worker's wait (services/common/store_space.py).
+        self.space = StoreSpace()
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Bus:
         client = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         bus = cls(client)
-        await bus.declare()
+        try:
+            await bus.declare()
+        except BaseException:
+            await bus.close()
+            raise
         return bus
 
     async def declare(self) -> None:
         """Idempotent: every service declares the topology on start, whoever starts first. Each declaration is
-        tried again while the cluster cannot answer yet (a pod may start beside a NATS cluster that is forming)."""
+        tried again while the cluster cannot answer yet (a pod may start beside a NATS cluster that is forming).
+        A stream or bucket that exists with other limits (a deployment from before the budgets, or a budget
+        changed since) gets the declared ones: nothing it holds is dropped (discard 'new' refuses, never trims)."""
         replicas = int(os.environ.get(REPLICAS_ENV, "1") or 1)
+        budget = store_budget()
         for config in STREAMS:
-            await self._declared(self.js.add_stream, dataclasses.replace(config, num_replicas=replicas))
+            max_bytes = max_bytes_of(config.name, budget)
+            await self._declare_stream(dataclasses.replace(config, num_replicas=replicas, max_bytes=max_bytes))
         for queue in WORK_QUEUES:
             await self._declared(self.js.add_consumer, queue.stream, queue.consumer_config())
             await self._declared(self.js.add_consumer, PENDING_STREAM.name, backlog_consumer(queue))
@@ -141,8 +175,48 @@ class Bus:
             await self._declared(self.js.add_consumer, DELETIONS_STREAM.name, purge_consumer(service))
         await self._declared(self.js.add_consumer, DELETIONS_STREAM.name, VAULT_CONFIRMATIONS_CONSUMER)
         for bucket in BUCKETS:
-            self._buckets[bucket] = await self._declared(self.js.create_key_value, KeyValueConfig(
-                bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas))
+            self._buckets[bucket] = await self._declare_bucket(KeyValueConfig(
+                bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
+                max_bytes=max_bytes_of(bucket, budget)))
+
+    async def _declare_stream(self, config: StreamConfig) -> None:
+        with _reservable(config.name, config.max_bytes):
+            if not await self._limits_updated(config):
+                await self._created(self.js.add_stream, config, config)
+        STREAM_BUDGET.labels(config.name).set(config.max_bytes)
+
+    async def _declare_bucket(self, config: KeyValueConfig) -> KeyValue:
+        """nats-py makes a bucket's stream KV_<bucket>, discard 'new': a full bucket refuses new keys."""
+        limits = StreamConfig(name=f"KV_{config.bucket}", max_bytes=config.max_bytes, discard=DiscardPolicy.NEW)
+        with _reservable(limits.name, config.max_bytes):
+            if not await self._limits_updated(limits):
+                await self._created(self.js.create_key_value, config, limits)
+        STREAM_BUDGET.labels(limits.name).set(config.max_bytes)
+        return await self._declared(self.js.key_value, config.bucket)
+
+    async def _created(self, create: Callable[..., Awaitable[object]], config: object, limits: StreamConfig) -> None:
+        """Created; when another service created it meanwhile with other limits, it gets these."""
+        try:
+            await self._declared(create, config)
+        except BadRequestError as error:
+            if getattr(error, "err_code", None) != CONFIG_DIFFERS:
+                raise
+            await self._limits_updated(limits)
+
+    async def _limits_updated(self, wanted: StreamConfig) -> bool:
+        """False when the stream does not exist yet. Else it now has `wanted`'s limits (those it sets), anything
+        else in its configuration as it was (replicas, say). Updated, not created again: a cluster checks a
+        creation's reservation before it finds the stream exists, and a budget near the servers' limit fails it."""
+        try:
+            current = (await self._declared(self.js.stream_info, wanted.name)).config
+        except NotFoundError:
+            return False
+        limits = {name: getattr(wanted, name) for name in LIMIT_FIELDS if getattr(wanted, name) is not None}
+        updated = dataclasses.replace(current, **limits)
+        if updated != current:
+            await self._declared(self.js.update_stream, updated)
+            log.info("stream %s now has %s", wanted.name, limits)
+        return True
 
     @staticmethod
     async def _declared(declare: Callable[..., Awaitable[T]], *args: object) -> T:
@@ -159,10 +233,12 @@ class Bus:
     async def publish_raw(self, subject: str, payload: bytes, msg_id: str | None = None) -> None:
         """Store `payload` in the stream that takes `subject`. No stream answering means nothing was stored: right
         after a stream is created, or while a cluster elects its leader, its interest has not reached this server
-        yet, so the publish is tried again, up to PUBLISH_ATTEMPTS times."""
+        yet, so the publish is tried again, up to PUBLISH_ATTEMPTS times. A full stream: see StoreSpace.write."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        await _attempts(lambda: self.js.publish(subject, payload, headers=headers), PUBLISH_ATTEMPTS,
-                        NoStreamResponseError, lambda failures: PUBLISH_RETRY_S * 2 ** (failures - 1))
+        await self.space.write(
+            lambda: _attempts(lambda: self.js.publish(subject, payload, headers=headers), PUBLISH_ATTEMPTS,
+                              NoStreamResponseError, lambda failures: PUBLISH_RETRY_S * 2 ** (failures - 1)),
+            store_of(subject) or "other")
 
     async def consume(
         self, stream: str, durable: str, handle: Callable[[Msg], Awaitable[None]], batch: int = 8
@@ -181,12 +257,12 @@ class Bus:
         return None if value is None else message_type.FromString(value)
 
     async def kv_put(self, bucket: str, key: str, message: Message) -> None:
-        await self.bucket(bucket).put(key, message.SerializeToString())
+        await self.space.write(lambda: self.bucket(bucket).put(key, message.SerializeToString()), bucket)
 
     async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
         """Store only if absent; False when the key already exists (idempotency guards)."""
         try:
-            await self.bucket(bucket).create(key, value)
+            await self.space.write(lambda: self.bucket(bucket).create(key, value), bucket)
         except Exception as error:  # nats-py raises KeyWrongLastSequenceError / APIError variants
             if "wrong last sequence" in str(error).lower() or "exists" in str(error).lower():
                 return False
@@ -224,7 +300,7 @@ class Bus:
         if not revision:
             return await self.kv_create(bucket, key, value)
         try:
-            await self.bucket(bucket).update(key, value, last=revision)
+            await self.space.write(lambda: self.bucket(bucket).update(key, value, last=revision), bucket)
         except Exception as error:
             if "wrong last sequence" in str(error).lower():
                 return False
@@ -294,3 +370,18 @@ class Bus:
         # close, not drain: draining waits on idle pull subscriptions and would stall shutdown.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.client.close(), timeout=3)
+
+
+@contextlib.contextmanager
+def _reservable(name: str, max_bytes: int | None) -> Iterator[None]:
+    """A budget the server cannot reserve stops the service with what to change, not a bare server error."""
+    try:
+        yield
+    except APIError as error:
+        code, description = getattr(error, "err_code", None), getattr(error, "description", None) or ""
+        if code != STORAGE_RESOURCES_EXCEEDED and not (code == NO_PEERS and "insufficient storage" in description):
+            raise
+        raise RuntimeError(
+            f"NATS cannot reserve {max_bytes} bytes for stream {name}: {STORE_BYTES_ENV} ({store_budget()}) is more "
+            "than the server's JetStream max_file_store (by default 75% of the disk free when it started) leaves; "
+            f"lower {STORE_BYTES_ENV} or give NATS more storage") from error

@@ -15,10 +15,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
+from services.common.bus import NATS_OUTAGES
+from services.common.store_space import store_is_full
+
 log = logging.getLogger(__name__)
 
 RPC_COUNT = Counter("studio_rpc_total", "RPCs received", ["service", "method"])
 RPC_SECONDS = Histogram("studio_rpc_seconds", "RPC handling time (unary calls)", ["service", "method"])
+# The method label of calls to a method no service has: any caller can name one (an unauthenticated call on the
+# public port), so each name must not become a series of its own.
+UNKNOWN_METHOD = "unknown"
+# A full NATS store: said as what it means to the caller, without the store's internals.
+STORE_FULL_DETAILS = ("the studio's event store is full, so nothing was recorded; this is not a quota: try again "
+                      "once the studio's operator has freed space")
 
 BackgroundTask = Callable[[], Awaitable[None]]
 HEALTH_PORT_ENV = "STUDIO_HEALTH_PORT"
@@ -32,7 +41,7 @@ PASSED_THROUGH = (
 )
 
 
-class _ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every RPC, and turns unexpected failures into a canonical status whose
     details say what to do, never internals (which could name keys, paths or other tenants)."""
 
@@ -41,8 +50,8 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
-        RPC_COUNT.labels(self._service, method).inc()
         handler = await continuation(handler_call_details)
+        RPC_COUNT.labels(self._service, UNKNOWN_METHOD if handler is None else method).inc()
         if handler is None:
             return handler
         if handler.unary_unary:
@@ -92,7 +101,10 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
 async def _abort_for(error: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
     if isinstance(error, grpc.aio.AioRpcError) and error.code() in PASSED_THROUGH:
         await context.abort(error.code(), error.details() or error.code().name)
-    if isinstance(error, grpc.aio.AioRpcError | ConnectionError | TimeoutError | OSError):
+    if store_is_full(error):  # not retried by clients: waiting does not free space, the operator does
+        log.error("%s: refused, a NATS store is full: %s", method, error)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, STORE_FULL_DETAILS)
+    if isinstance(error, (grpc.aio.AioRpcError, ConnectionError, TimeoutError, OSError, *NATS_OUTAGES)):
         log.warning("%s: a dependency is unavailable: %s", method, type(error).__name__)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "a backend service is unavailable; retry with backoff")
     log.exception("%s failed", method)
@@ -118,7 +130,7 @@ async def serve(
     """Run until SIGTERM/SIGINT. `register` adds servicers and returns their full service names.
     With `credentials` (internal services under mTLS) the port is TLS-only. `max_receive_bytes`: the largest
     request message taken (0: gRPC's default, 4 MiB); a larger one is refused with RESOURCE_EXHAUSTED."""
-    server = grpc.aio.server(interceptors=[_ServiceInterceptor(service_name), *interceptors],
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(service_name), *interceptors],
                              options=server_options(max_receive_bytes))
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()

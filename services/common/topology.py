@@ -9,25 +9,43 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 # JetStream replicas of every stream and bucket: 1 on one server, 3 on a NATS cluster.
 REPLICAS_ENV = "STUDIO_NATS_REPLICAS"
+# The bytes every stream and bucket together may hold on each NATS server, split by STORE_SHARES (below). Every
+# server reserves each stream's max_bytes against its JetStream max_file_store, and a replicated stream is stored
+# whole on each of its servers: on 3 nodes with 3 replicas the budget is what one node holds, not a third of it.
+STORE_BYTES_ENV = "STUDIO_NATS_STORE_BYTES"
+DEFAULT_STORE_BYTES = 4 * 2**30  # the embedded stack: small records, years of them for one studio
+MIN_STORE_BYTES = 2**20
 
 TRAIN_SUBJECT = "studio.train.jobs"
 RENDER_SUBJECT = "studio.render.jobs"
 ORDER_EVENTS_PREFIX = "studio.events.order"
 
 
-def _stream(name: str, subject: str, retention: RetentionPolicy = RetentionPolicy.LIMITS, **limits) -> StreamConfig:
-    """A file-backed stream over one subject (pattern) that drops a message id seen in the last 10 minutes."""
+def _stream(name: str, subject: str, retention: RetentionPolicy = RetentionPolicy.LIMITS,
+            discard: DiscardPolicy = DiscardPolicy.NEW, **limits) -> StreamConfig:
+    """A file-backed stream over one subject (pattern) that drops a message id seen in the last 10 minutes. At its
+    budget (max_bytes, set by Bus.declare) it refuses new messages: nothing stored is ever dropped to make room."""
     return StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE,
-                        duplicate_window=600.0, **limits)
+                        duplicate_window=600.0, discard=discard, **limits)
 
 
 TRAIN_STREAM = _stream("TRAIN", TRAIN_SUBJECT, RetentionPolicy.WORK_QUEUE)
 RENDER_STREAM = _stream("RENDER", RENDER_SUBJECT, RetentionPolicy.WORK_QUEUE)
-EVENTS_STREAM = _stream("EVENTS", "studio.events.>", max_age=30 * 24 * 3600.0)
+# The one stream that drops its oldest messages, at its budget as after 30 days: order events, which ingest's
+# order view (KV) has taken in long before.
+EVENTS_STREAM = _stream("EVENTS", "studio.events.>", discard=DiscardPolicy.OLD, max_age=30 * 24 * 3600.0)
 # Deletion: the vault announces on studio.deletion.<id>.requested after shredding the key; each
 # service answers on studio.deletion.<id>.confirmed.<service>. The vault purges both once certified.
 DELETION_PREFIX = "studio.deletion"
@@ -149,7 +167,9 @@ SUBJECTS_BUCKET = "studio_subjects"
 PHOTOS_BUCKET = "studio_photos"
 ORDERS_BUCKET = "studio_orders"
 IDEMPOTENCY_BUCKET = "studio_idempotency"
-# Trainer bookkeeping per training job (TrainJobRecord): checkpoint location, done-once marker.
+# Trainer bookkeeping per training job (TrainJobRecord): checkpoint location, done-once marker. Keyed
+# `<subject>.<job id>` (services/trainer/job_keys.py; `<job id>` keys of earlier releases are re-keyed at trainer
+# start, `unattributed.<job id>` for records naming no subject).
 TRAIN_JOBS_BUCKET = "studio_train_jobs"
 # Cancelled orders (key = order id): workers drop their jobs. Written by ingest's CancelOrder.
 CANCELLED_ORDERS_BUCKET = "studio_cancelled_orders"
@@ -175,6 +195,51 @@ RENDERS_DONE_BUCKET = "studio_renders_done"
 BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
            CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET,
            SCHEDULER_BUCKET, WRITE_LEASES_BUCKET, RENDERS_DONE_BUCKET)
+
+
+# Each stream's and bucket's share of STUDIO_NATS_STORE_BYTES (of the sum of shares), after what it holds: order
+# events for 30 days; photo records with their embeddings; orders with their history; portraits delivered. Queues,
+# leases and the scheduler's state hold little at a time.
+STORE_SHARES: dict[str, int] = {
+    EVENTS_STREAM.name: 24, PHOTOS_BUCKET: 14, ORDERS_BUCKET: 12, RENDERS_DONE_BUCKET: 8, SUBJECTS_BUCKET: 6,
+    IDEMPOTENCY_BUCKET: 6, TENANT_INDEX_BUCKET: 5, PENDING_STREAM.name: 5, TRAIN_JOBS_BUCKET: 4,
+    DELETIONS_STREAM.name: 4, TRAIN_STREAM.name: 2, RENDER_STREAM.name: 2, TENANT_USAGE_BUCKET: 2,
+    CANCELLED_ORDERS_BUCKET: 2, WRITE_LEASES_BUCKET: 1, SCHEDULER_BUCKET: 1, TENANTS_BUCKET: 1,
+    TENANT_ACCOUNTS_BUCKET: 1,
+}
+
+
+def store_budget() -> int:
+    """STUDIO_NATS_STORE_BYTES (a whole number of bytes), DEFAULT_STORE_BYTES when unset."""
+    raw = os.environ.get(STORE_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_STORE_BYTES
+    if not raw.isdigit() or int(raw) < MIN_STORE_BYTES:
+        raise ValueError(f"{STORE_BYTES_ENV} must be a whole number of bytes, at least {MIN_STORE_BYTES}; got {raw!r}")
+    return int(raw)
+
+
+def max_bytes_of(name: str, budget: int) -> int:
+    """The budget of the stream or KV bucket `name`: its share of `budget`."""
+    return max(1, budget * STORE_SHARES[name] // sum(STORE_SHARES.values()))
+
+
+def store_of(subject: str) -> str:
+    """The stream that stores `subject` (a published one, no wildcards), or "" when none of ours does."""
+    tokens = subject.split(".")
+    for stream in STREAMS:
+        if any(_matches(pattern.split("."), tokens) for pattern in stream.subjects or ()):
+            return stream.name
+    return ""
+
+
+def _matches(pattern: list[str], tokens: list[str]) -> bool:
+    for index, token in enumerate(pattern):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or token not in ("*", tokens[index]):
+            return False
+    return len(tokens) == len(pattern)
 
 
 def order_events_subject(order_id: str) -> str:

@@ -7,6 +7,9 @@ few more times (topology.FAILURE_DELIVERIES) so that the failure is recorded eve
 the last attempt was killed or could not record it: such a delivery gives up at once. Such a delivery may
 also be of a job that succeeded but whose ack was lost: on_failure checks the job's own record first.
 A job whose dependency is down (is_outage) is held and run again without using up its attempts.
+A job's write that a full NATS store refuses is not such an outage: running the job again would redo its work
+(a training run) only to be refused again. The write waits for space and is tried again with backoff, the job
+held meanwhile, and the worker's process pulls no new job until its writes fit (services/common/store_space.py).
 
 Every worker also sends a WorkerHeartbeat (core NATS) every HEARTBEAT_S and when a job starts or
 ends: the scheduler counts live workers and measures service times from them."""
@@ -24,13 +27,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
-import nats.errors
-import nats.js.errors
 from nats.aio.msg import Msg
 from studio.v1 import common_pb2, events_pb2
 
 from services.common.blobstore import BlobStoreUnavailable
-from services.common.bus import Bus, fetch_or_stop, in_progress_while
+from services.common.bus import NATS_OUTAGES, Bus, fetch_or_stop, in_progress_while
+from services.common.store_space import waiting_for_space
 from services.common.topology import WorkQueue, worker_heartbeat_subject
 
 log = logging.getLogger(__name__)
@@ -40,14 +42,6 @@ OUTAGE_RETRY_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # between runs of a job whose dep
 HEARTBEAT_S = float(os.environ.get("STUDIO_WORKER_HEARTBEAT_S", "2"))
 # Missing this many heartbeats in a row, a worker counts as gone.
 HEARTBEATS_MISSED_BEFORE_GONE = 3
-# NATS restarting (a rolling restart), reconnecting or electing a stream leader: requests time out, find no
-# responder or are refused for now.
-NATS_OUTAGES = (
-    nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError, nats.errors.NoServersError, nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError, nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.NoStreamResponseError,
-)
 # A service (the vault, faceqa) that is down or restarting, or too busy to answer within the call's deadline.
 GRPC_OUTAGES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -93,9 +87,11 @@ async def run_worker(
     subscription = await bus.pull(queue)
     presence = asyncio.create_task(_announce_presence(bus, queue, state))
     try:
-        while True:
-            for message in await fetch_or_stop(subscription, 1):
-                await _process(bus, message, queue, handle, on_failure, state)
+        with waiting_for_space():
+            while True:
+                await bus.space.until_free()  # a full store: no new job while a job's write waits for space
+                for message in await fetch_or_stop(subscription, 1):
+                    await _process(bus, message, queue, handle, on_failure, state)
     finally:
         presence.cancel()
 
@@ -103,6 +99,7 @@ async def run_worker(
 async def _process(
     bus: Bus, message: Msg, queue: WorkQueue, handle: JobHandler, on_failure: FailureHandler, state: WorkerState
 ) -> None:
+    await _held_while_store_full(bus, message, queue)
     state.busy, state.current_job_id = True, message.header.get("Nats-Msg-Id", "") if message.header else ""
     state.job_started = time.monotonic()
     with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
@@ -122,6 +119,20 @@ async def _process(
         state.busy, state.current_job_id = False, ""
         with contextlib.suppress(Exception):  # a lost heartbeat costs an estimate, never the job
             await send_heartbeat(bus, queue, state, completed_job_id=completed, completed_seconds=seconds)
+
+
+async def _held_while_store_full(bus: Bus, message: Msg, queue: WorkQueue) -> None:
+    """A job fetched while another job's write waits for space (a pull already under way) is held, not run and
+    no attempt used, until the store takes writes again."""
+    if not bus.space.full:
+        return
+    try:
+        async with in_progress_while(message, queue.ack_wait_s / 3):
+            await bus.space.until_free()
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # unsettled, it returns after ack_wait all the same
+            await message.nak()  # shutting down: hand the job to another worker now
+        raise
 
 
 async def _settle(

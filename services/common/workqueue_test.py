@@ -370,3 +370,4 @@ async def test_a_failure_that_could_not_be_recorded_is_recorded_on_the_next_deli
     assert runs == queue.max_deliver and attempts_to_record == 2
     assert len(recorded) == 1 and recorded[0].startswith("gave up after 3 attempts:"), recorded
     assert info.num_pending == 0 and info.num_ack_pending == 0
+

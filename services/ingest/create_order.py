@@ -16,6 +16,7 @@ from services.common.holding import hold
 from services.common.objects import lora_key, new_id, portrait_key
 from services.common.order_events import publish_order_event
 from services.common.shielding import completed_even_if_cancelled
+from services.common.store_space import store_is_full
 from services.common.styles import catalogue, unknown_styles
 from services.ingest import fields, idempotency, jobs, quotas
 from services.ingest.context import IngestContext
@@ -157,6 +158,8 @@ async def _queue_or_fail(
     except Exception as error:
         log.warning("order %s: its job could not be queued: %s", order.order_id, type(error).__name__)
         await _fail_unqueued(ctx, tenant, order)
+        if store_is_full(error):  # RESOURCE_EXHAUSTED (the interceptor): creating it again at once would not help
+            raise
         return False
     return True
 
