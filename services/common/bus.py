@@ -34,6 +34,7 @@ from prometheus_client import Gauge
 from services.common.deletion_guard import DeletionGuard
 from services.common.store_space import STORAGE_RESOURCES_EXCEEDED, StoreSpace
 from services.common.topology import (
+    BUCKET_TTLS,
     BUCKETS,
     DELETIONS_STREAM,
     PENDING_STREAM,
@@ -177,7 +178,7 @@ class Bus:
         for bucket in BUCKETS:
             self._buckets[bucket] = await self._declare_bucket(KeyValueConfig(
                 bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
-                max_bytes=max_bytes_of(bucket, budget)))
+                max_bytes=max_bytes_of(bucket, budget), ttl=BUCKET_TTLS.get(bucket)))
 
     async def _declare_stream(self, config: StreamConfig) -> None:
         with _reservable(config.name, config.max_bytes):
@@ -187,7 +188,8 @@ class Bus:
 
     async def _declare_bucket(self, config: KeyValueConfig) -> KeyValue:
         """nats-py makes a bucket's stream KV_<bucket>, discard 'new': a full bucket refuses new keys."""
-        limits = StreamConfig(name=f"KV_{config.bucket}", max_bytes=config.max_bytes, discard=DiscardPolicy.NEW)
+        limits = StreamConfig(name=f"KV_{config.bucket}", max_bytes=config.max_bytes, discard=DiscardPolicy.NEW,
+                              max_age=config.ttl)
         with _reservable(limits.name, config.max_bytes):
             if not await self._limits_updated(limits):
                 await self._created(self.js.create_key_value, config, limits)

@@ -186,7 +186,9 @@ TENANT_INDEX_BUCKET = "studio_tenant_index"
 SCHEDULER_BUCKET = "studio_scheduler"
 # Sealed writes under way on any replica: `<subject>.<writer instance>.<n>` = when the writer last renewed it,
 # purged when the write ends. A deletion's purge waits for the subject's entries (services/common/write_leases.py).
+# A lease its writer stopped renewing (killed mid-write) expires after WRITE_LEASE_TTL_S; renewed ones never do.
 WRITE_LEASES_BUCKET = "studio_write_leases"
+WRITE_LEASE_TTL_S = 3600.0
 # What render jobs delivered: `<subject>.<render job id>` = a finished job's OrderDone, and
 # `<subject>.<render job id>.<portrait id>` = each Portrait as it was stored and announced. A job delivered again
 # (its worker killed before the acknowledgement) keeps what it delivered instead of rendering it again.
@@ -195,6 +197,8 @@ RENDERS_DONE_BUCKET = "studio_renders_done"
 BUCKETS = (TENANTS_BUCKET, SUBJECTS_BUCKET, PHOTOS_BUCKET, ORDERS_BUCKET, IDEMPOTENCY_BUCKET, TRAIN_JOBS_BUCKET,
            CANCELLED_ORDERS_BUCKET, TENANT_ACCOUNTS_BUCKET, TENANT_USAGE_BUCKET, TENANT_INDEX_BUCKET,
            SCHEDULER_BUCKET, WRITE_LEASES_BUCKET, RENDERS_DONE_BUCKET)
+# Buckets whose keys expire (seconds since a key's last write); the others keep theirs until purged.
+BUCKET_TTLS = {WRITE_LEASES_BUCKET: WRITE_LEASE_TTL_S}
 
 
 # Each stream's and bucket's share of STUDIO_NATS_STORE_BYTES (of the sum of shares), after what it holds: order

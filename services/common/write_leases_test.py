@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from services.common import topology
+from services.common import topology, write_leases
 from services.common.bus import Bus
 from services.common.write_leases import LeasesStillHeld, WriteLeases
 
@@ -52,3 +52,12 @@ async def test_the_lease_of_a_writer_that_died_is_dropped(bus: Bus) -> None:
     await purger.wait_until_none(subject_id, timeout_s=30)
     assert time.monotonic() - started >= purger.stale_s - 0.1  # not before it could have been renewed
     assert await purger.held(subject_id) == []
+
+
+async def test_leases_expire_unless_renewed_and_no_other_bucket_does(bus: Bus) -> None:
+    """A writer killed mid-write leaves its lease behind; the bucket lets it expire instead of keeping it until its
+    subject's deletion. Renewals rewrite the key, so a write under way never expires."""
+    leases = await bus.js.stream_info(f"KV_{topology.WRITE_LEASES_BUCKET}")
+    assert leases.config.max_age == topology.WRITE_LEASE_TTL_S > write_leases.MISSED_RENEWALS * write_leases.RENEW_S
+    kept = await bus.js.stream_info(f"KV_{topology.SUBJECTS_BUCKET}")
+    assert not kept.config.max_age
