@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 from studio.v1 import privacy_pb2, privacy_pb2_grpc
 
 from services.common.blobstore import BlobStore
@@ -34,6 +35,11 @@ _WRITING: ContextVar[frozenset[str]] = ContextVar("studio_writing", default=froz
 
 def data_key_ttl_s() -> float:
     return float(os.environ.get(DATA_KEY_TTL_ENV) or DEFAULT_DATA_KEY_TTL_S)
+
+
+class VaultStorageFull(Exception):
+    """The vault refuses keys because its store cannot grow (RESOURCE_EXHAUSTED): an operator must make room.
+    Not the job's fault: workers hold their jobs until the vault hands keys out again (services/common/workqueue.py)."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,15 @@ class VaultClient:
         if cached:
             return cached[1]
         asked_at = time.monotonic()  # not the answer's time: the vault may shred the key while the answer travels
-        response = await self._stub.GetDataKey(
-            privacy_pb2.GetDataKeyRequest(tenant_id=tenant_id, subject_id=subject_id, purpose=purpose),
-            metadata=self._metadata, timeout=10,
-        )
+        try:
+            response = await self._stub.GetDataKey(
+                privacy_pb2.GetDataKeyRequest(tenant_id=tenant_id, subject_id=subject_id, purpose=purpose),
+                metadata=self._metadata, timeout=10,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise VaultStorageFull(error.details()) from error
+            raise
         data_key = DataKey(response.data_key, response.key_id, response.key_version)
         if self._forgotten_at.get(subject_id, -1.0) < asked_at:  # else the deletion came while the answer travelled
             self._cache[cache_key] = (asked_at, data_key)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from studio.v1 import privacy_pb2
 
-from services.common.vault_client import VaultClient
-from services.privacy.server_test import TOKENS, Running, register, vault  # noqa: F401  (fixture)
+from services.common import workqueue
+from services.common.vault_client import VaultClient, VaultStorageFull
+from services.privacy.server_test import TOKENS, Running, data_key, register, vault  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 UPLOAD = privacy_pb2.KEY_PURPOSE_ENCRYPT_UPLOAD
@@ -40,3 +42,38 @@ async def test_a_key_is_used_again_within_its_lifetime(vault: Running) -> None: 
     first = await client.data_key("tenant-a", "subject-1", UPLOAD)
     assert await client.data_key("tenant-a", "subject-1", UPLOAD) is first
     await client.close()
+
+
+async def test_a_vault_out_of_storage_holds_a_workers_job_until_it_has_room(vault: Running) -> None:  # noqa: F811
+    """Not the job's fault: the job waits and runs again (workqueue._through_outages) instead of failing its order."""
+    await register(vault.stub)
+    client = client_of(vault)
+    store = vault.servicer.vault
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")  # the vault's volume is full: SQLITE_FULL
+    await fill(vault)
+    refusals: list[Exception] = []
+
+    async def job(payload: bytes) -> None:
+        try:
+            await client.data_key("tenant-a", "subject-1", UPLOAD)
+        except VaultStorageFull as refused:
+            refusals.append(refused)
+            store._db.execute(f"PRAGMA max_page_count = {2**30}")  # the operator grew the volume
+            raise
+
+    await asyncio.wait_for(workqueue._through_outages(job, b""), 30)
+    assert refusals and workqueue.is_outage(refusals[0])
+    assert "storage is full" in str(refusals[0])
+    await client.close()
+
+
+async def fill(vault: Running) -> None:  # noqa: F811
+    """Ask for keys until the store has no room left for their audit entries."""
+    for _ in range(500):
+        try:
+            await data_key(vault.stub)
+        except grpc.aio.AioRpcError as refused:
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.details()
+            return
+    pytest.fail("the store never filled")

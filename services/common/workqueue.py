@@ -34,6 +34,7 @@ from services.common.blobstore import BlobStoreUnavailable
 from services.common.bus import NATS_OUTAGES, Bus, fetch_or_stop, in_progress_while
 from services.common.store_space import waiting_for_space
 from services.common.topology import WorkQueue, worker_heartbeat_subject
+from services.common.vault_client import VaultStorageFull
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,11 @@ async def _settle(
 
 def is_outage(error: Exception) -> bool:
     """A dependency that is down for now (the object store, NATS, a service answering UNAVAILABLE or not
-    within its deadline): the job is not at fault, and waiting costs it nothing."""
+    within its deadline, the vault out of storage until an operator makes room): the job is not at fault, and
+    waiting costs it nothing."""
     if isinstance(error, grpc.aio.AioRpcError):
         return error.code() in GRPC_OUTAGES
-    return isinstance(error, (BlobStoreUnavailable, *NATS_OUTAGES))
+    return isinstance(error, (BlobStoreUnavailable, VaultStorageFull, *NATS_OUTAGES))
 
 
 async def _through_outages(handle: JobHandler, payload: bytes) -> None:
