@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from services.common.bus import NATS_OUTAGES
 from services.common.store_space import store_is_full
+from services.common.vault_client import VaultStorageFull
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 async def _abort_for(error: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
     if isinstance(error, grpc.aio.AioRpcError) and error.code() in PASSED_THROUGH:
         await context.abort(error.code(), error.details() or error.code().name)
+    if isinstance(error, VaultStorageFull):  # as the vault answered it: RESOURCE_EXHAUSTED, its reason
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     if store_is_full(error):  # not retried by clients: waiting does not free space, the operator does
         log.error("%s: refused, a NATS store is full: %s", method, error)
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, STORE_FULL_DETAILS)

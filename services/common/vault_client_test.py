@@ -9,6 +9,7 @@ import pytest
 from studio.v1 import privacy_pb2
 
 from services.common import workqueue
+from services.common.grpc_server_test import intercepted_server
 from services.common.vault_client import VaultClient, VaultStorageFull
 from services.privacy.server_test import TOKENS, Running, data_key, register, vault  # noqa: F401  (fixture)
 
@@ -77,3 +78,26 @@ async def fill(vault: Running) -> None:  # noqa: F811
             assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.details()
             return
     pytest.fail("the store never filled")
+
+
+async def test_a_service_calling_a_vault_out_of_storage_answers_resource_exhausted(vault: Running) -> None:  # noqa: F811
+    await register(vault.stub)
+    client = client_of(vault)
+    store = vault.servicer.vault
+    store._db.execute(f"PRAGMA max_page_count = {store._db.execute('PRAGMA page_count').fetchone()[0]}")
+    await fill(vault)
+
+    async def seal(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return (await client.data_key("tenant-a", "subject-1", UPLOAD)).key_id.encode()
+
+    sealing = grpc.method_handlers_generic_handler("test.Seal", {"Seal": grpc.unary_unary_rpc_method_handler(seal)})
+    server, address = await intercepted_server("vault-full-test", sealing)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary("/test.Seal/Seal")(b"", timeout=10)
+    finally:
+        await server.stop(grace=None)
+        await client.close()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "storage is full" in refused.value.details()
