@@ -27,3 +27,14 @@ async def _in_work_queue(bus: Bus, queue: WorkQueue, order_id: str) -> bool:
         if job_type(queue).FromString(payload).order_id == order_id:
             return True
     return False
+
+
+async def without_jobs(bus: Bus, order_ids: list[str]) -> set[str]:
+    """Those of ORDER_IDS whose job is nowhere: neither held nor in a work queue (each queue read once)."""
+    missing = {order_id for order_id in order_ids if not await _held(bus, order_id)}
+    for queue in topology.WORK_QUEUES:
+        if not missing:
+            break
+        async for _, payload in bus.queued_jobs(queue):
+            missing.discard(job_type(queue).FromString(payload).order_id)
+    return missing

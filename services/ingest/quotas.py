@@ -68,9 +68,9 @@ async def _add_to_counter(bus: Bus, key: str, amount: int, limit: int | None) ->
 async def _drop_earlier_days(bus: Bus, day_key: str) -> None:
     """A new day's counter makes the earlier days' counters of its quota history, which nothing reads: they go,
     or every tenant would leave two keys a day in the bucket for as long as it exists."""
-    quota = day_key.rsplit(".", 1)[0]
+    quota, day = day_key.rsplit(".", 1)
     for key in await bus.kv_keys_matching(topology.TENANT_USAGE_BUCKET, f"{quota}.*"):
-        if key != day_key:
+        if key.rsplit(".", 1)[1] < day:  # never a later day's: a reservation made just before midnight lands late
             await bus.kv_purge(topology.TENANT_USAGE_BUCKET, key)
 
 
@@ -113,14 +113,20 @@ def _active_key(tenant_id: str) -> str:
     return f"{tenant_id}.active_orders"
 
 
-async def _still_running(bus: Bus, order_id: str, admitted_ms: int) -> bool:
-    record = await bus.kv_get(topology.ORDERS_BUCKET, order_id, state_pb2.OrderRecord)
-    in_grace = time.time() * 1000 - admitted_ms < ORPHAN_ORDER_GRACE_S * 1000
-    if record is None:
-        return in_grace
-    if record.order.state == common_pb2.ORDER_STATE_QUEUED and not in_grace:
-        return await jobs.order_has_job(bus, order_id)
-    return record.order.state not in FINISHED
+async def _ended_orders(bus: Bus, active: state_pb2.ActiveOrders, order_id: str) -> list[str]:
+    """The admitted orders other than `order_id` that hold a slot no longer: finished, never recorded, or QUEUED
+    past the grace with their job nowhere (each work queue read once for all of those)."""
+    ended, unsure = [], []
+    for other, admitted_ms in active.admitted_ms.items():
+        if other == order_id:
+            continue
+        record = await bus.kv_get(topology.ORDERS_BUCKET, other, state_pb2.OrderRecord)
+        in_grace = time.time() * 1000 - admitted_ms < ORPHAN_ORDER_GRACE_S * 1000
+        if (record is None and not in_grace) or (record is not None and record.order.state in FINISHED):
+            ended.append(other)
+        elif record is not None and record.order.state == common_pb2.ORDER_STATE_QUEUED and not in_grace:
+            unsure.append(other)
+    return ended + sorted(await jobs.without_jobs(bus, unsure))
 
 
 async def admit_order(bus: Bus, tenant: state_pb2.TenantRecord, order_id: str) -> None:
@@ -130,9 +136,8 @@ async def admit_order(bus: Bus, tenant: state_pb2.TenantRecord, order_id: str) -
     for _ in range(CAS_ATTEMPTS):
         raw, revision = await bus.kv_entry(topology.TENANT_USAGE_BUCKET, key)
         active = state_pb2.ActiveOrders.FromString(raw) if raw else state_pb2.ActiveOrders()
-        for other, admitted in list(active.admitted_ms.items()):
-            if other != order_id and not await _still_running(bus, other, admitted):
-                del active.admitted_ms[other]
+        for ended in await _ended_orders(bus, active, order_id):
+            del active.admitted_ms[ended]
         if order_id not in active.admitted_ms and len(active.admitted_ms) >= allowed:
             raise QuotaExceeded("max_concurrent_orders", f"{len(active.admitted_ms)} order(s) are running; "
                                 f"the limit is {allowed}")

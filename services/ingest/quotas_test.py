@@ -70,3 +70,27 @@ async def test_a_new_days_counter_drops_the_earlier_days(bus: Bus) -> None:
     await quotas.reserve_daily(bus, tenant, "max_subjects_per_day", 1, "subjects")
     assert await bus.kv_get(topology.TENANT_USAGE_BUCKET, today, state_pb2.UsageCounter) == state_pb2.UsageCounter(
         value=2)
+
+
+async def test_a_counter_created_late_for_the_day_before_keeps_todays(bus: Bus) -> None:
+    """A reservation computed its day just before midnight and lands after today's first: today's count stays."""
+    tenant = tenant_allowing_one()
+    quota = f"{tenant.tenant_id}.max_subjects_per_day"
+    later = f"{quota}.99991231"
+    await bus.kv_put(topology.TENANT_USAGE_BUCKET, later, state_pb2.UsageCounter(value=3))
+    await quotas.reserve_daily(bus, tenant, "max_subjects_per_day", 1, "subjects")
+    assert later in await bus.kv_keys_matching(topology.TENANT_USAGE_BUCKET, f"{quota}.*")
+
+
+async def test_an_old_queued_order_whose_job_waits_in_its_work_queue_keeps_its_slot(bus: Bus) -> None:
+    tenant = tenant_allowing_one()
+    order_id = await queued_order(bus, tenant, admitted_s_ago=quotas.ORPHAN_ORDER_GRACE_S + 60)
+    job = events_pb2.TrainJob(job_id=new_id("job"), tenant_id=tenant.tenant_id, subject_id=new_id("subject"),
+                              order_id=order_id)
+    await bus.publish(topology.TRAIN_SUBJECT, job, msg_id=job.job_id)
+    try:
+        with pytest.raises(quotas.QuotaExceeded):
+            await quotas.admit_order(bus, tenant, new_id("order"))
+    finally:
+        await bus.delete_queued_jobs(topology.TRAIN_QUEUE, lambda payload: events_pb2.TrainJob.FromString(
+            payload).order_id == order_id)
