@@ -153,9 +153,10 @@ async def test_declare_gives_an_old_deployment_its_budgets_and_keeps_what_it_hol
     bus = await Bus.connect(own_nats.url, name="upgrade")
     try:
         await assert_budgets(bus, 64 * 2**20)
-        for stream, old in before.items():  # only the limits changed
+        for stream, old in before.items():  # only the limits changed (and the write leases' age: they expire)
             new = (await bus.js.stream_info(stream)).config
-            assert dataclasses.replace(new, max_bytes=old.max_bytes, discard=old.discard) == old, stream
+            assert dataclasses.replace(new, max_bytes=old.max_bytes, discard=old.discard, max_age=old.max_age) == old
+            assert new.max_age == old.max_age or stream == f"KV_{topology.WRITE_LEASES_BUCKET}", stream
         monkeypatch.setenv(STORE_BYTES_ENV, str(32 * 2**20))  # the operator changes the budget
         await bus.declare()
         await assert_budgets(bus, 32 * 2**20)
