@@ -10,6 +10,7 @@ import re
 import urllib.request
 from pathlib import Path
 
+import nats
 import pytest
 from studio.v1 import events_pb2
 
@@ -17,8 +18,10 @@ from deploy.k8s import validate
 from deploy.k8s.manifests import named
 from services.common import topology
 from services.common.bus import Bus
+from services.common.config import url_with_token
 from services.common.launchers.binaries import find_binary
 from services.common.launchers.process import ManagedProcess, free_ports, tcp_port_open
+from services.common.nats_permissions import SERVICE_USERS, password_env
 
 NODES = 3
 READY_TIMEOUT_S = 60.0
@@ -63,14 +66,17 @@ class Cluster:
         ports = iter(free_ports(3 * NODES))  # distinct: none is bound until its node starts
         self.ports = [{"client": next(ports), "cluster": next(ports), "monitor": next(ports)} for _ in range(NODES)]
         self.processes: list[ManagedProcess] = []
+        # The StatefulSet's env from studio-nats-users: nats.conf reads each service user's password from it.
+        self.passwords = {user: f"pw-{user}" for user in SERVICE_USERS}
 
     def start(self, index: int) -> ManagedProcess:
         store = self.root / f"data-{index}"
         store.mkdir()
         config = self.root / f"nats-{index}.conf"
         config.write_text(_node_config(self.config, store, self.ports, index))
+        env = {**os.environ, "POD_NAME": f"nats-{index}", **self._password_env()}
         process = ManagedProcess(f"nats-{index}", [find_binary("nats-server"), "--config", str(config)],
-                                 self.root / "logs", env={**os.environ, "POD_NAME": f"nats-{index}"})
+                                 self.root / "logs", env=env)
         process.start()
         self.processes.append(process)
         return process
@@ -83,8 +89,12 @@ class Cluster:
             url = f"http://127.0.0.1:{port['monitor']}/jsz"
             await process.wait_ready(lambda url=url: asyncio.to_thread(_has_meta_leader, url), READY_TIMEOUT_S)
 
-    def client_url(self, index: int) -> str:
-        return f"nats://127.0.0.1:{self.ports[index]['client']}"
+    def _password_env(self) -> dict[str, str]:
+        return {password_env(user): password for user, password in self.passwords.items()}
+
+    def client_url(self, index: int, user: str = "privacy") -> str:
+        """A service user's URL: the shipped configuration admits no anonymous client."""
+        return url_with_token(f"nats://127.0.0.1:{self.ports[index]['client']}", f"{user}:{self.passwords[user]}")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -129,7 +139,7 @@ def _keda_lag(ports: list[dict[str, int]], stream: str, consumer: str) -> int:
 
 
 async def test_shipped_nats_config_forms_a_jetstream_cluster_keda_can_read(nats_cluster):
-    bus = await Bus.connect(nats_cluster.client_url(1), name="deploy-test")
+    bus = await Bus.connect(nats_cluster.client_url(1, "ingest"), name="deploy-test")
     try:
         for number in range(3):
             job = events_pb2.TrainJob(job_id=f"train-{number}", order_id=f"order-{number}")
@@ -145,6 +155,9 @@ async def test_shipped_nats_config_forms_a_jetstream_cluster_keda_can_read(nats_
         assert _keda_lag(nats_cluster.ports, topology.RENDER_QUEUE.stream, topology.RENDER_QUEUE.durable) == 0
         servers = _get_json(f"http://127.0.0.1:{nats_cluster.ports[0]['monitor']}/jsz")
         assert servers["meta_cluster"]["cluster_size"] == NODES
+        with pytest.raises(nats.errors.Error, match="[Aa]uthorization"):  # no anonymous client
+            await nats.connect(f"nats://127.0.0.1:{nats_cluster.ports[2]['client']}", max_reconnect_attempts=0,
+                               allow_reconnect=False)
     finally:
         await bus.close()
 
@@ -155,7 +168,7 @@ async def test_a_service_started_before_the_cluster_has_a_quorum_declares_once_i
     alone = cluster.start(0)
     port = cluster.ports[0]["client"]
     await alone.wait_ready(lambda: tcp_port_open("127.0.0.1", port), READY_TIMEOUT_S)
-    connecting = asyncio.create_task(Bus.connect(cluster.client_url(0), name="early-service"))
+    connecting = asyncio.create_task(Bus.connect(cluster.client_url(0, "faceqa"), name="early-service"))
     await asyncio.sleep(QUORUM_DELAY_S)
     assert not connecting.done(), "declared without a meta leader"
     cluster.start(1)

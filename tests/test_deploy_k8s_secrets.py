@@ -103,11 +103,20 @@ def test_make_secrets_fills_every_secret_the_pods_read(tmp_path, built):
             name = (volume.get("secret") or {}).get("secretName")
             for item in items:
                 assert item["key"] in _secret_data(store, name), f"{pod.ref}: {name} lacks {item['key']}"
+    nats_users = _secret_data(store, "studio-nats-users")
+    assert set(nats_users) == {"ingest", "faceqa", "trainer", "renderer", "privacy"}
+    assert len(set(nats_users.values())) == 5 and all(len(password) >= 40 for password in nats_users.values())
+    for pod in pod_templates(built["dev"]):  # and every key a pod's env reads
+        for container in pod.containers():
+            for env in container.get("env") or []:
+                key = (env.get("valueFrom") or {}).get("secretKeyRef")
+                assert not key or key["key"] in _secret_data(store, key["name"]), f"{pod.ref}: {key} not written"
     operator_token = _secret_data(store, "studio-operator-token")["token"].decode()
     from services.common.secrets import hash_api_key
 
     assert _secret_data(store, "studio-tenant-admin")["operator-token-sha256"].decode() == hash_api_key(operator_token)
     secrets_written = [minio["root-password"].decode(), *token_map.values(), operator_token,
+                       *(password.decode() for password in nats_users.values()),
                        _secret_data(store, "studio-bootstrap-tenant")["api-key"].decode()]
     assert not any(secret in output for secret in secrets_written), "a secret reached the script's output"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fill the studio's Secrets in the cluster (namespace studio): the vault's master key (KEK), its
-# Ed25519 signing key, the service tokens, MinIO's credentials and the blob URL built from them.
+# Ed25519 signing key, the service tokens, the NATS users' passwords, MinIO's credentials and the blob URL built from them.
 # Key material is generated here, goes straight to the API server and is never printed or kept.
 # A Secret that already holds data is left alone: replacing the KEK would make every stored byte
 # unreadable. Rotate keys with `studio keys rotate` (docs/operations.md), not with this script.
@@ -82,6 +82,13 @@ printf '{"ingest": "%s", "faceqa": "%s", "trainer": "%s", "renderer": "%s"}' \
 apply_secret studio-service-tokens --from-file=tokens.json="$work/tokens.json" \
   --from-file=ingest="$work/ingest" --from-file=faceqa="$work/faceqa" \
   --from-file=trainer="$work/trainer" --from-file=renderer="$work/renderer"
+
+# NATS users (services/common/nats_permissions.py): one password per service; the NATS pods read every key, each
+# service only its own.
+for service in ingest faceqa trainer renderer privacy; do random_token > "$work/nats-$service"; done
+apply_secret studio-nats-users --from-file=ingest="$work/nats-ingest" --from-file=faceqa="$work/nats-faceqa" \
+  --from-file=trainer="$work/nats-trainer" --from-file=renderer="$work/nats-renderer" \
+  --from-file=privacy="$work/nats-privacy"
 
 # The operator's token for `studio tenants`: ingest gets only its hash; read the token back with
 # kubectl -n studio get secret studio-operator-token -o jsonpath='{.data.token}' | base64 -d

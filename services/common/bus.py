@@ -31,6 +31,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from prometheus_client import Gauge
 
+from services.common.config import NATS_USER_ENV
 from services.common.deletion_guard import DeletionGuard
 from services.common.store_space import STORAGE_RESOURCES_EXCEEDED, StoreSpace
 from services.common.topology import (
@@ -43,6 +44,7 @@ from services.common.topology import (
     STORE_BYTES_ENV,
     STREAMS,
     VAULT_CONFIRMATIONS_CONSUMER,
+    VAULT_SERVICE,
     WORK_QUEUES,
     WorkQueue,
     backlog_consumer,
@@ -136,6 +138,14 @@ async def _attempts(call: Callable[[], Awaitable[T]], attempts: int,
     return await call()
 
 
+
+def _sets_limits_of(stream: str) -> bool:
+    """Whether this process may change `stream`'s configuration. In Kubernetes each service is its own NATS user, and
+    only the vault may update DELETIONS (services/common/nats_permissions.py): an update could map other subjects
+    onto the confirmations the vault certifies deletions by. Unnamed (the embedded stack), every service may."""
+    user = os.environ.get(NATS_USER_ENV, "")
+    return stream != DELETIONS_STREAM.name or user in ("", VAULT_SERVICE)
+
 class Bus:
     """A NATS connection with the studio's topology declared."""
 
@@ -182,9 +192,19 @@ class Bus:
 
     async def _declare_stream(self, config: StreamConfig) -> None:
         with _reservable(config.name, config.max_bytes):
-            if not await self._limits_updated(config):
+            if not _sets_limits_of(config.name):
+                await self._created_if_absent(config)
+            elif not await self._limits_updated(config):
                 await self._created(self.js.add_stream, config, config)
         STREAM_BUDGET.labels(config.name).set(config.max_bytes)
+
+    async def _created_if_absent(self, config: StreamConfig) -> None:
+        """The stream as it is when it exists (its limits are another service's to set), else created."""
+        try:
+            await self._declared(self.js.stream_info, config.name)
+        except NotFoundError:
+            with contextlib.suppress(BadRequestError):  # created meanwhile by the service whose limits they are
+                await self._declared(self.js.add_stream, config)
 
     async def _declare_bucket(self, config: KeyValueConfig) -> KeyValue:
         """nats-py makes a bucket's stream KV_<bucket>, discard 'new': a full bucket refuses new keys."""

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+NATS_USER_ENV = "STUDIO_NATS_USER"  # Kubernetes: each service its own NATS user (nats_permissions.py)
+
 
 class ConfigError(RuntimeError):
     pass
@@ -30,16 +32,39 @@ def url_with_token(url: str, token: str | None) -> str:
     return re.sub(r"^([^:/?#]+://)(?:[^/?#]*@)?", lambda match: f"{match.group(1)}{token}@", url, count=1)
 
 
-def _nats_url() -> str | None:
-    """STUDIO_NATS_URL with the token of STUDIO_NATS_TOKEN_FILE (the embedded stack's nats-server requires one)."""
-    url, token_file = _env("STUDIO_NATS_URL"), _env("STUDIO_NATS_TOKEN_FILE")
-    if not url or not token_file:
-        return url
+# What a NATS user name or password may hold: it travels in the URL's user part, which nats-py does not unquote.
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _nats_token() -> str | None:
+    """The token of STUDIO_NATS_TOKEN_FILE (the embedded stack's nats-server requires one)."""
+    token_file = _env("STUDIO_NATS_TOKEN_FILE")
+    if not token_file:
+        return None
     try:
-        token = Path(token_file).read_text().strip()
+        return Path(token_file).read_text().strip()
     except OSError as error:
         raise ConfigError(f"STUDIO_NATS_TOKEN_FILE {token_file}: {error.strerror}") from None
-    return url_with_token(url, token)
+
+
+def _nats_user() -> str | None:
+    """`user:password` of STUDIO_NATS_USER and STUDIO_NATS_PASSWORD (Kubernetes: one NATS user per service)."""
+    user, password = _env(NATS_USER_ENV), _env("STUDIO_NATS_PASSWORD")
+    if not user and not password:
+        return None
+    if not user or not password:
+        raise ConfigError("STUDIO_NATS_USER and STUDIO_NATS_PASSWORD are set together or not at all")
+    if not _URL_SAFE.fullmatch(user) or not _URL_SAFE.fullmatch(password):
+        raise ConfigError("STUDIO_NATS_USER and STUDIO_NATS_PASSWORD may hold only letters, digits and . _ ~ -")
+    return f"{user}:{password}"
+
+
+def _nats_url() -> str | None:
+    """STUDIO_NATS_URL with the credential it needs: the token of STUDIO_NATS_TOKEN_FILE or a service's user."""
+    url, token, user = _env("STUDIO_NATS_URL"), _nats_token(), _nats_user()
+    if token and user:
+        raise ConfigError("STUDIO_NATS_TOKEN_FILE and STUDIO_NATS_USER exclude each other")
+    return url_with_token(url, token or user) if url else url
 
 
 @dataclass(frozen=True, repr=False)
@@ -80,8 +105,8 @@ class Settings:
         )
 
     def __repr__(self) -> str:
-        # blob_url may carry the object store's secret key, nats_url the bus's token: a logged or printed Settings
-        # must show neither.
+        # blob_url may carry the object store's secret key, nats_url the bus's token or password: a logged or
+        # printed Settings must show neither.
         shown = {item.name: getattr(self, item.name) for item in fields(self)}
         shown["blob_url"] = _without_credentials(self.blob_url)
         shown["nats_url"] = _without_credentials(self.nats_url)

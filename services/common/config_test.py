@@ -39,3 +39,31 @@ def test_the_nats_token_file_reaches_the_url_and_never_its_repr(monkeypatch: pyt
 ])
 def test_url_with_token(url: str, token: str | None, joined: str) -> None:
     assert url_with_token(url, token) == joined
+
+
+def test_the_nats_user_reaches_the_url_and_never_its_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STUDIO_NATS_URL", "nats://nats:4222")
+    monkeypatch.setenv("STUDIO_NATS_USER", "trainer")
+    monkeypatch.setenv("STUDIO_NATS_PASSWORD", "Pa55-word_x")
+    settings = Settings.from_env("trainer")
+    assert settings.require("nats_url") == "nats://trainer:Pa55-word_x@nats:4222"
+    assert "Pa55" not in repr(settings) and "nats_url='nats://***@nats:4222'" in repr(settings)
+
+
+@pytest.mark.parametrize(("user", "password", "token_file", "error"), [
+    ("trainer", "", False, "set together"),
+    ("", "secret", False, "set together"),
+    ("trainer", "p@ss:word", False, "only letters"),
+    ("trainer", "secret", True, "exclude each other"),
+])
+def test_a_nats_user_without_its_password_or_beside_a_token_is_refused(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, user: str, password: str, token_file: bool, error: str) -> None:
+    monkeypatch.setenv("STUDIO_NATS_URL", "nats://nats:4222")
+    monkeypatch.setenv("STUDIO_NATS_USER", user)
+    monkeypatch.setenv("STUDIO_NATS_PASSWORD", password)
+    if token_file:
+        (tmp_path / "token").write_text("t0k")
+        monkeypatch.setenv("STUDIO_NATS_TOKEN_FILE", str(tmp_path / "token"))
+    with pytest.raises(ConfigError, match=error) as raised:
+        Settings.from_env("trainer")
+    assert "p@ss" not in str(raised.value) and "secret" not in str(raised.value)

@@ -57,6 +57,8 @@ PENDING_STREAM = _stream("PENDING", f"{PENDING_PREFIX}.>")
 STREAMS = (TRAIN_STREAM, RENDER_STREAM, EVENTS_STREAM, DELETIONS_STREAM, PENDING_STREAM)
 # Every service that holds subject data; the vault certifies a deletion once each has confirmed.
 PURGING_SERVICES = ("ingest", "faceqa", "trainer", "renderer")
+# The vault: the one service that requests deletions and certifies them.
+VAULT_SERVICE = "privacy"
 
 
 # Deliveries past a queue's max_deliver only record the job's failure (services/common/workqueue.py): the
