@@ -202,6 +202,23 @@ async def test_a_service_declares_the_topology_leaving_the_deletions_stream_to_t
         topology.TRAIN_STREAM.name, topology.store_budget())
 
 
+async def test_a_service_acknowledges_only_its_own_purges(users_server, connect):
+    """Acknowledging or deleting another service's purge consumer would stop its purge: the deletion never
+    certified."""
+    vault = await connect("privacy")
+    await vault.publish_raw(topology.deletion_requested_subject("del-6"), b"requested")
+    trainer = await connect("trainer")
+    consumer = topology.purge_consumer("trainer").durable_name
+    [request] = await (await trainer.js.pull_subscribe_bind(consumer, topology.DELETIONS_STREAM.name)).fetch(1, 5)
+    await request.ack_sync()  # its own
+    stream = topology.DELETIONS_STREAM.name
+    for forged in (f"$JS.ACK.{stream}.purge-ingest.1.1.1.0.0", f"$JS.API.CONSUMER.DELETE.{stream}.purge-ingest",
+                   f"$JS.ACK.{stream}.vault-confirmations.1.1.1.0.0"):
+        assert "permissions violation" in (await _refused(users_server, "trainer", forged)).lower(), forged
+    info = await vault.js.consumer_info(stream, topology.purge_consumer("ingest").durable_name)
+    assert info.num_pending == 1  # ingest's purge of del-6 still waits for ingest
+
+
 @pytest.mark.parametrize("user", SERVICE_USERS)
 async def test_every_service_user_declares_and_uses_the_topology(users_server, connect, user):
     bus = await connect(user)

@@ -15,9 +15,11 @@ from __future__ import annotations
 from services.common.topology import (
     DELETIONS_STREAM,
     PURGING_SERVICES,
+    VAULT_CONFIRMATIONS_CONSUMER,
     VAULT_SERVICE,
     deletion_confirmed_subject,
     deletion_requested_subject,
+    purge_consumer,
 )
 
 SERVICE_USERS = (*PURGING_SERVICES, VAULT_SERVICE)
@@ -42,9 +44,19 @@ def denied_publish(user: str) -> list[str]:
         raise ValueError(f"{user!r} is not a service user ({', '.join(SERVICE_USERS)})")
     others = [deletion_confirmed_subject("*", service) for service in PURGING_SERVICES if service != user]
     if user == VAULT_SERVICE:
-        return others
+        return [*others, *_others_deliveries(user)]
     rewrites = [f"$JS.API.STREAM.{action}.{DELETIONS_STREAM.name}" for action in STREAM_REWRITES]
-    return [*others, deletion_requested_subject("*"), *rewrites]
+    return [*others, deletion_requested_subject("*"), *rewrites, *_others_deliveries(user)]
+
+
+def _others_deliveries(user: str) -> list[str]:
+    """Acknowledging or deleting another service's DELETIONS consumer: its purge (or the vault's reading of the
+    confirmations) would never happen, and the deletion never be certified."""
+    owned = {purge_consumer(service).durable_name: service for service in PURGING_SERVICES}
+    owned[VAULT_CONFIRMATIONS_CONSUMER.durable_name] = VAULT_SERVICE
+    stream = DELETIONS_STREAM.name
+    return [subject for durable, owner in owned.items() if owner != user
+            for subject in (f"$JS.ACK.{stream}.{durable}.>", f"$JS.API.CONSUMER.DELETE.{stream}.{durable}")]
 
 
 def permissions(user: str) -> Permissions:
