@@ -351,11 +351,12 @@ class Bus:
         """Remove every key matching a NATS wildcard pattern, with its history; how many messages went."""
         return await self.purge_subject(f"KV_{bucket}", f"$KV.{bucket}.{pattern}")
 
-    async def purge_subject(self, stream: str, subject: str) -> int:
-        """Erase every message on `subject` (wildcards allowed) from `stream`; how many went."""
-        response = await self.client.request(
-            f"$JS.API.STREAM.PURGE.{stream}", json.dumps({"filter": subject}).encode(), timeout=10
-        )
+    async def purge_subject(self, stream: str, subject: str, below_seq: int = 0) -> int:
+        """Erase every message on `subject` (wildcards allowed) from `stream`, or only those before sequence
+        `below_seq` when given (a message stored since stays); how many went."""
+        request: dict[str, object] = {"filter": subject, **({"seq": below_seq} if below_seq else {})}
+        response = await self.client.request(f"$JS.API.STREAM.PURGE.{stream}", json.dumps(request).encode(),
+                                             timeout=10)
         reply = json.loads(response.data)
         if "error" in reply:
             raise RuntimeError(f"purge of {stream} failed: {reply['error'].get('description')}")

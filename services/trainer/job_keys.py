@@ -10,7 +10,6 @@ records still there: a listing that is empty, one request, once they are re-keye
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import re
@@ -78,17 +77,7 @@ async def old_scheme_keys(bus: Bus) -> list[str]:
 
 async def purge_through(bus: Bus, key: str, revision: int) -> int:
     """Erase `key`'s messages up to `revision`, no marker left: a write made since stays. How many went."""
-    reply = await _jetstream_api(bus, f"STREAM.PURGE.KV_{BUCKET}", {"filter": f"$KV.{BUCKET}.{key}",
-                                                                    "seq": revision + 1})
-    return int(reply.get("purged", 0))
-
-
-async def _jetstream_api(bus: Bus, call: str, request: dict[str, object]) -> dict:
-    response = await bus.client.request(f"$JS.API.{call}", json.dumps(request).encode(), timeout=10)
-    reply = json.loads(response.data)
-    if "error" in reply:
-        raise RuntimeError(f"{call} failed: {reply['error'].get('description')}")
-    return reply
+    return await bus.purge_subject(f"KV_{BUCKET}", f"$KV.{BUCKET}.{key}", below_seq=revision + 1)
 
 
 async def rekey_old_records(bus: Bus, sealed: SealedStore) -> int:
